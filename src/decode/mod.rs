@@ -1,0 +1,326 @@
+//! Decoding: turns one input unit (an Event Hub message body, a Graph page, an NDJSON line)
+//! into records with their category, kind and tenant, repairing what can be repaired.
+
+pub mod graph;
+pub mod repair;
+pub mod time;
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::event::EventKind;
+
+/// How a unit is laid out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputFormat {
+    /// Detect: `{"records":[...]}` is an Event Hub body, `{"value":[...]}` a Graph page,
+    /// any other object a single record.
+    #[default]
+    Auto,
+    /// Event Hub body (`{"records":[...]}`) or a single diagnostic record.
+    Eventhub,
+    /// Graph list response (`{"value":[...]}`) or a single Graph object.
+    Graph,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("gzip body could not be inflated: {0}")]
+    Gzip(String),
+    #[error("body is empty")]
+    Empty,
+    #[error("body is not JSON and could not be repaired: {0}")]
+    NotJson(String),
+    #[error("body is JSON but not an object or array of records: {0}")]
+    NotRecords(String),
+}
+
+impl DecodeError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Gzip(_) => "gzip",
+            DecodeError::Empty => "empty_body",
+            DecodeError::NotJson(_) => "not_json",
+            DecodeError::NotRecords(_) => "not_records",
+        }
+    }
+}
+
+/// One record out of a unit.
+#[derive(Clone, Debug)]
+pub struct DecodedRecord {
+    /// The record's JSON, on one line.
+    pub raw: Bytes,
+    pub category: String,
+    pub kind: EventKind,
+    pub tenant: Option<String>,
+    /// Stable entity key known at decode time (the incident id of a Graph alert).
+    pub entity_key: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct DecodedUnit {
+    pub records: Vec<DecodedRecord>,
+    /// The repair that made the body parse, if any.
+    pub repaired: Option<&'static str>,
+    /// `@odata.nextLink` of a Graph page.
+    pub next_link: Option<String>,
+    /// A Graph page whose `value` was present (an empty page is still a page).
+    pub is_graph_page: bool,
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Largest inflated body we accept (Event Hub messages are at most 1 MB; Graph pages are larger).
+const MAX_INFLATED: u64 = 256 * 1024 * 1024;
+
+/// Decode one unit. Errors mean the unit must be quarantined whole.
+pub fn decode_unit(format: InputFormat, body: Bytes) -> Result<DecodedUnit, DecodeError> {
+    let body = if body.starts_with(&GZIP_MAGIC) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&body[..])
+            .take(MAX_INFLATED)
+            .read_to_end(&mut out)
+            .map_err(|e| DecodeError::Gzip(e.to_string()))?;
+        Bytes::from(out)
+    } else {
+        body
+    };
+    let trimmed = trim(&body);
+    if trimmed.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let body = body.slice_ref(trimmed);
+    let (body, repaired) = parse_or_repair(body)?;
+    let mut unit = DecodedUnit {
+        repaired,
+        ..DecodedUnit::default()
+    };
+    let text = std::str::from_utf8(&body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    if text.starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| DecodeError::NotRecords(e.to_string()))?;
+        for item in items {
+            push_item(format, &body, item, &mut unit)?;
+        }
+        return Ok(unit);
+    }
+    if !text.starts_with('{') {
+        return Err(DecodeError::NotRecords("top level is a scalar".into()));
+    }
+    let env: Envelope = serde_json::from_str(text).map_err(|e| DecodeError::NotRecords(e.to_string()))?;
+    match (env.records, env.value) {
+        (Some(records), _) if format != InputFormat::Graph => {
+            for r in records {
+                push_eventhub_record(&body, r, &mut unit)?;
+            }
+        }
+        (_, Some(value)) if format != InputFormat::Eventhub => {
+            unit.is_graph_page = true;
+            unit.next_link = env.next_link.map(Cow::into_owned);
+            for item in value {
+                graph::push_graph_item(&body, item, &mut unit)?;
+            }
+        }
+        _ => {
+            let whole: &RawValue = serde_json::from_str(text).map_err(|e| DecodeError::NotRecords(e.to_string()))?;
+            push_item(format, &body, whole, &mut unit)?;
+        }
+    }
+    Ok(unit)
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    records: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default)]
+    value: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default, rename = "@odata.nextLink")]
+    next_link: Option<Cow<'a, str>>,
+}
+
+fn push_item(format: InputFormat, body: &Bytes, item: &RawValue, unit: &mut DecodedUnit) -> Result<(), DecodeError> {
+    let is_graph = match format {
+        InputFormat::Graph => true,
+        InputFormat::Eventhub => false,
+        InputFormat::Auto => graph::looks_like_graph(item.get()),
+    };
+    if is_graph {
+        graph::push_graph_item(body, item, unit)
+    } else {
+        push_eventhub_record(body, item, unit)
+    }
+}
+
+#[derive(Deserialize)]
+struct RecordHead<'a> {
+    #[serde(borrow, default)]
+    category: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "tenantId")]
+    tenant_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "resourceId")]
+    resource_id: Option<Cow<'a, str>>,
+}
+
+fn push_eventhub_record(body: &Bytes, item: &RawValue, unit: &mut DecodedUnit) -> Result<(), DecodeError> {
+    let raw = record_bytes(body, item);
+    if !item.get().starts_with('{') {
+        return Err(DecodeError::NotRecords("a record in `records` is not an object".into()));
+    }
+    let head: RecordHead = serde_json::from_str(item.get()).map_err(|e| DecodeError::NotRecords(e.to_string()))?;
+    let category = head.category.as_deref().unwrap_or("Unknown").to_string();
+    let tenant = head
+        .tenant_id
+        .filter(|t| !t.is_empty())
+        .map(Cow::into_owned)
+        .or_else(|| head.resource_id.as_deref().and_then(tenant_from_resource_id));
+    unit.records.push(DecodedRecord {
+        raw,
+        kind: EventKind::from_category(&category),
+        category,
+        tenant,
+        entity_key: None,
+    });
+    Ok(())
+}
+
+/// `/tenants/<id>/providers/...` → `<id>`.
+fn tenant_from_resource_id(rid: &str) -> Option<String> {
+    let lower = rid.to_ascii_lowercase();
+    let start = lower.find("/tenants/")? + "/tenants/".len();
+    let rest = &rid[start..];
+    let id = rest.split('/').next()?;
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// The record's bytes as a zero-copy slice of the body, compacted to one line if needed.
+pub(crate) fn record_bytes(body: &Bytes, item: &RawValue) -> Bytes {
+    let s = item.get().as_bytes();
+    if s.contains(&b'\n') || s.contains(&b'\r') {
+        Bytes::from(repair::compact_json(s))
+    } else {
+        body.slice_ref(s)
+    }
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    // A UTF-8 byte order mark is not JSON either.
+    let s = &b[start..end];
+    s.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(s)
+}
+
+/// Parse as JSON; on a syntax error try the repair that matches the error.
+fn parse_or_repair(body: Bytes) -> Result<(Bytes, Option<&'static str>), DecodeError> {
+    let first = match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        Ok(_) => return Ok((body, None)),
+        Err(e) => e,
+    };
+    let msg = first.to_string();
+    let attempt = |fixed: Vec<u8>, name: &'static str| {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&fixed)
+            .ok()
+            .map(|_| (Bytes::from(fixed), Some(name)))
+    };
+    if msg.contains("control character") {
+        if let Some(fixed) = repair::escape_control_chars_in_strings(&body) {
+            if let Some(ok) = attempt(fixed, "control_characters") {
+                return Ok(ok);
+            }
+        }
+    }
+    if body.contains(&b'\'') {
+        if let Some(fixed) = repair::single_to_double_quotes(&body) {
+            if let Some(ok) = attempt(fixed.clone(), "single_quotes") {
+                return Ok(ok);
+            }
+            // Both problems at once.
+            if let Some(both) = repair::escape_control_chars_in_strings(&fixed) {
+                if let Some(ok) = attempt(both, "single_quotes+control_characters") {
+                    return Ok(ok);
+                }
+            }
+        }
+    }
+    Err(DecodeError::NotJson(msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(path: &str) -> Bytes {
+        let p = format!("{}/tests/data/{path}", env!("CARGO_MANIFEST_DIR"));
+        Bytes::from(std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}")))
+    }
+
+    #[test]
+    fn eventhub_body_records_become_compact_slices() {
+        let unit = decode_unit(InputFormat::Auto, data("eventhub/signin_interactive.json")).unwrap();
+        assert_eq!(unit.records.len(), 2);
+        let r = &unit.records[0];
+        assert_eq!(r.category, "SignInLogs");
+        assert_eq!(r.kind, EventKind::SignIn);
+        assert_eq!(r.tenant.as_deref(), Some("d13c513a-42f8-4da1-97b1-165f0971b7c4"));
+        assert!(!r.raw.contains(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&r.raw).unwrap();
+        assert_eq!(v["properties"]["userPrincipalName"], "alex.wilber@fabrikam.example");
+    }
+
+    #[test]
+    fn gzip_body_is_inflated() {
+        use std::io::Write;
+        let plain = data("eventhub/auditlogs.json");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&plain).unwrap();
+        let unit = decode_unit(InputFormat::Eventhub, Bytes::from(enc.finish().unwrap())).unwrap();
+        assert_eq!(unit.records.len(), 3);
+        assert!(unit.records.iter().all(|r| r.category == "AuditLogs"));
+    }
+
+    #[test]
+    fn single_quoted_properties_are_repaired() {
+        let unit = decode_unit(
+            InputFormat::Auto,
+            data("eventhub/malformed/single_quoted_properties.json"),
+        )
+        .unwrap();
+        assert_eq!(unit.repaired, Some("single_quotes"));
+        let v: serde_json::Value = serde_json::from_slice(&unit.records[0].raw).unwrap();
+        assert_eq!(v["properties"]["isInteractive"], false);
+        assert_eq!(v["properties"]["userPrincipalName"], "megan.bowen@fabrikam.example");
+    }
+
+    #[test]
+    fn raw_newline_repair_keeps_apostrophes() {
+        let unit = decode_unit(InputFormat::Auto, data("eventhub/malformed/raw_newline_in_string.json")).unwrap();
+        assert_eq!(unit.repaired, Some("control_characters"));
+        assert_eq!(unit.records.len(), 2);
+        let v: serde_json::Value = serde_json::from_slice(&unit.records[0].raw).unwrap();
+        let cmd = v["properties"]["ProcessCommandLine"].as_str().unwrap();
+        assert!(cmd.contains("'line one\nline two'"), "{cmd}");
+    }
+
+    #[test]
+    fn placeholder_blob_is_not_repairable() {
+        let err = decode_unit(InputFormat::Auto, data("eventhub/malformed/placeholder_blob.txt")).unwrap_err();
+        assert_eq!(err.reason(), "not_json");
+    }
+
+    #[test]
+    fn unknown_category_is_generic_and_tenant_comes_from_resource_id() {
+        let body =
+            br#"{"records":[{"category":"SomethingNew","resourceId":"/TENANTS/abc/PROVIDERS/MICROSOFT.AADIAM"}]}"#;
+        let unit = decode_unit(InputFormat::Auto, Bytes::from_static(body)).unwrap();
+        assert_eq!(unit.records[0].kind, EventKind::Generic);
+        assert_eq!(unit.records[0].tenant.as_deref(), Some("abc"));
+    }
+}

@@ -1,0 +1,527 @@
+//! Read-only access to the OCSF attributes of a normalized event, shared by the encoders.
+
+use std::borrow::Cow;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde_json::Value;
+
+use crate::event::{EventKind, EventMeta};
+
+/// Splits `a.b.c` into `a` and `b.c` (byte search; paths are ASCII).
+#[inline]
+fn split_head(path: &str) -> (&str, Option<&str>) {
+    match path.bytes().position(|b| b == b'.') {
+        Some(i) => (&path[..i], Some(&path[i + 1..])),
+        None => (path, None),
+    }
+}
+
+/// The value at a dotted path (`metadata.product.name`, `finding_info.types.0`).
+pub(crate) fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = v;
+    let mut rest = path;
+    loop {
+        let (seg, next) = split_head(rest);
+        cur = match cur {
+            Value::Object(m) => m.get(seg)?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+        match next {
+            Some(n) => rest = n,
+            None => return Some(cur),
+        }
+    }
+}
+
+/// A non-empty string at `path`.
+pub(crate) fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
+    at(v, path)?.as_str().filter(|s| !s.is_empty())
+}
+
+/// An integer at `path` (number, or a string holding one).
+pub(crate) fn i64_at(v: &Value, path: &str) -> Option<i64> {
+    as_i64(at(v, path)?)
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_text(v: &Value) -> Option<Cow<'_, str>> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        _ => None,
+    }
+}
+
+/// A string or number at `path` as text (ids are sometimes numbers).
+pub(crate) fn text_at<'a>(v: &'a Value, path: &str) -> Option<Cow<'a, str>> {
+    as_text(at(v, path)?)
+}
+
+/// An IP address classified for formats that distinguish v4 and v6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ip<'a> {
+    V4(&'a str),
+    V6(&'a str),
+}
+
+pub(crate) fn ip(s: &str) -> Option<Ip<'_>> {
+    if s.parse::<Ipv4Addr>().is_ok() {
+        Some(Ip::V4(s))
+    } else if s.parse::<Ipv6Addr>().is_ok() {
+        Some(Ip::V6(s))
+    } else {
+        None
+    }
+}
+
+/// Top-level OCSF attributes resolved in one pass over the object, so that the many
+/// lookups of an encoder do not each search the top-level map.
+#[derive(Clone, Copy, Default)]
+struct Top<'a> {
+    slots: [Option<&'a Value>; TOP_KEYS.len()],
+}
+
+/// Top-level attributes the encoders read.
+const TOP_KEYS: [&str; 17] = [
+    "finding_info",
+    "metadata",
+    "actor",
+    "user",
+    "src_endpoint",
+    "dst_endpoint",
+    "device",
+    "unmapped",
+    "message",
+    "status",
+    "activity_name",
+    "type_name",
+    "src_url",
+    "start_time",
+    "end_time",
+    "class_name",
+    "evidences",
+];
+
+fn top_slot(key: &str) -> Option<usize> {
+    Some(match key {
+        "finding_info" => 0,
+        "metadata" => 1,
+        "actor" => 2,
+        "user" => 3,
+        "src_endpoint" => 4,
+        "dst_endpoint" => 5,
+        "device" => 6,
+        "unmapped" => 7,
+        "message" => 8,
+        "status" => 9,
+        "activity_name" => 10,
+        "type_name" => 11,
+        "src_url" => 12,
+        "start_time" => 13,
+        "end_time" => 14,
+        "class_name" => 15,
+        "evidences" => 16,
+        _ => return None,
+    })
+}
+
+/// An OCSF event together with its metadata, with the base attributes decoded once.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub ocsf: &'a Value,
+    pub meta: &'a EventMeta,
+    top: Top<'a>,
+    class_uid: i64,
+    activity_id: i64,
+    type_uid: i64,
+    severity_id: u8,
+    time_ms: i64,
+}
+
+impl<'a> View<'a> {
+    pub fn new(ocsf: &'a Value, meta: &'a EventMeta) -> View<'a> {
+        let mut top = Top::default();
+        let (mut class_uid, mut activity_id, mut type_uid, mut severity, mut time) = (None, None, None, None, None);
+        if let Some(obj) = ocsf.as_object() {
+            for (k, v) in obj {
+                match k.as_str() {
+                    "class_uid" => class_uid = as_i64(v),
+                    "activity_id" => activity_id = as_i64(v),
+                    "type_uid" => type_uid = as_i64(v),
+                    "severity_id" => severity = as_i64(v),
+                    "time" => time = as_i64(v),
+                    k => {
+                        if let Some(i) = top_slot(k) {
+                            top.slots[i] = Some(v);
+                        }
+                    }
+                }
+            }
+        }
+        let class_uid = class_uid.unwrap_or(0);
+        let activity_id = activity_id.unwrap_or(0);
+        View {
+            ocsf,
+            meta,
+            top,
+            class_uid,
+            activity_id,
+            type_uid: type_uid.unwrap_or(class_uid * 100 + activity_id),
+            severity_id: match severity {
+                Some(s @ (0..=6 | 99)) => s as u8,
+                _ => meta.severity_id,
+            },
+            time_ms: time.or(meta.event_ms).unwrap_or(meta.received_ms),
+        }
+    }
+
+    /// The value at a dotted path.
+    pub fn get(&self, path: &str) -> Option<&'a Value> {
+        let (head, rest) = split_head(path);
+        let v = match top_slot(head) {
+            Some(i) => self.top.slots[i]?,
+            None => self.ocsf.get(head)?,
+        };
+        match rest {
+            Some(r) => at(v, r),
+            None => Some(v),
+        }
+    }
+
+    pub fn str(&self, path: &str) -> Option<&'a str> {
+        self.get(path)?.as_str().filter(|s| !s.is_empty())
+    }
+
+    pub fn int(&self, path: &str) -> Option<i64> {
+        as_i64(self.get(path)?)
+    }
+
+    pub fn first(&self, paths: &[&str]) -> Option<&'a str> {
+        paths.iter().find_map(|p| self.str(p))
+    }
+
+    /// The array at `path` (empty when absent).
+    pub fn array(&self, path: &str) -> &'a [Value] {
+        match self.get(path) {
+            Some(Value::Array(a)) => a,
+            _ => &[],
+        }
+    }
+
+    /// Event time in epoch ms: OCSF `time`, else the metadata event time, else receipt time.
+    pub fn time_ms(&self) -> i64 {
+        self.time_ms
+    }
+
+    /// OCSF `severity_id` when valid, else the metadata's.
+    pub fn severity_id(&self) -> u8 {
+        self.severity_id
+    }
+
+    pub fn class_uid(&self) -> i64 {
+        self.class_uid
+    }
+
+    pub fn activity_id(&self) -> i64 {
+        self.activity_id
+    }
+
+    pub fn type_uid(&self) -> i64 {
+        self.type_uid
+    }
+
+    pub fn tenant(&self) -> Option<&'a str> {
+        self.str("metadata.tenant_uid")
+            .or(self.meta.tenant.as_deref())
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn change_type(&self) -> Option<&'a str> {
+        self.meta
+            .change_type
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.str("unmapped.change_type"))
+    }
+
+    /// The finding uid (incident or alert id) as text.
+    pub fn finding_uid(&self) -> Option<Cow<'a, str>> {
+        self.get("finding_info.uid").and_then(as_text).or_else(|| {
+            let key = self.meta.entity_key.as_deref().filter(|k| !k.is_empty());
+            (self.class_uid() == 2005).then_some(Cow::Borrowed(key?))
+        })
+    }
+
+    /// The Microsoft-specific type: detector id, risk event type, alert category, audit
+    /// activity, log name or category.
+    pub fn ms_category(&self) -> &'a str {
+        let audit = matches!(self.class_uid(), 3001 | 3004);
+        self.str("finding_info.analytic.uid")
+            .or_else(|| self.str("finding_info.types.0"))
+            .or_else(|| audit.then(|| self.str("message")).flatten())
+            .or_else(|| self.str("metadata.log_name"))
+            .unwrap_or(&self.meta.category)
+    }
+
+    /// Human title without variable data where possible.
+    pub fn title(&self) -> &'a str {
+        self.str("finding_info.title")
+            .or_else(|| (self.class_uid() == 2005).then(|| self.str("message"))?)
+            .or_else(|| self.first(&["type_name", "class_name"]))
+            .unwrap_or_else(|| self.meta.kind.as_str())
+    }
+
+    /// Portal link of a finding.
+    pub fn url(&self) -> Option<&'a str> {
+        self.first(&["finding_info.src_url", "src_url"])
+    }
+
+    /// The acting user (`actor.user`, else `user`) and, when both exist, the target `user`.
+    pub fn users(&self) -> (UserRef<'a>, UserRef<'a>) {
+        let actor = UserRef::of(self.get("actor.user"));
+        let user = UserRef::of(self.get("user"));
+        if actor.is_some() {
+            (actor, user)
+        } else {
+            (user, UserRef::default())
+        }
+    }
+
+    pub fn src_ip(&self) -> Option<&'a str> {
+        self.first(&["src_endpoint.ip", "evidences.0.src_endpoint.ip"])
+    }
+
+    pub fn dst_ip(&self) -> Option<&'a str> {
+        self.str("dst_endpoint.ip")
+    }
+
+    pub fn src_host(&self) -> Option<&'a str> {
+        self.first(&["src_endpoint.hostname", "device.hostname"])
+    }
+}
+
+/// Name and uid of an OCSF user object.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct UserRef<'a> {
+    pub name: Option<&'a str>,
+    pub uid: Option<&'a str>,
+}
+
+impl<'a> UserRef<'a> {
+    pub fn of(v: Option<&'a Value>) -> UserRef<'a> {
+        match v {
+            Some(u) => UserRef {
+                name: str_at(u, "name").or_else(|| str_at(u, "email_addr")),
+                uid: str_at(u, "uid"),
+            },
+            None => UserRef::default(),
+        }
+    }
+
+    pub fn is_some(&self) -> bool {
+        self.name.is_some() || self.uid.is_some()
+    }
+}
+
+/// Product naming for CEF/LEEF headers.
+#[derive(Clone, Debug)]
+pub(crate) struct ProductNaming {
+    pub product: Option<String>,
+    pub strip_vendor_prefix: bool,
+    pub mdi_as_azure_atp: bool,
+}
+
+impl ProductNaming {
+    /// Product of the event: the configured override, else `metadata.product.name`, else a
+    /// default by kind; `Microsoft ` is stripped from the front when configured.
+    pub fn product<'a>(&'a self, view: &View<'a>) -> &'a str {
+        if let Some(p) = &self.product {
+            return p;
+        }
+        let name = view.str("metadata.product.name").unwrap_or(match view.meta.kind {
+            EventKind::Incident | EventKind::Alert | EventKind::Hunting => "Microsoft Defender XDR",
+            EventKind::SignIn | EventKind::Audit | EventKind::GraphActivity => "Microsoft Entra ID",
+            EventKind::RiskDetection | EventKind::RiskState => "Microsoft Entra ID Protection",
+            EventKind::Generic => "Microsoft 365",
+        });
+        let short = name.strip_prefix("Microsoft ").unwrap_or(name);
+        if self.mdi_as_azure_atp && short == "Defender for Identity" {
+            return "Azure ATP";
+        }
+        if self.strip_vendor_prefix && !short.is_empty() {
+            short
+        } else {
+            name
+        }
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    (y, m, d)
+}
+
+/// Broken-down UTC time of epoch milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Utc {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub milli: u32,
+}
+
+impl Utc {
+    pub fn from_ms(ms: i64) -> Utc {
+        let days = ms.div_euclid(86_400_000);
+        let rest = ms.rem_euclid(86_400_000);
+        let (year, month, day) = civil_from_days(days);
+        Utc {
+            year,
+            month,
+            day,
+            hour: (rest / 3_600_000) as u32,
+            minute: (rest / 60_000 % 60) as u32,
+            second: (rest / 1000 % 60) as u32,
+            milli: (rest % 1000) as u32,
+        }
+    }
+
+    pub fn month_abbr(&self) -> &'static [u8] {
+        const M: [&[u8; 3]; 12] = [
+            b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+        ];
+        M[(self.month as usize).clamp(1, 12) - 1]
+    }
+}
+
+/// Appends `n` as exactly `width` zero-padded decimal digits (n must fit).
+pub(crate) fn push_padded(out: &mut Vec<u8>, n: u32, width: usize) {
+    let mut buf = [b'0'; 10];
+    let mut v = n;
+    for i in (0..width).rev() {
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&buf[..width]);
+}
+
+/// Appends an integer in decimal.
+pub(crate) fn push_int(out: &mut Vec<u8>, n: i64) {
+    let mut buf = [0u8; 20];
+    out.extend_from_slice(int_bytes(n, &mut buf));
+}
+
+/// Formats an integer into `buf`, returning the digits.
+pub(crate) fn int_bytes(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+pub(crate) fn floor_boundary(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut n = max;
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    &s[..n]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Datelike, Timelike};
+
+    #[test]
+    fn civil_matches_chrono() {
+        for ms in [
+            0i64,
+            951_782_400_000,
+            1_732_698_845_123,
+            1_798_363_645_999,
+            -1,
+            -86_400_001,
+            4_102_444_800_000,
+            1_709_164_800_000,
+        ] {
+            let c = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+            let u = Utc::from_ms(ms);
+            assert_eq!(
+                (u.year, u.month, u.day, u.hour, u.minute, u.second, u.milli),
+                (
+                    c.year() as i64,
+                    c.month(),
+                    c.day(),
+                    c.hour(),
+                    c.minute(),
+                    c.second(),
+                    c.timestamp_subsec_millis()
+                ),
+                "{ms}"
+            );
+        }
+    }
+
+    #[test]
+    fn ints_and_boundaries() {
+        let mut v = Vec::new();
+        push_int(&mut v, -1234);
+        push_int(&mut v, 0);
+        push_int(&mut v, i64::MIN);
+        assert_eq!(v, b"-12340-9223372036854775808");
+        assert_eq!(floor_boundary("aé", 2), "a");
+        assert_eq!(floor_boundary("aé", 3), "aé");
+        let mut p = Vec::new();
+        push_padded(&mut p, 7, 3);
+        assert_eq!(p, b"007");
+    }
+
+    #[test]
+    fn paths() {
+        let v = serde_json::json!({"a": {"b": [{"c": "x"}], "n": 5, "s": "7", "e": ""}});
+        assert_eq!(str_at(&v, "a.b.0.c"), Some("x"));
+        assert_eq!(str_at(&v, "a.b.1.c"), None);
+        assert_eq!(i64_at(&v, "a.n"), Some(5));
+        assert_eq!(i64_at(&v, "a.s"), Some(7));
+        assert_eq!(str_at(&v, "a.e"), None);
+        assert_eq!(text_at(&v, "a.n").as_deref(), Some("5"));
+        assert_eq!(ip("10.0.0.1"), Some(Ip::V4("10.0.0.1")));
+        assert_eq!(ip("2001:db8::1"), Some(Ip::V6("2001:db8::1")));
+        assert_eq!(ip("nope"), None);
+    }
+}

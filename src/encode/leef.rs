@@ -1,0 +1,608 @@
+//! QRadar LEEF 1.0 / 2.0 encoder: one line per message, incidents optionally split.
+//!
+//! Header: `LEEF:1.0|<vendor>|<product>|<version>|<EventID>|` (attributes tab-separated) or
+//! `LEEF:2.0|<vendor>|<product>|<version>|<EventID>|<delim>|` (attributes separated by the
+//! delimiter, declared literally when printable, else as `xHH`, e.g. `x09` for tab). Vendor
+//! and product as for CEF. EventIDs are few and stable: `IncidentCreated`,
+//! `IncidentUpdated`, `IncidentClosed`, `AlertCreated`, `AlertUpdated`, `AlertClosed`,
+//! `RiskDetection`, `RiskState`, `Finding`, `SignIn`, `AuditChange`, `GraphActivity`,
+//! `HuntingEvent`, `Generic`; split parts `IncidentAlert`, `IncidentEvidence`. The
+//! Microsoft-specific type (detector id, risk event type, category) goes to `cat`.
+//!
+//! Attributes, in this order: `devTime` (epoch ms, or formatted with `devTimeFormat`),
+//! `sev` (1, 3, 5, 8, 9, 10 for OCSF severity 1..6; omitted when unknown), `cat`, `src`,
+//! `dst`, `usrName`, `identSrc` + `identHostName` (authentication events only), then custom
+//! keys `srcHostName dstHostName userId targetUser targetUserId title msg action outcome
+//! fileName filePath fileHash process requestUrl url findingId incidentId tenantId
+//! changeType eventUid alertIds part ocsfClass ocsfType`.
+//!
+//! LEEF has no escapes: the delimiter, line breaks and control characters in values, and
+//! pipes, line breaks and control characters in header fields, are replaced by a space;
+//! such a message starts its attributes with `altered=true` and counts as `altered`.
+//! Truncation is as for CEF (values longer than 1023 bytes, `usrName` 255, are cut; over
+//! `max_message_bytes` values are shortened `msg` first) with `truncated=true` as the first
+//! attribute.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use super::fields::{floor_boundary, ip, push_padded, str_at, text_at, ProductNaming, Utc, View};
+use super::record::{encode_parts, evidence_type, Builder, Ctx, Extra, Record, Syntax, KEEP};
+use super::{EncodeError, EncodeReport, Encoder, EncoderOptions, Format, SplitMode};
+use crate::event::{Event, EventKind};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum LeefVersion {
+    #[serde(rename = "1.0")]
+    V1,
+    #[default]
+    #[serde(rename = "2.0")]
+    V2,
+}
+
+/// LEEF 2.0 attribute delimiter: one ASCII character that is not alphanumeric, space, `=`
+/// or `|`. Configured as the character itself (`"^"`), `"tab"`, or hex `"x09"`/`"0x5E"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeefDelimiter(pub u8);
+
+impl Default for LeefDelimiter {
+    fn default() -> Self {
+        LeefDelimiter(b'^')
+    }
+}
+
+impl LeefDelimiter {
+    pub fn parse(s: &str) -> Result<LeefDelimiter, String> {
+        let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix('x'));
+        let b = match (s, hex) {
+            ("tab", _) => b'\t',
+            (_, Some(h)) if (1..=4).contains(&h.len()) => {
+                u8::from_str_radix(h, 16).map_err(|_| format!("bad hex delimiter {s:?}"))?
+            }
+            _ if s.len() == 1 => s.as_bytes()[0],
+            _ => return Err(format!("delimiter {s:?} must be one character, `tab` or xHH")),
+        };
+        if !b.is_ascii() || b.is_ascii_alphanumeric() || matches!(b, b' ' | b'=' | b'|' | b'\n' | b'\r') {
+            return Err(format!("delimiter {s:?} is not usable"));
+        }
+        Ok(LeefDelimiter(b))
+    }
+
+    /// The header declaration: the character when printable, else `xHH`.
+    pub fn declaration(&self) -> Vec<u8> {
+        if self.0.is_ascii_graphic() {
+            vec![self.0]
+        } else {
+            format!("x{:02X}", self.0).into_bytes()
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LeefDelimiter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        LeefDelimiter::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for LeefDelimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.declaration()))
+    }
+}
+
+/// How `devTime` is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DevTime {
+    /// 13-digit epoch milliseconds (no `devTimeFormat` needed).
+    #[default]
+    Epoch,
+    /// `MMM dd yyyy HH:mm:ss.SSS z` in UTC, with `devTimeFormat`.
+    Formatted,
+}
+
+/// Java SimpleDateFormat of [`DevTime::Formatted`].
+pub const DEV_TIME_FORMAT: &str = "MMM dd yyyy HH:mm:ss.SSS z";
+
+/// LEEF options (`[sinks.X.encoding.leef]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeefOptions {
+    /// `"1.0"` (tab-separated) or `"2.0"` (default, with delimiter declaration).
+    pub version: LeefVersion,
+    /// LEEF 2.0 delimiter. Default `^`.
+    pub delimiter: LeefDelimiter,
+    /// Default `Microsoft`.
+    pub vendor: String,
+    /// Fixed product. Default: from the event (`Defender XDR`, `Entra ID`, ...).
+    pub product: Option<String>,
+    /// Strip `Microsoft ` from product names. Default true.
+    pub strip_vendor_prefix: bool,
+    /// Version when the event has no `metadata.product.version`. Default `1.0`.
+    pub device_version: String,
+    /// `epoch` (default) or `formatted`.
+    pub dev_time: DevTime,
+}
+
+impl Default for LeefOptions {
+    fn default() -> Self {
+        LeefOptions {
+            version: LeefVersion::V2,
+            delimiter: LeefDelimiter::default(),
+            vendor: "Microsoft".into(),
+            product: None,
+            strip_vendor_prefix: true,
+            device_version: "1.0".into(),
+            dev_time: DevTime::Epoch,
+        }
+    }
+}
+
+const STR_MAX: usize = 1023;
+const USER_MAX: usize = 255;
+const EVENT_ID_MAX: usize = 255;
+const HEADER_MAX: usize = 255;
+
+pub struct LeefEncoder {
+    vendor: String,
+    naming: ProductNaming,
+    device_version: String,
+    dev_time: DevTime,
+    max: Option<usize>,
+    split: SplitMode,
+    syntax: Syntax,
+}
+
+impl LeefEncoder {
+    pub fn new(opts: &EncoderOptions) -> LeefEncoder {
+        let l = &opts.leef;
+        let (prefix, delim, tail): (&'static [u8], u8, Vec<u8>) = match l.version {
+            LeefVersion::V1 => (b"LEEF:1.0|", b'\t', Vec::new()),
+            LeefVersion::V2 => {
+                let mut t = l.delimiter.declaration();
+                t.push(b'|');
+                (b"LEEF:2.0|", l.delimiter.0, t)
+            }
+        };
+        LeefEncoder {
+            vendor: l.vendor.clone(),
+            naming: ProductNaming {
+                product: l.product.clone(),
+                strip_vendor_prefix: l.strip_vendor_prefix,
+                mdi_as_azure_atp: false,
+            },
+            device_version: l.device_version.clone(),
+            dev_time: l.dev_time,
+            max: opts.max_message_bytes,
+            split: opts.split_incidents,
+            syntax: Syntax {
+                prefix,
+                header_tail: tail,
+                sep: delim,
+                header_ctx: Ctx::LeefHeader,
+                value_ctx: Ctx::LeefValue(delim),
+                truncated_marker: b"truncated=true".to_vec(),
+                altered_marker: Some(b"altered=true".to_vec()),
+            },
+        }
+    }
+
+    fn start<'a>(&'a self, v: &View<'a>, event_id: &'a str) -> Record<'a> {
+        let mut truncated = false;
+        let mut cap = |s: &'a str, max: usize| -> Cow<'a, str> {
+            let c = floor_boundary(s, max);
+            truncated |= c.len() < s.len();
+            Cow::Borrowed(c)
+        };
+        let header = vec![
+            cap(&self.vendor, HEADER_MAX),
+            cap(self.naming.product(v), HEADER_MAX),
+            cap(
+                v.str("metadata.product.version").unwrap_or(&self.device_version),
+                HEADER_MAX,
+            ),
+            cap(event_id, EVENT_ID_MAX),
+        ];
+        let mut rec = Record::new(header, None);
+        rec.truncated = truncated;
+        let t = v.time_ms();
+        match self.dev_time {
+            DevTime::Epoch => rec.int("devTime", None, t),
+            DevTime::Formatted => {
+                rec.text_pair(
+                    "devTime",
+                    None,
+                    Some(Cow::Owned(format_time(t))),
+                    usize::MAX,
+                    KEEP,
+                    true,
+                );
+                rec.text_pair(
+                    "devTimeFormat",
+                    None,
+                    Some(Cow::Borrowed(DEV_TIME_FORMAT)),
+                    usize::MAX,
+                    KEEP,
+                    true,
+                );
+            }
+        }
+        if let Some(s) = sev(v.severity_id()) {
+            rec.int("sev", None, s);
+        }
+        rec
+    }
+
+    fn tail<'a>(&self, rec: &mut Record<'a>, v: &View<'a>) {
+        rec.atom("tenantId", v.tenant(), 6);
+        rec.text("changeType", v.change_type(), STR_MAX, 4);
+        rec.atom("eventUid", v.str("metadata.uid"), 6);
+    }
+
+    fn numbers(&self, rec: &mut Record<'_>, v: &View<'_>) {
+        rec.int("ocsfClass", None, v.class_uid());
+        rec.int("ocsfType", None, v.type_uid());
+    }
+}
+
+/// QRadar `sev` (1-10) for an OCSF severity_id; `None` when unknown.
+pub fn sev(id: u8) -> Option<i64> {
+    Some(match id {
+        1 => 1,
+        2 => 3,
+        3 => 5,
+        4 => 8,
+        5 => 9,
+        6 => 10,
+        _ => return None,
+    })
+}
+
+/// `MMM dd yyyy HH:mm:ss.SSS z` in UTC.
+pub fn format_time(ms: i64) -> String {
+    let u = Utc::from_ms(ms);
+    let mut b = Vec::with_capacity(28);
+    b.extend_from_slice(u.month_abbr());
+    b.push(b' ');
+    push_padded(&mut b, u.day, 2);
+    b.push(b' ');
+    push_padded(&mut b, u.year.clamp(0, 9999) as u32, 4);
+    b.push(b' ');
+    push_padded(&mut b, u.hour, 2);
+    b.push(b':');
+    push_padded(&mut b, u.minute, 2);
+    b.push(b':');
+    push_padded(&mut b, u.second, 2);
+    b.push(b'.');
+    push_padded(&mut b, u.milli, 3);
+    b.extend_from_slice(b" UTC");
+    String::from_utf8(b).unwrap_or_default()
+}
+
+/// The stable EventID of an event.
+pub(crate) fn event_id(v: &View<'_>) -> &'static str {
+    let by_activity = |c: &'static str, u: &'static str, x: &'static str, other: &'static str| match v.activity_id() {
+        1 => c,
+        2 => u,
+        3 => x,
+        _ => other,
+    };
+    match (v.class_uid(), v.meta.kind) {
+        (2005, _) => by_activity("IncidentCreated", "IncidentUpdated", "IncidentClosed", "Incident"),
+        (_, EventKind::Alert) => by_activity("AlertCreated", "AlertUpdated", "AlertClosed", "Alert"),
+        (_, EventKind::RiskDetection) => "RiskDetection",
+        (_, EventKind::RiskState) => "RiskState",
+        (2004, _) => "Finding",
+        (3002, _) => "SignIn",
+        (3001 | 3004, _) => "AuditChange",
+        (6003, _) => "GraphActivity",
+        (_, EventKind::Hunting) => "HuntingEvent",
+        _ => "Generic",
+    }
+}
+
+fn ip_of(s: Option<&str>) -> Option<&str> {
+    s.filter(|a| ip(a).is_some())
+}
+
+impl Builder for LeefEncoder {
+    fn syntax(&self) -> &Syntax {
+        &self.syntax
+    }
+
+    fn main<'a>(&'a self, v: &View<'a>, extra: Extra) -> Record<'a> {
+        let mut rec = self.start(v, event_id(v));
+        rec.text("cat", Some(v.ms_category()), STR_MAX, 3);
+        let src = ip_of(v.src_ip());
+        rec.atom("src", src, 5);
+        rec.atom("dst", ip_of(v.dst_ip()), 5);
+        let (src_user, dst_user) = v.users();
+        rec.text("usrName", src_user.name, USER_MAX, 4);
+        if v.class_uid() == 3002 {
+            if let Some(s) = src {
+                rec.atom("identSrc", Some(s), 5);
+                rec.text("identHostName", v.src_host(), STR_MAX, 4);
+            }
+        }
+        rec.text("srcHostName", v.src_host(), STR_MAX, 4);
+        rec.text("dstHostName", v.str("dst_endpoint.hostname"), STR_MAX, 4);
+        rec.atom("userId", src_user.uid, 5);
+        rec.text("targetUser", dst_user.name, STR_MAX, 4);
+        rec.atom("targetUserId", dst_user.uid, 5);
+        rec.text("title", Some(v.title()), STR_MAX, 1);
+        rec.text("msg", v.str("message"), STR_MAX, 0);
+        rec.text("action", v.str("activity_name"), STR_MAX, 3);
+        rec.text("outcome", v.str("status"), STR_MAX, 3);
+        rec.atom("url", v.url(), 2);
+        rec.text_pair("findingId", None, v.finding_uid(), STR_MAX, 6, true);
+        self.tail(&mut rec, v);
+        match extra {
+            Extra::Whole(ids) => rec.text_pair("alertIds", None, ids.map(Cow::Owned), STR_MAX * 4, 1, false),
+            Extra::Part(p) => rec.text_pair("part", None, Some(Cow::Owned(p)), STR_MAX, KEEP, true),
+        }
+        self.numbers(&mut rec, v);
+        rec
+    }
+
+    fn alert<'a>(&'a self, v: &View<'a>, a: &'a Value, part: String) -> Record<'a> {
+        let mut rec = self.start(v, "IncidentAlert");
+        let cat = str_at(a, "analytic.uid").or_else(|| str_at(a, "types.0"));
+        rec.text("cat", cat, STR_MAX, 3);
+        rec.text("title", str_at(a, "title"), STR_MAX, 1);
+        rec.text("msg", str_at(a, "desc"), STR_MAX, 0);
+        rec.atom("url", str_at(a, "src_url"), 2);
+        rec.text_pair("findingId", None, text_at(a, "uid"), STR_MAX, 6, true);
+        rec.text_pair("incidentId", None, v.finding_uid(), STR_MAX, 6, true);
+        self.tail(&mut rec, v);
+        rec.text_pair("part", None, Some(Cow::Owned(part)), STR_MAX, KEEP, true);
+        self.numbers(&mut rec, v);
+        rec
+    }
+
+    fn evidence<'a>(&'a self, v: &View<'a>, e: &'a Value, part: String) -> Record<'a> {
+        let mut rec = self.start(v, "IncidentEvidence");
+        rec.text("cat", Some(evidence_type(e)), STR_MAX, 3);
+        rec.atom(
+            "src",
+            ip_of(str_at(e, "src_endpoint.ip").or_else(|| str_at(e, "device.ip"))),
+            5,
+        );
+        rec.atom("dst", ip_of(str_at(e, "dst_endpoint.ip")), 5);
+        rec.text("usrName", str_at(e, "user.name"), USER_MAX, 4);
+        rec.text("srcHostName", str_at(e, "device.hostname"), STR_MAX, 4);
+        rec.text("dstHostName", str_at(e, "dst_endpoint.hostname"), STR_MAX, 4);
+        rec.atom("userId", str_at(e, "user.uid"), 5);
+        rec.text("msg", str_at(e, "process.cmd_line"), STR_MAX, 0);
+        let file = |k: &str| str_at(e, &format!("file.{k}")).or_else(|| str_at(e, &format!("process.file.{k}")));
+        rec.text("fileName", file("name"), STR_MAX, 2);
+        rec.text("filePath", file("path"), STR_MAX, 2);
+        rec.atom("fileHash", file("hashes.0.value"), 5);
+        rec.text("process", str_at(e, "process.name"), STR_MAX, 2);
+        rec.text("requestUrl", str_at(e, "url.url_string"), STR_MAX, 2);
+        rec.text_pair("incidentId", None, v.finding_uid(), STR_MAX, 6, true);
+        self.tail(&mut rec, v);
+        rec.text_pair("part", None, Some(Cow::Owned(part)), STR_MAX, KEEP, true);
+        self.numbers(&mut rec, v);
+        rec
+    }
+}
+
+impl Encoder for LeefEncoder {
+    fn encode_reserving(&self, event: &Event, out: &mut Vec<u8>, reserve: usize) -> Result<EncodeReport, EncodeError> {
+        let n = event.normalized.as_deref().ok_or(EncodeError::NotNormalized)?;
+        if !n.ocsf.is_object() {
+            return Err(EncodeError::InvalidOcsf);
+        }
+        let v = View::new(&n.ocsf, &event.meta);
+        let max = self.max.map(|m| m.saturating_sub(reserve));
+        let start = out.len();
+        let r = encode_parts(self, &v, out, max, self.split);
+        if r.is_err() {
+            out.truncate(start);
+        }
+        r
+    }
+
+    fn format(&self) -> Format {
+        Format::Leef
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::parse::parse_leef;
+    use crate::encode::testutil::{alert_ocsf, event, incident_ocsf};
+
+    fn enc(leef: LeefOptions, max: Option<usize>, split: SplitMode) -> LeefEncoder {
+        LeefEncoder::new(&EncoderOptions {
+            max_message_bytes: max,
+            split_incidents: split,
+            leef,
+            ..Default::default()
+        })
+    }
+
+    fn run(e: &LeefEncoder, ocsf: Value, kind: EventKind) -> (Vec<String>, EncodeReport) {
+        let ev = event(kind, "GraphAlert", "{}", Some(ocsf));
+        let mut out = Vec::new();
+        let r = e.encode(&ev, &mut out).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        let lines: Vec<String> = s.lines().map(str::to_owned).collect();
+        assert_eq!(lines.len() as u32, r.messages);
+        (lines, r)
+    }
+
+    const ALERT_ATTRS: &str = "devTime=1732698845123^sev=8^cat=unlikelyTravel^src=203.0.113.7^\
+        usrName=kim@fabrikam.example^userId=u-1^title=Atypical travel^msg=Atypical travel^\
+        action=Create^outcome=New^url=https://security.microsoft.com/alerts/da637^findingId=da637^\
+        tenantId=t1^changeType=updated^eventUid=e1^ocsfClass=2004^ocsfType=200401";
+
+    #[test]
+    fn exact_lines_v2_and_v1() {
+        let (lines, r) = run(
+            &enc(LeefOptions::default(), None, SplitMode::Auto),
+            alert_ocsf(),
+            EventKind::Alert,
+        );
+        assert_eq!(
+            lines,
+            vec![format!(
+                "LEEF:2.0|Microsoft|Entra ID Protection|v1.0|AlertCreated|^|{ALERT_ATTRS}"
+            )]
+        );
+        assert_eq!(r, EncodeReport::one(false, false));
+        let v1 = LeefOptions {
+            version: LeefVersion::V1,
+            ..Default::default()
+        };
+        let (lines, _) = run(&enc(v1, None, SplitMode::Auto), alert_ocsf(), EventKind::Alert);
+        assert_eq!(
+            lines,
+            vec![format!(
+                "LEEF:1.0|Microsoft|Entra ID Protection|v1.0|AlertCreated|{}",
+                ALERT_ATTRS.replace('^', "\t")
+            )]
+        );
+        let l = parse_leef(&lines[0]).unwrap();
+        assert_eq!(l.get("title"), Some("Atypical travel"));
+    }
+
+    #[test]
+    fn replacements_are_marked() {
+        let mut o = alert_ocsf();
+        o["finding_info"]["title"] = "a^b|c\nd=e\\f\tg".into();
+        o["metadata"]["product"]["name"] = "P|Q".into();
+        let (lines, r) = run(
+            &enc(LeefOptions::default(), None, SplitMode::Auto),
+            o.clone(),
+            EventKind::Alert,
+        );
+        let l = &lines[0];
+        assert!(
+            l.starts_with("LEEF:2.0|Microsoft|P Q|v1.0|AlertCreated|^|altered=true^devTime="),
+            "{l}"
+        );
+        assert!(l.contains("^title=a b|c d=e\\f g^"), "{l}");
+        assert_eq!(r.altered, 1);
+        let p = parse_leef(l).unwrap();
+        assert_eq!(p.get("title"), Some("a b|c d=e\\f g"));
+        // Tab delimiter in 2.0 is declared as hex; a tab in a value is replaced.
+        let tab = LeefOptions {
+            delimiter: LeefDelimiter::parse("tab").unwrap(),
+            ..Default::default()
+        };
+        let (lines, _) = run(&enc(tab, None, SplitMode::Auto), o, EventKind::Alert);
+        assert!(
+            lines[0].contains("|AlertCreated|x09|altered=true\tdevTime="),
+            "{}",
+            lines[0]
+        );
+        let p = parse_leef(&lines[0]).unwrap();
+        assert_eq!(p.delimiter, b'\t');
+        assert_eq!(p.get("title"), Some("a^b|c d=e\\f g"));
+    }
+
+    #[test]
+    fn formatted_dev_time() {
+        let o = LeefOptions {
+            dev_time: DevTime::Formatted,
+            ..Default::default()
+        };
+        let (lines, _) = run(&enc(o, None, SplitMode::Auto), alert_ocsf(), EventKind::Alert);
+        let p = parse_leef(&lines[0]).unwrap();
+        assert_eq!(p.get("devTime"), Some("Nov 27 2024 09:14:05.123 UTC"));
+        assert_eq!(p.get("devTimeFormat"), Some(DEV_TIME_FORMAT));
+        assert_eq!(format_time(-1), "Dec 31 1969 23:59:59.999 UTC");
+    }
+
+    #[test]
+    fn truncation_marker_first() {
+        let mut o = alert_ocsf();
+        o["message"] = "x^".repeat(400).into();
+        let (lines, r) = run(
+            &enc(LeefOptions::default(), Some(500), SplitMode::Auto),
+            o,
+            EventKind::Alert,
+        );
+        let l = &lines[0];
+        assert!(l.len() <= 500);
+        assert!(l.contains("|^|truncated=true^altered=true^devTime="), "{l}");
+        assert_eq!((r.truncated, r.altered), (1, 1));
+        let p = parse_leef(l).unwrap();
+        assert_eq!(p.get("findingId"), Some("da637"));
+        assert!(p.get("msg").unwrap().starts_with("x x x"));
+    }
+
+    #[test]
+    fn incident_split_and_event_ids() {
+        let (lines, r) = run(
+            &enc(LeefOptions::default(), None, SplitMode::Always),
+            incident_ocsf(),
+            EventKind::Incident,
+        );
+        assert!(r.split);
+        let p: Vec<_> = lines.iter().map(|l| parse_leef(l).unwrap()).collect();
+        let ids: Vec<_> = p.iter().map(|l| l.event_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["IncidentUpdated", "IncidentAlert", "IncidentAlert", "IncidentEvidence"]
+        );
+        assert_eq!(p[1].get("findingId"), Some("da1"));
+        assert_eq!(p[1].get("incidentId"), Some("123"));
+        assert_eq!(p[3].get("src"), Some("2001:db8::7"));
+        assert_eq!(p[3].get("filePath"), Some("C:\\Users\\kim\\a=b.ps1"));
+        assert_eq!(p[3].get("part"), Some("4/4"));
+        let (lines, _) = run(
+            &enc(LeefOptions::default(), None, SplitMode::Auto),
+            incident_ocsf(),
+            EventKind::Incident,
+        );
+        assert_eq!(parse_leef(&lines[0]).unwrap().get("alertIds"), Some("da1,da2"));
+    }
+
+    #[test]
+    fn sign_in_identity_attributes() {
+        let o = serde_json::json!({
+            "class_uid": 3002, "activity_id": 1, "type_uid": 300201, "severity_id": 1,
+            "time": 1732698845123i64, "type_name": "Authentication: Logon",
+            "metadata": {"product": {"name": "Microsoft Entra ID"}, "log_name": "SignInLogs"},
+            "user": {"name": "kim@fabrikam.example", "uid": "u-1"},
+            "src_endpoint": {"ip": "198.51.100.4", "hostname": "kim-laptop"}, "status": "Failure"
+        });
+        let (lines, _) = run(
+            &enc(LeefOptions::default(), None, SplitMode::Auto),
+            o,
+            EventKind::SignIn,
+        );
+        let p = parse_leef(&lines[0]).unwrap();
+        assert_eq!(p.event_id, "SignIn");
+        assert_eq!(p.product, "Entra ID");
+        assert_eq!(p.get("sev"), Some("1"));
+        assert_eq!(p.get("cat"), Some("SignInLogs"));
+        assert_eq!(p.get("identSrc"), Some("198.51.100.4"));
+        assert_eq!(p.get("identHostName"), Some("kim-laptop"));
+        assert_eq!(p.get("usrName"), Some("kim@fabrikam.example"));
+        assert_eq!(p.get("title"), Some("Authentication: Logon"));
+    }
+
+    #[test]
+    fn delimiter_option() {
+        let d = |s: &str| LeefDelimiter::parse(s).map(|d| d.0);
+        assert_eq!(d("^"), Ok(b'^'));
+        assert_eq!(d("x5E"), Ok(b'^'));
+        assert_eq!(d("0x09"), Ok(b'\t'));
+        assert_eq!(d("tab"), Ok(b'\t'));
+        for bad in ["a", "=", "|", " ", "xZZ", "^^", "é"] {
+            assert!(d(bad).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<LeefOptions>(r#"{"delimiter": "x7C"}"#).is_err());
+        let o: LeefOptions = serde_json::from_str(r#"{"version": "1.0", "delimiter": "~"}"#).unwrap();
+        assert_eq!((o.version, o.delimiter.0), (LeefVersion::V1, b'~'));
+        assert_eq!(sev(0), None);
+    }
+}

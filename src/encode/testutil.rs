@@ -1,0 +1,84 @@
+//! Test helpers: build events without a pipeline.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::ack::Finalizer;
+use crate::event::{Event, EventKind, EventMeta, Normalized, Position};
+
+pub(crate) fn meta(kind: EventKind, category: &str) -> EventMeta {
+    EventMeta {
+        source: Arc::from("graph"),
+        tenant: Some(Arc::from("0f0e0d0c-0000-4000-8000-000000000001")),
+        category: Arc::from(category),
+        kind,
+        position: Position {
+            partition: Arc::from("p0"),
+            offset: 7,
+            sequence: None,
+            index: 0,
+        },
+        received_ms: 1_732_698_900_000,
+        event_ms: Some(1_732_698_845_123),
+        severity_id: 4,
+        entity_key: Some(Arc::from("123")),
+        repaired: false,
+        change_type: Some(Arc::from("updated")),
+    }
+}
+
+pub(crate) fn event(kind: EventKind, category: &str, raw: &str, ocsf: Option<Value>) -> Event {
+    let mut e = Event::new(Bytes::from(raw.to_owned()), meta(kind, category), Finalizer::noop());
+    e.normalized = ocsf.map(|o| {
+        Arc::new(Normalized {
+            class_uid: o.get("class_uid").and_then(Value::as_u64).unwrap_or(0) as u32,
+            ocsf: o,
+        })
+    });
+    e
+}
+
+/// A Graph alert (Detection Finding) with a few attributes.
+pub(crate) fn alert_ocsf() -> Value {
+    serde_json::json!({
+        "class_uid": 2004, "class_name": "Detection Finding", "activity_id": 1,
+        "activity_name": "Create", "type_uid": 200401, "severity_id": 4, "status": "New",
+        "time": 1732698845123i64,
+        "message": "Atypical travel",
+        "metadata": {"uid": "e1", "product": {"name": "Microsoft Entra ID Protection",
+                     "version": "v1.0", "feature": {"name": "alerts_v2"}},
+                     "tenant_uid": "t1"},
+        "finding_info": {"uid": "da637", "title": "Atypical travel",
+                         "analytic": {"uid": "unlikelyTravel"},
+                         "src_url": "https://security.microsoft.com/alerts/da637",
+                         "first_seen_time": 1732698800000i64},
+        "actor": {"user": {"name": "kim@fabrikam.example", "uid": "u-1"}},
+        "src_endpoint": {"ip": "203.0.113.7"}
+    })
+}
+
+/// An incident (Incident Finding) with two alerts and one evidence.
+pub(crate) fn incident_ocsf() -> Value {
+    serde_json::json!({
+        "class_uid": 2005, "class_name": "Incident Finding", "activity_id": 2,
+        "activity_name": "Update", "type_uid": 200502, "severity_id": 4, "status": "New",
+        "time": 1732698845123i64,
+        "message": "Ransomware | lateral movement",
+        "src_url": "https://security.microsoft.com/incidents/123",
+        "metadata": {"uid": "e2", "product": {"name": "Microsoft Defender XDR", "version": "v1.0"},
+                     "tenant_uid": "t1"},
+        "finding_info": {"uid": "123", "title": "Ransomware | lateral movement"},
+        "finding_info_list": [
+            {"uid": "da1", "title": "Suspicious PowerShell", "types": ["Execution"],
+             "src_url": "https://security.microsoft.com/alerts/da1", "created_time": 1732698000000i64},
+            {"uid": "da2", "title": "Lateral movement", "types": ["LateralMovement"]}
+        ],
+        "evidences": [
+            {"user": {"name": "kim@fabrikam.example", "uid": "u-1"},
+             "file": {"name": "a=b.ps1", "path": "C:\\Users\\kim\\a=b.ps1"},
+             "src_endpoint": {"ip": "2001:db8::7"}}
+        ]
+    })
+}

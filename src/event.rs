@@ -1,0 +1,205 @@
+//! The event that flows through the pipeline: raw bytes, metadata, normalized form and finalizer.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::ack::Finalizer;
+
+/// What an event is about. Sinks filter on it and topic templates use its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    /// A Graph security incident (Defender XDR).
+    Incident,
+    /// A Graph security alert (inside an incident, or a Defender AlertInfo/AlertEvidence row).
+    Alert,
+    /// A sign-in record (interactive, non-interactive, service principal, managed identity, ADFS).
+    SignIn,
+    /// A directory audit record.
+    Audit,
+    /// An Identity Protection risk detection (user or service principal).
+    RiskDetection,
+    /// A risky user / risky service principal state record.
+    RiskState,
+    /// A Defender advanced hunting row that is not an alert.
+    Hunting,
+    /// Microsoft Graph activity logs.
+    GraphActivity,
+    /// Anything else: forwarded as a generic event, never dropped.
+    Generic,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        EventKind::Incident,
+        EventKind::Alert,
+        EventKind::SignIn,
+        EventKind::Audit,
+        EventKind::RiskDetection,
+        EventKind::RiskState,
+        EventKind::Hunting,
+        EventKind::GraphActivity,
+        EventKind::Generic,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Incident => "incident",
+            EventKind::Alert => "alert",
+            EventKind::SignIn => "signin",
+            EventKind::Audit => "audit",
+            EventKind::RiskDetection => "risk_detection",
+            EventKind::RiskState => "risk_state",
+            EventKind::Hunting => "hunting",
+            EventKind::GraphActivity => "graph_activity",
+            EventKind::Generic => "generic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Kind of an Event Hub record from its `category`.
+    pub fn from_category(category: &str) -> EventKind {
+        match category {
+            "SignInLogs"
+            | "NonInteractiveUserSignInLogs"
+            | "ServicePrincipalSignInLogs"
+            | "ManagedIdentitySignInLogs"
+            | "ADFSSignInLogs" => EventKind::SignIn,
+            "AuditLogs" | "ProvisioningLogs" => EventKind::Audit,
+            "UserRiskEvents" | "ServicePrincipalRiskEvents" => EventKind::RiskDetection,
+            "RiskyUsers" | "RiskyServicePrincipals" => EventKind::RiskState,
+            "MicrosoftGraphActivityLogs" => EventKind::GraphActivity,
+            "AdvancedHunting-AlertInfo" | "AdvancedHunting-AlertEvidence" => EventKind::Alert,
+            c if c.starts_with("AdvancedHunting-") => EventKind::Hunting,
+            _ => EventKind::Generic,
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an event came from inside its source: enough to find it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Partition (Event Hub partition id, file path, Graph tenant stream).
+    pub partition: Arc<str>,
+    /// Offset of the unit (message, line, page) that carried the event.
+    pub offset: u64,
+    /// Sequence number where the source has one (Event Hub).
+    pub sequence: Option<i64>,
+    /// Index of the record inside its unit.
+    pub index: u32,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}#{}", self.partition, self.offset, self.index)
+    }
+}
+
+/// Metadata that travels with every event.
+#[derive(Clone, Debug)]
+pub struct EventMeta {
+    /// Name of the source component (`[sources.NAME]`).
+    pub source: Arc<str>,
+    /// Tenant id, when known.
+    pub tenant: Option<Arc<str>>,
+    /// Category: Event Hub `category`, or `GraphIncident`, `GraphAlert`, ...
+    pub category: Arc<str>,
+    pub kind: EventKind,
+    pub position: Position,
+    /// When the forwarder read the event, epoch ms.
+    pub received_ms: i64,
+    /// When the event happened (or this version was made), epoch ms, when known.
+    pub event_ms: Option<i64>,
+    /// OCSF severity_id (0 unknown .. 6 fatal, 99 other); set by normalization.
+    pub severity_id: u8,
+    /// Stable entity key (incident id for an incident and its alerts); Kafka key.
+    pub entity_key: Option<Arc<str>>,
+    /// The body needed a repair before it parsed (single quotes, raw newlines).
+    pub repaired: bool,
+    /// Change type from the Graph state engine (`created`, `updated`, `alert_added`,
+    /// `status_changed`, ...), when the source computed one.
+    pub change_type: Option<Arc<str>>,
+}
+
+/// Why an event is quarantined instead of delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quarantine {
+    /// Pipeline stage that rejected it: `decode`, `normalize`, `sink:NAME`.
+    pub stage: Arc<str>,
+    /// Short machine-readable reason, used as a metric label.
+    pub reason: &'static str,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+/// The normalized (OCSF) form of an event.
+#[derive(Clone, Debug)]
+pub struct Normalized {
+    pub class_uid: u32,
+    /// The OCSF event as a JSON object.
+    pub ocsf: serde_json::Value,
+}
+
+/// One event: raw bytes of one record, metadata, normalized form, and the finalizer
+/// that reports delivery back to the source.
+#[derive(Debug)]
+pub struct Event {
+    pub raw: Bytes,
+    pub meta: EventMeta,
+    pub normalized: Option<Arc<Normalized>>,
+    pub quarantine: Option<Quarantine>,
+    pub finalizer: Finalizer,
+}
+
+impl Event {
+    pub fn new(raw: Bytes, meta: EventMeta, finalizer: Finalizer) -> Event {
+        Event {
+            raw,
+            meta,
+            normalized: None,
+            quarantine: None,
+            finalizer,
+        }
+    }
+
+    /// A copy for another sink: shares the raw bytes and normalized form, and holds its
+    /// own finalizer handle, so the source waits for every copy.
+    pub fn fan_out(&self) -> Event {
+        Event {
+            raw: self.raw.clone(),
+            meta: self.meta.clone(),
+            normalized: self.normalized.clone(),
+            quarantine: self.quarantine.clone(),
+            finalizer: self.finalizer.clone(),
+        }
+    }
+
+    pub fn quarantine(&mut self, stage: impl Into<Arc<str>>, reason: &'static str, detail: String) {
+        self.quarantine = Some(Quarantine {
+            stage: stage.into(),
+            reason,
+            detail,
+        });
+    }
+}
+
+/// A batch of events moving between stages.
+pub type Batch = Vec<Event>;
+
+/// Wall clock in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

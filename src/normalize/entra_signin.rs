@@ -1,0 +1,535 @@
+//! Entra ID sign-in family (SignInLogs, NonInteractiveUserSignInLogs,
+//! ServicePrincipalSignInLogs, ManagedIdentitySignInLogs, ADFSSignInLogs) → OCSF
+//! Authentication (3002), activity Logon.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::common::{obs, observe_user, os_obj, pick_time, uid_of, user_obj, Envelope, Obj, SignInLocation, UserType};
+use super::lenient::{decode_embedded, Flag, Nest, Num, Str};
+use super::ocsf::{Class, Draft};
+use super::{Ctx, NormalizeError};
+
+#[derive(Deserialize, Default)]
+#[serde(bound(deserialize = "'de: 'a"))]
+pub(crate) struct SignIn<'a> {
+    #[serde(default)]
+    id: Str<'a>,
+    #[serde(default, rename = "createdDateTime")]
+    created: Str<'a>,
+    #[serde(default, rename = "userDisplayName")]
+    user_display_name: Str<'a>,
+    #[serde(default, rename = "userPrincipalName")]
+    upn: Str<'a>,
+    #[serde(default, rename = "userId")]
+    user_id: Str<'a>,
+    #[serde(default, rename = "userType")]
+    user_type: Str<'a>,
+    #[serde(default, rename = "appId")]
+    app_id: Str<'a>,
+    #[serde(default, rename = "appDisplayName")]
+    app_name: Str<'a>,
+    #[serde(default, rename = "ipAddress")]
+    ip: Str<'a>,
+    #[serde(default)]
+    status: Nest<Status<'a>>,
+    #[serde(default, rename = "clientAppUsed")]
+    client_app_used: Str<'a>,
+    #[serde(default, rename = "userAgent")]
+    user_agent: Str<'a>,
+    #[serde(default, rename = "deviceDetail")]
+    device: Nest<DeviceDetail<'a>>,
+    #[serde(default)]
+    location: Nest<SignInLocation<'a>>,
+    #[serde(default, rename = "correlationId")]
+    correlation_id: Str<'a>,
+    #[serde(default, rename = "conditionalAccessStatus")]
+    ca_status: Str<'a>,
+    #[serde(default, rename = "appliedConditionalAccessPolicies")]
+    ca_policies: Option<&'a RawValue>,
+    #[serde(default, rename = "originalRequestId")]
+    original_request_id: Str<'a>,
+    #[serde(default, rename = "isInteractive")]
+    is_interactive: Flag,
+    #[serde(default, rename = "tokenIssuerName")]
+    token_issuer_name: Str<'a>,
+    #[serde(default, rename = "tokenIssuerType")]
+    token_issuer_type: Str<'a>,
+    #[serde(default, rename = "authenticationProcessingDetails")]
+    auth_processing: Option<&'a RawValue>,
+    #[serde(default, rename = "processingTimeInMilliseconds")]
+    processing_ms: Num,
+    #[serde(default, rename = "riskDetail")]
+    risk_detail: Str<'a>,
+    #[serde(default, rename = "riskLevelAggregated")]
+    risk_aggregated: Str<'a>,
+    #[serde(default, rename = "riskLevelDuringSignIn")]
+    risk_during: Str<'a>,
+    #[serde(default, rename = "riskState")]
+    risk_state: Str<'a>,
+    #[serde(default, rename = "riskEventTypes_v2")]
+    risk_event_types_v2: Option<&'a RawValue>,
+    #[serde(default, rename = "riskEventTypes")]
+    risk_event_types: Option<&'a RawValue>,
+    #[serde(default, rename = "resourceDisplayName")]
+    resource_name: Str<'a>,
+    #[serde(default, rename = "resourceId")]
+    resource_id: Str<'a>,
+    #[serde(default, rename = "resourceTenantId")]
+    resource_tenant: Str<'a>,
+    #[serde(default, rename = "homeTenantId")]
+    home_tenant: Str<'a>,
+    #[serde(default, rename = "authenticationDetails")]
+    auth_details: Option<&'a RawValue>,
+    #[serde(default, rename = "authenticationRequirement")]
+    auth_requirement: Str<'a>,
+    #[serde(default, rename = "mfaDetail")]
+    mfa_detail: Option<&'a RawValue>,
+    #[serde(default, rename = "servicePrincipalId")]
+    sp_id: Str<'a>,
+    #[serde(default, rename = "servicePrincipalName")]
+    sp_name: Str<'a>,
+    #[serde(default, rename = "servicePrincipalCredentialKeyId")]
+    sp_key_id: Str<'a>,
+    #[serde(default, rename = "clientCredentialType")]
+    client_credential_type: Str<'a>,
+    #[serde(default, rename = "flaggedForReview")]
+    flagged: Flag,
+    #[serde(default, rename = "crossTenantAccessType")]
+    cross_tenant: Str<'a>,
+    #[serde(default, rename = "autonomousSystemNumber")]
+    asn: Num,
+    #[serde(default, rename = "uniqueTokenIdentifier")]
+    token_id: Str<'a>,
+    #[serde(default, rename = "incomingTokenType")]
+    incoming_token_type: Str<'a>,
+    #[serde(default, rename = "authenticationProtocol")]
+    auth_protocol: Str<'a>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct Status<'a> {
+    #[serde(default, rename = "errorCode")]
+    error_code: Str<'a>,
+    #[serde(default, rename = "failureReason")]
+    failure_reason: Str<'a>,
+    #[serde(default, rename = "additionalDetails")]
+    additional_details: Str<'a>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct DeviceDetail<'a> {
+    #[serde(default, rename = "deviceId")]
+    device_id: Str<'a>,
+    #[serde(default, rename = "displayName")]
+    display_name: Str<'a>,
+    #[serde(default, rename = "operatingSystem")]
+    os: Str<'a>,
+    #[serde(default)]
+    browser: Str<'a>,
+    #[serde(default, rename = "isCompliant")]
+    compliant: Flag,
+    #[serde(default, rename = "isManaged")]
+    managed: Flag,
+    #[serde(default, rename = "trustType")]
+    trust_type: Str<'a>,
+}
+
+/// Who signs in for each category.
+fn subject_kind(category: &str) -> UserType {
+    match category {
+        "ServicePrincipalSignInLogs" => UserType::ServicePrincipal,
+        "ManagedIdentitySignInLogs" => UserType::ManagedIdentity,
+        _ => UserType::User,
+    }
+}
+
+/// `authenticationProtocol` → OCSF `auth_protocol_id` (and caption for 99).
+fn auth_protocol(p: Option<&str>) -> Option<(u8, String)> {
+    let p = p?;
+    let id = match p.to_ascii_lowercase().as_str() {
+        "none" => return None,
+        "saml20" => 5,
+        "oauth2" | "ropc" | "devicecode" => 6,
+        _ => 99,
+    };
+    let caption = match id {
+        5 => "SAML".to_owned(),
+        6 => "OAUTH 2.0".to_owned(),
+        _ => p.to_owned(),
+    };
+    Some((id, caption))
+}
+
+pub(crate) fn map(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
+    let env: Envelope<'_, SignIn<'_>> = serde_json::from_slice(raw).map_err(NormalizeError::from_serde)?;
+    let empty = SignIn::default();
+    let p = env.properties.as_ref().unwrap_or(&empty);
+    let (time, original) = pick_time(&[("createdDateTime", &p.created), ("time", &env.time)])?;
+    let category: &str = &ctx.meta.category;
+    let tenant = env.tenant();
+    let kind = subject_kind(category);
+
+    let mut d = Draft::new(Class::Authentication, time, "Microsoft Entra ID");
+    d.activity_id = 1;
+    d.original_time = Some(original.to_owned());
+    d.feature = category.to_owned();
+    d.correlation_uid = p.correlation_id.owned().or_else(|| env.correlation_id.owned());
+    let id = p.id.get().unwrap_or_default();
+    d.uid = uid_of(&[category, tenant.as_deref().unwrap_or(""), id, original]);
+    d.severity_id = match p.risk_during.get().map(str::to_ascii_lowercase).as_deref() {
+        Some("low") => 2,
+        Some("medium") => 3,
+        Some("high") => 4,
+        _ => 1,
+    };
+
+    // Subject.
+    let mut restored = false;
+    let mut user = match kind {
+        UserType::User => {
+            let uid = p.user_id.get();
+            let mut upn = p.upn.owned();
+            let mut full = p.user_display_name.owned();
+            if upn.is_none() {
+                if let Some(k) = uid.and_then(|u| ctx.known_user(tenant.as_deref(), u)) {
+                    upn = k.upn.map(String::from);
+                    full = full.or(k.display_name.map(String::from));
+                    restored = upn.is_some();
+                }
+            } else {
+                ctx.learn_user(tenant.as_deref(), uid, upn.as_deref(), full.as_deref());
+            }
+            user_obj(uid, upn.as_deref(), full.as_deref(), None, kind)
+        }
+        _ => user_obj(p.sp_id.get(), p.sp_name.get().or(p.app_name.get()), None, None, kind),
+    };
+    if user.is_empty() {
+        // `user` is required: fall back to the client app.
+        user = user_obj(p.app_id.get(), p.app_name.get(), None, None, kind);
+    }
+    if restored {
+        d.unmapped.v("user_restored_from", "cache");
+    }
+    observe_user(&mut d.observables, "user", &user);
+    let user_name = user.0.get("name").and_then(|v| v.as_str()).map(str::to_owned);
+    d.body.o("user", user);
+
+    let mut actor = Obj::new();
+    actor
+        .s("app_uid", p.app_id.get())
+        .s("app_name", p.app_name.get().or(p.sp_name.get()));
+    d.body.o("actor", actor);
+
+    let mut service = Obj::new();
+    service.s("uid", p.resource_id.get()).s("name", p.resource_name.get());
+    d.body.o("service", service);
+
+    let ip = p.ip.get().or(env.caller_ip.get());
+    let mut src = Obj::new();
+    src.s("ip", ip);
+    if let Some(l) = p.location.as_ref() {
+        src.o("location", l.to_obj());
+    }
+    if let Some(asn) = p.asn.i64().filter(|a| *a > 0) {
+        let mut a = Obj::new();
+        a.v("number", asn);
+        src.o("autonomous_system", a);
+    }
+    d.body.o("src_endpoint", src);
+    d.observables.add(obs::IP, "src_endpoint.ip", ip);
+
+    let mut http = Obj::new();
+    http.s("user_agent", p.user_agent.get());
+    d.body.o("http_request", http);
+
+    // Outcome.
+    let status = p.status.as_ref();
+    let code = status.and_then(|s| s.error_code.get()).or(env.result_type.get());
+    let success = code.map(|c| c.trim() == "0");
+    d.status_id = Some(match success {
+        Some(true) => 1,
+        Some(false) => 2,
+        None => 0,
+    });
+    d.body.s("status_code", code);
+    let reason = status
+        .and_then(|s| s.failure_reason.get())
+        .or(env.result_description.get())
+        .filter(|_| success != Some(true));
+    d.body.s("status_detail", reason);
+
+    if let Some(req) = p.auth_requirement.get() {
+        d.body
+            .b("is_mfa", Some(req.eq_ignore_ascii_case("multiFactorAuthentication")));
+    }
+    if let Some((id, caption)) = auth_protocol(p.auth_protocol.get()) {
+        d.body.v("auth_protocol_id", id).v("auth_protocol", caption);
+    }
+    let (logon_id, logon_caption) = match (kind, p.is_interactive.0, category) {
+        (_, Some(true), _) | (UserType::User, None, "SignInLogs") => (2, "Interactive"),
+        (UserType::ServicePrincipal, _, _) => (99, "Service principal"),
+        (UserType::ManagedIdentity, _, _) => (99, "Managed identity"),
+        _ => (99, "Non-interactive"),
+    };
+    d.body
+        .v("logon_type_id", logon_id)
+        .v("logon_type", logon_caption)
+        .v("is_remote", true);
+
+    let mut session = Obj::new();
+    session
+        .s("uid", p.token_id.get())
+        .s("uid_alt", p.correlation_id.get())
+        .s("issuer", p.token_issuer_name.get().or(p.token_issuer_type.get()));
+    d.body.o("session", session);
+
+    if let Some(dev) = p.device.as_ref() {
+        let mut device = Obj::new();
+        device
+            .s("uid", dev.device_id.get())
+            .s("name", dev.display_name.get())
+            .o("os", os_obj(dev.os.get()))
+            .b("is_compliant", dev.compliant.0)
+            .b("is_managed", dev.managed.0);
+        if device.has("uid") || device.has("name") || device.has("os") {
+            device.v("type_id", 0);
+            d.body.o("device", device);
+            d.host_profile = true;
+        }
+        d.unmapped
+            .s("browser", dev.browser.get())
+            .s("trustType", dev.trust_type.get());
+    }
+
+    let target = p.resource_name.get().or(p.app_name.get()).unwrap_or("unknown resource");
+    let who = user_name.as_deref().unwrap_or("unknown");
+    d.body.v(
+        "message",
+        match (success, reason) {
+            (Some(true), _) => format!("Sign-in by {who} to {target}: success"),
+            (_, Some(r)) => format!("Sign-in by {who} to {target}: failure: {r}"),
+            _ => format!("Sign-in by {who} to {target}: failure"),
+        },
+    );
+
+    d.tenant = tenant;
+    let u = &mut d.unmapped;
+    env.unmapped_into(u);
+    u.s("id", p.id.get())
+        .s("conditionalAccessStatus", p.ca_status.get())
+        .ov("appliedConditionalAccessPolicies", decode_embedded(p.ca_policies))
+        .s("riskDetail", p.risk_detail.get())
+        .s("riskLevelAggregated", p.risk_aggregated.get())
+        .s("riskLevelDuringSignIn", p.risk_during.get())
+        .s("riskState", p.risk_state.get())
+        .ov(
+            "riskEventTypes_v2",
+            decode_embedded(p.risk_event_types_v2).or_else(|| decode_embedded(p.risk_event_types)),
+        )
+        .ov("authenticationDetails", decode_embedded(p.auth_details))
+        .ov("authenticationProcessingDetails", decode_embedded(p.auth_processing))
+        .s("authenticationRequirement", p.auth_requirement.get())
+        .ov("mfaDetail", decode_embedded(p.mfa_detail))
+        .s("tokenIssuerType", p.token_issuer_type.get())
+        .s("clientAppUsed", p.client_app_used.get())
+        .s("userType", p.user_type.get())
+        .b("isInteractive", p.is_interactive.0)
+        .s("incomingTokenType", p.incoming_token_type.get())
+        .s("crossTenantAccessType", p.cross_tenant.get())
+        .b("flaggedForReview", p.flagged.0)
+        .s("originalRequestId", p.original_request_id.get())
+        .ov("processingTimeInMilliseconds", p.processing_ms.value())
+        .s("resourceTenantId", p.resource_tenant.get())
+        .s("homeTenantId", p.home_tenant.get())
+        .s("servicePrincipalCredentialKeyId", p.sp_key_id.get())
+        .s("clientCredentialType", p.client_credential_type.get())
+        .s(
+            "statusAdditionalDetails",
+            status.and_then(|s| s.additional_details.get()),
+        );
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+
+    const INTERACTIVE: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/eventhub/signin_interactive.json"
+    ));
+    const NONINTERACTIVE: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/eventhub/signin_noninteractive.json"
+    ));
+    const SP: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/eventhub/serviceprincipal_signin.json"
+    ));
+    const MI: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/eventhub/managedidentity_signin.json"
+    ));
+
+    #[test]
+    fn interactive_blocked_by_conditional_access() {
+        let n = normalizer();
+        let recs = records(INTERACTIVE);
+        let o = run(&n, "SignInLogs", &recs[0]);
+        let e = ocsf(&o);
+        assert_eq!(o.normalized.class_uid, 3002);
+        assert_eq!(e["type_uid"], 300_201);
+        assert_eq!(e["category_uid"], 3);
+        assert_eq!(e["status_id"], 2);
+        assert_eq!(e["status"], "Failure");
+        assert_eq!(e["status_code"], "53003");
+        assert!(e["status_detail"].as_str().unwrap().contains("Conditional Access"));
+        assert_eq!(o.severity_id, 3, "riskLevelDuringSignIn medium");
+        assert_eq!(e["user"]["name"], "alex.wilber@fabrikam.example");
+        assert_eq!(e["user"]["uid"], "3cbb7daa-64c1-44fa-88a7-c8252abc5619");
+        assert_eq!(e["user"]["full_name"], "Alex Wilber");
+        assert_eq!(e["user"]["type_id"], 1);
+        assert_eq!(e["src_endpoint"]["ip"], "203.0.113.77");
+        assert_eq!(e["src_endpoint"]["location"]["city"], "Sao Paulo");
+        assert_eq!(e["src_endpoint"]["autonomous_system"]["number"], 64528);
+        assert_eq!(e["service"]["name"], "Windows Azure Service Management API");
+        assert_eq!(e["actor"]["app_name"], "Azure Portal");
+        assert_eq!(e["is_mfa"], false);
+        assert_eq!(e["logon_type_id"], 2);
+        assert_eq!(e["session"]["uid"], "79793a67c9e2ed829af48d");
+        assert_eq!(e["metadata"]["product"]["name"], "Microsoft Entra ID");
+        assert_eq!(e["metadata"]["log_name"], "SignInLogs");
+        assert_eq!(e["metadata"]["tenant_uid"], TENANT);
+        assert_eq!(e["unmapped"]["conditionalAccessStatus"], "failure");
+        assert_eq!(
+            e["unmapped"]["appliedConditionalAccessPolicies"][0]["displayName"],
+            "Block high-risk sign-ins"
+        );
+        assert_eq!(e["time"], 1_795_759_918_126i64);
+        assert!(!o.time_assumed_utc);
+        assert_eq!(o.tenant.as_deref(), Some(TENANT));
+        assert_eq!(o.entity_key, None);
+        assert!(observed(&o, 2).contains(&"203.0.113.77".to_owned()));
+        assert!(observed(&o, 4).contains(&"alex.wilber@fabrikam.example".to_owned()));
+        assert_eq!(e["raw_data"], recs[0].as_str());
+    }
+
+    #[test]
+    fn interactive_success_with_mfa() {
+        let n = normalizer();
+        let o = run(&n, "SignInLogs", &records(INTERACTIVE)[1]);
+        let e = ocsf(&o);
+        assert_eq!(e["status_id"], 1);
+        assert!(e.get("status_detail").is_none());
+        assert_eq!(e["is_mfa"], true);
+        assert_eq!(o.severity_id, 1);
+        assert_eq!(
+            e["unmapped"]["authenticationDetails"][1]["authenticationMethod"],
+            "Mobile app notification"
+        );
+        assert!(e["message"].as_str().unwrap().ends_with("success"));
+    }
+
+    #[test]
+    fn noninteractive_quirks() {
+        let n = normalizer();
+        let recs = records(NONINTERACTIVE);
+        let failed = run(&n, "NonInteractiveUserSignInLogs", &recs[1]);
+        let e = ocsf(&failed);
+        assert_eq!(e["status_code"], "50173");
+        assert_eq!(e["unmapped"]["durationMs"], 0, "durationMs \"0\" as a number");
+        assert_eq!(e["logon_type_id"], 99);
+        assert_eq!(e["logon_type"], "Non-interactive");
+        assert_eq!(failed.severity_id, 2);
+        // Third record: US-style top-level time, but createdDateTime (with offset) wins.
+        let lee = run(&n, "NonInteractiveUserSignInLogs", &recs[2]);
+        assert_eq!(ocsf(&lee)["time"], 1_795_762_964_993i64);
+        assert!(!lee.time_assumed_utc);
+    }
+
+    #[test]
+    fn us_style_time_when_created_missing() {
+        let n = normalizer();
+        let rec = records(NONINTERACTIVE)[2].replace("\"createdDateTime\": \"2026-11-27T07:02:44.9930000+00:00\",", "");
+        let o = run(&n, "NonInteractiveUserSignInLogs", &rec);
+        assert_eq!(ocsf(&o)["time"], 1_795_762_964_000i64);
+        assert!(o.time_assumed_utc);
+        assert_eq!(ocsf(&o)["metadata"]["original_time"], "11/27/2026 7:02:44 AM");
+    }
+
+    #[test]
+    fn service_principal_sign_in() {
+        let n = normalizer();
+        let recs = records(SP);
+        let o = run(&n, "ServicePrincipalSignInLogs", &recs[1]);
+        let e = ocsf(&o);
+        assert_eq!(e["user"]["name"], "Fabrikam Payroll Sync");
+        assert_eq!(e["user"]["uid"], "9fb932d4-f039-4722-96ff-82e389e3995a");
+        assert_eq!(e["user"]["type_id"], 99);
+        assert_eq!(e["user"]["type"], "ServicePrincipal");
+        assert!(e["user"].get("email_addr").is_none());
+        assert_eq!(e["actor"]["app_uid"], "b35331ce-af2e-49dd-87e3-55b26210b784");
+        assert_eq!(e["status_code"], "7000215");
+        assert_eq!(e["src_endpoint"]["ip"], "203.0.113.99");
+        assert_eq!(e["unmapped"]["clientCredentialType"], "clientSecret");
+    }
+
+    #[test]
+    fn managed_identity_without_ip() {
+        let n = normalizer();
+        let o = run(&n, "ManagedIdentitySignInLogs", &records(MI)[0]);
+        let e = ocsf(&o);
+        assert_eq!(e["user"]["type"], "ManagedIdentity");
+        assert_eq!(e["user"]["name"], "fwd-prod-aks-agentpool");
+        assert!(e.get("src_endpoint").is_none(), "empty ip and zero location dropped");
+        assert_eq!(e["service"]["name"], "Microsoft.EventHubs");
+        assert_eq!(e["status_id"], 1);
+        assert!(observed(&o, 2).is_empty());
+    }
+
+    #[test]
+    fn metadata_uid_is_deterministic() {
+        let a = normalizer();
+        let b = normalizer();
+        let rec = &records(INTERACTIVE)[0];
+        let x = run(&a, "SignInLogs", rec);
+        let y = run(&b, "SignInLogs", rec);
+        assert_eq!(ocsf(&x)["metadata"]["uid"], ocsf(&y)["metadata"]["uid"]);
+        let other = run(&a, "SignInLogs", &records(INTERACTIVE)[1]);
+        assert_ne!(ocsf(&x)["metadata"]["uid"], ocsf(&other)["metadata"]["uid"]);
+    }
+
+    #[test]
+    fn redacted_upn_is_restored_from_cache() {
+        let n = normalizer();
+        let recs = records(INTERACTIVE);
+        run(&n, "SignInLogs", &recs[0]);
+        let redacted = recs[0].replace("\"alex.wilber@fabrikam.example\"", "\"{PII Removed}\"");
+        let o = run(&n, "SignInLogs", &redacted);
+        assert_eq!(ocsf(&o)["user"]["name"], "alex.wilber@fabrikam.example");
+        assert_eq!(ocsf(&o)["unmapped"]["user_restored_from"], "cache");
+    }
+
+    #[test]
+    fn adfs_sign_in_without_user_id() {
+        let n = normalizer();
+        let rec = r#"{"time":"2026-11-27T08:00:00Z","category":"ADFSSignInLogs",
+            "resourceId":"/tenants/d13c513a-42f8-4da1-97b1-165f0971b7c4/providers/Microsoft.aadiam",
+            "properties":{"id":"adfs-1","createdDateTime":"2026-11-27T08:00:00Z",
+            "userPrincipalName":"lee.gu@fabrikam.example","ipAddress":"192.0.2.77",
+            "status":{"errorCode":"300030","failureReason":"Invalid credentials"},
+            "authenticationProtocol":"wsFederation","tokenIssuerType":"ADFederationServices"}}"#;
+        let o = run(&n, "ADFSSignInLogs", rec);
+        let e = ocsf(&o);
+        assert_eq!(e["class_uid"], 3002);
+        assert_eq!(e["user"]["name"], "lee.gu@fabrikam.example");
+        assert_eq!(e["status_id"], 2);
+        assert_eq!(e["status_code"], "300030");
+        assert_eq!(e["auth_protocol_id"], 99);
+        assert_eq!(e["auth_protocol"], "wsFederation");
+        assert_eq!(o.tenant.as_deref(), Some(TENANT));
+    }
+}

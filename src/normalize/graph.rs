@@ -1,0 +1,449 @@
+//! Microsoft Graph security incidents → OCSF Incident Finding (2005) and Graph security
+//! alerts (alerts_v2, inside an incident or alone) → OCSF Detection Finding (2004).
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::common::{
+    observe_user, pick_time, severity_from_text, str_list, time_ms, uid_of, user_obj, Obj, Observables, UserType,
+};
+use super::graph_evidence::{map_evidence, PickedUser};
+use super::lenient::{decode_embedded, Nest, Num, Seq, Str};
+use super::mitre;
+use super::ocsf::{Class, Draft, PROVIDER_GRAPH};
+use super::seen::{finding_activity, finding_key};
+use super::{Ctx, NormalizeError};
+
+#[derive(Deserialize, Default)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct Incident<'a> {
+    #[serde(default)]
+    id: Str<'a>,
+    #[serde(default, rename = "tenantId")]
+    tenant_id: Str<'a>,
+    #[serde(default, rename = "displayName")]
+    display_name: Str<'a>,
+    #[serde(default)]
+    description: Str<'a>,
+    #[serde(default)]
+    summary: Str<'a>,
+    #[serde(default, rename = "createdDateTime")]
+    created: Str<'a>,
+    #[serde(default, rename = "lastUpdateDateTime")]
+    updated: Str<'a>,
+    #[serde(default, rename = "assignedTo")]
+    assigned_to: Str<'a>,
+    #[serde(default)]
+    classification: Str<'a>,
+    #[serde(default)]
+    determination: Str<'a>,
+    #[serde(default)]
+    severity: Str<'a>,
+    #[serde(default)]
+    status: Str<'a>,
+    #[serde(default, rename = "redirectIncidentId")]
+    redirect_id: Str<'a>,
+    #[serde(default, rename = "incidentWebUrl")]
+    web_url: Str<'a>,
+    #[serde(default, rename = "customTags")]
+    custom_tags: Seq<Str<'a>>,
+    #[serde(default, rename = "systemTags")]
+    system_tags: Seq<Str<'a>>,
+    #[serde(default)]
+    tags: Seq<Str<'a>>,
+    #[serde(default)]
+    comments: Option<&'a RawValue>,
+    #[serde(default, rename = "resolvingComment")]
+    resolving_comment: Str<'a>,
+    #[serde(default, rename = "lastModifiedBy")]
+    last_modified_by: Str<'a>,
+    #[serde(default, rename = "priorityScore")]
+    priority_score: Num,
+    #[serde(default)]
+    alerts: Seq<Nest<Alert<'a>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct Alert<'a> {
+    #[serde(default)]
+    id: Str<'a>,
+    #[serde(default, rename = "providerAlertId")]
+    provider_alert_id: Str<'a>,
+    #[serde(default, rename = "incidentId")]
+    incident_id: Str<'a>,
+    #[serde(default)]
+    status: Str<'a>,
+    #[serde(default)]
+    severity: Str<'a>,
+    #[serde(default)]
+    classification: Str<'a>,
+    #[serde(default)]
+    determination: Str<'a>,
+    #[serde(default, rename = "serviceSource")]
+    service_source: Str<'a>,
+    #[serde(default, rename = "detectionSource")]
+    detection_source: Str<'a>,
+    #[serde(default, rename = "productName")]
+    product_name: Str<'a>,
+    #[serde(default, rename = "detectorId")]
+    detector_id: Str<'a>,
+    #[serde(default, rename = "tenantId")]
+    tenant_id: Str<'a>,
+    #[serde(default)]
+    title: Str<'a>,
+    #[serde(default)]
+    description: Str<'a>,
+    #[serde(default, rename = "recommendedActions")]
+    recommended_actions: Str<'a>,
+    #[serde(default)]
+    category: Str<'a>,
+    #[serde(default, rename = "assignedTo")]
+    assigned_to: Str<'a>,
+    #[serde(default, rename = "alertWebUrl")]
+    web_url: Str<'a>,
+    #[serde(default, rename = "incidentWebUrl")]
+    incident_web_url: Str<'a>,
+    #[serde(default, rename = "actorDisplayName")]
+    actor_display_name: Str<'a>,
+    #[serde(default, rename = "threatDisplayName")]
+    threat_display_name: Str<'a>,
+    #[serde(default, rename = "threatFamilyName")]
+    threat_family_name: Str<'a>,
+    #[serde(default, rename = "mitreTechniques")]
+    mitre: Seq<Str<'a>>,
+    #[serde(default, rename = "createdDateTime")]
+    created: Str<'a>,
+    #[serde(default, rename = "lastUpdateDateTime")]
+    updated: Str<'a>,
+    #[serde(default, rename = "resolvedDateTime")]
+    resolved: Str<'a>,
+    #[serde(default, rename = "firstActivityDateTime")]
+    first_activity: Str<'a>,
+    #[serde(default, rename = "lastActivityDateTime")]
+    last_activity: Str<'a>,
+    #[serde(default, rename = "alertPolicyId")]
+    alert_policy_id: Str<'a>,
+    #[serde(default, rename = "investigationState")]
+    investigation_state: Str<'a>,
+    #[serde(default, rename = "systemTags")]
+    system_tags: Seq<Str<'a>>,
+    #[serde(default, rename = "customDetails")]
+    custom_details: Option<&'a RawValue>,
+    #[serde(default, rename = "additionalData")]
+    additional_data: Option<&'a RawValue>,
+    #[serde(default)]
+    comments: Option<&'a RawValue>,
+    #[serde(default)]
+    evidence: Seq<&'a RawValue>,
+}
+
+/// Product display name of a Graph `serviceSource`.
+fn service_product(s: Option<&str>) -> &'static str {
+    match s.map(str::to_ascii_lowercase).as_deref() {
+        Some("microsoftdefenderforendpoint") => "Microsoft Defender for Endpoint",
+        Some("microsoftdefenderforidentity") => "Microsoft Defender for Identity",
+        Some("microsoftdefenderforcloudapps") => "Microsoft Defender for Cloud Apps",
+        Some("microsoftdefenderforoffice365") => "Microsoft Defender for Office 365",
+        Some("azureadidentityprotection") => "Microsoft Entra ID Protection",
+        Some("microsoftappgovernance") => "App governance",
+        Some("datalossprevention") => "Microsoft Purview Data Loss Prevention",
+        Some("microsoftdefenderforcloud") => "Microsoft Defender for Cloud",
+        Some("microsoftsentinel") => "Microsoft Sentinel",
+        Some("microsoftinsiderriskmanagement") => "Microsoft Purview Insider Risk Management",
+        Some("microsoftthreatintelligence") => "Microsoft Defender Threat Intelligence",
+        _ => "Microsoft Defender XDR",
+    }
+}
+
+/// `classification` → OCSF `verdict_id` and caption.
+fn verdict(c: Option<&str>) -> Option<(u8, String)> {
+    let c = c?;
+    Some(match c.to_ascii_lowercase().as_str() {
+        "unknown" => (0, "Unknown".into()),
+        "falsepositive" => (1, "False Positive".into()),
+        "truepositive" => (2, "True Positive".into()),
+        "informationalexpectedactivity" => (5, "Benign".into()),
+        _ => (99, c.to_owned()),
+    })
+}
+
+/// Alert `status` → finding status_id; `resolved` closes.
+fn alert_status(s: Option<&str>) -> (u8, bool) {
+    match s.map(str::to_ascii_lowercase).as_deref() {
+        Some("new") => (1, false),
+        Some("inprogress") => (2, false),
+        Some("resolved") => (4, true),
+        Some("unknown") | None => (0, false),
+        Some(_) => (99, false),
+    }
+}
+
+/// Incident `status` → incident status_id; `resolved` and `redirected` close.
+fn incident_status(s: Option<&str>) -> (u8, bool) {
+    match s.map(str::to_ascii_lowercase).as_deref() {
+        Some("active") => (1, false),
+        Some("inprogress") => (2, false),
+        Some("awaitingaction") => (3, false),
+        Some("resolved") => (4, true),
+        Some("redirected") => (5, true),
+        None => (0, false),
+        Some(_) => (99, false),
+    }
+}
+
+fn alert_attacks(a: &Alert<'_>) -> Vec<Value> {
+    mitre::attacks(a.mitre.0.iter().filter_map(|s| s.get()), a.category.get())
+}
+
+fn labels(lists: &[&Seq<Str<'_>>]) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for l in lists {
+        for v in str_list(l.0.iter()) {
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// `finding_info` of an alert (also used in an incident's `finding_info_list`).
+fn finding_info(a: &Alert<'_>) -> Obj {
+    let mut fi = Obj::new();
+    let mut types = Vec::new();
+    if let Some(c) = a.category.get() {
+        types.push(Value::from(c));
+    }
+    if let Some(s) = a.service_source.get() {
+        types.push(Value::from(s));
+    }
+    let mut analytic = Obj::new();
+    analytic
+        .s("uid", a.detector_id.get())
+        .s("name", a.title.get())
+        .v("type_id", 99)
+        .v("type", a.detection_source.get().unwrap_or("Detector"));
+    fi.v("uid", a.id.get().unwrap_or_default())
+        .v("title", a.title.get().unwrap_or("Untitled alert"))
+        .s("desc", a.description.get())
+        .i("created_time", time_ms(&a.created))
+        .i("modified_time", time_ms(&a.updated))
+        .i("first_seen_time", time_ms(&a.first_activity))
+        .i("last_seen_time", time_ms(&a.last_activity))
+        .s("src_url", a.web_url.get())
+        .s("uid_alt", a.provider_alert_id.get())
+        .arr("types", types)
+        .arr("attacks", alert_attacks(a))
+        .o("analytic", analytic);
+    if let Some(ds) = a.detection_source.get() {
+        fi.v("data_sources", vec![Value::from(ds)]);
+    }
+    fi
+}
+
+pub(crate) fn map_incident(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
+    let inc: Incident<'_> = serde_json::from_slice(raw).map_err(NormalizeError::from_serde)?;
+    let (time, original) = pick_time(&[("lastUpdateDateTime", &inc.updated), ("createdDateTime", &inc.created)])?;
+    let id = inc.id.get().ok_or(NormalizeError::MissingField("id"))?;
+    let tenant = inc.tenant_id.get().map(str::to_ascii_lowercase);
+    let t = tenant.as_deref();
+    let (status_id, closed) = incident_status(inc.status.get());
+    let severity = severity_from_text(inc.severity.get());
+
+    let mut d = Draft::new(Class::IncidentFinding, time, "Microsoft Defender XDR");
+    d.log_provider = PROVIDER_GRAPH;
+    d.feature = "security/incidents".to_owned();
+    d.original_time = Some(original.to_owned());
+    d.severity_id = severity;
+    d.status_id = Some(status_id);
+    d.status = inc.status.owned();
+    d.uid = uid_of(&["graph.incident", t.unwrap_or(""), id, original]);
+    d.activity_id = finding_activity(
+        ctx.seen,
+        finding_key("graph.incident", ctx.cache_tenant(t), id),
+        time.ms,
+        closed,
+        ctx.change_type(),
+        None,
+    );
+    d.entity_key = Some(id.to_owned());
+    d.labels = labels(&[&inc.custom_tags, &inc.system_tags, &inc.tags]);
+    d.body
+        .s("message", inc.display_name.get())
+        .s("desc", inc.description.get().or(inc.summary.get()))
+        .s("src_url", inc.web_url.get())
+        .s("comment", inc.resolving_comment.get());
+    if status_id == 5 {
+        if let Some(r) = inc.redirect_id.get() {
+            d.body.v("status_detail", format!("redirected to {r}"));
+        }
+    }
+    if let Some((vid, vcap)) = verdict(inc.classification.get()) {
+        d.body.v("verdict_id", vid).v("verdict", vcap);
+    }
+    if let Some(impact) = match severity {
+        2 => Some((1, "Low")),
+        3 => Some((2, "Medium")),
+        4 => Some((3, "High")),
+        5 => Some((4, "Critical")),
+        _ => None,
+    } {
+        d.body.v("impact_id", impact.0).v("impact", impact.1);
+    }
+    if let Some(a) = inc.assigned_to.get() {
+        let mut u = Obj::new();
+        u.v("name", a);
+        if a.contains('@') {
+            u.v("email_addr", a);
+        }
+        d.body.o("assignee", u);
+    }
+
+    // Alerts: finding_info_list, attacks, time span, observables (users are learned).
+    let mut list = Vec::new();
+    let mut attacks: Vec<Value> = Vec::new();
+    let mut observables = Observables::default();
+    let (mut start, mut end): (Option<i64>, Option<i64>) = (None, None);
+    for a in inc.alerts.0.iter().filter_map(|a| a.as_ref()) {
+        list.push(finding_info(a).into_value());
+        for at in alert_attacks(a) {
+            if !attacks.contains(&at) {
+                attacks.push(at);
+            }
+        }
+        if let Some(s) = time_ms(&a.first_activity) {
+            start = Some(start.map_or(s, |x| x.min(s)));
+        }
+        if let Some(e) = time_ms(&a.last_activity) {
+            end = Some(end.map_or(e, |x| x.max(e)));
+        }
+        let at = a.tenant_id.get().map(str::to_ascii_lowercase);
+        let ev = map_evidence(ctx, at.as_deref().or(t), &a.evidence.0);
+        observables.extend(ev.observables);
+    }
+    d.body
+        .v("finding_info_list", list)
+        .arr("attacks", attacks)
+        .i("start_time", start)
+        .i("end_time", end);
+    d.observables = observables;
+    d.tenant = tenant;
+    d.unmapped
+        .s("determination", inc.determination.get())
+        .s("classification", inc.classification.get())
+        .s("assignedTo", inc.assigned_to.get())
+        .ov("priorityScore", inc.priority_score.value())
+        .s("lastModifiedBy", inc.last_modified_by.get())
+        .s("redirectIncidentId", inc.redirect_id.get())
+        .i("created_time", time_ms(&inc.created))
+        .ov("comments", decode_embedded(inc.comments));
+    Ok(d)
+}
+
+pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
+    let a: Alert<'_> = serde_json::from_slice(raw).map_err(NormalizeError::from_serde)?;
+    let (time, original) = pick_time(&[("lastUpdateDateTime", &a.updated), ("createdDateTime", &a.created)])?;
+    let id = a.id.get().ok_or(NormalizeError::MissingField("id"))?;
+    let tenant = a.tenant_id.get().map(str::to_ascii_lowercase);
+    let t = tenant.as_deref();
+    let (status_id, closed) = alert_status(a.status.get());
+
+    let product = a
+        .product_name
+        .owned()
+        .unwrap_or_else(|| service_product(a.service_source.get()).to_owned());
+    let mut d = Draft::new(Class::DetectionFinding, time, product);
+    d.log_provider = PROVIDER_GRAPH;
+    d.feature = "security/alerts_v2".to_owned();
+    d.original_time = Some(original.to_owned());
+    d.severity_id = severity_from_text(a.severity.get());
+    d.status_id = Some(status_id);
+    d.status = a.status.owned();
+    d.uid = uid_of(&["graph.alert", t.unwrap_or(""), id, original]);
+    d.activity_id = finding_activity(
+        ctx.seen,
+        finding_key("graph.alert", ctx.cache_tenant(t), id),
+        time.ms,
+        closed,
+        ctx.change_type(),
+        None,
+    );
+    d.entity_key = ctx
+        .meta
+        .entity_key
+        .as_deref()
+        .map(str::to_owned)
+        .or_else(|| a.incident_id.owned())
+        .or_else(|| Some(id.to_owned()));
+    d.labels = labels(&[&a.system_tags]);
+    d.body
+        .v("is_alert", true)
+        .s("message", a.title.get())
+        .o("finding_info", finding_info(&a));
+
+    let ev = map_evidence(ctx, t, &a.evidence.0);
+    d.observables = ev.observables;
+    d.body.arr("evidences", ev.evidences);
+    if let Some(dev) = ev.device {
+        d.body.o("device", dev);
+        d.host_profile = true;
+    }
+    if let Some(u) = ev.user {
+        let user = restore(ctx, t, u, &mut d.unmapped);
+        observe_user(&mut d.observables, "actor.user", &user);
+        let mut actor = Obj::new();
+        actor.o("user", user);
+        d.body.o("actor", actor);
+        d.host_profile = true;
+    }
+
+    d.tenant = tenant;
+    d.unmapped
+        .s("incidentId", a.incident_id.get())
+        .s("classification", a.classification.get())
+        .s("determination", a.determination.get())
+        .s("investigationState", a.investigation_state.get())
+        .s("recommendedActions", a.recommended_actions.get())
+        .s("serviceSource", a.service_source.get())
+        .s("detectionSource", a.detection_source.get())
+        .s("assignedTo", a.assigned_to.get())
+        .s("actorDisplayName", a.actor_display_name.get())
+        .s("threatDisplayName", a.threat_display_name.get())
+        .s("threatFamilyName", a.threat_family_name.get())
+        .s("alertPolicyId", a.alert_policy_id.get())
+        .s("incidentWebUrl", a.incident_web_url.get())
+        .i("resolved_time", time_ms(&a.resolved))
+        .ov("customDetails", decode_embedded(a.custom_details))
+        .ov("additionalData", decode_embedded(a.additional_data))
+        .ov("comments", decode_embedded(a.comments));
+    Ok(d)
+}
+
+/// The alert's user, with UPN and display name restored from the cache when only the object
+/// id is present (marked `unmapped.user_restored_from = "cache"`).
+fn restore(ctx: &Ctx<'_>, tenant: Option<&str>, mut u: PickedUser, unmapped: &mut Obj) -> Obj {
+    if u.upn.is_none() && u.display_name.is_none() {
+        if let Some(k) = u.uid.as_deref().and_then(|id| ctx.known_user(tenant, id)) {
+            u.upn = k.upn.map(String::from);
+            u.display_name = k.display_name.map(String::from);
+            if u.upn.is_some() || u.display_name.is_some() {
+                unmapped.v("user_restored_from", "cache");
+            }
+        }
+    }
+    let mut user = user_obj(
+        u.uid.as_deref(),
+        u.upn.as_deref().or(u.account_name.as_deref()),
+        u.display_name.as_deref(),
+        u.domain.as_deref(),
+        UserType::User,
+    );
+    user.s("uid_alt", u.sid.as_deref());
+    user
+}
+
+#[cfg(test)]
+#[path = "graph_tests.rs"]
+mod tests;

@@ -1,0 +1,494 @@
+//! Entra ID Protection → OCSF Detection Finding (2004): risk detections (UserRiskEvents,
+//! ServicePrincipalRiskEvents, Graph riskDetections / servicePrincipalRiskDetections) and
+//! risk states (RiskyUsers, RiskyServicePrincipals, Graph riskyUsers /
+//! riskyServicePrincipals, one finding per user or service principal).
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::common::{
+    obs, observe_user, pick_time, risk_level, severity_from_risk, time_ms, uid_of, user_obj, Envelope, Obj,
+    SignInLocation, UserType,
+};
+use super::lenient::{decode_embedded, key_value_object, Flag, Nest, Seq, Str};
+use super::ocsf::{Class, Draft, PROVIDER_GRAPH};
+use super::seen::{finding_activity, finding_key};
+use super::{Ctx, NormalizeError};
+
+const PRODUCT: &str = "Microsoft Entra ID Protection";
+
+/// A user or service principal risk detection (Event Hub `properties` or Graph object).
+#[derive(Deserialize, Default)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct Detection<'a> {
+    #[serde(default)]
+    id: Str<'a>,
+    #[serde(default, rename = "tenantId")]
+    tenant_id: Str<'a>,
+    #[serde(default, rename = "requestId")]
+    request_id: Str<'a>,
+    #[serde(default, rename = "correlationId")]
+    correlation_id: Str<'a>,
+    #[serde(default, rename = "riskEventType")]
+    risk_event_type: Str<'a>,
+    #[serde(default, rename = "riskType")]
+    risk_type: Str<'a>,
+    #[serde(default, rename = "riskState")]
+    risk_state: Str<'a>,
+    #[serde(default, rename = "riskLevel")]
+    risk_level: Str<'a>,
+    #[serde(default, rename = "riskDetail")]
+    risk_detail: Str<'a>,
+    #[serde(default)]
+    source: Str<'a>,
+    #[serde(default, rename = "detectionTimingType")]
+    timing: Str<'a>,
+    #[serde(default)]
+    activity: Str<'a>,
+    #[serde(default, rename = "ipAddress")]
+    ip: Str<'a>,
+    #[serde(default)]
+    location: Nest<SignInLocation<'a>>,
+    #[serde(default, rename = "activityDateTime")]
+    activity_time: Str<'a>,
+    #[serde(default, rename = "detectedDateTime")]
+    detected_time: Str<'a>,
+    #[serde(default, rename = "lastUpdatedDateTime")]
+    updated_time: Str<'a>,
+    #[serde(default, rename = "userId")]
+    user_id: Str<'a>,
+    #[serde(default, rename = "userDisplayName")]
+    user_display_name: Str<'a>,
+    #[serde(default, rename = "userPrincipalName")]
+    upn: Str<'a>,
+    #[serde(default, rename = "userType")]
+    user_type: Str<'a>,
+    #[serde(default, rename = "appId")]
+    app_id: Str<'a>,
+    #[serde(default, rename = "servicePrincipalId")]
+    sp_id: Str<'a>,
+    #[serde(default, rename = "servicePrincipalDisplayName")]
+    sp_name: Str<'a>,
+    #[serde(default, rename = "keyIds")]
+    key_ids: Seq<Str<'a>>,
+    #[serde(default, rename = "additionalInfo")]
+    additional_info: Option<&'a RawValue>,
+    #[serde(default, rename = "tokenIssuerType")]
+    token_issuer_type: Str<'a>,
+    #[serde(default, rename = "resourceTenantId")]
+    resource_tenant: Str<'a>,
+    #[serde(default, rename = "homeTenantId")]
+    home_tenant: Str<'a>,
+    #[serde(default, rename = "crossTenantAccessType")]
+    cross_tenant: Str<'a>,
+}
+
+/// A risky user or risky service principal state.
+#[derive(Deserialize, Default)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct RiskState<'a> {
+    #[serde(default)]
+    id: Str<'a>,
+    #[serde(default, rename = "tenantId")]
+    tenant_id: Str<'a>,
+    #[serde(default, rename = "userDisplayName")]
+    user_display_name: Str<'a>,
+    #[serde(default, rename = "userPrincipalName")]
+    upn: Str<'a>,
+    #[serde(default, rename = "appId")]
+    app_id: Str<'a>,
+    #[serde(default, rename = "displayName")]
+    display_name: Str<'a>,
+    #[serde(default, rename = "servicePrincipalType")]
+    sp_type: Str<'a>,
+    #[serde(default, rename = "riskLastUpdatedDateTime")]
+    updated_time: Str<'a>,
+    #[serde(default, rename = "riskState")]
+    risk_state: Str<'a>,
+    #[serde(default, rename = "riskDetail")]
+    risk_detail: Str<'a>,
+    #[serde(default, rename = "riskLevel")]
+    risk_level: Str<'a>,
+    #[serde(default, rename = "isGuest")]
+    is_guest: Flag,
+    #[serde(default, rename = "isDeleted")]
+    is_deleted: Flag,
+    #[serde(default, rename = "isProcessing")]
+    is_processing: Flag,
+    #[serde(default, rename = "isEnabled")]
+    is_enabled: Flag,
+}
+
+/// Portal name of a `riskEventType`; unknown values are split from camelCase.
+pub(crate) fn risk_title(t: &str) -> String {
+    const TABLE: &[(&str, &str)] = &[
+        ("adminConfirmedUserCompromised", "Admin confirmed user compromised"),
+        ("anomalousToken", "Anomalous token"),
+        ("anomalousUserActivity", "Anomalous user activity"),
+        ("anonymizedIPAddress", "Anonymous IP address"),
+        ("attackerinTheMiddle", "Attacker in the Middle"),
+        ("generic", "Additional risk detected"),
+        ("impossibleTravel", "Impossible travel"),
+        ("mcasImpossibleTravel", "Impossible travel"),
+        (
+            "investigationsThreatIntelligence",
+            "Microsoft Entra threat intelligence",
+        ),
+        ("leakedCredentials", "Leaked credentials"),
+        ("maliciousIPAddress", "Malicious IP address"),
+        ("malwareInfectedIPAddress", "Malware linked IP address"),
+        (
+            "mcasSuspiciousInboxManipulationRules",
+            "Suspicious inbox manipulation rules",
+        ),
+        ("nationStateIP", "Microsoft Entra threat intelligence"),
+        ("newCountry", "New country"),
+        ("passwordSpray", "Password spray"),
+        ("riskyIPAddress", "Activity from anonymous IP address"),
+        ("suspiciousAPITraffic", "Suspicious API traffic"),
+        ("suspiciousBrowser", "Suspicious browser"),
+        ("suspiciousInboxForwarding", "Suspicious inbox forwarding"),
+        ("suspiciousIPAddress", "Suspicious IP address"),
+        ("suspiciousSendingPatterns", "Suspicious sending patterns"),
+        ("tokenIssuerAnomaly", "Token issuer anomaly"),
+        ("unfamiliarFeatures", "Unfamiliar sign-in properties"),
+        ("unlikelyTravel", "Atypical travel"),
+        (
+            "adminConfirmedServicePrincipalCompromised",
+            "Admin confirmed service principal compromised",
+        ),
+        ("suspiciousSignins", "Suspicious sign-ins"),
+        (
+            "anomalousServicePrincipalActivity",
+            "Anomalous service principal activity",
+        ),
+        ("maliciousApplication", "Malicious application"),
+        ("suspiciousApplication", "Suspicious application"),
+    ];
+    if let Some((_, title)) = TABLE.iter().find(|(k, _)| k.eq_ignore_ascii_case(t)) {
+        return (*title).to_owned();
+    }
+    let mut out = String::with_capacity(t.len() + 4);
+    let mut prev_lower = false;
+    for (i, c) in t.chars().enumerate() {
+        if c.is_ascii_uppercase() && prev_lower {
+            out.push(' ');
+            out.push(c.to_ascii_lowercase());
+        } else if i == 0 {
+            out.push(c.to_ascii_uppercase());
+        } else {
+            out.push(c);
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+    }
+    out
+}
+
+/// `riskState` → finding status_id; closed states → `true`.
+fn risk_status(s: Option<&str>) -> (u8, bool) {
+    match s.map(str::to_ascii_lowercase).as_deref() {
+        Some("atrisk") => (1, false),
+        Some("confirmedcompromised") => (2, false),
+        Some("remediated") | Some("dismissed") | Some("confirmedsafe") => (4, true),
+        Some("none") | None => (0, false),
+        Some(_) => (99, false),
+    }
+}
+
+/// Severity from `riskLevel`, raised to High for a confirmed compromise.
+fn risk_severity(level: Option<&str>, state: Option<&str>) -> u8 {
+    let s = severity_from_risk(level);
+    if state.is_some_and(|x| x.eq_ignore_ascii_case("confirmedCompromised")) {
+        s.max(4)
+    } else {
+        s
+    }
+}
+
+pub(crate) fn map_detection_eventhub(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
+    let env: Envelope<'_, Detection<'_>> = serde_json::from_slice(raw).map_err(NormalizeError::from_serde)?;
+    let empty = Detection::default();
+    let p = env.properties.as_ref().unwrap_or(&empty);
+    let mut d = detection(ctx, p, &env.time, env.tenant())?;
+    env.unmapped_into(&mut d.unmapped);
+    if d.correlation_uid.is_none() {
+        d.correlation_uid = env.correlation_id.owned();
+    }
+    Ok(d)
+}
+
+pub(crate) fn map_detection_graph(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
+    let p: Detection<'_> = serde_json::from_slice(raw).map_err(NormalizeError::from_serde)?;
+    let tenant = p.tenant_id.get().map(str::to_ascii_lowercase);
+    let mut d = detection(ctx, &p, &Str::default(), tenant)?;
+    d.log_provider = PROVIDER_GRAPH;
+    Ok(d)
+}
+
+fn detection(
+    ctx: &Ctx<'_>,
+    p: &Detection<'_>,
+    envelope_time: &Str<'_>,
+    tenant: Option<String>,
+) -> Result<Draft, NormalizeError> {
+    let (time, original) = pick_time(&[
+        ("lastUpdatedDateTime", &p.updated_time),
+        ("detectedDateTime", &p.detected_time),
+        ("time", envelope_time),
+    ])?;
+    let id = p.id.get().ok_or(NormalizeError::MissingField("id"))?;
+    let t = tenant.as_deref();
+    let is_sp = p.sp_id.get().is_some() && p.user_id.get().is_none();
+    let kind_key = if is_sp { "risk.sp_detection" } else { "risk.detection" };
+    let event_type = p.risk_event_type.get().or(p.risk_type.get()).unwrap_or("unknown");
+    let title = risk_title(event_type);
+    let (status_id, closed) = risk_status(p.risk_state.get());
+    let severity = risk_severity(p.risk_level.get(), p.risk_state.get());
+
+    let mut d = Draft::new(Class::DetectionFinding, time, PRODUCT);
+    d.original_time = Some(original.to_owned());
+    d.feature = ctx.meta.category.to_string();
+    d.severity_id = severity;
+    d.status_id = Some(status_id);
+    d.status = p.risk_state.owned();
+    d.correlation_uid = p.correlation_id.owned();
+    d.uid = uid_of(&[kind_key, t.unwrap_or(""), id, original]);
+    d.activity_id = finding_activity(
+        ctx.seen,
+        finding_key(kind_key, ctx.cache_tenant(t), id),
+        time.ms,
+        closed,
+        ctx.change_type(),
+        None,
+    );
+    d.entity_key = Some(id.to_owned());
+    d.body.v("is_alert", true);
+    if let Some((rid, caption)) = risk_level(p.risk_level.get()) {
+        d.body.v("risk_level_id", rid).v("risk_level", caption);
+    }
+
+    let info = decode_embedded(p.additional_info).map(key_value_object);
+    let info_str = |k: &str| {
+        info.as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+
+    let mut fi = Obj::new();
+    let mut types = Vec::new();
+    types.push(Value::from(event_type));
+    if let Some(tm) = p.timing.get() {
+        types.push(Value::from(tm));
+    }
+    let mut analytic = Obj::new();
+    analytic
+        .v("uid", event_type)
+        .v("name", title.clone())
+        .v("type_id", 99)
+        .v("type", "Risk detection");
+    fi.v("uid", id)
+        .v("title", title.clone())
+        .arr("types", types)
+        .i("created_time", super::common::time_ms(&p.detected_time))
+        .i("modified_time", time_ms(&p.updated_time))
+        .i("first_seen_time", time_ms(&p.activity_time))
+        .i("last_seen_time", time_ms(&p.activity_time))
+        .o("analytic", analytic)
+        .s("src_url", info_str("alertUrl").as_deref());
+    if let Some(s) = p.source.get() {
+        fi.v("data_sources", vec![Value::from(s)]);
+    }
+    d.body.o("finding_info", fi);
+
+    // Subject.
+    let mut actor = Obj::new();
+    let subject_name;
+    if is_sp {
+        let user = user_obj(p.sp_id.get(), p.sp_name.get(), None, None, UserType::ServicePrincipal);
+        actor.s("app_uid", p.app_id.get()).s("app_name", p.sp_name.get());
+        subject_name = p.sp_name.owned();
+        actor.o("user", user);
+    } else {
+        let uid = p.user_id.get();
+        let mut upn = p.upn.owned();
+        let mut full = p.user_display_name.owned();
+        if upn.is_none() {
+            if let Some(k) = uid.and_then(|u| ctx.known_user(t, u)) {
+                upn = k.upn.map(String::from);
+                full = full.or(k.display_name.map(String::from));
+                if upn.is_some() {
+                    d.unmapped.v("user_restored_from", "cache");
+                }
+            }
+        } else {
+            ctx.learn_user(t, uid, upn.as_deref(), full.as_deref());
+        }
+        let user = user_obj(uid, upn.as_deref(), full.as_deref(), None, UserType::User);
+        observe_user(&mut d.observables, "actor.user", &user);
+        subject_name = upn.or(full).or_else(|| uid.map(str::to_owned));
+        actor.o("user", user);
+    }
+    d.body.o("actor", actor);
+    d.host_profile = true;
+    d.body.v(
+        "message",
+        format!("{title} for {}", subject_name.as_deref().unwrap_or("unknown subject")),
+    );
+
+    let mut ev = Obj::new();
+    let mut src = Obj::new();
+    src.s("ip", p.ip.get());
+    if let Some(l) = p.location.as_ref() {
+        src.o("location", l.to_obj());
+    }
+    ev.o("src_endpoint", src);
+    let mut http = Obj::new();
+    http.s("user_agent", info_str("userAgent").as_deref());
+    ev.o("http_request", http);
+    if !ev.is_empty() {
+        d.body.v("evidences", vec![ev.into_value()]);
+        d.observables.add(obs::IP, "evidences[0].src_endpoint.ip", p.ip.get());
+    }
+
+    d.tenant = tenant;
+    let key_ids = super::common::str_list(p.key_ids.0.iter());
+    d.unmapped
+        .s("riskEventType", Some(event_type))
+        .s("riskDetail", p.risk_detail.get())
+        .s("activity", p.activity.get())
+        .s("requestId", p.request_id.get())
+        .s("tokenIssuerType", p.token_issuer_type.get())
+        .s("userType", p.user_type.get())
+        .s("crossTenantAccessType", p.cross_tenant.get())
+        .s("resourceTenantId", p.resource_tenant.get())
+        .s("homeTenantId", p.home_tenant.get())
+        .arr("keyIds", key_ids)
+        .ov("additionalInfo", info);
+    Ok(d)
+}
+
+pub(crate) fn map_state_eventhub(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
+    let env: Envelope<'_, RiskState<'_>> = serde_json::from_slice(raw).map_err(NormalizeError::from_serde)?;
+    let empty = RiskState::default();
+    let p = env.properties.as_ref().unwrap_or(&empty);
+    let is_sp = ctx.meta.category.as_ref() == "RiskyServicePrincipals";
+    let mut d = state(ctx, p, &env.time, env.tenant(), is_sp)?;
+    env.unmapped_into(&mut d.unmapped);
+    Ok(d)
+}
+
+pub(crate) fn map_state_graph(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
+    let p: RiskState<'_> = serde_json::from_slice(raw).map_err(NormalizeError::from_serde)?;
+    let tenant = p.tenant_id.get().map(str::to_ascii_lowercase);
+    let is_sp = ctx.meta.category.as_ref() == "GraphRiskyServicePrincipal";
+    let mut d = state(ctx, &p, &Str::default(), tenant, is_sp)?;
+    d.log_provider = PROVIDER_GRAPH;
+    Ok(d)
+}
+
+fn state(
+    ctx: &Ctx<'_>,
+    p: &RiskState<'_>,
+    envelope_time: &Str<'_>,
+    tenant: Option<String>,
+    is_sp: bool,
+) -> Result<Draft, NormalizeError> {
+    let (time, original) = pick_time(&[("riskLastUpdatedDateTime", &p.updated_time), ("time", envelope_time)])?;
+    let id = p.id.get().ok_or(NormalizeError::MissingField("id"))?;
+    let t = tenant.as_deref();
+    let (prefix, kind_key, title) = if is_sp {
+        ("riskySp", "risk.sp_state", "Risky service principal")
+    } else {
+        ("riskyUser", "risk.user_state", "Risky user")
+    };
+    let finding_uid = format!("{prefix}:{id}");
+    let state = p.risk_state.get();
+    let at_risk =
+        state.is_some_and(|s| s.eq_ignore_ascii_case("atRisk") || s.eq_ignore_ascii_case("confirmedCompromised"));
+    let (status_id, _) = risk_status(state);
+
+    let mut d = Draft::new(Class::DetectionFinding, time, PRODUCT);
+    d.original_time = Some(original.to_owned());
+    d.feature = ctx.meta.category.to_string();
+    d.severity_id = risk_severity(p.risk_level.get(), state);
+    d.status_id = Some(status_id);
+    d.status = p.risk_state.owned();
+    d.uid = uid_of(&[kind_key, t.unwrap_or(""), id, original]);
+    d.activity_id = finding_activity(
+        ctx.seen,
+        finding_key(kind_key, ctx.cache_tenant(t), id),
+        time.ms,
+        !at_risk,
+        ctx.change_type(),
+        None,
+    );
+    d.entity_key = Some(finding_uid.clone());
+    d.body.v("is_alert", at_risk);
+    if let Some((rid, caption)) = risk_level(p.risk_level.get()) {
+        d.body.v("risk_level_id", rid).v("risk_level", caption);
+    }
+    let mut fi = Obj::new();
+    fi.v("uid", finding_uid)
+        .v("title", title)
+        .v("types", vec![Value::from(prefix)])
+        .i("modified_time", Some(time.ms))
+        .s("desc", p.risk_detail.get());
+    d.body.o("finding_info", fi);
+
+    let mut actor = Obj::new();
+    let name;
+    if is_sp {
+        let kind = if p.sp_type.is("ManagedIdentity") {
+            UserType::ManagedIdentity
+        } else {
+            UserType::ServicePrincipal
+        };
+        actor
+            .s("app_uid", p.app_id.get())
+            .s("app_name", p.display_name.get())
+            .o("user", user_obj(Some(id), p.display_name.get(), None, None, kind));
+        name = p.display_name.get().unwrap_or(id).to_owned();
+    } else {
+        ctx.learn_user(t, Some(id), p.upn.get(), p.user_display_name.get());
+        let mut upn = p.upn.owned();
+        let mut full = p.user_display_name.owned();
+        if upn.is_none() {
+            if let Some(k) = ctx.known_user(t, id) {
+                upn = k.upn.map(String::from);
+                full = full.or(k.display_name.map(String::from));
+                if upn.is_some() {
+                    d.unmapped.v("user_restored_from", "cache");
+                }
+            }
+        }
+        let user = user_obj(Some(id), upn.as_deref(), full.as_deref(), None, UserType::User);
+        observe_user(&mut d.observables, "actor.user", &user);
+        actor.o("user", user);
+        name = upn.or(full).unwrap_or_else(|| id.to_owned());
+    }
+    d.body.o("actor", actor);
+    d.host_profile = true;
+    d.body.v(
+        "message",
+        format!(
+            "{title} {name}: {} (risk level {})",
+            state.unwrap_or("unknown"),
+            p.risk_level.get().unwrap_or("unknown")
+        ),
+    );
+    d.tenant = tenant;
+    d.unmapped
+        .s("riskDetail", p.risk_detail.get())
+        .s("servicePrincipalType", p.sp_type.get())
+        .b("isGuest", p.is_guest.0)
+        .b("isDeleted", p.is_deleted.0)
+        .b("isProcessing", p.is_processing.0)
+        .b("isEnabled", p.is_enabled.0);
+    Ok(d)
+}
+
+#[cfg(test)]
+#[path = "identity_protection_tests.rs"]
+mod tests;

@@ -1,0 +1,458 @@
+//! OCSF normalization (schema 1.5.0): entry point, dispatch by category, base-event
+//! attributes, `raw_data`, and the error type. Mapping per input kind: `schemas/README.md`.
+
+mod common;
+mod defender;
+mod entra_audit;
+mod entra_signin;
+mod generic;
+mod graph;
+mod graph_activity;
+mod graph_evidence;
+mod identity_protection;
+mod lenient;
+mod mitre;
+mod ocsf;
+mod seen;
+mod user_cache;
+
+use serde_json::Value;
+
+use crate::decode::time::TimeError;
+use crate::event::{EventMeta, Normalized};
+
+pub use ocsf::OCSF_VERSION;
+
+use common::{hex128, Fnv128};
+use ocsf::Draft;
+use seen::SeenCache;
+use user_cache::{KnownUser, UserCache};
+
+/// Default bound of `raw_data` (bytes of the source record).
+pub const DEFAULT_RAW_DATA_MAX_BYTES: usize = 262_144;
+/// Default number of users kept for user restoration.
+pub const DEFAULT_USER_CACHE_CAPACITY: usize = 200_000;
+/// Default number of findings kept for first-seen / update decisions.
+pub const DEFAULT_SEEN_CACHE_CAPACITY: usize = 200_000;
+
+/// Whether to copy the source record into `raw_data`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawData {
+    #[default]
+    Keep,
+    Drop,
+}
+
+/// Normalization settings.
+#[derive(Clone, Debug)]
+pub struct NormalizeOptions {
+    pub raw_data: RawData,
+    /// Records larger than this get no `raw_data` (a hash and the size instead).
+    pub raw_data_max_bytes: usize,
+}
+
+impl Default for NormalizeOptions {
+    fn default() -> Self {
+        NormalizeOptions {
+            raw_data: RawData::Keep,
+            raw_data_max_bytes: DEFAULT_RAW_DATA_MAX_BYTES,
+        }
+    }
+}
+
+/// The result of normalizing one record.
+#[derive(Clone, Debug)]
+pub struct NormalizeOutput {
+    pub normalized: Normalized,
+    pub severity_id: u8,
+    /// Event time (for findings: the time of this version), epoch ms.
+    pub event_ms: Option<i64>,
+    /// Stable key: the incident id for incidents and their alerts; the finding uid for other
+    /// findings; `None` for activity records (sign-ins, audit, API activity, generic).
+    pub entity_key: Option<String>,
+    /// Tenant id carried by the record (`tenantId`, or parsed out of `resourceId`).
+    pub tenant: Option<String>,
+    /// The event time text had no zone and UTC was assumed.
+    pub time_assumed_utc: bool,
+}
+
+/// Why a record could not be normalized (the pipeline quarantines it).
+#[derive(Debug, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("invalid JSON: {0}")]
+    InvalidJson(#[source] serde_json::Error),
+    #[error("empty record")]
+    Empty,
+    #[error("record is not a JSON object")]
+    NotAnObject,
+    #[error("record does not match the expected shape: {0}")]
+    Schema(#[source] serde_json::Error),
+    #[error("missing required field `{0}`")]
+    MissingField(&'static str),
+    #[error("unparseable time in `{field}`: {source}")]
+    BadTime {
+        field: &'static str,
+        #[source]
+        source: TimeError,
+    },
+}
+
+impl NormalizeError {
+    /// Short snake_case label (metric label and quarantine reason).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            NormalizeError::InvalidJson(_) | NormalizeError::Empty => "invalid_json",
+            NormalizeError::NotAnObject => "not_an_object",
+            NormalizeError::Schema(_) => "schema_mismatch",
+            NormalizeError::MissingField(_) => "missing_field",
+            NormalizeError::BadTime { .. } => "bad_time",
+        }
+    }
+
+    pub(crate) fn from_serde(e: serde_json::Error) -> NormalizeError {
+        match e.classify() {
+            serde_json::error::Category::Data => NormalizeError::Schema(e),
+            _ => NormalizeError::InvalidJson(e),
+        }
+    }
+}
+
+/// Per-call context handed to the mappers.
+pub(crate) struct Ctx<'m> {
+    pub meta: &'m EventMeta,
+    users: &'m UserCache,
+    pub seen: &'m SeenCache,
+}
+
+impl Ctx<'_> {
+    /// Tenant used for cache keys: the record's, else the source's, else empty.
+    pub fn cache_tenant<'t>(&'t self, record: Option<&'t str>) -> &'t str {
+        record.or(self.meta.tenant.as_deref()).unwrap_or("")
+    }
+
+    pub fn change_type(&self) -> Option<&str> {
+        self.meta.change_type.as_deref().filter(|s| !s.is_empty())
+    }
+
+    pub fn learn_user(
+        &self,
+        tenant: Option<&str>,
+        object_id: Option<&str>,
+        upn: Option<&str>,
+        display_name: Option<&str>,
+    ) {
+        self.users
+            .learn(self.cache_tenant(tenant), object_id, upn, display_name);
+    }
+
+    pub fn known_user(&self, tenant: Option<&str>, object_id: &str) -> Option<KnownUser> {
+        self.users.lookup(self.cache_tenant(tenant), object_id)
+    }
+}
+
+/// Normalizes records to OCSF. Safe to share between worker threads (`Send + Sync`); its
+/// caches are bounded and internally locked.
+pub struct Normalizer {
+    opts: NormalizeOptions,
+    users: UserCache,
+    seen: SeenCache,
+}
+
+impl std::fmt::Debug for Normalizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Normalizer")
+            .field("opts", &self.opts)
+            .field("cached_users", &self.users.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Normalizer {
+    pub fn new(opts: NormalizeOptions) -> Normalizer {
+        Normalizer::with_capacities(opts, DEFAULT_USER_CACHE_CAPACITY, DEFAULT_SEEN_CACHE_CAPACITY)
+    }
+
+    /// Like [`Normalizer::new`] with explicit cache bounds (users, findings).
+    pub fn with_capacities(opts: NormalizeOptions, users: usize, findings: usize) -> Normalizer {
+        Normalizer {
+            opts,
+            users: UserCache::new(users),
+            seen: SeenCache::new(findings),
+        }
+    }
+
+    /// Number of users currently cached for restoration (for a gauge).
+    pub fn cached_users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Normalize one record: one element of an Event Hub `records` array, or one Graph
+    /// object (incident with its alerts, alert, risk detection, risky user / service
+    /// principal), as selected by `meta.category`. Unknown categories become a Base Event.
+    pub fn normalize(&self, meta: &EventMeta, raw: &[u8]) -> Result<NormalizeOutput, NormalizeError> {
+        match raw.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => return Err(NormalizeError::Empty),
+            Some(b'{') => {}
+            Some(_) => {
+                return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
+                    Ok(_) => NormalizeError::NotAnObject,
+                    Err(e) => NormalizeError::InvalidJson(e),
+                })
+            }
+        }
+        let ctx = Ctx {
+            meta,
+            users: &self.users,
+            seen: &self.seen,
+        };
+        let draft = dispatch(&ctx, raw)?;
+        Ok(self.finish(meta, raw, draft))
+    }
+
+    fn finish(&self, meta: &EventMeta, raw: &[u8], mut d: Draft) -> NormalizeOutput {
+        let severity_id = d.severity_id;
+        let event_ms = Some(d.time.ms);
+        let time_assumed_utc = d.time.assumed_utc;
+        let entity_key = d.entity_key.take();
+        let tenant = d.tenant.clone();
+        if d.tenant.is_none() {
+            d.tenant = meta.tenant.as_deref().map(str::to_owned);
+        }
+        if let Some(ct) = meta.change_type.as_deref().filter(|s| !s.is_empty()) {
+            d.unmapped.v("change_type", ct);
+        }
+        let keep = self.opts.raw_data == RawData::Keep;
+        let fits = raw.len() <= self.opts.raw_data_max_bytes;
+        if keep && !fits {
+            let mut h = Fnv128::default();
+            h.write(raw);
+            d.unmapped
+                .v("raw_data_omitted", "too_large")
+                .v("raw_data_fnv1a128", hex128(h.finish()));
+        }
+        let class_uid = d.class.uid();
+        let (mut o, observables) = d.into_ocsf(&meta.category, meta.received_ms);
+        if let Some(obs) = observables.into_value() {
+            o.insert("observables".into(), obs);
+        }
+        o.insert("raw_data_size".into(), Value::from(raw.len() as u64));
+        if keep && fits {
+            let text = match std::str::from_utf8(raw) {
+                Ok(t) => t.to_owned(),
+                Err(_) => String::from_utf8_lossy(raw).into_owned(),
+            };
+            o.insert("raw_data".into(), Value::String(text));
+        }
+        NormalizeOutput {
+            normalized: Normalized {
+                class_uid,
+                ocsf: Value::Object(o),
+            },
+            severity_id,
+            event_ms,
+            entity_key,
+            tenant,
+            time_assumed_utc,
+        }
+    }
+}
+
+fn dispatch(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
+    let category: &str = &ctx.meta.category;
+    match category {
+        "SignInLogs"
+        | "NonInteractiveUserSignInLogs"
+        | "ServicePrincipalSignInLogs"
+        | "ManagedIdentitySignInLogs"
+        | "ADFSSignInLogs" => entra_signin::map(ctx, raw),
+        "AuditLogs" => entra_audit::map_audit(ctx, raw),
+        "ProvisioningLogs" => entra_audit::map_provisioning(ctx, raw),
+        "UserRiskEvents" | "ServicePrincipalRiskEvents" => identity_protection::map_detection_eventhub(ctx, raw),
+        "RiskyUsers" | "RiskyServicePrincipals" => identity_protection::map_state_eventhub(ctx, raw),
+        "GraphRiskDetection" => identity_protection::map_detection_graph(ctx, raw),
+        "GraphRiskyUser" | "GraphRiskyServicePrincipal" => identity_protection::map_state_graph(ctx, raw),
+        "MicrosoftGraphActivityLogs" => graph_activity::map(ctx, raw),
+        "GraphIncident" => graph::map_incident(ctx, raw),
+        "GraphAlert" => graph::map_alert(ctx, raw),
+        "AdvancedHunting-AlertInfo" => defender::map_alert_info(ctx, raw),
+        "AdvancedHunting-AlertEvidence" => defender::map_alert_evidence(ctx, raw),
+        "AdvancedHunting-IdentityLogonEvents" | "AdvancedHunting-DeviceLogonEvents" => defender::map_logon(ctx, raw),
+        _ => generic::map(ctx, raw),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Helpers shared by the mapper tests.
+    use std::sync::Arc;
+
+    use serde_json::value::RawValue;
+    use serde_json::Value;
+
+    use super::{NormalizeOptions, NormalizeOutput, Normalizer};
+    use crate::event::{EventKind, EventMeta, Position};
+
+    pub const TENANT: &str = "d13c513a-42f8-4da1-97b1-165f0971b7c4";
+
+    pub fn meta(category: &str) -> EventMeta {
+        let kind = match category {
+            "GraphIncident" => EventKind::Incident,
+            "GraphAlert" => EventKind::Alert,
+            "GraphRiskDetection" => EventKind::RiskDetection,
+            "GraphRiskyUser" | "GraphRiskyServicePrincipal" => EventKind::RiskState,
+            c => EventKind::from_category(c),
+        };
+        EventMeta {
+            source: Arc::from("test"),
+            tenant: None,
+            category: Arc::from(category),
+            kind,
+            position: Position {
+                partition: Arc::from("0"),
+                offset: 0,
+                sequence: None,
+                index: 0,
+            },
+            received_ms: 1_800_000_000_000,
+            event_ms: None,
+            severity_id: 0,
+            entity_key: None,
+            repaired: false,
+            change_type: None,
+        }
+    }
+
+    /// The elements of `{"records": [...]}` (or of a Graph page's `value`) as raw JSON text.
+    pub fn records(body: &str) -> Vec<String> {
+        #[derive(serde::Deserialize)]
+        struct Body<'a> {
+            #[serde(borrow, alias = "value")]
+            records: Vec<&'a RawValue>,
+        }
+        let b: Body<'_> = serde_json::from_str(body).expect("sample parses");
+        b.records.iter().map(|r| r.get().to_owned()).collect()
+    }
+
+    pub fn normalizer() -> Normalizer {
+        Normalizer::new(NormalizeOptions::default())
+    }
+
+    /// Normalize with the category taken from the record (`category` field) or given.
+    pub fn run(n: &Normalizer, category: &str, raw: &str) -> NormalizeOutput {
+        n.normalize(&meta(category), raw.as_bytes())
+            .unwrap_or_else(|e| panic!("{category}: {e}"))
+    }
+
+    pub fn ocsf(o: &NormalizeOutput) -> &Value {
+        &o.normalized.ocsf
+    }
+
+    /// Values of observables of a type.
+    pub fn observed(o: &NormalizeOutput, type_id: u64) -> Vec<String> {
+        o.normalized.ocsf["observables"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|x| x["type_id"] == type_id)
+                    .map(|x| x["value"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn normalizer_is_send_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Normalizer>();
+    }
+
+    #[test]
+    fn rejects_bad_input_with_reasons() {
+        let n = normalizer();
+        let m = meta("SignInLogs");
+        let e = n.normalize(&m, b"227 B blob data").unwrap_err();
+        assert_eq!(e.reason(), "invalid_json");
+        let e = n.normalize(&m, b"[1,2]").unwrap_err();
+        assert_eq!(e.reason(), "not_an_object");
+        let e = n.normalize(&m, b"  ").unwrap_err();
+        assert_eq!(e.reason(), "invalid_json");
+        let e = n.normalize(&m, b"{\"time\": ").unwrap_err();
+        assert_eq!(e.reason(), "invalid_json");
+        let e = n
+            .normalize(&m, br#"{"category":"SignInLogs","properties":{"id":"x"}}"#)
+            .unwrap_err();
+        assert_eq!(e.reason(), "missing_field");
+        let e = n
+            .normalize(
+                &m,
+                br#"{"time":"yesterday","properties":{"id":"x","createdDateTime":"soon"}}"#,
+            )
+            .unwrap_err();
+        assert_eq!(e.reason(), "bad_time");
+        assert!(e.to_string().contains("createdDateTime"));
+    }
+
+    #[test]
+    fn raw_data_keep_drop_and_limit() {
+        let rec = r#"{"time":"2026-11-27T09:14:05Z","category":"Nope","properties":{"a":1}}"#;
+        let keep = normalizer();
+        let o = run(&keep, "Nope", rec);
+        assert_eq!(ocsf(&o)["raw_data"], rec);
+        assert_eq!(ocsf(&o)["raw_data_size"], rec.len());
+        let drop = Normalizer::new(NormalizeOptions {
+            raw_data: RawData::Drop,
+            raw_data_max_bytes: DEFAULT_RAW_DATA_MAX_BYTES,
+        });
+        let o = run(&drop, "Nope", rec);
+        assert!(ocsf(&o).get("raw_data").is_none());
+        let small = Normalizer::new(NormalizeOptions {
+            raw_data: RawData::Keep,
+            raw_data_max_bytes: 10,
+        });
+        let o = run(&small, "Nope", rec);
+        assert!(ocsf(&o).get("raw_data").is_none());
+        assert_eq!(ocsf(&o)["unmapped"]["raw_data_omitted"], "too_large");
+        assert_eq!(ocsf(&o)["unmapped"]["raw_data_fnv1a128"].as_str().unwrap().len(), 32);
+    }
+
+    #[test]
+    fn raw_data_option_deserializes_snake_case() {
+        let r: RawData = serde_json::from_str("\"drop\"").unwrap();
+        assert_eq!(r, RawData::Drop);
+    }
+
+    #[test]
+    fn change_type_lands_in_unmapped() {
+        let n = normalizer();
+        let mut m = meta("Whatever");
+        m.change_type = Some("alert_added".into());
+        let o = n.normalize(&m, br#"{"time":"2026-11-27T09:14:05Z"}"#).unwrap();
+        assert_eq!(o.normalized.ocsf["unmapped"]["change_type"], "alert_added");
+    }
+
+    #[test]
+    fn concurrent_use_from_threads() {
+        let n = std::sync::Arc::new(normalizer());
+        let rec = r#"{"time":"2026-11-27T09:14:05Z","tenantId":"t"}"#;
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let n = n.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        run(&n, "X", rec);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+}

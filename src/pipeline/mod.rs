@@ -1,0 +1,312 @@
+//! The topology: sources → normalize → route → sinks over bounded channels, with the
+//! checkpoint committers, the operator API and graceful shutdown.
+
+pub mod route;
+pub mod stages;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::AckTracker;
+use crate::checkpoint::{CheckpointError, CheckpointStore, FileCheckpointStore};
+use crate::config::{Config, SinkCommon};
+use crate::deadletter::DeadLetter;
+use crate::normalize::{NormalizeOptions, Normalizer};
+use crate::sinks::driver::{RetryPolicy, SinkDriver};
+use crate::sinks::{Sink, SinkError};
+use crate::sources::{Source, SourceContext};
+use crate::telemetry::{Health, Metrics, Summary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{file}: api.address: cannot listen on {address}: {source}")]
+    Api {
+        file: String,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sink {name}: {source}")]
+    SinkBuild {
+        name: String,
+        #[source]
+        source: SinkError,
+    },
+    #[error("source {name}: {message}")]
+    SourceBuild { name: String, message: String },
+    #[error("{0} source(s) failed: {1}")]
+    SourcesFailed(usize, String),
+}
+
+/// What a finished run reports.
+#[derive(Debug)]
+pub struct RunReport {
+    pub summary: Summary,
+    /// Batches never acknowledged (their checkpoints did not move).
+    pub unacknowledged_batches: u64,
+    pub api_address: Option<SocketAddr>,
+}
+
+/// A pipeline ready to run. Extra sources and sinks can be added by code (tests, embedding).
+pub struct Pipeline {
+    config: Config,
+    store: Option<Arc<dyn CheckpointStore>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    extra_sinks: Vec<(String, SinkCommon, Box<dyn Sink>)>,
+    extra_sources: Vec<(String, Box<dyn Source>)>,
+}
+
+impl Pipeline {
+    pub fn new(config: Config) -> Pipeline {
+        Pipeline {
+            config,
+            store: None,
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+            extra_sinks: Vec::new(),
+            extra_sources: Vec::new(),
+        }
+    }
+
+    /// Use this checkpoint store instead of the file store in `data_dir`.
+    pub fn with_checkpoint_store(mut self, store: Arc<dyn CheckpointStore>) -> Pipeline {
+        self.store = Some(store);
+        self
+    }
+
+    pub fn with_sink(mut self, name: &str, common: SinkCommon, sink: Box<dyn Sink>) -> Pipeline {
+        self.extra_sinks.push((name.to_string(), common, sink));
+        self
+    }
+
+    pub fn with_source(mut self, name: &str, source: Box<dyn Source>) -> Pipeline {
+        self.extra_sources.push((name.to_string(), source));
+        self
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Run until every source has ended (finite inputs) or `shutdown` fires, then drain
+    /// in-flight events for up to `pipeline.drain_timeout_secs` and commit what was acknowledged.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<RunReport, PipelineError> {
+        let Pipeline {
+            config,
+            store,
+            metrics,
+            health,
+            extra_sinks,
+            extra_sources,
+        } = self;
+        let pc = config.pipeline.clone();
+        let store: Arc<dyn CheckpointStore> = match store {
+            Some(s) => s,
+            None => Arc::new(FileCheckpointStore::open(&config.data_dir)?),
+        };
+        let dead_letter = Arc::new(DeadLetter::new(&config.dead_letter_path(), metrics.clone()));
+        let normalizer = Arc::new(Normalizer::new(NormalizeOptions {
+            raw_data: config.normalize.raw_data,
+            raw_data_max_bytes: config.normalize.raw_data_max_bytes,
+        }));
+        let api_stop = CancellationToken::new();
+        let mut api_address = None;
+        let mut api_task = None;
+        if config.api.enabled {
+            let (addr, task) =
+                crate::telemetry::serve(config.api.address, metrics.clone(), health.clone(), api_stop.clone())
+                    .await
+                    .map_err(|source| PipelineError::Api {
+                        file: config.file.display().to_string(),
+                        address: config.api.address,
+                        source,
+                    })?;
+            api_address = Some(addr);
+            api_task = Some(task);
+        }
+
+        // Sinks, each behind its own bounded channel.
+        let force = CancellationToken::new();
+        let mut sinks: Vec<(String, SinkCommon, Box<dyn Sink>)> = Vec::new();
+        for entry in &config.sinks {
+            let sink = entry
+                .config
+                .build(&entry.name)
+                .map_err(|source| PipelineError::SinkBuild {
+                    name: entry.name.clone(),
+                    source,
+                })?;
+            sinks.push((entry.name.clone(), entry.common.clone(), sink));
+        }
+        sinks.extend(extra_sinks);
+        let mut routes = Vec::new();
+        let mut sink_tasks = JoinSet::new();
+        for (name, common, sink) in sinks {
+            let (tx, rx) = mpsc::channel(pc.channel_capacity);
+            let filter =
+                common
+                    .filter
+                    .validate(&format!("sinks.{name}.filter"))
+                    .map_err(|i| PipelineError::SinkBuild {
+                        name: name.clone(),
+                        source: SinkError::Build(format!("{}: {}", i.path, i.message)),
+                    })?;
+            let name: Arc<str> = Arc::from(name);
+            routes.push(stages::Route {
+                sink: name.clone(),
+                inputs: common.inputs.clone(),
+                filter,
+                tx,
+            });
+            let driver = SinkDriver {
+                name,
+                sink,
+                retry: RetryPolicy {
+                    initial: Duration::from_millis(common.retry_initial_ms.max(1)),
+                    max: Duration::from_millis(common.retry_max_ms.max(common.retry_initial_ms).max(1)),
+                },
+                dead_letter: dead_letter.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+                force: force.clone(),
+            };
+            sink_tasks.spawn(driver.run(rx));
+        }
+
+        let (router_tx, router_rx) = mpsc::channel(pc.channel_capacity);
+        let router = tokio::spawn(stages::run_router(
+            router_rx,
+            routes,
+            dead_letter.clone(),
+            metrics.clone(),
+            force.clone(),
+        ));
+        let (src_tx, src_rx) = mpsc::channel(pc.channel_capacity);
+        let workers = if pc.normalize_workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            pc.normalize_workers
+        };
+        let normalize = tokio::spawn(stages::run_normalize(src_rx, router_tx, normalizer, workers));
+
+        // Sources, each with its acknowledgment tracker and checkpoint committer.
+        let mut sources: Vec<(String, Box<dyn Source>)> = Vec::new();
+        for entry in &config.sources {
+            let s = entry
+                .config
+                .build(&entry.name)
+                .map_err(|e| PipelineError::SourceBuild {
+                    name: entry.name.clone(),
+                    message: e.to_string(),
+                })?;
+            sources.push((entry.name.clone(), s));
+        }
+        sources.extend(extra_sources);
+        let source_stop = shutdown.child_token();
+        let commit_stop = CancellationToken::new();
+        let mut source_tasks = JoinSet::new();
+        let mut committers = JoinSet::new();
+        let mut trackers = Vec::new();
+        for (name, source) in sources {
+            let name: Arc<str> = Arc::from(name);
+            let acks = AckTracker::new();
+            trackers.push(acks.clone());
+            committers.spawn(stages::run_committer(
+                name.clone(),
+                acks.clone(),
+                store.clone(),
+                Duration::from_millis(pc.checkpoint_interval_ms),
+                commit_stop.clone(),
+                metrics.clone(),
+            ));
+            let ctx = SourceContext {
+                name: name.clone(),
+                out: src_tx.clone(),
+                acks,
+                checkpoints: store.clone(),
+                shutdown: source_stop.clone(),
+                metrics: metrics.clone(),
+                batch_max_events: pc.batch_max_events,
+            };
+            let span = tracing::info_span!("source", source = %name);
+            source_tasks.spawn(tracing::Instrument::instrument(
+                async move { (name.clone(), source.run(ctx).await) },
+                span,
+            ));
+        }
+        drop(src_tx);
+        health.set_started();
+        tracing::info!(sources = trackers.len(), sinks = sink_tasks.len(), "pipeline running");
+
+        // Wait for the sources to end by themselves or for shutdown.
+        let mut failures = Vec::new();
+        while let Some(res) = source_tasks.join_next().await {
+            match res {
+                Ok((_, Ok(()))) | Ok((_, Err(crate::sources::SourceError::ShuttingDown(_)))) => {}
+                Ok((name, Err(e))) => {
+                    tracing::error!(source = %name, error = %e, "source failed; stopping the pipeline");
+                    metrics.error(&name, "fatal");
+                    failures.push(e.to_string());
+                    source_stop.cancel();
+                }
+                Err(e) => {
+                    failures.push(format!("source task panicked: {e}"));
+                    source_stop.cancel();
+                }
+            }
+        }
+        tracing::info!("sources ended; draining in-flight events");
+
+        // Drain: the channels close stage by stage as each ends.
+        let drain = async {
+            let _ = normalize.await;
+            let _ = router.await;
+            while sink_tasks.join_next().await.is_some() {}
+        };
+        let timeout = Duration::from_secs(pc.drain_timeout_secs);
+        tokio::pin!(drain);
+        let drained = if shutdown.is_cancelled() {
+            tokio::time::timeout(timeout, &mut drain).await.is_ok()
+        } else {
+            // Finite input: wait for delivery, but still honour a shutdown signal.
+            tokio::select! {
+                _ = &mut drain => true,
+                _ = shutdown.cancelled() => tokio::time::timeout(timeout, &mut drain).await.is_ok(),
+            }
+        };
+        if !drained {
+            tracing::warn!(
+                timeout_secs = pc.drain_timeout_secs,
+                "drain timeout: giving up on in-flight events; their checkpoints do not move"
+            );
+            force.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut drain).await;
+        }
+
+        // Final checkpoint commit of everything acknowledged.
+        commit_stop.cancel();
+        while committers.join_next().await.is_some() {}
+        api_stop.cancel();
+        if let Some(t) = api_task {
+            let _ = t.await;
+        }
+        let unacknowledged = trackers.iter().map(|t| t.in_flight() as u64 + t.counts().1).sum();
+        let report = RunReport {
+            summary: metrics.summary(),
+            unacknowledged_batches: unacknowledged,
+            api_address,
+        };
+        if !failures.is_empty() {
+            return Err(PipelineError::SourcesFailed(failures.len(), failures.join("; ")));
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,232 @@
+//! The middle stages: normalization on a worker pool (order kept) and the router that
+//! fans events out to sinks, sends quarantined events to the dead-letter file, and
+//! checkpoints committed from acknowledgments.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::route::CompiledFilter;
+use crate::ack::{AckTracker, Status};
+use crate::checkpoint::{split_partition_id, CheckpointKey, CheckpointStore};
+use crate::deadletter::DeadLetter;
+use crate::event::{Batch, Event};
+use crate::normalize::Normalizer;
+use crate::telemetry::Metrics;
+
+/// Normalize one batch; a failure (or a panic) quarantines that event only.
+pub fn normalize_batch(normalizer: &Normalizer, mut batch: Batch) -> Batch {
+    for e in batch.iter_mut() {
+        if e.quarantine.is_some() {
+            continue;
+        }
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| normalizer.normalize(&e.meta, &e.raw)));
+        match res {
+            Ok(Ok(out)) => {
+                e.meta.severity_id = out.severity_id;
+                e.meta.event_ms = out.event_ms;
+                if e.meta.entity_key.is_none() {
+                    e.meta.entity_key = out.entity_key.map(Arc::from);
+                }
+                if e.meta.tenant.is_none() {
+                    e.meta.tenant = out.tenant.map(Arc::from);
+                }
+                e.normalized = Some(Arc::new(out.normalized));
+            }
+            Ok(Err(err)) => e.quarantine("normalize", err.reason(), err.to_string()),
+            Err(_) => e.quarantine("normalize", "panic", "the normalizer panicked on this record".into()),
+        }
+    }
+    batch
+}
+
+/// Runs normalization on up to `workers` batches at once, emitting them in input order.
+pub async fn run_normalize(
+    rx: mpsc::Receiver<Batch>,
+    tx: mpsc::Sender<Batch>,
+    normalizer: Arc<Normalizer>,
+    workers: usize,
+) {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+        .map(|batch| {
+            let n = normalizer.clone();
+            tokio::task::spawn_blocking(move || normalize_batch(&n, batch))
+        })
+        .buffered(workers.max(1));
+    futures_util::pin_mut!(stream);
+    while let Some(res) = stream.next().await {
+        match res {
+            Ok(batch) => {
+                if tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
+            // Only reachable if the blocking pool is shutting down; the events of that batch
+            // were dropped unacknowledged, so their checkpoint does not move.
+            Err(e) => tracing::error!(error = %e, "normalization worker failed"),
+        }
+    }
+}
+
+/// One sink as the router sees it.
+pub struct Route {
+    pub sink: Arc<str>,
+    pub inputs: Vec<String>,
+    pub filter: CompiledFilter,
+    pub tx: mpsc::Sender<Batch>,
+}
+
+impl Route {
+    fn takes(&self, e: &Event) -> bool {
+        (self.inputs.is_empty() || self.inputs.iter().any(|i| **i == *e.meta.source)) && self.filter.matches(&e.meta)
+    }
+}
+
+pub async fn run_router(
+    mut rx: mpsc::Receiver<Batch>,
+    routes: Vec<Route>,
+    dead_letter: Arc<DeadLetter>,
+    metrics: Arc<Metrics>,
+    force: CancellationToken,
+) {
+    while let Some(batch) = rx.recv().await {
+        let mut tallies: BTreeMap<(Arc<str>, Arc<str>), u64> = BTreeMap::new();
+        let mut quarantined = Vec::new();
+        let mut good = Vec::with_capacity(batch.len());
+        for e in batch {
+            *tallies
+                .entry((e.meta.source.clone(), e.meta.category.clone()))
+                .or_default() += 1;
+            if let Some(t) = e.meta.event_ms {
+                metrics
+                    .source_lag_seconds
+                    .get_or_create(&crate::telemetry::SourceLabels {
+                        source: e.meta.source.to_string(),
+                    })
+                    .set((e.meta.received_ms - t) as f64 / 1000.0);
+            }
+            if e.quarantine.is_some() {
+                quarantined.push(e);
+            } else {
+                good.push(e);
+            }
+        }
+        metrics.categories(&tallies);
+
+        if !quarantined.is_empty() {
+            let mut attempt = 0u32;
+            loop {
+                match dead_letter.write(&quarantined).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        attempt += 1;
+                        tracing::error!(error = %e, attempt, "dead-letter write failed; retrying");
+                        let delay = Duration::from_millis(200u64 << attempt.min(7));
+                        tokio::select! {
+                            _ = force.cancelled() => return,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            }
+            for e in &mut quarantined {
+                e.finalizer.mark(Status::Rejected);
+            }
+        }
+
+        let mut routed = vec![false; good.len()];
+        for route in &routes {
+            let copies: Batch = good
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| route.takes(e))
+                .map(|(i, e)| {
+                    routed[i] = true;
+                    e.fan_out()
+                })
+                .collect();
+            if copies.is_empty() {
+                continue;
+            }
+            // Waits while the sink is behind: backpressure up to the sources.
+            if route.tx.send(copies).await.is_err() {
+                tracing::error!(sink = %route.sink, "sink stopped; its events stay unacknowledged");
+            }
+        }
+        let mut unrouted: BTreeMap<Arc<str>, u64> = BTreeMap::new();
+        for (e, r) in good.iter_mut().zip(routed) {
+            if !r {
+                *unrouted.entry(e.meta.source.clone()).or_default() += 1;
+            }
+            // The original is done; the copies decide.
+            e.finalizer.mark(Status::Delivered);
+        }
+        for (source, n) in unrouted {
+            metrics
+                .unrouted
+                .get_or_create(&crate::telemetry::SourceLabels {
+                    source: source.to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+}
+
+/// Writes the checkpoints a source's tracker has made ready, every `interval` and once
+/// more when `stop` fires.
+pub async fn run_committer(
+    source: Arc<str>,
+    acks: AckTracker,
+    store: Arc<dyn CheckpointStore>,
+    interval: Duration,
+    stop: CancellationToken,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tokio::time::sleep(interval) => false,
+        };
+        commit_ready(&source, &acks, &store, &metrics).await;
+        if stopping {
+            return;
+        }
+    }
+}
+
+async fn commit_ready(source: &Arc<str>, acks: &AckTracker, store: &Arc<dyn CheckpointStore>, metrics: &Metrics) {
+    let ready = acks.take_ready();
+    if ready.is_empty() {
+        return;
+    }
+    let values: Vec<(CheckpointKey, String)> = ready
+        .into_iter()
+        .map(|r| {
+            let (tenant, partition) = split_partition_id(&r.partition);
+            (CheckpointKey::new(source, tenant, partition), r.value)
+        })
+        .collect();
+    let store = store.clone();
+    let n = values.len();
+    let res = tokio::task::spawn_blocking(move || store.commit(&values)).await;
+    match res {
+        Ok(Ok(())) => {
+            metrics
+                .checkpoint_commits
+                .get_or_create(&crate::telemetry::SourceLabels {
+                    source: source.to_string(),
+                })
+                .inc();
+            tracing::debug!(source = %source, partitions = n, "checkpoint committed");
+        }
+        Ok(Err(e)) => {
+            metrics.error(source, "checkpoint");
+            tracing::error!(source = %source, error = %e, "checkpoint commit failed; will retry with the next acknowledgments");
+        }
+        Err(e) => tracing::error!(source = %source, error = %e, "checkpoint commit task failed"),
+    }
+}

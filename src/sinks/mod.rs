@@ -1,0 +1,95 @@
+//! Sinks: the `Sink` trait every output implements, its config trait, and the registry
+//! of sink types. Retries, dead-lettering and acknowledgments live in `driver`.
+
+pub mod blackhole;
+pub mod driver;
+pub mod file;
+
+use std::fmt;
+
+use crate::config::ConfigIssue;
+use crate::event::Event;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The receiver is unavailable or refused the whole batch for now: retry later.
+    #[error("{kind}: {message}")]
+    Unavailable { kind: &'static str, message: String },
+    #[error("cannot build sink: {0}")]
+    Build(String),
+}
+
+impl SinkError {
+    /// Short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkError::Io(_) => "io",
+            SinkError::Unavailable { kind, .. } => kind,
+            SinkError::Build(_) => "build",
+        }
+    }
+}
+
+/// An event the receiver refused for good (bad format, too large, invalid): dead-lettered.
+#[derive(Debug)]
+pub struct Rejection {
+    /// Index into the batch passed to `send`.
+    pub index: usize,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// What a successful `send` reports: bytes written and events refused for good.
+#[derive(Debug, Default)]
+pub struct SendReport {
+    pub bytes: u64,
+    pub rejected: Vec<Rejection>,
+}
+
+/// One output. `send` returns only once the receiver has the events (written and flushed,
+/// acknowledged by the broker or the indexer); an `Err` means nothing of the batch is
+/// known to be delivered and the driver sends the whole batch again.
+#[async_trait::async_trait]
+pub trait Sink: Send {
+    async fn send(&mut self, events: &[Event]) -> Result<SendReport, SinkError>;
+
+    /// Flush and release resources at shutdown.
+    async fn close(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A configured sink type, validated and ready to build.
+pub trait SinkConfig: Send + Sync + fmt::Debug {
+    fn build(&self, name: &str) -> Result<Box<dyn Sink>, SinkError>;
+}
+
+type Factory = fn(&str, toml::Value, &str) -> Result<Box<dyn SinkConfig>, ConfigIssue>;
+
+/// Sink types by their `type` name. Add a connector here.
+const REGISTRY: &[(&str, Factory)] = &[
+    ("file", file::factory),
+    ("console", file::console_factory),
+    ("blackhole", blackhole::factory),
+];
+
+pub fn types() -> Vec<&'static str> {
+    REGISTRY.iter().map(|(n, _)| *n).collect()
+}
+
+pub fn build_config(
+    ty: &str,
+    name: &str,
+    table: toml::Value,
+    prefix: &str,
+) -> Result<Box<dyn SinkConfig>, Vec<ConfigIssue>> {
+    match REGISTRY.iter().find(|(n, _)| *n == ty) {
+        Some((_, factory)) => factory(name, table, prefix).map_err(|i| vec![i]),
+        None => Err(vec![ConfigIssue::new(
+            format!("{prefix}.type"),
+            format!("unknown sink type `{ty}`, expected one of {}", types().join(", ")),
+        )]),
+    }
+}

@@ -1,0 +1,214 @@
+//! Sources: the `Source` trait, its context (output channel, acknowledgments, checkpoints,
+//! shutdown), the registry of source types, and the batch builder sources share.
+
+pub mod replay;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::{AckTracker, Finalizer};
+use crate::checkpoint::{CheckpointError, CheckpointKey, CheckpointStore};
+use crate::config::ConfigIssue;
+use crate::decode::{DecodeError, DecodedUnit};
+use crate::event::{now_ms, Batch, Event, EventKind, EventMeta, Position};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source {source_name}: {message}")]
+    Fatal { source_name: String, message: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("source {0}: the pipeline stopped")]
+    Closed(String),
+    /// Shutdown came while the source waited to send; the unsent batch stays unacknowledged.
+    #[error("source {0}: shutting down")]
+    ShuttingDown(String),
+}
+
+/// A configured source type, validated and ready to build.
+pub trait SourceConfig: Send + Sync + fmt::Debug {
+    fn build(&self, name: &str) -> Result<Box<dyn Source>, SourceError>;
+    /// True when the source ends by itself (files without `follow`, embedded data).
+    fn is_finite(&self) -> bool;
+}
+
+/// What a source is given to run.
+pub struct SourceContext {
+    pub name: Arc<str>,
+    pub out: mpsc::Sender<Batch>,
+    pub acks: AckTracker,
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
+    pub batch_max_events: usize,
+}
+
+impl SourceContext {
+    pub fn checkpoint_key(&self, tenant: Option<&str>, partition: &str) -> CheckpointKey {
+        CheckpointKey::new(&self.name, tenant, partition)
+    }
+
+    /// Send a batch downstream; waits while the pipeline is full (backpressure).
+    pub async fn send(&self, batch: Batch) -> Result<(), SourceError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (n, bytes) = (
+            batch.len() as u64,
+            batch.iter().map(|e| e.raw.len() as u64).sum::<u64>(),
+        );
+        tokio::select! {
+            biased;
+            r = self.out.send(batch) => r.map_err(|_| SourceError::Closed(self.name.to_string()))?,
+            _ = self.shutdown.cancelled() => return Err(SourceError::ShuttingDown(self.name.to_string())),
+        }
+        self.metrics.component_in(&self.name, "source", n, bytes);
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+pub trait Source: Send {
+    /// Read until the input ends or `ctx.shutdown` fires. Checkpoints are committed by the
+    /// pipeline from `ctx.acks`; the source only registers batches.
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError>;
+}
+
+type Factory = fn(&str, toml::Value, &str) -> Result<Box<dyn SourceConfig>, ConfigIssue>;
+
+/// Source types by their `type` name. Add a connector here.
+const REGISTRY: &[(&str, Factory)] = &[("replay", replay::factory)];
+
+pub fn types() -> Vec<&'static str> {
+    REGISTRY.iter().map(|(n, _)| *n).collect()
+}
+
+pub fn build_config(
+    ty: &str,
+    name: &str,
+    table: toml::Value,
+    prefix: &str,
+) -> Result<Box<dyn SourceConfig>, Vec<ConfigIssue>> {
+    match REGISTRY.iter().find(|(n, _)| *n == ty) {
+        Some((_, factory)) => factory(name, table, prefix).map_err(|i| vec![i]),
+        None => Err(vec![ConfigIssue::new(
+            format!("{prefix}.type"),
+            format!("unknown source type `{ty}`, expected one of {}", types().join(", ")),
+        )]),
+    }
+}
+
+/// Raw bytes, metadata and (for a unit that failed to decode) the quarantine reason.
+type PendingEvent = (Bytes, EventMeta, Option<(&'static str, String)>);
+
+/// Collects decoded units of one partition into batches, attaching finalizers that
+/// carry the checkpoint of the last whole unit in each batch.
+pub struct BatchBuilder {
+    source: Arc<str>,
+    partition: Arc<str>,
+    pending: Vec<PendingEvent>,
+    last_checkpoint: Option<String>,
+    max_events: usize,
+}
+
+impl BatchBuilder {
+    pub fn new(source: Arc<str>, partition: Arc<str>, max_events: usize) -> BatchBuilder {
+        BatchBuilder {
+            source,
+            partition,
+            pending: Vec::new(),
+            last_checkpoint: None,
+            max_events,
+        }
+    }
+
+    fn meta(&self, offset: u64, index: u32, category: &str, kind: EventKind) -> EventMeta {
+        EventMeta {
+            source: self.source.clone(),
+            tenant: None,
+            category: Arc::from(category),
+            kind,
+            position: Position {
+                partition: self.partition.clone(),
+                offset,
+                sequence: None,
+                index,
+            },
+            received_ms: now_ms(),
+            event_ms: None,
+            severity_id: 0,
+            entity_key: None,
+            repaired: false,
+            change_type: None,
+        }
+    }
+
+    /// Add one decoded unit (or its decode error, which becomes a quarantined event
+    /// carrying the whole unit). `checkpoint` is the value to commit once this unit is done.
+    pub fn push_unit(
+        &mut self,
+        offset: u64,
+        body: &Bytes,
+        decoded: Result<DecodedUnit, DecodeError>,
+        checkpoint: Option<String>,
+        metrics: &Metrics,
+    ) {
+        match decoded {
+            Ok(unit) => {
+                if let Some(repair) = unit.repaired {
+                    metrics.repaired(&self.source, repair);
+                }
+                for (i, r) in unit.records.into_iter().enumerate() {
+                    let mut meta = self.meta(offset, i as u32, &r.category, r.kind);
+                    meta.tenant = r.tenant.map(Arc::from);
+                    meta.entity_key = r.entity_key.map(Arc::from);
+                    meta.repaired = unit.repaired.is_some();
+                    self.pending.push((r.raw, meta, None));
+                }
+            }
+            Err(e) => {
+                let meta = self.meta(offset, 0, "Unknown", EventKind::Generic);
+                self.pending
+                    .push((body.clone(), meta, Some((e.reason(), e.to_string()))));
+            }
+        }
+        self.last_checkpoint = checkpoint;
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.pending.len() >= self.max_events
+    }
+
+    /// Whether a checkpoint is waiting to be registered (a unit with no records).
+    pub fn has_checkpoint(&self) -> bool {
+        self.last_checkpoint.is_some()
+    }
+
+    /// Turn what was collected into a batch registered with the tracker.
+    pub fn take(&mut self, acks: &AckTracker) -> Batch {
+        let notifier = acks.register(&self.partition, self.last_checkpoint.take());
+        self.pending
+            .drain(..)
+            .map(|(raw, meta, quarantine)| {
+                let mut e = Event::new(raw, meta, Finalizer::new(notifier.clone()));
+                if let Some((reason, detail)) = quarantine {
+                    e.quarantine("decode", reason, detail);
+                }
+                e
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,427 @@
+//! Replay source: reads Event Hub bodies, Graph pages or NDJSON records from files,
+//! directories, stdin or the bundled demo data, with byte-offset checkpoints per file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
+
+use super::{BatchBuilder, Source, SourceConfig, SourceContext, SourceError};
+use crate::config::{typed, ConfigIssue};
+use crate::decode::{decode_unit, InputFormat};
+
+/// `[sources.NAME] type = "replay"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// Files or directories (every regular file inside, sorted by name); `-` is stdin.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// Bundled sample data instead of paths: `demo`.
+    #[serde(default)]
+    pub embedded: Option<String>,
+    #[serde(default)]
+    pub format: InputFormat,
+    /// Keep reading files as they grow, like `tail -f`.
+    #[serde(default)]
+    pub follow: bool,
+    /// Largest single line or document read.
+    #[serde(default = "default_max_unit_bytes")]
+    pub max_unit_bytes: usize,
+}
+
+fn default_max_unit_bytes() -> usize {
+    64 * 1024 * 1024
+}
+
+pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn SourceConfig>, ConfigIssue> {
+    let c: ReplayConfig = typed(table, prefix)?;
+    match (&c.embedded, c.paths.is_empty()) {
+        (Some(e), _) if e != "demo" => {
+            return Err(ConfigIssue::new(
+                format!("{prefix}.embedded"),
+                format!("unknown embedded data set `{e}`, expected `demo`"),
+            ));
+        }
+        (Some(_), false) => return Err(ConfigIssue::new(prefix, "set either `paths` or `embedded`, not both")),
+        (None, true) => {
+            return Err(ConfigIssue::new(
+                format!("{prefix}.paths"),
+                "at least one path is required",
+            ))
+        }
+        _ => {}
+    }
+    Ok(Box::new(c))
+}
+
+impl SourceConfig for ReplayConfig {
+    fn build(&self, _name: &str) -> Result<Box<dyn Source>, SourceError> {
+        Ok(Box::new(ReplaySource { config: self.clone() }))
+    }
+
+    fn is_finite(&self) -> bool {
+        !self.follow
+    }
+}
+
+/// Bundled sample data for `demo` (the payloads in tests/data).
+pub const DEMO_DATA: &[(&str, &[u8])] = &[
+    (
+        "graph/incidents_page1.json",
+        include_bytes!("../../tests/data/graph/incidents_page1.json"),
+    ),
+    (
+        "graph/incidents_page2.json",
+        include_bytes!("../../tests/data/graph/incidents_page2.json"),
+    ),
+    (
+        "graph/incidents_update.json",
+        include_bytes!("../../tests/data/graph/incidents_update.json"),
+    ),
+    (
+        "graph/risk_detections.json",
+        include_bytes!("../../tests/data/graph/risk_detections.json"),
+    ),
+    (
+        "graph/risky_users.json",
+        include_bytes!("../../tests/data/graph/risky_users.json"),
+    ),
+    (
+        "eventhub/signin_interactive.json",
+        include_bytes!("../../tests/data/eventhub/signin_interactive.json"),
+    ),
+    (
+        "eventhub/signin_noninteractive.json",
+        include_bytes!("../../tests/data/eventhub/signin_noninteractive.json"),
+    ),
+    (
+        "eventhub/serviceprincipal_signin.json",
+        include_bytes!("../../tests/data/eventhub/serviceprincipal_signin.json"),
+    ),
+    (
+        "eventhub/managedidentity_signin.json",
+        include_bytes!("../../tests/data/eventhub/managedidentity_signin.json"),
+    ),
+    (
+        "eventhub/auditlogs.json",
+        include_bytes!("../../tests/data/eventhub/auditlogs.json"),
+    ),
+    (
+        "eventhub/user_risk_events.json",
+        include_bytes!("../../tests/data/eventhub/user_risk_events.json"),
+    ),
+    (
+        "eventhub/risky_users.json",
+        include_bytes!("../../tests/data/eventhub/risky_users.json"),
+    ),
+    (
+        "eventhub/risky_serviceprincipals.json",
+        include_bytes!("../../tests/data/eventhub/risky_serviceprincipals.json"),
+    ),
+    (
+        "eventhub/serviceprincipal_risk_events.json",
+        include_bytes!("../../tests/data/eventhub/serviceprincipal_risk_events.json"),
+    ),
+    (
+        "eventhub/graph_activity_logs.json",
+        include_bytes!("../../tests/data/eventhub/graph_activity_logs.json"),
+    ),
+    (
+        "eventhub/defender_identity_logon_events.json",
+        include_bytes!("../../tests/data/eventhub/defender_identity_logon_events.json"),
+    ),
+    (
+        "eventhub/defender_alert_info_evidence.json",
+        include_bytes!("../../tests/data/eventhub/defender_alert_info_evidence.json"),
+    ),
+    (
+        "eventhub/malformed/single_quoted_properties.json",
+        include_bytes!("../../tests/data/eventhub/malformed/single_quoted_properties.json"),
+    ),
+    (
+        "eventhub/malformed/raw_newline_in_string.json",
+        include_bytes!("../../tests/data/eventhub/malformed/raw_newline_in_string.json"),
+    ),
+    (
+        "eventhub/malformed/placeholder_blob.txt",
+        include_bytes!("../../tests/data/eventhub/malformed/placeholder_blob.txt"),
+    ),
+];
+
+struct ReplaySource {
+    config: ReplayConfig,
+}
+
+#[async_trait::async_trait]
+impl Source for ReplaySource {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let format = self.config.format;
+        if self.config.embedded.is_some() {
+            for (name, body) in DEMO_DATA {
+                if ctx.shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                let partition: Arc<str> = Arc::from(format!("embedded:{name}"));
+                let mut b = BatchBuilder::new(ctx.name.clone(), partition, ctx.batch_max_events);
+                let body = Bytes::from_static(body);
+                b.push_unit(0, &body, decode_unit(format, body.clone()), None, &ctx.metrics);
+                let batch = b.take(&ctx.acks);
+                ctx.send(batch).await?;
+            }
+            return Ok(());
+        }
+        for path in expand_paths(&self.config.paths, &ctx.name)? {
+            if ctx.shutdown.is_cancelled() {
+                break;
+            }
+            if path.as_os_str() == "-" {
+                read_stdin(&ctx, &self.config).await?;
+                continue;
+            }
+            read_file(&ctx, &path, &self.config).await?;
+        }
+        Ok(())
+    }
+}
+
+fn expand_paths(paths: &[PathBuf], source: &str) -> Result<Vec<PathBuf>, SourceError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            out.push(p.clone());
+        } else if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| fatal(source, format!("cannot list {}: {e}", p.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn fatal(source: &str, message: String) -> SourceError {
+    SourceError::Fatal {
+        source_name: source.to_string(),
+        message,
+    }
+}
+
+/// Whether a file is one JSON document (a pretty-printed body or page) rather than NDJSON:
+/// its first line is not a complete JSON value on its own.
+async fn is_whole_document(path: &Path) -> std::io::Result<bool> {
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0;
+    loop {
+        let n = f.read(&mut buf[len..]).await?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if buf[..len].contains(&b'\n') || len == buf.len() {
+            break;
+        }
+    }
+    let first = match buf[..len].iter().position(|&b| b == b'\n') {
+        Some(p) => &buf[..p],
+        None if len < buf.len() => &buf[..len],
+        None => return Ok(true),
+    };
+    if first.starts_with(&[0x1f, 0x8b]) {
+        return Ok(true);
+    }
+    let first = first.trim_ascii();
+    Ok(!first.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(first).is_err())
+}
+
+async fn read_file(ctx: &SourceContext, path: &Path, config: &ReplayConfig) -> Result<(), SourceError> {
+    let partition: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
+    let key = ctx.checkpoint_key(None, &partition);
+    let resume: u64 = ctx.checkpoints.get(&key)?.and_then(|v| v.parse().ok()).unwrap_or(0);
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| fatal(&ctx.name, format!("cannot open {}: {e}", path.display())))?;
+    let mut start = resume;
+    if resume > meta.len() {
+        tracing::warn!(source = %ctx.name, file = %path.display(), resume, len = meta.len(), "file is shorter than its checkpoint (truncated or replaced); reading it from the start");
+        start = 0;
+    }
+    let whole = is_whole_document(path)
+        .await
+        .map_err(|e| fatal(&ctx.name, format!("cannot read {}: {e}", path.display())))?;
+    if whole {
+        if start >= meta.len() && meta.len() > 0 {
+            tracing::info!(source = %ctx.name, file = %path.display(), "already forwarded (checkpoint at end of file)");
+            return Ok(());
+        }
+        let body = tokio::fs::read(path)
+            .await
+            .map_err(|e| fatal(&ctx.name, format!("cannot read {}: {e}", path.display())))?;
+        let len = body.len() as u64;
+        let body = Bytes::from(body);
+        let mut b = BatchBuilder::new(ctx.name.clone(), partition, ctx.batch_max_events);
+        b.push_unit(
+            0,
+            &body,
+            decode_unit(config.format, body.clone()),
+            Some(len.to_string()),
+            &ctx.metrics,
+        );
+        let batch = b.take(&ctx.acks);
+        return ctx.send(batch).await;
+    }
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| fatal(&ctx.name, format!("cannot open {}: {e}", path.display())))?;
+    f.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(|e| fatal(&ctx.name, format!("cannot seek {}: {e}", path.display())))?;
+    if start > 0 {
+        tracing::info!(source = %ctx.name, file = %path.display(), offset = start, "resuming from checkpoint");
+    }
+    read_stream(ctx, f, partition, start, true, config).await
+}
+
+/// Stdin: NDJSON streamed line by line, unless its first line is not JSON on its own (a
+/// pretty-printed body or page), in which case all of stdin is one document.
+async fn read_stdin(ctx: &SourceContext, config: &ReplayConfig) -> Result<(), SourceError> {
+    let mut stdin = tokio::io::stdin();
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stdin
+            .read(&mut chunk)
+            .await
+            .map_err(|e| fatal(&ctx.name, format!("read error on stdin: {e}")))?;
+        head.extend_from_slice(&chunk[..n]);
+        if n == 0 || head.contains(&b'\n') {
+            break;
+        }
+    }
+    let first = head.split(|&c| c == b'\n').next().unwrap_or(&[]).trim_ascii();
+    let whole = first.starts_with(&[0x1f, 0x8b])
+        || (!first.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(first).is_err());
+    let partition: Arc<str> = Arc::from("stdin");
+    if whole {
+        stdin
+            .read_to_end(&mut head)
+            .await
+            .map_err(|e| fatal(&ctx.name, format!("read error on stdin: {e}")))?;
+        let body = Bytes::from(head);
+        let mut b = BatchBuilder::new(ctx.name.clone(), partition, ctx.batch_max_events);
+        b.push_unit(0, &body, decode_unit(config.format, body.clone()), None, &ctx.metrics);
+        return ctx.send(b.take(&ctx.acks)).await;
+    }
+    let reader = AsyncReadExt::chain(std::io::Cursor::new(head), stdin);
+    read_stream(ctx, reader, partition, 0, false, config).await
+}
+
+/// Read NDJSON units from a stream starting at byte `offset`.
+async fn read_stream<R: AsyncRead + Unpin>(
+    ctx: &SourceContext,
+    mut reader: R,
+    partition: Arc<str>,
+    mut offset: u64,
+    checkpointed: bool,
+    config: &ReplayConfig,
+) -> Result<(), SourceError> {
+    let mut buf = BytesMut::with_capacity(256 * 1024);
+    let mut b = BatchBuilder::new(ctx.name.clone(), partition.clone(), ctx.batch_max_events);
+    let mut eof = false;
+    loop {
+        // Cut every complete line out of the buffer.
+        while let Some(nl) = buf.iter().position(|&c| c == b'\n') {
+            let line = buf.split_to(nl + 1).freeze();
+            let unit_offset = offset;
+            offset += line.len() as u64;
+            push_line(ctx, &mut b, unit_offset, line, offset, checkpointed, config);
+            if b.is_full() {
+                ctx.send(b.take(&ctx.acks)).await?;
+            }
+        }
+        if eof {
+            if !buf.is_empty() && !config.follow {
+                let line = buf.split().freeze();
+                let unit_offset = offset;
+                offset += line.len() as u64;
+                push_line(ctx, &mut b, unit_offset, line, offset, checkpointed, config);
+            }
+            if !b.is_empty() || b.has_checkpoint() {
+                ctx.send(b.take(&ctx.acks)).await?;
+            }
+            if !config.follow {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            eof = false;
+        }
+        if ctx.shutdown.is_cancelled() {
+            // Emit what is complete; the partial line is read again next time.
+            if !b.is_empty() || b.has_checkpoint() {
+                ctx.send(b.take(&ctx.acks)).await?;
+            }
+            return Ok(());
+        }
+        if buf.len() > config.max_unit_bytes {
+            // One line longer than allowed: quarantine what we have of it and skip the rest.
+            let line = buf.split().freeze();
+            let unit_offset = offset;
+            offset += line.len() as u64;
+            let err = crate::decode::DecodeError::NotRecords(format!(
+                "line longer than max_unit_bytes ({})",
+                config.max_unit_bytes
+            ));
+            b.push_unit(
+                unit_offset,
+                &line,
+                Err(err),
+                checkpointed.then(|| offset.to_string()),
+                &ctx.metrics,
+            );
+        }
+        buf.reserve(128 * 1024);
+        let n = reader
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| fatal(&ctx.name, format!("read error on {partition}: {e}")))?;
+        if n == 0 {
+            eof = true;
+            // Send a partly filled batch rather than wait for more input.
+        } else if !b.is_empty() && buf.iter().all(|&c| c != b'\n') && b.len() >= ctx.batch_max_events / 2 {
+            ctx.send(b.take(&ctx.acks)).await?;
+        }
+    }
+}
+
+fn push_line(
+    ctx: &SourceContext,
+    b: &mut BatchBuilder,
+    unit_offset: u64,
+    line: Bytes,
+    end: u64,
+    checkpointed: bool,
+    config: &ReplayConfig,
+) {
+    let checkpoint = checkpointed.then(|| end.to_string());
+    if line.trim_ascii().is_empty() {
+        // Blank lines carry nothing, but the offset past them is safe to commit.
+        if let Some(cp) = checkpoint {
+            b.push_unit(unit_offset, &line, Ok(Default::default()), Some(cp), &ctx.metrics);
+        }
+        return;
+    }
+    let decoded = decode_unit(config.format, line.clone());
+    b.push_unit(unit_offset, &line, decoded, checkpoint, &ctx.metrics);
+}

@@ -1,0 +1,9 @@
+//! Observability: Prometheus metrics, the `/metrics`, `/health` and `/ready` endpoints, and logging setup.
+
+mod http;
+mod logging;
+mod metrics;
+
+pub use http::{serve, Health};
+pub use logging::{init_logging, LogFormat};
+pub use metrics::{Metrics, SinkLabels, SourceLabels, Summary};

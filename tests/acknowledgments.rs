@@ -1,0 +1,276 @@
+//! End-to-end acknowledgment through the real pipeline: a failing sink never lets the
+//! checkpoint pass an undelivered event, a new run resumes from the checkpoint, and a
+//! stalled sink holds memory to the bounded in-flight window.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use m365_forwarder::checkpoint::{CheckpointKey, CheckpointStore, FileCheckpointStore};
+use m365_forwarder::config::{Config, SinkCommon};
+use m365_forwarder::event::Event;
+use m365_forwarder::pipeline::Pipeline;
+use m365_forwarder::sinks::{SendReport, Sink, SinkError};
+use tokio_util::sync::CancellationToken;
+
+/// What a test sink saw: ids delivered (acknowledged) in order.
+#[derive(Default)]
+struct Seen {
+    delivered: Vec<u64>,
+    attempts: usize,
+    violations: Vec<String>,
+}
+
+/// A sink that fails its first `fail_first` sends, then succeeds `succeed` times, then
+/// hangs forever (a receiver that stopped answering). On every send it checks that the
+/// committed checkpoint covers only delivered events.
+struct FlakySink {
+    seen: Arc<Mutex<Seen>>,
+    fail_first: usize,
+    succeed: usize,
+    store: Arc<dyn CheckpointStore>,
+    key: CheckpointKey,
+    /// Byte offset where each event's line ends, by id.
+    line_end: Arc<HashMap<u64, u64>>,
+}
+
+fn id_of(e: &Event) -> u64 {
+    let s = std::str::from_utf8(&e.raw).unwrap();
+    let i = s.find("\"evt-").unwrap() + 5;
+    let rest = &s[i..];
+    rest[..rest.find('"').unwrap()].parse().unwrap()
+}
+
+#[async_trait::async_trait]
+impl Sink for FlakySink {
+    async fn send(&mut self, events: &[Event]) -> Result<SendReport, SinkError> {
+        let attempt = {
+            let mut seen = self.seen.lock().unwrap();
+            seen.attempts += 1;
+            // The invariant: every event whose line ends at or before the checkpoint was delivered.
+            if let Some(cp) = self.store.get(&self.key).unwrap() {
+                let cp: u64 = cp.parse().unwrap();
+                let delivered: std::collections::HashSet<u64> = seen.delivered.iter().copied().collect();
+                for (id, end) in self.line_end.iter() {
+                    if *end <= cp && !delivered.contains(id) {
+                        seen.violations
+                            .push(format!("checkpoint {cp} passed undelivered evt-{id}"));
+                    }
+                }
+            }
+            seen.attempts
+        };
+        if attempt <= self.fail_first {
+            return Err(SinkError::Unavailable {
+                kind: "test_outage",
+                message: format!("attempt {attempt} refused"),
+            });
+        }
+        if attempt > self.fail_first + self.succeed {
+            // Hang: the receiver stopped answering.
+            std::future::pending::<()>().await;
+        }
+        let mut seen = self.seen.lock().unwrap();
+        seen.delivered.extend(events.iter().map(id_of));
+        Ok(SendReport::default())
+    }
+}
+
+fn config(dir: &Path, input: &Path, batch: usize) -> Config {
+    let text = format!(
+        r#"
+data_dir = "{data}"
+[api]
+enabled = false
+[pipeline]
+batch_max_events = {batch}
+channel_capacity = 2
+checkpoint_interval_ms = 10
+drain_timeout_secs = 1
+[sources.files]
+type = "replay"
+paths = ["{input}"]
+[sinks.none]
+type = "blackhole"
+filter.kinds = ["incident"]
+"#,
+        data = dir.join("data").display(),
+        input = input.display(),
+    );
+    Config::from_str(&text, Path::new("test.toml")).unwrap()
+}
+
+fn line_ends(input: &Path) -> HashMap<u64, u64> {
+    let text = std::fs::read_to_string(input).unwrap();
+    let mut end = 0u64;
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        end += line.len() as u64 + 1;
+        out.insert(i as u64, end);
+    }
+    out
+}
+
+fn common() -> SinkCommon {
+    SinkCommon {
+        retry_initial_ms: 5,
+        retry_max_ms: 20,
+        ..SinkCommon::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_sink_never_lets_the_checkpoint_pass_and_a_new_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let total = 5_000u64;
+    support::write_ndjson(&input, total as usize);
+    let ends = Arc::new(line_ends(&input));
+    let key = CheckpointKey::new("files", None, input.to_str().unwrap());
+    let batch = 100;
+
+    // Run 1: 4 failures, 10 good batches, then the sink hangs; shutdown gives up after the drain timeout.
+    let store: Arc<dyn CheckpointStore> = Arc::new(FileCheckpointStore::open(&dir.path().join("data")).unwrap());
+    let seen1 = Arc::new(Mutex::new(Seen::default()));
+    let sink = FlakySink {
+        seen: seen1.clone(),
+        fail_first: 4,
+        succeed: 10,
+        store: store.clone(),
+        key: key.clone(),
+        line_end: ends.clone(),
+    };
+    let shutdown = CancellationToken::new();
+    let p = Pipeline::new(config(dir.path(), &input, batch))
+        .with_checkpoint_store(store.clone())
+        .with_sink("flaky", common(), Box::new(sink));
+    let stop = shutdown.clone();
+    let seen_wait = seen1.clone();
+    tokio::spawn(async move {
+        // Stop once the sink has hung for a while.
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if seen_wait.lock().unwrap().attempts > 4 + 10 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                stop.cancel();
+                return;
+            }
+        }
+    });
+    let report = tokio::time::timeout(Duration::from_secs(60), p.run(shutdown))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.unacknowledged_batches > 0, "the hung batch stays unacknowledged");
+    let delivered1 = seen1.lock().unwrap().delivered.clone();
+    assert_eq!(
+        delivered1.len(),
+        10 * batch,
+        "ten batches delivered after four failures"
+    );
+    assert!(
+        seen1.lock().unwrap().violations.is_empty(),
+        "{:?}",
+        seen1.lock().unwrap().violations
+    );
+
+    // The committed checkpoint is exactly the end of the delivered prefix.
+    drop(store);
+    let store: Arc<dyn CheckpointStore> = Arc::new(FileCheckpointStore::open(&dir.path().join("data")).unwrap());
+    let cp: u64 = store
+        .get(&key)
+        .unwrap()
+        .expect("a checkpoint was committed")
+        .parse()
+        .unwrap();
+    let max_delivered = *delivered1.iter().max().unwrap();
+    assert_eq!(
+        cp, ends[&max_delivered],
+        "checkpoint sits at the end of the last delivered line"
+    );
+    for id in 0..=max_delivered {
+        assert!(delivered1.contains(&id), "prefix is contiguous: evt-{id}");
+    }
+
+    // Run 2, a "new process": a healthy sink gets everything from the checkpoint on.
+    let seen2 = Arc::new(Mutex::new(Seen::default()));
+    let sink = FlakySink {
+        seen: seen2.clone(),
+        fail_first: 0,
+        succeed: usize::MAX / 2,
+        store: store.clone(),
+        key: key.clone(),
+        line_end: ends.clone(),
+    };
+    let p = Pipeline::new(config(dir.path(), &input, batch))
+        .with_checkpoint_store(store.clone())
+        .with_sink("flaky", common(), Box::new(sink));
+    let report = tokio::time::timeout(Duration::from_secs(60), p.run(CancellationToken::new()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.unacknowledged_batches, 0);
+    let delivered2 = seen2.lock().unwrap().delivered.clone();
+    assert_eq!(
+        delivered2.first().copied(),
+        Some(max_delivered + 1),
+        "resumes right after the checkpoint"
+    );
+    let mut counts: BTreeMap<u64, u32> = BTreeMap::new();
+    for id in delivered1.iter().chain(delivered2.iter()) {
+        *counts.entry(*id).or_default() += 1;
+    }
+    assert_eq!(counts.len() as u64, total, "every event arrived at least once");
+    let dups = counts.values().filter(|&&c| c > 1).count();
+    assert_eq!(dups, 0, "the checkpoint was exact, so nothing is sent twice here");
+    let cp: u64 = store.get(&key).unwrap().unwrap().parse().unwrap();
+    assert_eq!(
+        cp,
+        std::fs::metadata(&input).unwrap().len(),
+        "checkpoint at end of file"
+    );
+}
+
+/// A sink that never returns.
+struct StalledSink;
+
+#[async_trait::async_trait]
+impl Sink for StalledSink {
+    async fn send(&mut self, _events: &[Event]) -> Result<SendReport, SinkError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_sink_bounds_what_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    support::write_ndjson(&input, 50_000);
+    let batch = 100;
+    let p = Pipeline::new(config(dir.path(), &input, batch)).with_sink("stalled", common(), Box::new(StalledSink));
+    let metrics = p.metrics();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(p.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let read_early = metrics.summary().events_in;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let read = metrics.summary().events_in;
+    assert_eq!(read, read_early, "reading stopped while the sink is stalled");
+    // Channels of capacity 2 between 3 stages, a batch per worker and one held by each task.
+    let window = (2 * 3 + 2 + 4) * batch as u64;
+    assert!(read <= window, "{read} events read with a stalled sink; bound {window}");
+    assert!(read > 0);
+    shutdown.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(report.unacknowledged_batches > 0);
+    // Nothing was acknowledged, so no checkpoint was written.
+    let store = FileCheckpointStore::open(&dir.path().join("data")).unwrap();
+    assert!(store.list("files").unwrap().is_empty());
+}
