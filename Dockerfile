@@ -9,7 +9,6 @@ RUN apt-get update \
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY tests/data ./tests/data
-COPY benches ./benches
 RUN cargo build --release --locked --bin m365-forwarder \
  && strip target/release/m365-forwarder
 
