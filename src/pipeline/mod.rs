@@ -195,7 +195,13 @@ impl Pipeline {
         } else {
             pc.normalize_workers
         };
-        let normalize = tokio::spawn(stages::run_normalize(src_rx, router_tx, normalizer, workers));
+        let normalize = tokio::spawn(stages::run_normalize(
+            src_rx,
+            router_tx,
+            normalizer,
+            metrics.clone(),
+            workers,
+        ));
 
         // Sources, each with its acknowledgment tracker and checkpoint committer.
         let mut sources: Vec<(String, Box<dyn Source>)> = Vec::new();

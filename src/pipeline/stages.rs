@@ -19,7 +19,8 @@ use crate::normalize::Normalizer;
 use crate::telemetry::Metrics;
 
 /// Normalize one batch; a failure (or a panic) quarantines that event only.
-pub fn normalize_batch(normalizer: &Normalizer, mut batch: Batch) -> Batch {
+pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Batch) -> Batch {
+    let mut assumed_utc: BTreeMap<Arc<str>, u64> = BTreeMap::new();
     for e in batch.iter_mut() {
         if e.quarantine.is_some() {
             continue;
@@ -27,6 +28,9 @@ pub fn normalize_batch(normalizer: &Normalizer, mut batch: Batch) -> Batch {
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| normalizer.normalize(&e.meta, &e.raw)));
         match res {
             Ok(Ok(out)) => {
+                if out.time_assumed_utc {
+                    *assumed_utc.entry(e.meta.source.clone()).or_default() += 1;
+                }
                 e.meta.severity_id = out.severity_id;
                 e.meta.event_ms = out.event_ms;
                 if e.meta.entity_key.is_none() {
@@ -41,6 +45,14 @@ pub fn normalize_batch(normalizer: &Normalizer, mut batch: Batch) -> Batch {
             Err(_) => e.quarantine("normalize", "panic", "the normalizer panicked on this record".into()),
         }
     }
+    for (source, n) in assumed_utc {
+        metrics
+            .time_assumed_utc
+            .get_or_create(&crate::telemetry::SourceLabels {
+                source: source.to_string(),
+            })
+            .inc_by(n);
+    }
     batch
 }
 
@@ -49,12 +61,13 @@ pub async fn run_normalize(
     rx: mpsc::Receiver<Batch>,
     tx: mpsc::Sender<Batch>,
     normalizer: Arc<Normalizer>,
+    metrics: Arc<Metrics>,
     workers: usize,
 ) {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
         .map(|batch| {
-            let n = normalizer.clone();
-            tokio::task::spawn_blocking(move || normalize_batch(&n, batch))
+            let (n, m) = (normalizer.clone(), metrics.clone());
+            tokio::task::spawn_blocking(move || normalize_batch(&n, &m, batch))
         })
         .buffered(workers.max(1));
     futures_util::pin_mut!(stream);

@@ -4,6 +4,7 @@
 pub mod blackhole;
 pub mod driver;
 pub mod file;
+pub mod kafka;
 
 use std::fmt;
 
@@ -73,6 +74,7 @@ const REGISTRY: &[(&str, Factory)] = &[
     ("file", file::factory),
     ("console", file::console_factory),
     ("blackhole", blackhole::factory),
+    ("kafka", kafka::factory),
 ];
 
 pub fn types() -> Vec<&'static str> {

@@ -80,6 +80,7 @@ pub struct Metrics {
     pub unrouted: Family<SourceLabels, Counter>,
     pub source_lag_seconds: Family<SourceLabels, Gauge<f64, AtomicU64>>,
     pub checkpoint_commits: Family<SourceLabels, Counter>,
+    pub time_assumed_utc: Family<SourceLabels, Counter>,
     pub sink_retries: Family<SinkLabels, Counter>,
     pub latency_event_to_ack: Family<SinkLabels, Histogram, fn() -> Histogram>,
     pub latency_receive_to_ack: Family<SinkLabels, Histogram, fn() -> Histogram>,
@@ -114,6 +115,7 @@ impl Metrics {
             unrouted: Family::default(),
             source_lag_seconds: Family::default(),
             checkpoint_commits: Family::default(),
+            time_assumed_utc: Family::default(),
             sink_retries: Family::default(),
             latency_event_to_ack: Family::new_with_constructor(latency_histogram),
             latency_receive_to_ack: Family::new_with_constructor(latency_histogram),
@@ -168,6 +170,11 @@ impl Metrics {
             "checkpoint_commits",
             "Checkpoint writes per source",
             m.checkpoint_commits.clone(),
+        );
+        r.register(
+            "time_assumed_utc",
+            "Event times without a zone (e.g. `3/9/2026 7:43:05 AM`), read as UTC",
+            m.time_assumed_utc.clone(),
         );
         r.register(
             "sink_retries",

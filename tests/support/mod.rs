@@ -1,6 +1,8 @@
 //! Shared test support: synthetic records, the binary under test, and output readers.
 #![allow(dead_code)]
 
+pub mod kafka_broker;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,409 @@
+//! Kafka sink (rdkafka): idempotent producer with `acks=all`, a topic template per event
+//! kind or category, the stable entity id as key, headers, compression, every librdkafka
+//! setting passed through, and delivery reports driving acknowledgments.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use serde::Deserialize;
+
+use super::{Rejection, SendReport, Sink, SinkConfig, SinkError};
+use crate::config::{typed, ConfigIssue, Secret};
+use crate::encode::{self, Encoder, EncoderOptions, Format};
+use crate::event::Event;
+
+/// `[sinks.NAME] type = "kafka"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    /// Topic template: `{kind}`, `{category}`, `{tenant}`, `{source}`, `{class_uid}`.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Payload: `ocsf` (default) or `raw`.
+    #[serde(default = "default_encoding")]
+    pub encoding: Format,
+    /// `none`, `gzip`, `snappy`, `lz4` (default) or `zstd`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// `all` (default), `1` or `0`.
+    #[serde(default = "default_acks")]
+    pub acks: String,
+    /// Idempotent producer (default on; needs `acks = "all"`).
+    #[serde(default = "yes")]
+    pub idempotence: bool,
+    /// Add headers: tenant, category, kind, class_uid, change_type, source.
+    #[serde(default = "yes")]
+    pub headers: bool,
+    /// How long librdkafka retries one message before reporting it failed (then we retry it).
+    #[serde(default = "default_message_timeout_ms")]
+    pub message_timeout_ms: u64,
+    /// Any librdkafka property (`security.protocol`, `ssl.ca.location`, `sasl.mechanism`,
+    /// `sasl.username`, `linger.ms`, ...). Values here override the keys above.
+    #[serde(default)]
+    pub librdkafka_options: BTreeMap<String, String>,
+    /// `sasl.password`, from `${ENV}` or `${file:PATH}`.
+    #[serde(default)]
+    pub sasl_password: Option<Secret>,
+    /// `ssl.key.password`.
+    #[serde(default)]
+    pub ssl_key_password: Option<Secret>,
+    #[serde(default)]
+    pub encoder: EncoderOptions,
+}
+
+fn default_topic() -> String {
+    "m365.{kind}".into()
+}
+fn default_encoding() -> Format {
+    Format::Ocsf
+}
+fn default_compression() -> String {
+    "lz4".into()
+}
+fn default_acks() -> String {
+    "all".into()
+}
+fn default_message_timeout_ms() -> u64 {
+    120_000
+}
+fn yes() -> bool {
+    true
+}
+
+const TOPIC_VARS: [&str; 5] = ["kind", "category", "tenant", "source", "class_uid"];
+
+pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn SinkConfig>, ConfigIssue> {
+    let c: KafkaSinkConfig = typed(table, prefix)?;
+    if c.bootstrap_servers.trim().is_empty() {
+        return Err(ConfigIssue::new(
+            format!("{prefix}.bootstrap_servers"),
+            "must not be empty",
+        ));
+    }
+    if !matches!(c.encoding, Format::Ocsf | Format::Raw) {
+        return Err(ConfigIssue::new(
+            format!("{prefix}.encoding"),
+            "Kafka payloads are `ocsf` or `raw`",
+        ));
+    }
+    if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&c.compression.as_str()) {
+        return Err(ConfigIssue::new(
+            format!("{prefix}.compression"),
+            format!(
+                "unknown compression `{}`, expected none, gzip, snappy, lz4 or zstd",
+                c.compression
+            ),
+        ));
+    }
+    if c.idempotence && c.acks != "all" {
+        return Err(ConfigIssue::new(
+            format!("{prefix}.acks"),
+            "an idempotent producer needs acks = \"all\"",
+        ));
+    }
+    let mut rest = c.topic.as_str();
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| ConfigIssue::new(format!("{prefix}.topic"), "unclosed `{` in topic template"))?;
+        let var = &rest[open + 1..open + close];
+        if !TOPIC_VARS.contains(&var) {
+            return Err(ConfigIssue::new(
+                format!("{prefix}.topic"),
+                format!(
+                    "unknown variable `{{{var}}}`, expected one of {}",
+                    TOPIC_VARS.join(", ")
+                ),
+            ));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    for key in ["sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret"] {
+        if let Some(v) = c.librdkafka_options.get(key) {
+            if !v.is_empty() {
+                tracing::warn!(
+                    sink = prefix,
+                    key,
+                    "a secret in librdkafka_options; prefer sasl_password / ssl_key_password with ${{ENV}}"
+                );
+            }
+        }
+    }
+    c.encoder
+        .validate()
+        .map_err(|m| ConfigIssue::new(format!("{prefix}.encoder"), m))?;
+    Ok(Box::new(c))
+}
+
+impl KafkaSinkConfig {
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("acks", &self.acks)
+            .set("enable.idempotence", if self.idempotence { "true" } else { "false" })
+            .set("compression.type", &self.compression)
+            .set("message.timeout.ms", self.message_timeout_ms.to_string())
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "100000")
+            .set("client.id", "m365-forwarder");
+        if let Some(p) = &self.sasl_password {
+            cc.set("sasl.password", p.expose());
+        }
+        if let Some(p) = &self.ssl_key_password {
+            cc.set("ssl.key.password", p.expose());
+        }
+        for (k, v) in &self.librdkafka_options {
+            cc.set(k, v);
+        }
+        cc
+    }
+}
+
+impl SinkConfig for KafkaSinkConfig {
+    fn build(&self, name: &str) -> Result<Box<dyn Sink>, SinkError> {
+        let producer: FutureProducer = self
+            .client_config()
+            .create()
+            .map_err(|e| SinkError::Build(format!("kafka producer: {e}")))?;
+        tracing::info!(sink = name, bootstrap = %self.bootstrap_servers, topic = %self.topic, "kafka producer created");
+        Ok(Box::new(KafkaSink {
+            producer,
+            topic: self.topic.clone(),
+            headers: self.headers,
+            encoder: encode::encoder(self.encoding, &self.encoder),
+            buf: Vec::new(),
+        }))
+    }
+}
+
+struct KafkaSink {
+    producer: FutureProducer,
+    topic: String,
+    headers: bool,
+    encoder: Box<dyn Encoder>,
+    buf: Vec<u8>,
+}
+
+/// A Kafka topic name from the template, with characters Kafka refuses replaced by `_`.
+pub fn render_topic(template: &str, e: &Event) -> String {
+    let class = e
+        .normalized
+        .as_ref()
+        .map(|n| n.class_uid.to_string())
+        .unwrap_or_else(|| "0".into());
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else { break };
+        let var = &rest[open + 1..open + close];
+        match var {
+            "kind" => out.push_str(e.meta.kind.as_str()),
+            "category" => out.push_str(&e.meta.category),
+            "tenant" => out.push_str(e.meta.tenant.as_deref().unwrap_or("unknown")),
+            "source" => out.push_str(&e.meta.source),
+            "class_uid" => out.push_str(&class),
+            _ => {}
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(249)
+        .collect()
+}
+
+/// The message key: the stable entity id (incident id for an incident and its alerts),
+/// else the OCSF `metadata.uid`.
+pub fn message_key(e: &Event) -> Option<String> {
+    if let Some(k) = &e.meta.entity_key {
+        return Some(k.to_string());
+    }
+    e.normalized
+        .as_ref()
+        .and_then(|n| n.ocsf.pointer("/metadata/uid"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
+fn headers_of(e: &Event) -> OwnedHeaders {
+    let class = e.normalized.as_ref().map(|n| n.class_uid.to_string());
+    let mut h = OwnedHeaders::new_with_capacity(6)
+        .insert(Header {
+            key: "source",
+            value: Some(e.meta.source.as_bytes()),
+        })
+        .insert(Header {
+            key: "category",
+            value: Some(e.meta.category.as_bytes()),
+        })
+        .insert(Header {
+            key: "kind",
+            value: Some(e.meta.kind.as_str().as_bytes()),
+        });
+    if let Some(t) = &e.meta.tenant {
+        h = h.insert(Header {
+            key: "tenant",
+            value: Some(t.as_bytes()),
+        });
+    }
+    if let Some(c) = &class {
+        h = h.insert(Header {
+            key: "class_uid",
+            value: Some(c.as_bytes()),
+        });
+    }
+    if let Some(c) = &e.meta.change_type {
+        h = h.insert(Header {
+            key: "change_type",
+            value: Some(c.as_bytes()),
+        });
+    }
+    h
+}
+
+/// Delivery errors that no retry can fix: the message goes to the dead-letter file.
+fn is_permanent(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTopic
+        )
+    )
+}
+
+#[async_trait::async_trait]
+impl Sink for KafkaSink {
+    async fn send(&mut self, events: &[Event]) -> Result<SendReport, SinkError> {
+        let mut report = SendReport::default();
+        // Encode first: an event that cannot be encoded is rejected, not retried.
+        let mut payloads: Vec<Option<(usize, usize)>> = Vec::with_capacity(events.len());
+        self.buf.clear();
+        for (index, e) in events.iter().enumerate() {
+            let start = self.buf.len();
+            match self.encoder.encode(e, &mut self.buf) {
+                Ok(_) => {
+                    // Line formats end with '\n': not part of a Kafka message.
+                    let mut end = self.buf.len();
+                    if end > start && self.buf[end - 1] == b'\n' {
+                        end -= 1;
+                    }
+                    payloads.push(Some((start, end)));
+                }
+                Err(err) => {
+                    report.rejected.push(Rejection {
+                        index,
+                        reason: err.reason(),
+                        detail: err.to_string(),
+                    });
+                    payloads.push(None);
+                }
+            }
+        }
+        let mut pending: Vec<usize> = (0..events.len()).filter(|i| payloads[*i].is_some()).collect();
+        let mut attempt = 0u32;
+        while !pending.is_empty() {
+            let mut futures: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(pending.len());
+            for &i in &pending {
+                let e = &events[i];
+                let (s, end) = payloads[i].expect("encoded");
+                let topic = render_topic(&self.topic, e);
+                let key = message_key(e);
+                loop {
+                    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic).payload(&self.buf[s..end]);
+                    if let Some(k) = &key {
+                        record = record.key(k.as_str());
+                    }
+                    if self.headers {
+                        record = record.headers(headers_of(e));
+                    }
+                    match self.producer.send_result(record) {
+                        Ok(f) => {
+                            futures.push((i, f));
+                            break;
+                        }
+                        Err((err, _)) if err.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                            // Backpressure: wait for the queue to drain a little.
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err((err, _)) => {
+                            return Err(SinkError::Unavailable {
+                                kind: "kafka_produce",
+                                message: err.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+            let mut retry = Vec::new();
+            let mut last_error = None;
+            for (i, f) in futures {
+                match f.await {
+                    Ok(Ok(_)) => report.bytes += payloads[i].map_or(0, |(s, e)| (e - s) as u64),
+                    Ok(Err((err, _))) if is_permanent(&err) => {
+                        report.rejected.push(Rejection {
+                            index: i,
+                            reason: "kafka_rejected",
+                            detail: err.to_string(),
+                        });
+                    }
+                    Ok(Err((err, _))) => {
+                        last_error = Some(err.to_string());
+                        retry.push(i);
+                    }
+                    Err(_) => {
+                        last_error = Some("delivery report channel closed".into());
+                        retry.push(i);
+                    }
+                }
+            }
+            if !retry.is_empty() {
+                attempt += 1;
+                let err = last_error.unwrap_or_default();
+                tracing::warn!(failed = retry.len(), attempt, error = %err, "kafka deliveries failed; retrying those messages");
+                if attempt >= 3 && retry.len() == pending.len() {
+                    // Nothing gets through: hand back to the driver's backoff (health turns red).
+                    return Err(SinkError::Unavailable {
+                        kind: "kafka_delivery",
+                        message: err,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(10)))).await;
+            }
+            pending = retry;
+        }
+        Ok(report)
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        let p = self.producer.clone();
+        tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(10)))
+            .await
+            .map_err(|e| SinkError::Unavailable {
+                kind: "kafka_flush",
+                message: e.to_string(),
+            })?
+            .map_err(|e| SinkError::Unavailable {
+                kind: "kafka_flush",
+                message: e.to_string(),
+            })
+    }
+}
