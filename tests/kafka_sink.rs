@@ -92,11 +92,11 @@ async fn graph_and_eventhub_round_trip_with_keys_headers_and_topics() {
     // An incident and its alerts share the key (the incident id) and so the partition.
     let inc = by_topic("m365.incident")
         .into_iter()
-        .find(|m| m.key.as_deref() == Some("3109"))
+        .find(|m| m.key.as_deref() == Some("d13c513a-42f8-4da1-97b1-165f0971b7c4:3109"))
         .unwrap();
     let alerts: Vec<_> = by_topic("m365.alert")
         .into_iter()
-        .filter(|m| m.key.as_deref() == Some("3109"))
+        .filter(|m| m.key.as_deref() == Some("d13c513a-42f8-4da1-97b1-165f0971b7c4:3109"))
         .collect();
     assert_eq!(alerts.len(), 2, "incident 3109 has two alerts keyed by it");
     assert!(alerts.iter().all(|a| a.partition == inc.partition));

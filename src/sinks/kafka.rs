@@ -228,10 +228,14 @@ pub fn render_topic(template: &str, e: &Event) -> String {
 }
 
 /// The message key: the stable entity id (incident id for an incident and its alerts),
-/// else the OCSF `metadata.uid`.
+/// scoped by tenant (`<tenant>:<id>`, so one topic can hold many tenants and still be
+/// compacted), else the OCSF `metadata.uid`.
 pub fn message_key(e: &Event) -> Option<String> {
     if let Some(k) = &e.meta.entity_key {
-        return Some(k.to_string());
+        return Some(match &e.meta.tenant {
+            Some(t) => format!("{t}:{k}"),
+            None => k.to_string(),
+        });
     }
     e.normalized
         .as_ref()
@@ -405,5 +409,104 @@ impl Sink for KafkaSink {
                 kind: "kafka_flush",
                 message: e.to_string(),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ack::Finalizer;
+    use crate::event::{EventKind, EventMeta, Normalized, Position};
+
+    fn event(kind: EventKind, category: &str, entity: Option<&str>) -> Event {
+        let meta = EventMeta {
+            source: Arc::from("graph"),
+            tenant: Some(Arc::from("t1")),
+            category: Arc::from(category),
+            kind,
+            position: Position {
+                partition: Arc::from("p"),
+                offset: 0,
+                sequence: None,
+                index: 0,
+            },
+            received_ms: 0,
+            event_ms: None,
+            severity_id: 3,
+            entity_key: entity.map(Arc::from),
+            repaired: false,
+            change_type: None,
+        };
+        let mut e = Event::new(bytes::Bytes::from_static(b"{}"), meta, Finalizer::noop());
+        e.normalized = Some(Arc::new(Normalized {
+            class_uid: 2004,
+            ocsf: serde_json::json!({"metadata": {"uid": "u-1"}}),
+        }));
+        e
+    }
+
+    #[test]
+    fn topic_template_and_sanitizing() {
+        let e = event(EventKind::Hunting, "AdvancedHunting-Device Events", None);
+        assert_eq!(render_topic("m365.{kind}", &e), "m365.hunting");
+        assert_eq!(
+            render_topic("m365.{tenant}.{category}", &e),
+            "m365.t1.AdvancedHunting-Device_Events"
+        );
+        assert_eq!(render_topic("ocsf-{class_uid}", &e), "ocsf-2004");
+    }
+
+    #[test]
+    fn key_is_entity_then_uid() {
+        assert_eq!(
+            message_key(&event(EventKind::Alert, "GraphAlert", Some("3106"))).as_deref(),
+            Some("3106")
+        );
+        assert_eq!(
+            message_key(&event(EventKind::SignIn, "SignInLogs", None)).as_deref(),
+            Some("u-1")
+        );
+    }
+
+    fn issue(toml_text: &str) -> ConfigIssue {
+        let v: toml::Value = toml::from_str(toml_text).unwrap();
+        match factory("k", v, "sinks.k") {
+            Err(i) => i,
+            Ok(_) => panic!("expected an error"),
+        }
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        assert_eq!(
+            issue("bootstrap_servers = \"b:9092\"\ntopic = \"m365.{knd}\"").path,
+            "sinks.k.topic"
+        );
+        assert_eq!(
+            issue("bootstrap_servers = \"b:9092\"\ncompression = \"brotli\"").path,
+            "sinks.k.compression"
+        );
+        assert_eq!(
+            issue("bootstrap_servers = \"b:9092\"\nacks = \"1\"").path,
+            "sinks.k.acks"
+        );
+        assert_eq!(
+            issue("bootstrap_servers = \"b:9092\"\nencoding = \"cef\"").path,
+            "sinks.k.encoding"
+        );
+        let ok: toml::Value = toml::from_str(
+            "bootstrap_servers = \"b:9092\"\nlibrdkafka_options = { \"security.protocol\" = \"SASL_SSL\" }",
+        )
+        .unwrap();
+        assert!(factory("k", ok, "sinks.k").is_ok());
+    }
+
+    #[test]
+    fn secrets_are_not_in_debug_output() {
+        let v: toml::Value = toml::from_str("bootstrap_servers = \"b:9092\"\nsasl_password = \"hunter2\"").unwrap();
+        let c: KafkaSinkConfig = typed(v, "sinks.k").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 }
