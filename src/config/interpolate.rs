@@ -5,6 +5,56 @@ use std::path::Path;
 
 use super::ConfigIssue;
 
+/// Key names whose values are secrets: they should come from `${ENV}` or `${file:PATH}`.
+const SECRET_KEYS: [&str; 8] = [
+    "password",
+    "secret",
+    "token",
+    "client_secret",
+    "sasl_password",
+    "ssl_key_password",
+    "hec_token",
+    "connection_string",
+];
+
+/// Key paths of secret-named keys whose value is written literally in the config text.
+pub fn literal_secrets(value: &toml::Value) -> Vec<String> {
+    fn walk(v: &toml::Value, path: String, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    if let toml::Value::String(s) = v {
+                        let name = k.to_ascii_lowercase();
+                        if SECRET_KEYS
+                            .iter()
+                            .any(|x| name == *x || name.ends_with(&format!("_{x}")))
+                            && !s.is_empty()
+                            && !s.contains("${")
+                        {
+                            out.push(p.clone());
+                        }
+                    }
+                    walk(v, p, out);
+                }
+            }
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, String::new(), &mut out);
+    out
+}
+
 /// Replace references in every string of the tree; returns the problems, each at its key path.
 pub fn interpolate(value: &mut toml::Value, base: Option<&Path>) -> Vec<ConfigIssue> {
     let mut issues = Vec::new();

@@ -264,6 +264,19 @@ impl Config {
             file: file.to_path_buf(),
             issues,
         };
+        let literal = interpolate::literal_secrets(&value);
+        if !literal.is_empty() {
+            tracing::warn!(file = %file.display(), keys = ?literal, "secrets written in the config text; use ${{ENV}} or ${{file:PATH}}");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(meta) = std::fs::metadata(file) {
+                    if meta.permissions().mode() & 0o004 != 0 {
+                        tracing::warn!(file = %file.display(), "the config file holds secrets and is world-readable; chmod o-r it");
+                    }
+                }
+            }
+        }
         let mut issues = interpolate::interpolate(&mut value, file.parent());
         if !issues.is_empty() {
             return Err(invalid(issues));

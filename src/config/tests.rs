@@ -94,3 +94,26 @@ fn error_display_names_the_file() {
         .to_string();
     assert!(e.contains("/etc/m365/forwarder.toml: sinks.out.type:"), "{e}");
 }
+
+#[test]
+fn literal_secrets_are_found_by_key_name() {
+    let v: toml::Value = toml::from_str(
+        r#"
+[sinks.hec]
+token = "abc"
+[sinks.k]
+sasl_password = "${KAFKA_PW}"
+[sources.g]
+tenants = [{ client_secret = "literal", client_id = "x" }]
+"#,
+    )
+    .unwrap();
+    let found = interpolate::literal_secrets(&v);
+    assert_eq!(
+        found,
+        vec![
+            "sinks.hec.token".to_string(),
+            "sources.g.tenants[0].client_secret".to_string()
+        ]
+    );
+}
