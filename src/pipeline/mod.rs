@@ -224,6 +224,7 @@ impl Pipeline {
         for (name, source) in sources {
             let name: Arc<str> = Arc::from(name);
             let acks = AckTracker::new();
+            let store = source.checkpoint_store().unwrap_or_else(|| store.clone());
             trackers.push(acks.clone());
             committers.spawn(stages::run_committer(
                 name.clone(),

@@ -1,6 +1,7 @@
 //! Sources: the `Source` trait, its context (output channel, acknowledgments, checkpoints,
 //! shutdown), the registry of source types, and the batch builder sources share.
 
+pub mod kafka;
 pub mod replay;
 
 use std::fmt;
@@ -77,12 +78,18 @@ pub trait Source: Send {
     /// Read until the input ends or `ctx.shutdown` fires. Checkpoints are committed by the
     /// pipeline from `ctx.acks`; the source only registers batches.
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError>;
+
+    /// Where this source's checkpoints go, when not the pipeline's store (a Kafka
+    /// consumer group keeps its own offsets so replicas can share partitions).
+    fn checkpoint_store(&self) -> Option<Arc<dyn CheckpointStore>> {
+        None
+    }
 }
 
 type Factory = fn(&str, toml::Value, &str) -> Result<Box<dyn SourceConfig>, ConfigIssue>;
 
 /// Source types by their `type` name. Add a connector here.
-const REGISTRY: &[(&str, Factory)] = &[("replay", replay::factory)];
+const REGISTRY: &[(&str, Factory)] = &[("replay", replay::factory), ("kafka", kafka::factory)];
 
 pub fn types() -> Vec<&'static str> {
     REGISTRY.iter().map(|(n, _)| *n).collect()

@@ -1,0 +1,227 @@
+//! Kafka-protocol input: an rdkafka consumer group on topics (Event Hubs' Kafka endpoint or
+//! any Kafka), decoded like Event Hub bodies, with offsets committed to the group only after
+//! the pipeline acknowledged the events. Replicas share partitions through the group.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::Deserialize;
+
+use super::{BatchBuilder, Source, SourceConfig, SourceContext, SourceError};
+use crate::checkpoint::{CheckpointError, CheckpointKey, CheckpointStore};
+use crate::config::{typed, ConfigIssue, Secret};
+use crate::decode::{decode_unit, InputFormat};
+
+/// `[sources.NAME] type = "kafka"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// `host:port[,host:port...]`; for Event Hubs `NAMESPACE.servicebus.windows.net:9093`.
+    pub bootstrap_servers: String,
+    pub topics: Vec<String>,
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Where a new group starts: `earliest` (default) or `latest`.
+    #[serde(default = "default_start")]
+    pub start: String,
+    #[serde(default)]
+    pub format: InputFormat,
+    /// `sasl.password` (for Event Hubs: the connection string), from `${ENV}` or `${file:}`.
+    #[serde(default)]
+    pub sasl_password: Option<Secret>,
+    /// Any librdkafka consumer property (`security.protocol`, `sasl.mechanism`, `sasl.username`, ...).
+    #[serde(default)]
+    pub librdkafka_options: BTreeMap<String, String>,
+}
+
+fn default_group() -> String {
+    "m365-forwarder".into()
+}
+fn default_start() -> String {
+    "earliest".into()
+}
+
+pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn SourceConfig>, ConfigIssue> {
+    let c: KafkaSourceConfig = typed(table, prefix)?;
+    if c.bootstrap_servers.trim().is_empty() {
+        return Err(ConfigIssue::new(
+            format!("{prefix}.bootstrap_servers"),
+            "must not be empty",
+        ));
+    }
+    if c.topics.is_empty() {
+        return Err(ConfigIssue::new(
+            format!("{prefix}.topics"),
+            "at least one topic is required",
+        ));
+    }
+    if !["earliest", "latest"].contains(&c.start.as_str()) {
+        return Err(ConfigIssue::new(
+            format!("{prefix}.start"),
+            "expected `earliest` or `latest`",
+        ));
+    }
+    Ok(Box::new(c))
+}
+
+impl KafkaSourceConfig {
+    fn client_config(&self) -> ClientConfig {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("group.id", &self.group_id)
+            .set("auto.offset.reset", &self.start)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("client.id", "m365-forwarder");
+        if let Some(p) = &self.sasl_password {
+            cc.set("sasl.password", p.expose());
+        }
+        for (k, v) in &self.librdkafka_options {
+            cc.set(k, v);
+        }
+        cc
+    }
+}
+
+impl SourceConfig for KafkaSourceConfig {
+    fn build(&self, name: &str) -> Result<Box<dyn Source>, SourceError> {
+        let consumer: StreamConsumer = self.client_config().create().map_err(|e| SourceError::Fatal {
+            source_name: name.to_string(),
+            message: format!("kafka consumer: {e}"),
+        })?;
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|e| SourceError::Fatal {
+            source_name: name.to_string(),
+            message: format!("subscribe {topics:?}: {e}"),
+        })?;
+        Ok(Box::new(KafkaSource {
+            consumer: Arc::new(consumer),
+            format: self.format,
+        }))
+    }
+
+    fn is_finite(&self) -> bool {
+        false
+    }
+}
+
+struct KafkaSource {
+    consumer: Arc<StreamConsumer>,
+    format: InputFormat,
+}
+
+/// Offsets live in the consumer group: a commit there is what lets another replica resume.
+struct GroupOffsets {
+    consumer: Arc<StreamConsumer>,
+}
+
+impl std::fmt::Debug for GroupOffsets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupOffsets")
+    }
+}
+
+fn split_partition(p: &str) -> Option<(&str, i32)> {
+    let (topic, part) = p.rsplit_once('/')?;
+    Some((topic, part.parse().ok()?))
+}
+
+impl CheckpointStore for GroupOffsets {
+    fn get(&self, _key: &CheckpointKey) -> Result<Option<String>, CheckpointError> {
+        // The group coordinator hands out committed offsets itself.
+        Ok(None)
+    }
+
+    fn commit(&self, values: &[(CheckpointKey, String)]) -> Result<(), CheckpointError> {
+        let mut tpl = TopicPartitionList::new();
+        for (key, value) in values {
+            let (Some((topic, partition)), Ok(offset)) = (split_partition(&key.partition), value.parse::<i64>()) else {
+                continue;
+            };
+            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+                .map_err(|e| CheckpointError::Corrupt {
+                    path: "kafka group".into(),
+                    detail: e.to_string(),
+                })?;
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| CheckpointError::Io {
+                path: "kafka group".into(),
+                source: std::io::Error::other(e.to_string()),
+            })
+    }
+
+    fn list(&self, _source: &str) -> Result<Vec<(CheckpointKey, String)>, CheckpointError> {
+        Ok(Vec::new())
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for KafkaSource {
+    fn checkpoint_store(&self) -> Option<Arc<dyn CheckpointStore>> {
+        Some(Arc::new(GroupOffsets {
+            consumer: self.consumer.clone(),
+        }))
+    }
+
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let mut builders: HashMap<(String, i32), BatchBuilder> = HashMap::new();
+        loop {
+            let next = tokio::select! {
+                _ = ctx.shutdown.cancelled() => break,
+                m = tokio::time::timeout(Duration::from_millis(50), self.consumer.recv()) => m,
+            };
+            match next {
+                // Quiet for a moment: send what was collected.
+                Err(_) => {
+                    for b in builders.values_mut().filter(|b| !b.is_empty() || b.has_checkpoint()) {
+                        ctx.send(b.take(&ctx.acks)).await?;
+                    }
+                }
+                Ok(Err(e)) => {
+                    ctx.metrics.error(&ctx.name, "kafka_consume");
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(Ok(m)) => {
+                    let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
+                    let body = Bytes::copy_from_slice(m.payload().unwrap_or_default());
+                    drop(m);
+                    let b = builders.entry((topic.clone(), partition)).or_insert_with(|| {
+                        BatchBuilder::new(
+                            ctx.name.clone(),
+                            Arc::from(format!("{topic}/{partition}")),
+                            ctx.batch_max_events,
+                        )
+                    });
+                    let decoded = if body.is_empty() {
+                        Err(crate::decode::DecodeError::Empty)
+                    } else {
+                        decode_unit(self.format, body.clone())
+                    };
+                    // Committing offset+1 means "this message is done".
+                    b.push_unit(
+                        offset as u64,
+                        &body,
+                        decoded,
+                        Some((offset + 1).to_string()),
+                        &ctx.metrics,
+                    );
+                    if b.is_full() {
+                        ctx.send(b.take(&ctx.acks)).await?;
+                    }
+                }
+            }
+        }
+        for b in builders.values_mut().filter(|b| !b.is_empty()) {
+            let _ = ctx.send(b.take(&ctx.acks)).await;
+        }
+        Ok(())
+    }
+}
