@@ -1,6 +1,9 @@
 //! Shared test support: synthetic records, the binary under test, and output readers.
 #![allow(dead_code)]
 
+pub mod hec_emulator;
+pub mod syslog_ng;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
