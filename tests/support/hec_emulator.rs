@@ -36,7 +36,7 @@ pub struct Script {
     pub ack_delay: Duration,
     /// The health endpoint answers 503 code 18.
     pub unhealthy: bool,
-    /// An envelope containing this text is invalid (code 6).
+    /// An envelope containing this text, not followed by a digit, is invalid (code 6).
     pub poison: Option<String>,
 }
 
@@ -162,7 +162,11 @@ impl Emu {
             .enumerate()
         {
             let Ok(raw) = raw else { return Err(invalid(n)) };
-            if self.script.poison.as_deref().is_some_and(|p| raw.get().contains(p)) {
+            if self.script.poison.as_deref().is_some_and(|p| {
+                raw.get()
+                    .match_indices(p)
+                    .any(|(i, _)| !raw.get()[i + p.len()..].starts_with(|c: char| c.is_ascii_digit()))
+            }) {
                 return Err(invalid(n));
             }
             let v: Value = serde_json::from_str(raw.get()).map_err(|_| invalid(n))?;
