@@ -326,13 +326,12 @@ impl Sink for HecSink {
                 match classify(&reply) {
                     Outcome::Accepted { ack_id } => {
                         bytes += body.len() as u64;
-                        match ack_id.filter(|_| self.ack.enabled) {
-                            Some(ack_id) => pending.push(Pending {
+                        if let Some(ack_id) = ack_id.filter(|_| self.ack.enabled) {
+                            pending.push(Pending {
                                 ack_id,
                                 spans: req,
                                 deadline: Instant::now() + ack_timeout,
-                            }),
-                            None => {}
+                            });
                         }
                     }
                     Outcome::Retry(m) => return Err(unavailable("hec_unavailable", m)),
