@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod hec_emulator;
+pub mod syslog_data;
 pub mod syslog_ng;
 
 use std::collections::HashMap;
