@@ -168,6 +168,10 @@ async fn round_trip_with_indexer_ack_gzip_index_and_event_time() {
     let log = emu.log();
     assert!(log.iter().all(|l| l.status == 200 && l.gzip), "all gzip, all accepted");
     assert!(log.iter().all(|l| l.events <= 120), "batch.max_events holds");
+    assert!(
+        log.iter().any(|l| l.events > 50),
+        "pipeline batches of 50 waiting during an ack round trip were merged"
+    );
     let channels: std::collections::HashSet<_> = log.iter().map(|l| l.channel.clone().unwrap()).collect();
     assert_eq!(channels.len(), 1, "one channel per sink");
     assert!(emu.ack_queries() > 0);
