@@ -454,6 +454,54 @@ impl Sink for SyslogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::testutil::{alert_ocsf, event};
+    use crate::event::EventKind;
+    use tokio::io::AsyncReadExt;
+
+    /// A receiver that takes the first connection's data into its kernel buffer and then
+    /// dies without reading it (what a crashing syslog daemon does): the sink must write the
+    /// replay window again on its next connection.
+    #[tokio::test]
+    async fn data_lost_by_a_dying_receiver_is_written_again() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let table = format!("address = \"{addr}\"\nencoder.syslog.hostname = \"h\"\nencoder.syslog.procid = \"1\"\n");
+        let config = factory("s", toml::from_str(&table).unwrap(), "sinks.s").unwrap();
+        let mut sink = config.build("s").unwrap();
+        let ev = |id: &str| {
+            let mut o = alert_ocsf();
+            o["metadata"]["uid"] = id.into();
+            event(EventKind::Alert, "GraphAlert", "{}", Some(o))
+        };
+        let first = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            (l, s)
+        });
+        sink.send(&[ev("first-batch")]).await.unwrap();
+        let (l, dying) = first.await.unwrap();
+        // Delivered to the receiver's kernel (TCP-acked), never read by the receiver.
+        drop(dying);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        sink.send(&[ev("second-batch")]).await.unwrap();
+        sink.close().await.unwrap();
+        let got = String::from_utf8(second.await.unwrap()).unwrap();
+        let frames: Vec<&[u8]> = octet_frames(got.as_bytes()).collect();
+        assert_eq!(frames.len(), 2, "{got}");
+        assert!(
+            std::str::from_utf8(frames[0]).unwrap().contains("cs5=first-batch"),
+            "{got}"
+        );
+        assert!(
+            std::str::from_utf8(frames[1]).unwrap().contains("cs5=second-batch"),
+            "{got}"
+        );
+    }
 
     fn table(s: &str) -> toml::Value {
         toml::from_str(s).unwrap()
