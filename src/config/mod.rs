@@ -182,6 +182,10 @@ pub struct SinkCommon {
     /// Longest delay between retries.
     #[serde(default = "default_retry_max_ms")]
     pub retry_max_ms: u64,
+    /// At most this many events per second to this sink (SIEM licences that cap EPS);
+    /// excess waits (backpressure). Default: no limit.
+    #[serde(default)]
+    pub rate_limit_eps: Option<std::num::NonZeroU32>,
 }
 
 fn default_retry_initial_ms() -> u64 {
@@ -198,11 +202,12 @@ impl Default for SinkCommon {
             filter: RouteFilter::default(),
             retry_initial_ms: default_retry_initial_ms(),
             retry_max_ms: default_retry_max_ms(),
+            rate_limit_eps: None,
         }
     }
 }
 
-const SINK_COMMON_KEYS: [&str; 4] = ["inputs", "filter", "retry_initial_ms", "retry_max_ms"];
+const SINK_COMMON_KEYS: [&str; 5] = ["inputs", "filter", "retry_initial_ms", "retry_max_ms", "rate_limit_eps"];
 
 pub struct SourceEntry {
     pub name: String,

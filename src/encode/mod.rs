@@ -19,7 +19,7 @@ pub mod parse;
 mod record;
 pub mod syslog;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use serde::Deserialize;
 

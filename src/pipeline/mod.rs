@@ -146,7 +146,17 @@ impl Pipeline {
                 })?;
             sinks.push((entry.name.clone(), entry.common.clone(), sink));
         }
-        sinks.extend(extra_sinks);
+        let sinks: Vec<_> = sinks
+            .into_iter()
+            .chain(extra_sinks)
+            .map(|(name, common, sink)| match common.rate_limit_eps {
+                Some(eps) => {
+                    let limited: Box<dyn Sink> = Box::new(crate::sinks::ratelimit::RateLimited::new(sink, eps));
+                    (name, common, limited)
+                }
+                None => (name, common, sink),
+            })
+            .collect();
         let mut routes = Vec::new();
         let mut sink_tasks = JoinSet::new();
         for (name, common, sink) in sinks {

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Sink, SinkError};
+use super::{BatchLimits, Sink, SinkContext, SinkError};
 use crate::ack::Status;
 use crate::deadletter::DeadLetter;
 use crate::event::{now_ms, Batch, Event};
@@ -48,7 +48,21 @@ impl SinkDriver {
     pub async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
         let span = tracing::info_span!("sink", sink = %self.name);
         async move {
-            while let Some(batch) = rx.recv().await {
+            let ctx = SinkContext {
+                name: self.name.clone(),
+                metrics: self.metrics.clone(),
+                health: self.health.clone(),
+            };
+            if let Err(e) = self.sink.start(&ctx).await {
+                tracing::error!(error = %e, "sink start-up check failed; sending anyway and retrying on errors");
+                self.metrics.error(&self.name, e.kind());
+                self.health.sink_failing(&self.name, &e.to_string());
+            }
+            let limits = self.sink.batch_limits();
+            while let Some(mut batch) = rx.recv().await {
+                if let Some(l) = limits {
+                    coalesce(&mut batch, &mut rx, l, &self.force).await;
+                }
                 if !self.deliver(batch).await {
                     break;
                 }
@@ -149,6 +163,30 @@ impl SinkDriver {
             "batch delivered"
         );
         true
+    }
+}
+
+/// Adds the batches already waiting in `rx`, then waits up to `l.max_wait` for more, until
+/// `l.max_events` events are together (a batch is never cut: the sink splits requests).
+async fn coalesce(batch: &mut Batch, rx: &mut mpsc::Receiver<Batch>, l: BatchLimits, force: &CancellationToken) {
+    let deadline = tokio::time::Instant::now() + l.max_wait;
+    while batch.len() < l.max_events {
+        match rx.try_recv() {
+            Ok(more) => {
+                batch.extend(more);
+                continue;
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => return,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        tokio::select! {
+            biased;
+            _ = force.cancelled() => return,
+            r = tokio::time::timeout_at(deadline, rx.recv()) => match r {
+                Ok(Some(more)) => batch.extend(more),
+                Ok(None) | Err(_) => return,
+            },
+        }
     }
 }
 

@@ -4,12 +4,19 @@
 pub mod blackhole;
 pub mod driver;
 pub mod file;
+pub mod hec;
 pub mod kafka;
+pub mod ratelimit;
+pub mod syslog;
+pub mod tls;
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::ConfigIssue;
 use crate::event::Event;
+use crate::telemetry::{Health, Metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -49,12 +56,42 @@ pub struct SendReport {
     pub rejected: Vec<Rejection>,
 }
 
+/// What a sink gets from the pipeline when it starts: its name, the process metrics and
+/// the readiness state.
+#[derive(Clone, Debug)]
+pub struct SinkContext {
+    pub name: Arc<str>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+/// How the driver groups pipeline batches before one `send` (a sink with its own batch
+/// size, such as HEC): it takes the batches already waiting, and waits up to `max_wait`
+/// for more, until `max_events` are together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_events: usize,
+    pub max_wait: Duration,
+}
+
 /// One output. `send` returns only once the receiver has the events (written and flushed,
 /// acknowledged by the broker or the indexer); an `Err` means nothing of the batch is
 /// known to be delivered and the driver sends the whole batch again.
 #[async_trait::async_trait]
 pub trait Sink: Send {
     async fn send(&mut self, events: &[Event]) -> Result<SendReport, SinkError>;
+
+    /// Called once by the driver before the first `send`: keep the context (metrics) and
+    /// run a health check. An error is logged and shown on `/ready`; sending still starts.
+    async fn start(&mut self, _ctx: &SinkContext) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Batching the driver should do for this sink; `None` (default): one pipeline batch
+    /// per `send`.
+    fn batch_limits(&self) -> Option<BatchLimits> {
+        None
+    }
 
     /// Flush and release resources at shutdown.
     async fn close(&mut self) -> Result<(), SinkError> {
@@ -75,6 +112,8 @@ const REGISTRY: &[(&str, Factory)] = &[
     ("console", file::console_factory),
     ("blackhole", blackhole::factory),
     ("kafka", kafka::factory),
+    ("syslog", syslog::factory),
+    ("splunk_hec", hec::factory),
 ];
 
 pub fn types() -> Vec<&'static str> {

@@ -35,6 +35,13 @@ pub struct SinkLabels {
     pub sink: String,
 }
 
+/// A sink and a code: HTTP status, HEC reply code, or a short outcome label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkCodeLabels {
+    pub sink: String,
+    pub code: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: String,
@@ -84,6 +91,28 @@ pub struct Metrics {
     pub sink_retries: Family<SinkLabels, Counter>,
     pub latency_event_to_ack: Family<SinkLabels, Histogram, fn() -> Histogram>,
     pub latency_receive_to_ack: Family<SinkLabels, Histogram, fn() -> Histogram>,
+    /// Messages written by message-oriented sinks (syslog): one event may make several.
+    pub sink_messages: Family<SinkLabels, Counter>,
+    /// Messages cut to fit a size limit, each with an in-band truncation marker.
+    pub sink_truncated: Family<SinkLabels, Counter>,
+    /// Events split into several messages (incident parts).
+    pub sink_split: Family<SinkLabels, Counter>,
+    /// Messages in which characters the format cannot carry were replaced.
+    pub sink_altered: Family<SinkLabels, Counter>,
+    /// Connections (re)established by stream sinks.
+    pub sink_connects: Family<SinkLabels, Counter>,
+    /// Messages written again after a connection loss (the replay window).
+    pub sink_replayed: Family<SinkLabels, Counter>,
+    /// Requests by HTTP status (`error` when no response came).
+    pub sink_requests: Family<SinkCodeLabels, Counter>,
+    /// Requests sent again because their acknowledgment did not come in time.
+    pub sink_ack_timeouts: Family<SinkLabels, Counter>,
+    /// Requests waiting for an indexer acknowledgment.
+    pub sink_acks_pending: Family<SinkLabels, Gauge>,
+    /// Events the receiver refused for good, by its reply code.
+    pub sink_rejected: Family<SinkCodeLabels, Counter>,
+    /// Time spent waiting for the rate limit.
+    pub sink_throttled_seconds: Family<SinkLabels, Counter<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -119,6 +148,17 @@ impl Metrics {
             sink_retries: Family::default(),
             latency_event_to_ack: Family::new_with_constructor(latency_histogram),
             latency_receive_to_ack: Family::new_with_constructor(latency_histogram),
+            sink_messages: Family::default(),
+            sink_truncated: Family::default(),
+            sink_split: Family::default(),
+            sink_altered: Family::default(),
+            sink_connects: Family::default(),
+            sink_replayed: Family::default(),
+            sink_requests: Family::default(),
+            sink_ack_timeouts: Family::default(),
+            sink_acks_pending: Family::default(),
+            sink_rejected: Family::default(),
+            sink_throttled_seconds: Family::default(),
         };
         r.register(
             "component_received_events",
@@ -190,6 +230,66 @@ impl Metrics {
             "receive_to_ack_seconds",
             "Time from reading an event to its sink acknowledgment",
             m.latency_receive_to_ack.clone(),
+        );
+        let sink_families: [(&str, &str, &Family<SinkLabels, Counter>); 6] = [
+            (
+                "sink_messages",
+                "Messages written by message-oriented sinks",
+                &m.sink_messages,
+            ),
+            (
+                "sink_truncated_messages",
+                "Messages cut to fit a size limit, each carrying a truncation marker",
+                &m.sink_truncated,
+            ),
+            (
+                "sink_split_events",
+                "Events split into several messages (incident parts)",
+                &m.sink_split,
+            ),
+            (
+                "sink_altered_messages",
+                "Messages with characters replaced because the format cannot carry them",
+                &m.sink_altered,
+            ),
+            (
+                "sink_connections",
+                "Connections (re)established by stream sinks",
+                &m.sink_connects,
+            ),
+            (
+                "sink_replayed_messages",
+                "Messages written again after a connection loss",
+                &m.sink_replayed,
+            ),
+        ];
+        for (name, help, f) in sink_families {
+            r.register(name, help, f.clone());
+        }
+        r.register(
+            "sink_requests",
+            "Requests by HTTP status (error: no response)",
+            m.sink_requests.clone(),
+        );
+        r.register(
+            "sink_ack_timeouts",
+            "Requests sent again because their indexer acknowledgment did not come in time",
+            m.sink_ack_timeouts.clone(),
+        );
+        r.register(
+            "sink_acks_pending",
+            "Requests waiting for an indexer acknowledgment",
+            m.sink_acks_pending.clone(),
+        );
+        r.register(
+            "sink_rejected_events",
+            "Events the receiver refused for good (dead-lettered), by reply code",
+            m.sink_rejected.clone(),
+        );
+        r.register(
+            "sink_throttled_seconds",
+            "Time spent waiting for the rate limit",
+            m.sink_throttled_seconds.clone(),
         );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         m
@@ -286,6 +386,23 @@ impl Metrics {
                 error_type: repair.to_string(),
             })
             .inc();
+    }
+
+    /// Adds `n` to a per-sink counter family.
+    pub fn sink_count(family: &Family<SinkLabels, Counter>, sink: &str, n: u64) {
+        if n > 0 {
+            family.get_or_create(&SinkLabels { sink: sink.to_string() }).inc_by(n);
+        }
+    }
+
+    /// Adds one to a per-sink, per-code counter family.
+    pub fn sink_code(family: &Family<SinkCodeLabels, Counter>, sink: &str, code: &str, n: u64) {
+        family
+            .get_or_create(&SinkCodeLabels {
+                sink: sink.to_string(),
+                code: code.to_string(),
+            })
+            .inc_by(n);
     }
 
     pub fn summary(&self) -> Summary {

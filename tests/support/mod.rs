@@ -1,7 +1,10 @@
 //! Shared test support: synthetic records, the binary under test, and output readers.
 #![allow(dead_code)]
 
+pub mod hec_emulator;
 pub mod kafka_broker;
+pub mod syslog_data;
+pub mod syslog_ng;
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -1,0 +1,313 @@
+//! HTTP side of the Splunk HEC sink: posting event batches (gzip), querying indexer
+//! acknowledgments, the health endpoint, and what each reply code means for delivery
+//! (siem-outputs.md 5.3: retry, configuration error, or data error to dead-letter).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use serde::Deserialize;
+
+use crate::config::Secret;
+
+pub const CHANNEL_HEADER: &str = "X-Splunk-Request-Channel";
+
+/// A HEC reply: HTTP status and the JSON body's fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub code: Option<i64>,
+    pub text: String,
+    pub ack_id: Option<u64>,
+    /// Zero-based index of the envelope that failed (code 6).
+    pub invalid_event: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    #[serde(default)]
+    text: String,
+    code: Option<i64>,
+    #[serde(rename = "ackId")]
+    ack_id: Option<u64>,
+    #[serde(rename = "invalid-event-number")]
+    invalid_event: Option<usize>,
+}
+
+impl Reply {
+    pub fn parse(status: u16, body: &[u8]) -> Reply {
+        match serde_json::from_slice::<Body>(body) {
+            Ok(b) => Reply {
+                status,
+                code: b.code,
+                text: b.text,
+                ack_id: b.ack_id,
+                invalid_event: b.invalid_event,
+            },
+            Err(_) => Reply {
+                status,
+                text: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                ..Reply::default()
+            },
+        }
+    }
+
+    /// `HTTP 400, HEC code 6 (Invalid data format)`.
+    pub fn describe(&self) -> String {
+        match self.code {
+            Some(c) => format!("HTTP {}, HEC code {c} ({})", self.status, self.text),
+            None if self.text.is_empty() => format!("HTTP {}", self.status),
+            None => format!("HTTP {}: {}", self.status, self.text),
+        }
+    }
+}
+
+/// What a reply to `/services/collector/event` means for the events of the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Taken; delivered now, or once `ack_id` is acknowledged.
+    Accepted { ack_id: Option<u64> },
+    /// Busy, throttled, server error or no answer: nothing was taken; retry with backoff.
+    Retry(String),
+    /// Token, index or channel problem: nothing was taken and retrying will not help until
+    /// the configuration changes; retried with backoff (never dropped), logged as an error.
+    Config(String),
+    /// The events are refused for good: dead-letter the one named, or bisect the request.
+    Data {
+        code: Option<i64>,
+        reason: &'static str,
+        detail: String,
+        invalid_event: Option<usize>,
+    },
+}
+
+/// Dead-letter reason of a data error code.
+fn data_reason(code: i64) -> Option<&'static str> {
+    Some(match code {
+        5 => "hec_no_data",
+        6 => "hec_invalid_data_format",
+        12 => "hec_event_field_required",
+        13 => "hec_event_field_blank",
+        15 => "hec_indexed_fields_error",
+        _ => return None,
+    })
+}
+
+pub fn classify(r: &Reply) -> Outcome {
+    let detail = r.describe();
+    match (r.status, r.code) {
+        (200..=299, Some(0) | None) => Outcome::Accepted { ack_id: r.ack_id },
+        (413, _) => Outcome::Data {
+            code: r.code,
+            reason: "hec_request_too_large",
+            detail,
+            invalid_event: None,
+        },
+        (400, Some(c)) if data_reason(c).is_some() => Outcome::Data {
+            code: Some(c),
+            reason: data_reason(c).unwrap_or("hec_rejected"),
+            detail,
+            invalid_event: r.invalid_event,
+        },
+        (429 | 500..=599, _) | (408, _) => Outcome::Retry(detail),
+        _ => Outcome::Config(detail),
+    }
+}
+
+/// A random channel id (GUID form).
+pub fn new_channel() -> String {
+    let r: u128 = rand::random();
+    let h = format!("{r:032x}");
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("HEC request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("gzip: {0}")]
+    Gzip(#[from] std::io::Error),
+    #[error("unexpected acknowledgment reply: {0}")]
+    AckReply(String),
+}
+
+pub struct HecClient {
+    http: reqwest::Client,
+    event_url: String,
+    ack_url: String,
+    health_url: String,
+    gzip: bool,
+}
+
+impl HecClient {
+    /// `endpoint` is the base URL (`https://splunk:8088`); `tls` is used for https.
+    pub fn new(
+        endpoint: &str,
+        token: &Secret,
+        channel: &str,
+        gzip: bool,
+        tls: rustls::ClientConfig,
+        timeout: Duration,
+    ) -> Result<HecClient, String> {
+        let mut headers = HeaderMap::new();
+        let mut auth =
+            HeaderValue::from_str(&format!("Splunk {}", token.expose())).map_err(|_| "token has invalid characters")?;
+        auth.set_sensitive(true);
+        headers.insert(AUTHORIZATION, auth);
+        headers.insert(
+            CHANNEL_HEADER,
+            HeaderValue::from_str(channel).map_err(|_| "invalid channel id")?,
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .use_preconfigured_tls(tls)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let base = endpoint.trim_end_matches('/');
+        Ok(HecClient {
+            http,
+            event_url: format!("{base}/services/collector/event"),
+            ack_url: format!("{base}/services/collector/ack?channel={channel}"),
+            health_url: format!("{base}/services/collector/health"),
+            gzip,
+        })
+    }
+
+    /// POSTs one batch body (envelopes, newline-separated).
+    pub async fn post_events(&self, body: &[u8]) -> Result<Reply, ClientError> {
+        let mut req = self.http.post(&self.event_url).header(CONTENT_TYPE, "application/json");
+        let payload = if self.gzip {
+            let mut z =
+                flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4 + 64), flate2::Compression::fast());
+            z.write_all(body)?;
+            req = req.header(CONTENT_ENCODING, "gzip");
+            z.finish()?
+        } else {
+            body.to_vec()
+        };
+        let resp = req.body(payload).send().await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        Ok(Reply::parse(status, &bytes))
+    }
+
+    /// Which of `ids` are indexed (`true` is reported once: record it at once).
+    pub async fn query_acks(&self, ids: &[u64]) -> Result<HashMap<u64, bool>, ClientError> {
+        let body = serde_json::json!({ "acks": ids }).to_string();
+        let resp = self
+            .http
+            .post(&self.ack_url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        if status != 200 {
+            return Err(ClientError::AckReply(Reply::parse(status, &bytes).describe()));
+        }
+        #[derive(Deserialize)]
+        struct Acks {
+            acks: HashMap<String, bool>,
+        }
+        let a: Acks = serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::AckReply(format!("{e}: {}", String::from_utf8_lossy(&bytes))))?;
+        Ok(a.acks
+            .into_iter()
+            .filter_map(|(k, v)| k.parse().ok().map(|k| (k, v)))
+            .collect())
+    }
+
+    /// `GET /services/collector/health` with the token.
+    pub async fn health(&self) -> Result<Reply, ClientError> {
+        let resp = self.http.get(&self.health_url).send().await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        Ok(Reply::parse(status, &bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(status: u16, body: &str) -> Outcome {
+        classify(&Reply::parse(status, body.as_bytes()))
+    }
+
+    #[test]
+    fn codes_table() {
+        assert_eq!(
+            r(200, r#"{"text":"Success","code":0,"ackId":7}"#),
+            Outcome::Accepted { ack_id: Some(7) }
+        );
+        assert_eq!(
+            r(200, r#"{"text":"Success","code":0}"#),
+            Outcome::Accepted { ack_id: None }
+        );
+        for (s, b) in [
+            (503, r#"{"text":"Server is busy","code":9}"#),
+            (500, r#"{"text":"Internal server error","code":8}"#),
+            (429, r#"{"text":"ACK channel at capacity","code":27}"#),
+            (502, "<html>bad gateway</html>"),
+        ] {
+            assert!(matches!(r(s, b), Outcome::Retry(_)), "{s} {b}");
+        }
+        for (s, b) in [
+            (403, r#"{"text":"Invalid token","code":4}"#),
+            (401, r#"{"text":"Token is required","code":2}"#),
+            (400, r#"{"text":"Incorrect index","code":7}"#),
+            (400, r#"{"text":"Data channel is missing","code":10}"#),
+            (404, "not found"),
+            (400, "no json"),
+        ] {
+            assert!(matches!(r(s, b), Outcome::Config(_)), "{s} {b}");
+        }
+        match r(
+            400,
+            r#"{"text":"Invalid data format","code":6,"invalid-event-number":3}"#,
+        ) {
+            Outcome::Data {
+                code,
+                reason,
+                detail,
+                invalid_event,
+            } => {
+                assert_eq!(
+                    (code, reason, invalid_event),
+                    (Some(6), "hec_invalid_data_format", Some(3))
+                );
+                assert_eq!(detail, "HTTP 400, HEC code 6 (Invalid data format)");
+            }
+            o => panic!("{o:?}"),
+        }
+        assert!(matches!(
+            r(400, r#"{"text":"Event field cannot be blank","code":13}"#),
+            Outcome::Data {
+                reason: "hec_event_field_blank",
+                ..
+            }
+        ));
+        assert!(matches!(r(413, ""), Outcome::Data { .. }));
+    }
+
+    #[test]
+    fn channel_is_a_guid() {
+        let c = new_channel();
+        assert_eq!(c.len(), 36);
+        let parts: Vec<_> = c.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12]);
+        assert_ne!(c, new_channel());
+    }
+}
