@@ -6,4 +6,4 @@ mod metrics;
 
 pub use http::{serve, Health};
 pub use logging::{init_logging, LogFormat};
-pub use metrics::{Metrics, SinkLabels, SourceLabels, Summary};
+pub use metrics::{GraphMetrics, Metrics, SinkLabels, SourceLabels, Summary, TenantLabels, TenantValueLabels};
