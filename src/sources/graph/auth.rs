@@ -207,6 +207,7 @@ pub fn guid() -> String {
 }
 
 impl TokenProvider {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         http: reqwest::Client,
         tenant: String,

@@ -272,7 +272,7 @@ fn https_host(value: &str, path: &str) -> Result<String, ConfigIssue> {
             ),
         ));
     }
-    if url.query().is_some() || url.path().trim_end_matches('/') != "" {
+    if url.query().is_some() || !url.path().trim_end_matches('/').is_empty() {
         return Err(ConfigIssue::new(
             path,
             format!("`{value}` must be a scheme and host only, like https://graph.microsoft.com"),
