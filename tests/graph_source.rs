@@ -215,7 +215,8 @@ async fn c_overlapping_rereads_send_nothing_twice() {
 /// a sixth with the same time shows up after the first poll: all six arrive, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d_items_sharing_a_timestamp_across_a_page_boundary_are_all_emitted() {
-    let same = "2026-11-27T10:00:00.1234567Z";
+    // Whole seconds: a `gt` cursor on this time would exclude the late sixth incident.
+    let same = "2026-11-27T10:00:00.0000000Z";
     let mut list = incidents();
     for i in list.iter_mut() {
         i["lastUpdateDateTime"] = json!(same);
