@@ -255,12 +255,17 @@ async fn expired_token_is_refreshed_once_and_a_second_401_is_reported() {
     run.finish().await;
 }
 
-/// Noise filters of a tenant drop objects before they are sent and count them by filter.
+/// Noise filters of a tenant drop objects before they are sent and count them by filter;
+/// 5xx answers are retried, a 400 is reported and the next poll starts over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noise_filters_drop_before_sending_and_count() {
     let emu = Emulator::start().await;
     emu.add_tenant(TA, "client-a", "secret-a", incidents());
     let dir = tempfile::tempdir().unwrap();
+    // The service fails first: two 5xx are retried with backoff, a 400 ends that poll.
+    emu.push_fault(TA, Fault::ServerError(500));
+    emu.push_fault(TA, Fault::ServerError(504));
+    emu.push_fault(TA, Fault::BadRequest);
     let tenant = format!(
         "{}filters.exclude_service_sources = [\"azureAdIdentityProtection\"]\n",
         secret_tenant(TA, "client-a", "secret-a")
@@ -276,7 +281,11 @@ async fn noise_filters_drop_before_sending_and_count() {
     wait_until("three polls", SECS, || cycles(&emu, TA) >= 3 && run.count() >= 4).await;
     let got = run.got();
     let filtered = run.metric("graph_filtered", &["graph", TA, "service_source"]);
+    let bad_request = run.metric("graph_poll_errors", &["graph", TA, "bad_request"]);
     run.finish().await;
+    let statuses: Vec<u16> = emu.requests(TA).iter().take(4).map(|r| r.status).collect();
+    assert_eq!(statuses, [500, 504, 400, 200]);
+    assert_eq!(bad_request, 1.0, "the 400 is reported, then the next poll succeeds");
     // The tenant's own filters replace the source's (severity high would keep nothing here).
     assert_eq!(ids_of(&got, EventKind::Incident), ["3109", "3110"]);
     assert_eq!(ids_of(&got, EventKind::Alert).len(), 2);

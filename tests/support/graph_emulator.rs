@@ -37,6 +37,8 @@ pub enum Fault {
     ServerError(u16),
     /// 401 whatever the token.
     Unauthorized,
+    /// 400 with the body the service gives for `$skip` > 500.
+    BadRequest,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -428,6 +430,15 @@ fn data(
                 graph_error(401, "InvalidAuthenticationToken", "Token is not valid."),
             )
         }
+        Some(Fault::BadRequest) => {
+            let r = (
+                StatusCode::BAD_REQUEST,
+                [("content-type", "application/json")],
+                skip_error_body(),
+            )
+                .into_response();
+            return respond(&mut st, log, r);
+        }
         Some(Fault::Partial { hide: h, warning: w }) => {
             hide = h;
             warning = Some(w);
@@ -462,11 +473,12 @@ fn data(
             .and_then(|s| s.parse::<u64>().ok())
             .is_some_and(|s| s > 500)
         {
-            let body = std::fs::read_to_string(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/graph/error_400_skip.json"),
+            let r = (
+                StatusCode::BAD_REQUEST,
+                [("content-type", "application/json")],
+                skip_error_body(),
             )
-            .unwrap();
-            let r = (StatusCode::BAD_REQUEST, [("content-type", "application/json")], body).into_response();
+                .into_response();
             return respond(&mut st, log, r);
         }
         let mut selected: Vec<&Value> = items.iter().collect();
@@ -556,4 +568,11 @@ fn data(
         r.headers_mut().insert("warning", w.parse().unwrap());
     }
     respond(&mut st, log, r)
+}
+
+fn skip_error_body() -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/graph/error_400_skip.json"),
+    )
+    .unwrap()
 }
