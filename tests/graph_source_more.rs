@@ -395,3 +395,57 @@ async fn risk_detections_are_incremental_with_state_changes() {
     assert_eq!(got[kept].change.as_deref(), Some("dismissed"));
     assert_eq!(filtered, (detections.len() - kept) as f64);
 }
+
+/// `$expand=alerts` keeps answering 500 (very large incidents): after the retries the
+/// poller lists incidents without it and reads each incident's alerts from `alerts_v2`;
+/// every incident and alert still arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expand_failures_fall_back_to_alerts_per_incident() {
+    let emu = Emulator::start().await;
+    emu.add_tenant(TA, "client-a", "secret-a", incidents());
+    emu.with_tenant(TA, |d| d.expand_failures = 3);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &emu,
+        dir.path(),
+        "graph_incidents",
+        "max_retries = 2",
+        &secret_tenant(TA, "client-a", "secret-a"),
+    );
+    let run = start(cfg, open_store(dir.path()), usize::MAX);
+    wait_until("events and a second poll", SECS, || {
+        run.count() >= 11 && cycles(&emu, TA) >= 2
+    })
+    .await;
+    let polls = cycles(&emu, TA);
+    wait_until("one more poll", SECS, || cycles(&emu, TA) > polls).await;
+    let got = run.got();
+    run.finish().await;
+
+    let reqs = emu.requests(TA);
+    assert_eq!(reqs[..3].iter().map(|r| r.status).collect::<Vec<_>>(), [500, 500, 500]);
+    assert!(
+        reqs[3].query.starts_with("$filter=lastUpdateDateTime"),
+        "no $expand: {}",
+        reqs[3].query
+    );
+    let per_incident = reqs.iter().filter(|r| r.path == "/beta/security/alerts_v2").count();
+    assert!(per_incident >= 5, "{per_incident} alerts_v2 requests");
+    assert!(reqs.iter().any(|r| r.filter.as_deref() == Some("incidentId eq '3109'")));
+    assert!(
+        reqs[3..].iter().all(|r| !r.query.contains("$expand")),
+        "the fallback is kept"
+    );
+    assert_eq!(ids_of(&got, EventKind::Incident).len(), 5);
+    assert_eq!(ids_of(&got, EventKind::Alert).len(), 6);
+    assert!(tally(&got).values().all(|&n| n == 1), "{:?}", tally(&got));
+    let i3109 = got
+        .iter()
+        .find(|g| g.kind == EventKind::Incident && g.id == "3109")
+        .unwrap();
+    assert_eq!(
+        i3109.raw["alerts"].as_array().unwrap().len(),
+        2,
+        "alerts put back into the incident"
+    );
+}

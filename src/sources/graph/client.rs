@@ -29,7 +29,12 @@ pub enum GraphError {
     #[error("Graph answered 400 Bad Request ({0}); the forwarder never sends $skip, so a paging limit here means page_size is too large or the nextLink expired")]
     BadRequest(String),
     #[error("Graph answered {last} {attempts} times in a row; giving up until the next poll")]
-    Exhausted { last: String, attempts: u32 },
+    Exhausted {
+        last: String,
+        attempts: u32,
+        /// HTTP status of the last answer (`None` for a transport error).
+        status: Option<u16>,
+    },
     #[error("refusing to follow @odata.nextLink `{0}`: it does not point at the configured Graph host")]
     ForeignLink(String),
     #[error("Graph answered {status} ({detail})")]
@@ -246,7 +251,11 @@ impl GraphClient {
                     attempts += 1;
                     let detail = format!("transport error: {e}");
                     if attempts > self.retry.max_retries {
-                        return Err(GraphError::Exhausted { last: detail, attempts });
+                        return Err(GraphError::Exhausted {
+                            last: detail,
+                            attempts,
+                            status: None,
+                        });
                     }
                     let d = self.retry.backoff(attempts);
                     tracing::warn!(tenant = %self.tenant, error = %e, retry_in_ms = d.as_millis() as u64, "Graph request failed; retrying");
@@ -289,6 +298,7 @@ impl GraphClient {
                         return Err(GraphError::Exhausted {
                             last: format!("{status} ({detail})"),
                             attempts,
+                            status: Some(status),
                         });
                     }
                     let told = retry_after(&headers);

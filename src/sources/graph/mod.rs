@@ -57,7 +57,7 @@ impl Resource {
     /// The application permission a 403 asks for.
     pub fn permission(self) -> &'static str {
         match self {
-            Resource::Incidents => "SecurityIncident.Read.All",
+            Resource::Incidents => "SecurityIncident.Read.All (and SecurityAlert.Read.All for the alerts_v2 fallback)",
             Resource::RiskDetections => "IdentityRiskEvent.Read.All",
             Resource::RiskyUsers => "IdentityRiskyUser.Read.All",
         }

@@ -4,6 +4,9 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use futures_util::future::try_join_all;
 
@@ -94,6 +97,7 @@ async fn run_tenant(
         partition: partition_id(Some(&tenant.tenant_id), resource.partition()),
         offset: 0,
         committed: None,
+        expand_off_until: None,
     };
     loop {
         match poller.cycle(&mut state).await {
@@ -152,14 +156,20 @@ struct Poller<'a> {
     offset: u64,
     /// The checkpoint value last registered, to skip registering an unchanged one.
     committed: Option<String>,
+    /// `$expand=alerts` kept failing with 500 (very large incidents): until then, list
+    /// incidents without it and fetch each incident's alerts from `alerts_v2`.
+    expand_off_until: Option<Instant>,
 }
+
+/// How long the poller lists incidents without `$expand` before trying it again.
+const EXPAND_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 impl Poller<'_> {
     fn first_url(&self, since: state::Micros) -> String {
         let c = self.config;
         let r = c.resource;
         let mut q = Vec::new();
-        if r == Resource::Incidents {
+        if r == Resource::Incidents && !self.expand_off() {
             q.push("$expand=alerts".to_string());
         }
         q.push(format!("$filter={}%20ge%20{}", r.watermark_field(), filter_time(since)));
@@ -167,6 +177,52 @@ impl Poller<'_> {
             q.push(format!("$top={n}"));
         }
         format!("{}/{}/{}?{}", c.graph_host, c.api_version, r.path(), q.join("&"))
+    }
+
+    fn expand_off(&self) -> bool {
+        self.expand_off_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Fallback without `$expand`: put each incident's alerts (from `alerts_v2`) into it, so
+    /// the page looks like an expanded one. `partial` is set when an alerts page was a 206.
+    async fn attach_alerts(&self, body: &Bytes, partial: &mut bool) -> Result<Bytes, GraphError> {
+        let mut page: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) => return Ok(body.clone()),
+        };
+        let Some(incidents) = page.get_mut("value").and_then(|v| v.as_array_mut()) else {
+            return Ok(body.clone());
+        };
+        let c = self.config;
+        for inc in incidents.iter_mut() {
+            let Some(id) = inc.get("id").and_then(|v| v.as_str()).map(str::to_string) else {
+                continue;
+            };
+            let id: String = id
+                .chars()
+                .filter(|ch| ch.is_ascii_alphanumeric() || *ch == '-')
+                .collect();
+            let mut url = format!(
+                "{}/{}/security/alerts_v2?$filter=incidentId%20eq%20'{id}'",
+                c.graph_host, c.api_version
+            );
+            let mut alerts = Vec::new();
+            loop {
+                let p = self.client.get(&url).await?;
+                *partial |= p.partial.is_some();
+                let v: serde_json::Value = serde_json::from_slice(&p.body).map_err(|e| GraphError::Unexpected {
+                    status: 200,
+                    detail: format!("alerts_v2 page is not JSON: {e}"),
+                })?;
+                alerts.extend(v["value"].as_array().cloned().unwrap_or_default());
+                match v["@odata.nextLink"].as_str() {
+                    Some(next) if next != url => url = next.to_string(),
+                    _ => break,
+                }
+            }
+            inc["alerts"] = serde_json::Value::Array(alerts);
+        }
+        Ok(Bytes::from(page.to_string()))
     }
 
     fn labels(&self) -> crate::telemetry::TenantLabels {
@@ -196,7 +252,25 @@ impl Poller<'_> {
         let mut links = HashSet::new();
         let mut b = BatchBuilder::new(self.ctx.name.clone(), self.partition.clone(), self.ctx.batch_max_events);
         loop {
-            let page = self.client.get(&url).await?;
+            let page = match self.client.get(&url).await {
+                Err(GraphError::Exhausted { status: Some(500), .. })
+                    if self.config.resource == Resource::Incidents && !self.expand_off() =>
+                {
+                    tracing::warn!(tenant = %self.tenant, "$expand=alerts keeps failing with 500; listing incidents without it and reading their alerts from alerts_v2 for the next hour");
+                    self.count(&self.ctx.metrics.graph.poll_errors, "expand_fallback");
+                    self.expand_off_until = Some(Instant::now() + EXPAND_RETRY_AFTER);
+                    url = self.first_url(since);
+                    links.clear();
+                    continue;
+                }
+                r => r?,
+            };
+            let page = if self.expand_off() && self.config.resource == Resource::Incidents {
+                let body = self.attach_alerts(&page.body, &mut partial).await?;
+                super::client::Page { body, ..page }
+            } else {
+                page
+            };
             self.offset += 1;
             self.ctx.metrics.graph.pages.get_or_create(&self.labels()).inc();
             if let Some(warning) = &page.partial {
