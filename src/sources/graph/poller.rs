@@ -96,7 +96,7 @@ async fn run_tenant(
         tenant: Arc::from(tenant.tenant_id.as_str()),
         partition: partition_id(Some(&tenant.tenant_id), resource.partition()),
         offset: 0,
-        committed: None,
+        registered: None,
         expand_off_until: None,
     };
     loop {
@@ -155,7 +155,7 @@ struct Poller<'a> {
     /// Pages read since start (event positions).
     offset: u64,
     /// The checkpoint value last registered, to skip registering an unchanged one.
-    committed: Option<String>,
+    registered: Option<String>,
     /// `$expand=alerts` kept failing with 500 (very large incidents): until then, list
     /// incidents without it and fetch each incident's alerts from `alerts_v2`.
     expand_off_until: Option<Instant>,
@@ -314,9 +314,9 @@ impl Poller<'_> {
                 }
             }
             let checkpoint = state.to_checkpoint();
-            if self.committed.as_deref() != Some(checkpoint.as_str()) {
+            if self.registered.as_deref() != Some(checkpoint.as_str()) {
                 b.set_checkpoint(checkpoint.clone());
-                self.committed = Some(checkpoint);
+                self.registered = Some(checkpoint);
             }
             if !b.is_empty() || b.has_checkpoint() {
                 self.ctx.send(b.take(&self.ctx.acks)).await?;
