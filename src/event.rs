@@ -129,6 +129,9 @@ pub struct EventMeta {
     /// Change type from the Graph state engine (`created`, `updated`, `alert_added`,
     /// `status_changed`, ...), when the source computed one.
     pub change_type: Option<Arc<str>>,
+    /// Fields that changed since the last version the source emitted (Graph poller's
+    /// `updated` / `resolved` events); OCSF `unmapped.changed_fields`.
+    pub changed_fields: Option<Arc<[String]>>,
 }
 
 /// Why an event is quarantined instead of delivered.

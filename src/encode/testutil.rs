@@ -26,6 +26,7 @@ pub(crate) fn meta(kind: EventKind, category: &str) -> EventMeta {
         entity_key: Some(Arc::from("123")),
         repaired: false,
         change_type: Some(Arc::from("updated")),
+        changed_fields: None,
     }
 }
 

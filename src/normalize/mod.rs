@@ -222,6 +222,9 @@ impl Normalizer {
         if let Some(ct) = meta.change_type.as_deref().filter(|s| !s.is_empty()) {
             d.unmapped.v("change_type", ct);
         }
+        if let Some(fields) = meta.changed_fields.as_deref().filter(|f| !f.is_empty()) {
+            d.unmapped.v("changed_fields", Value::from(fields.to_vec()));
+        }
         let keep = self.opts.raw_data == RawData::Keep;
         let fits = raw.len() <= self.opts.raw_data_max_bytes;
         if keep && !fits {
@@ -320,6 +323,7 @@ pub(crate) mod testutil {
             entity_key: None,
             repaired: false,
             change_type: None,
+            changed_fields: None,
         }
     }
 
@@ -435,6 +439,14 @@ mod tests {
         m.change_type = Some("alert_added".into());
         let o = n.normalize(&m, br#"{"time":"2026-11-27T09:14:05Z"}"#).unwrap();
         assert_eq!(o.normalized.ocsf["unmapped"]["change_type"], "alert_added");
+        assert!(o.normalized.ocsf["unmapped"].get("changed_fields").is_none());
+        m.change_type = Some("updated".into());
+        m.changed_fields = Some(vec!["status".to_string(), "severity".to_string()].into());
+        let o = n.normalize(&m, br#"{"time":"2026-11-27T09:14:05Z"}"#).unwrap();
+        assert_eq!(
+            o.normalized.ocsf["unmapped"]["changed_fields"],
+            serde_json::json!(["status", "severity"])
+        );
     }
 
     #[test]

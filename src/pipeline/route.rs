@@ -151,6 +151,7 @@ mod tests {
             entity_key: None,
             repaired: false,
             change_type: None,
+            changed_fields: None,
         }
     }
 

@@ -438,6 +438,7 @@ mod tests {
             entity_key: entity.map(Arc::from),
             repaired: false,
             change_type: None,
+            changed_fields: None,
         };
         let mut e = Event::new(bytes::Bytes::from_static(b"{}"), meta, Finalizer::noop());
         e.normalized = Some(Arc::new(Normalized {

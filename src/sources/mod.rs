@@ -1,6 +1,7 @@
 //! Sources: the `Source` trait, its context (output channel, acknowledgments, checkpoints,
 //! shutdown), the registry of source types, and the batch builder sources share.
 
+pub mod graph;
 pub mod kafka;
 pub mod replay;
 
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::{AckTracker, Finalizer};
 use crate::checkpoint::{CheckpointError, CheckpointKey, CheckpointStore};
 use crate::config::ConfigIssue;
-use crate::decode::{DecodeError, DecodedUnit};
+use crate::decode::{DecodeError, DecodedRecord, DecodedUnit};
 use crate::event::{now_ms, Batch, Event, EventKind, EventMeta, Position};
 use crate::telemetry::Metrics;
 
@@ -89,7 +90,13 @@ pub trait Source: Send {
 type Factory = fn(&str, toml::Value, &str) -> Result<Box<dyn SourceConfig>, ConfigIssue>;
 
 /// Source types by their `type` name. Add a connector here.
-const REGISTRY: &[(&str, Factory)] = &[("replay", replay::factory), ("kafka", kafka::factory)];
+const REGISTRY: &[(&str, Factory)] = &[
+    ("replay", replay::factory),
+    ("kafka", kafka::factory),
+    ("graph_incidents", graph::incidents_factory),
+    ("graph_risk_detections", graph::risk_detections_factory),
+    ("graph_risky_users", graph::risky_users_factory),
+];
 
 pub fn types() -> Vec<&'static str> {
     REGISTRY.iter().map(|(n, _)| *n).collect()
@@ -108,6 +115,13 @@ pub fn build_config(
             format!("unknown source type `{ty}`, expected one of {}", types().join(", ")),
         )]),
     }
+}
+
+/// A change computed by a source's state engine, carried in the event metadata.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub change_type: Arc<str>,
+    pub changed_fields: Option<Arc<[String]>>,
 }
 
 /// Raw bytes, metadata and (for a unit that failed to decode) the quarantine reason.
@@ -152,6 +166,7 @@ impl BatchBuilder {
             entity_key: None,
             repaired: false,
             change_type: None,
+            changed_fields: None,
         }
     }
 
@@ -185,6 +200,25 @@ impl BatchBuilder {
             }
         }
         self.last_checkpoint = checkpoint;
+    }
+
+    /// Add one record a source selected itself (a Graph poller's change event), with the
+    /// change type and changed fields it computed. The checkpoint is set apart with
+    /// [`BatchBuilder::set_checkpoint`].
+    pub fn push_record(&mut self, offset: u64, index: u32, record: DecodedRecord, change: Option<Change>) {
+        let mut meta = self.meta(offset, index, &record.category, record.kind);
+        meta.tenant = record.tenant.map(Arc::from);
+        meta.entity_key = record.entity_key.map(Arc::from);
+        if let Some(c) = change {
+            meta.change_type = Some(c.change_type);
+            meta.changed_fields = c.changed_fields;
+        }
+        self.pending.push((record.raw, meta, None));
+    }
+
+    /// The checkpoint to commit once everything pushed so far is delivered.
+    pub fn set_checkpoint(&mut self, checkpoint: String) {
+        self.last_checkpoint = Some(checkpoint);
     }
 
     pub fn len(&self) -> usize {

@@ -47,6 +47,20 @@ pub struct SourceLabels {
     pub source: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub source: String,
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantValueLabels {
+    pub source: String,
+    pub tenant: String,
+    /// HTTP status, change type or filter reason, depending on the metric.
+    pub value: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~9 hours.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -113,6 +127,100 @@ pub struct Metrics {
     pub sink_rejected: Family<SinkCodeLabels, Counter>,
     /// Time spent waiting for the rate limit.
     pub sink_throttled_seconds: Family<SinkLabels, Counter<f64, AtomicU64>>,
+    pub graph: GraphMetrics,
+}
+
+/// Metrics of the Graph pollers, per source and tenant.
+#[derive(Default)]
+pub struct GraphMetrics {
+    pub requests: Family<TenantValueLabels, Counter>,
+    pub token_requests: Family<TenantValueLabels, Counter>,
+    pub throttle_waits: Family<TenantLabels, Counter>,
+    pub throttle_wait_seconds: Family<TenantLabels, Counter<f64, AtomicU64>>,
+    pub watermark_age_seconds: Family<TenantLabels, Gauge<f64, AtomicU64>>,
+    pub pages: Family<TenantLabels, Counter>,
+    pub partial_pages: Family<TenantLabels, Counter>,
+    pub items: Family<TenantLabels, Counter>,
+    pub unchanged_items: Family<TenantLabels, Counter>,
+    pub change_events: Family<TenantValueLabels, Counter>,
+    pub filtered: Family<TenantValueLabels, Counter>,
+    pub poll_errors: Family<TenantValueLabels, Counter>,
+}
+
+impl GraphMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "graph_requests",
+            "Graph and token requests by HTTP status (`error` when no response came)",
+            self.requests.clone(),
+        );
+        r.register(
+            "graph_token_requests",
+            "Token requests by outcome (ok, or the OAuth error code)",
+            self.token_requests.clone(),
+        );
+        r.register(
+            "graph_throttle_waits",
+            "Waits imposed by a 429/503 answer or the per-tenant request budget",
+            self.throttle_waits.clone(),
+        );
+        r.register(
+            "graph_throttle_wait_seconds",
+            "Time spent waiting on Retry-After, backoff and the per-tenant request budget",
+            self.throttle_wait_seconds.clone(),
+        );
+        r.register(
+            "graph_watermark_age_seconds",
+            "Now minus the tenant's watermark (newest last-updated time fully read)",
+            self.watermark_age_seconds.clone(),
+        );
+        r.register("graph_pages", "Graph list pages read", self.pages.clone());
+        r.register(
+            "graph_partial_pages",
+            "206 Partial Content pages (the watermark was held)",
+            self.partial_pages.clone(),
+        );
+        r.register(
+            "graph_items",
+            "Graph objects read (incidents, alerts, risk records)",
+            self.items.clone(),
+        );
+        r.register(
+            "graph_unchanged_items",
+            "Objects read again with nothing new (overlap re-reads, untracked changes)",
+            self.unchanged_items.clone(),
+        );
+        r.register(
+            "graph_change_events",
+            "Change events emitted, by change type",
+            self.change_events.clone(),
+        );
+        r.register(
+            "graph_filtered",
+            "Objects dropped by the noise filters, by the filter that dropped them",
+            self.filtered.clone(),
+        );
+        r.register(
+            "graph_poll_errors",
+            "Poll cycles that ended in an error, by error kind",
+            self.poll_errors.clone(),
+        );
+    }
+
+    pub fn tenant(source: &str, tenant: &str) -> TenantLabels {
+        TenantLabels {
+            source: source.to_string(),
+            tenant: tenant.to_string(),
+        }
+    }
+
+    pub fn tenant_value(source: &str, tenant: &str, value: &str) -> TenantValueLabels {
+        TenantValueLabels {
+            source: source.to_string(),
+            tenant: tenant.to_string(),
+            value: value.to_string(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -159,6 +267,7 @@ impl Metrics {
             sink_acks_pending: Family::default(),
             sink_rejected: Family::default(),
             sink_throttled_seconds: Family::default(),
+            graph: GraphMetrics::default(),
         };
         r.register(
             "component_received_events",
@@ -291,6 +400,7 @@ impl Metrics {
             "Time spent waiting for the rate limit",
             m.sink_throttled_seconds.clone(),
         );
+        m.graph.register(&mut r);
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         m
     }

@@ -6,4 +6,6 @@ mod metrics;
 
 pub use http::{serve, Health};
 pub use logging::{init_logging, LogFormat};
-pub use metrics::{Metrics, SinkCodeLabels, SinkLabels, SourceLabels, Summary};
+pub use metrics::{
+    GraphMetrics, Metrics, SinkCodeLabels, SinkLabels, SourceLabels, Summary, TenantLabels, TenantValueLabels,
+};

@@ -158,6 +158,7 @@ pub fn incident_event() -> Event {
         entity_key: Some(Arc::from("4242")),
         repaired: false,
         change_type: None,
+        changed_fields: None,
     };
     let mut e = Event::new(bytes::Bytes::from_static(b"{}"), meta, Finalizer::noop());
     e.normalized = Some(Arc::new(Normalized { class_uid: 2005, ocsf }));

@@ -1,0 +1,397 @@
+//! The poll loop of each tenant: ask for everything updated since `watermark - overlap`,
+//! follow `@odata.nextLink` verbatim, turn new versions into change events, and attach the
+//! poll state to every batch so the watermark is committed only once it is acknowledged.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use futures_util::future::try_join_all;
+
+use super::auth::{Credential, TokenProvider};
+use super::client::{GraphClient, GraphError};
+use super::filter::NoiseFilters;
+use super::identity::{self, Untracked};
+use super::state::{self, filter_time, now_us, Observed, Outcome, PollState, Rule};
+use super::{GraphConfig, Resource, TenantConfig};
+use crate::checkpoint::partition_id;
+use crate::decode::{decode_unit, DecodedRecord, InputFormat};
+use crate::event::EventKind;
+use crate::sources::{BatchBuilder, Change, Source, SourceContext, SourceError};
+use crate::telemetry::GraphMetrics;
+
+pub(super) struct GraphSource {
+    pub config: Arc<GraphConfig>,
+    pub http: reqwest::Client,
+    pub credentials: Vec<Credential>,
+}
+
+#[async_trait::async_trait]
+impl Source for GraphSource {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let GraphSource {
+            config,
+            http,
+            credentials,
+        } = *self;
+        let pollers = config.tenants.iter().zip(credentials).map(|(t, cred)| {
+            let tokens = TokenProvider::new(
+                http.clone(),
+                t.tenant_id.clone(),
+                t.client_id.clone(),
+                cred,
+                &config.login_host,
+                config.graph_host.clone(),
+                ctx.metrics.clone(),
+                ctx.name.clone(),
+            );
+            let client = GraphClient::new(
+                http.clone(),
+                tokens,
+                config.graph_host.clone(),
+                config.requests_per_minute,
+                config.burst,
+                config.retry,
+                config.resource.permission(),
+                ctx.metrics.clone(),
+                ctx.name.clone(),
+                Arc::from(t.tenant_id.as_str()),
+                ctx.shutdown.clone(),
+            );
+            run_tenant(&ctx, &config, t, client)
+        });
+        try_join_all(pollers).await.map(|_| ())
+    }
+}
+
+/// Poll one tenant until shutdown.
+async fn run_tenant(
+    ctx: &SourceContext,
+    config: &GraphConfig,
+    tenant: &TenantConfig,
+    client: GraphClient,
+) -> Result<(), SourceError> {
+    let resource = config.resource;
+    let key = ctx.checkpoint_key(Some(&tenant.tenant_id), resource.partition());
+    let mut state = match ctx.checkpoints.get(&key)? {
+        Some(v) => PollState::from_checkpoint(&v).map_err(|e| SourceError::Fatal {
+            source_name: ctx.name.to_string(),
+            message: format!("checkpoint {key} is not a Graph poll state ({e}); remove it to start over"),
+        })?,
+        None => {
+            let start = config
+                .start_time
+                .unwrap_or_else(|| now_us() - config.initial_lookback_days as i64 * 86_400_000_000);
+            PollState::new(start)
+        }
+    };
+    tracing::info!(tenant = %tenant.tenant_id, resource = resource.partition(), watermark = %state.watermark, "Graph poller starting");
+    let mut poller = Poller {
+        ctx,
+        config,
+        client,
+        filters: config.filters_for(tenant).clone(),
+        tenant: Arc::from(tenant.tenant_id.as_str()),
+        partition: partition_id(Some(&tenant.tenant_id), resource.partition()),
+        offset: 0,
+        registered: None,
+        expand_off_until: None,
+    };
+    loop {
+        match poller.cycle(&mut state).await {
+            Ok(()) => {}
+            Err(CycleError::Source(SourceError::ShuttingDown(_)))
+            | Err(CycleError::Graph(GraphError::ShuttingDown)) => return Ok(()),
+            Err(CycleError::Source(e)) => return Err(e),
+            Err(CycleError::Graph(e)) => {
+                tracing::error!(tenant = %poller.tenant, resource = resource.partition(), error = %e, "Graph poll failed; the watermark stays where it was and the next poll tries again");
+                ctx.metrics
+                    .graph
+                    .poll_errors
+                    .get_or_create(&GraphMetrics::tenant_value(&ctx.name, &poller.tenant, e.kind()))
+                    .inc();
+            }
+        }
+        if let Some(w) = state.watermark_us() {
+            ctx.metrics
+                .graph
+                .watermark_age_seconds
+                .get_or_create(&GraphMetrics::tenant(&ctx.name, &poller.tenant))
+                .set((now_us() - w) as f64 / 1e6);
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(config.poll_interval) => {}
+        }
+    }
+}
+
+enum CycleError {
+    Graph(GraphError),
+    Source(SourceError),
+}
+
+impl From<GraphError> for CycleError {
+    fn from(e: GraphError) -> Self {
+        CycleError::Graph(e)
+    }
+}
+
+impl From<SourceError> for CycleError {
+    fn from(e: SourceError) -> Self {
+        CycleError::Source(e)
+    }
+}
+
+struct Poller<'a> {
+    ctx: &'a SourceContext,
+    config: &'a GraphConfig,
+    client: GraphClient,
+    filters: NoiseFilters,
+    tenant: Arc<str>,
+    partition: Arc<str>,
+    /// Pages read since start (event positions).
+    offset: u64,
+    /// The checkpoint value last registered, to skip registering an unchanged one.
+    registered: Option<String>,
+    /// `$expand=alerts` kept failing with 500 (very large incidents): until then, list
+    /// incidents without it and fetch each incident's alerts from `alerts_v2`.
+    expand_off_until: Option<Instant>,
+}
+
+/// How long the poller lists incidents without `$expand` before trying it again.
+const EXPAND_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+impl Poller<'_> {
+    fn first_url(&self, since: state::Micros) -> String {
+        let c = self.config;
+        let r = c.resource;
+        let mut q = Vec::new();
+        if r == Resource::Incidents && !self.expand_off() {
+            q.push("$expand=alerts".to_string());
+        }
+        q.push(format!("$filter={}%20ge%20{}", r.watermark_field(), filter_time(since)));
+        if let Some(n) = c.page_size {
+            q.push(format!("$top={n}"));
+        }
+        format!("{}/{}/{}?{}", c.graph_host, c.api_version, r.path(), q.join("&"))
+    }
+
+    fn expand_off(&self) -> bool {
+        self.expand_off_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Fallback without `$expand`: put each incident's alerts (from `alerts_v2`) into it, so
+    /// the page looks like an expanded one. `partial` is set when an alerts page was a 206.
+    async fn attach_alerts(&self, body: &Bytes, partial: &mut bool) -> Result<Bytes, GraphError> {
+        let mut page: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) => return Ok(body.clone()),
+        };
+        let Some(incidents) = page.get_mut("value").and_then(|v| v.as_array_mut()) else {
+            return Ok(body.clone());
+        };
+        let c = self.config;
+        for inc in incidents.iter_mut() {
+            let Some(id) = inc.get("id").and_then(|v| v.as_str()).map(str::to_string) else {
+                continue;
+            };
+            let id: String = id
+                .chars()
+                .filter(|ch| ch.is_ascii_alphanumeric() || *ch == '-')
+                .collect();
+            let mut url = format!(
+                "{}/{}/security/alerts_v2?$filter=incidentId%20eq%20'{id}'",
+                c.graph_host, c.api_version
+            );
+            let mut alerts = Vec::new();
+            loop {
+                let p = self.client.get(&url).await?;
+                *partial |= p.partial.is_some();
+                let v: serde_json::Value = serde_json::from_slice(&p.body).map_err(|e| GraphError::Unexpected {
+                    status: 200,
+                    detail: format!("alerts_v2 page is not JSON: {e}"),
+                })?;
+                alerts.extend(v["value"].as_array().cloned().unwrap_or_default());
+                match v["@odata.nextLink"].as_str() {
+                    Some(next) if next != url => url = next.to_string(),
+                    _ => break,
+                }
+            }
+            inc["alerts"] = serde_json::Value::Array(alerts);
+        }
+        Ok(Bytes::from(page.to_string()))
+    }
+
+    fn labels(&self) -> crate::telemetry::TenantLabels {
+        GraphMetrics::tenant(&self.ctx.name, &self.tenant)
+    }
+
+    fn count(
+        &self,
+        family: &prometheus_client::metrics::family::Family<
+            crate::telemetry::TenantValueLabels,
+            prometheus_client::metrics::counter::Counter,
+        >,
+        value: &str,
+    ) {
+        family
+            .get_or_create(&GraphMetrics::tenant_value(&self.ctx.name, &self.tenant, value))
+            .inc();
+    }
+
+    /// One poll: every page from `watermark - overlap` on.
+    async fn cycle(&mut self, state: &mut PollState) -> Result<(), CycleError> {
+        let old_watermark = state.watermark_us().unwrap_or(0);
+        let since = old_watermark - self.config.overlap_secs as i64 * 1_000_000;
+        let mut url = self.first_url(since);
+        let mut newest = old_watermark;
+        let mut partial = false;
+        let mut links = HashSet::new();
+        let mut b = BatchBuilder::new(self.ctx.name.clone(), self.partition.clone(), self.ctx.batch_max_events);
+        loop {
+            let page = match self.client.get(&url).await {
+                Err(GraphError::Exhausted { status: Some(500), .. })
+                    if self.config.resource == Resource::Incidents && !self.expand_off() =>
+                {
+                    tracing::warn!(tenant = %self.tenant, "$expand=alerts keeps failing with 500; listing incidents without it and reading their alerts from alerts_v2 for the next hour");
+                    self.count(&self.ctx.metrics.graph.poll_errors, "expand_fallback");
+                    self.expand_off_until = Some(Instant::now() + EXPAND_RETRY_AFTER);
+                    url = self.first_url(since);
+                    links.clear();
+                    continue;
+                }
+                r => r?,
+            };
+            let page = if self.expand_off() && self.config.resource == Resource::Incidents {
+                let body = self.attach_alerts(&page.body, &mut partial).await?;
+                super::client::Page { body, ..page }
+            } else {
+                page
+            };
+            self.offset += 1;
+            self.ctx.metrics.graph.pages.get_or_create(&self.labels()).inc();
+            if let Some(warning) = &page.partial {
+                partial = true;
+                self.ctx.metrics.graph.partial_pages.get_or_create(&self.labels()).inc();
+                tracing::warn!(tenant = %self.tenant, providers = %warning, "206 Partial Content: forwarding what came; the watermark is held and the same window is read again next poll");
+            }
+            let next = match decode_unit(InputFormat::Graph, page.body.clone()) {
+                Ok(unit) if unit.is_graph_page => {
+                    for (i, rec) in unit.records.into_iter().enumerate() {
+                        self.record(state, &mut b, i as u32, rec, &mut newest);
+                        if b.is_full() {
+                            self.ctx.send(b.take(&self.ctx.acks)).await?;
+                        }
+                    }
+                    unit.next_link
+                }
+                other => {
+                    // Not a Graph list: quarantine the body, hold the watermark.
+                    let detail = match &other {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "the answer has no `value` list".into(),
+                    };
+                    tracing::error!(tenant = %self.tenant, %detail, "Graph page not understood; quarantined, watermark held");
+                    let err = other.and_then(|_| Err(crate::decode::DecodeError::NotRecords(detail)));
+                    b.push_unit(self.offset, &page.body, err, None, &self.ctx.metrics);
+                    partial = true;
+                    None
+                }
+            };
+            let last = next.is_none();
+            if last {
+                if !partial && newest > old_watermark {
+                    state.set_watermark(newest);
+                }
+                let horizon =
+                    state.watermark_us().unwrap_or(0) - self.config.state_retention_days as i64 * 86_400_000_000;
+                let pruned = state.prune(horizon, self.config.max_tracked_items);
+                if pruned > 0 {
+                    tracing::debug!(tenant = %self.tenant, pruned, "dropped state of objects not updated within the retention");
+                }
+            }
+            let checkpoint = state.to_checkpoint();
+            if self.registered.as_deref() != Some(checkpoint.as_str()) {
+                b.set_checkpoint(checkpoint.clone());
+                self.registered = Some(checkpoint);
+            }
+            if !b.is_empty() || b.has_checkpoint() {
+                self.ctx.send(b.take(&self.ctx.acks)).await?;
+            }
+            match next {
+                Some(link) => {
+                    if !links.insert(link.clone()) {
+                        return Err(GraphError::Unexpected {
+                            status: 200,
+                            detail: format!("paging loop: nextLink {link} came twice in one poll"),
+                        }
+                        .into());
+                    }
+                    url = link;
+                }
+                None => break,
+            }
+        }
+        tracing::debug!(tenant = %self.tenant, watermark = %state.watermark, partial, "poll done");
+        Ok(())
+    }
+
+    /// Judge one record against the state; push it when it is a change that passes the filters.
+    fn record(&self, state: &mut PollState, b: &mut BatchBuilder, index: u32, rec: DecodedRecord, newest: &mut i64) {
+        self.ctx.metrics.graph.items.get_or_create(&self.labels()).inc();
+        let is_alert = rec.kind == EventKind::Alert;
+        let viewed = match (self.config.resource, rec.kind) {
+            (Resource::Incidents, EventKind::Incident) => identity::incident(&rec.raw),
+            (Resource::Incidents, EventKind::Alert) => identity::alert(&rec.raw),
+            (Resource::RiskDetections, _) => identity::risk_detection(&rec.raw),
+            (Resource::RiskyUsers, _) => identity::risky_user(&rec.raw),
+            (_, kind) => Err(Untracked(format!("unexpected {kind} object in an incidents list"))),
+        };
+        let (obs, subject): (Observed, _) = match viewed {
+            Ok(x) => x,
+            Err(Untracked(why)) => {
+                tracing::warn!(tenant = %self.tenant, %why, "forwarding an object the state engine cannot track");
+                self.count(&self.ctx.metrics.graph.change_events, "untracked");
+                b.push_record(self.offset, index, rec, None);
+                return;
+            }
+        };
+        if !is_alert {
+            *newest = (*newest).max(obs.t);
+        }
+        let verdict = self.filters.check(&subject);
+        let (map, rule) = match (is_alert, self.config.resource) {
+            (true, _) => (&mut state.alerts, Rule::Finding),
+            (false, Resource::Incidents) => (&mut state.items, Rule::Finding),
+            (false, _) => (&mut state.items, Rule::Risk),
+        };
+        match state::observe(map, &obs, rule, verdict.is_ok()) {
+            Outcome::Seen | Outcome::Unchanged => {
+                self.ctx
+                    .metrics
+                    .graph
+                    .unchanged_items
+                    .get_or_create(&self.labels())
+                    .inc();
+            }
+            Outcome::Changed { change_type, fields } => match verdict {
+                Err(reason) => self.count(&self.ctx.metrics.graph.filtered, reason),
+                Ok(()) => {
+                    self.count(&self.ctx.metrics.graph.change_events, &change_type);
+                    let change = Change {
+                        change_type: Arc::from(change_type),
+                        changed_fields: (!fields.is_empty()).then(|| Arc::from(fields)),
+                    };
+                    let mut rec = rec;
+                    if rec.tenant.is_none() {
+                        rec.tenant = Some(self.tenant.to_string());
+                    }
+                    b.push_record(self.offset, index, rec, Some(change));
+                }
+            },
+        }
+    }
+}
