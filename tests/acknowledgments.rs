@@ -274,3 +274,48 @@ async fn stalled_sink_bounds_what_is_read() {
     let store = FileCheckpointStore::open(&dir.path().join("data")).unwrap();
     assert!(store.list("files").unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_full_dead_letter_diverts_a_stalled_sink_without_holding_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let total = 3_000;
+    support::write_ndjson(&input, total);
+    let p = Pipeline::new(config(dir.path(), &input, 100)).with_sink(
+        "optional",
+        SinkCommon {
+            when_full: m365_forwarder::config::WhenFull::DeadLetter,
+            buffer_max_batches: std::num::NonZeroUsize::new(1),
+            ..common()
+        },
+        Box::new(StalledSink),
+    );
+    let metrics = p.metrics();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(p.run(shutdown.clone()));
+    // The stalled sink holds at most its buffer and one batch; the rest is dead-lettered,
+    // so the source reads everything.
+    let dl = dir.path().join("data/dead-letter.ndjson");
+    let start = std::time::Instant::now();
+    while metrics.summary().events_in < total as u64 || support::lines(&dl) < total - 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "read {} of {total}",
+            metrics.summary().events_in
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = std::fs::read_to_string(&dl).unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["reason"], "sink_buffer_full");
+    assert_eq!(first["stage"], "sink:optional");
+    // Held by the stalled sink: its buffer (1 batch) and the batch it is sending.
+    let diverted = support::lines(&dl);
+    assert!(diverted >= total - 200 && diverted < total, "{diverted} dead-lettered");
+}

@@ -136,6 +136,10 @@ fn version(payload: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_30s_loses_nothing_and_keeps_order_per_key() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn,librdkafka=warn")
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(dir.path());
     broker.create_topic("m365.incidents", 3);

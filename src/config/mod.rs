@@ -186,6 +186,22 @@ pub struct SinkCommon {
     /// excess waits (backpressure). Default: no limit.
     #[serde(default)]
     pub rate_limit_eps: Option<std::num::NonZeroU32>,
+    /// The sink's own buffer: batches waiting for it (default `pipeline.channel_capacity`).
+    #[serde(default)]
+    pub buffer_max_batches: Option<std::num::NonZeroUsize>,
+    /// What happens when that buffer is full: `block` (backpressure up to the sources, the
+    /// default) or `dead_letter` (the events go to the dead-letter file, so a slow optional
+    /// output never holds back the others; nothing is dropped).
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    #[default]
+    Block,
+    DeadLetter,
 }
 
 fn default_retry_initial_ms() -> u64 {
@@ -203,11 +219,21 @@ impl Default for SinkCommon {
             retry_initial_ms: default_retry_initial_ms(),
             retry_max_ms: default_retry_max_ms(),
             rate_limit_eps: None,
+            buffer_max_batches: None,
+            when_full: WhenFull::Block,
         }
     }
 }
 
-const SINK_COMMON_KEYS: [&str; 5] = ["inputs", "filter", "retry_initial_ms", "retry_max_ms", "rate_limit_eps"];
+const SINK_COMMON_KEYS: [&str; 7] = [
+    "inputs",
+    "filter",
+    "retry_initial_ms",
+    "retry_max_ms",
+    "rate_limit_eps",
+    "buffer_max_batches",
+    "when_full",
+];
 
 pub struct SourceEntry {
     pub name: String,

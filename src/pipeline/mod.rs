@@ -160,7 +160,7 @@ impl Pipeline {
         let mut routes = Vec::new();
         let mut sink_tasks = JoinSet::new();
         for (name, common, sink) in sinks {
-            let (tx, rx) = mpsc::channel(pc.channel_capacity);
+            let (tx, rx) = mpsc::channel(common.buffer_max_batches.map_or(pc.channel_capacity, |n| n.get()));
             let filter =
                 common
                     .filter
@@ -174,6 +174,7 @@ impl Pipeline {
                 sink: name.clone(),
                 inputs: common.inputs.clone(),
                 filter,
+                when_full: common.when_full,
                 tx,
             });
             let driver = SinkDriver {

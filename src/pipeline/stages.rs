@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::route::CompiledFilter;
 use crate::ack::{AckTracker, Status};
 use crate::checkpoint::{split_partition_id, CheckpointKey, CheckpointStore};
+use crate::config::WhenFull;
 use crate::deadletter::DeadLetter;
 use crate::event::{Batch, Event};
 use crate::normalize::Normalizer;
@@ -90,6 +91,7 @@ pub struct Route {
     pub sink: Arc<str>,
     pub inputs: Vec<String>,
     pub filter: CompiledFilter,
+    pub when_full: WhenFull,
     pub tx: mpsc::Sender<Batch>,
 }
 
@@ -130,25 +132,8 @@ pub async fn run_router(
         }
         metrics.categories(&tallies);
 
-        if !quarantined.is_empty() {
-            let mut attempt = 0u32;
-            loop {
-                match dead_letter.write(&quarantined).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        attempt += 1;
-                        tracing::error!(error = %e, attempt, "dead-letter write failed; retrying");
-                        let delay = Duration::from_millis(200u64 << attempt.min(7));
-                        tokio::select! {
-                            _ = force.cancelled() => return,
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                    }
-                }
-            }
-            for e in &mut quarantined {
-                e.finalizer.mark(Status::Rejected);
-            }
+        if !quarantined.is_empty() && !dead_letter_until_written(&dead_letter, &mut quarantined, &force).await {
+            return;
         }
 
         let mut routed = vec![false; good.len()];
@@ -165,6 +150,28 @@ pub async fn run_router(
             if copies.is_empty() {
                 continue;
             }
+            let copies = match route.when_full {
+                WhenFull::Block => copies,
+                WhenFull::DeadLetter => match route.tx.try_send(copies) {
+                    Ok(()) => continue,
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        tracing::error!(sink = %route.sink, "sink stopped; its events stay unacknowledged");
+                        continue;
+                    }
+                    Err(mpsc::error::TrySendError::Full(mut copies)) => {
+                        let stage: Arc<str> = Arc::from(format!("sink:{}", route.sink));
+                        for e in copies.iter_mut() {
+                            e.quarantine(
+                                stage.clone(),
+                                "sink_buffer_full",
+                                "the sink's buffer was full (when_full = \"dead_letter\")".into(),
+                            );
+                        }
+                        dead_letter_until_written(&dead_letter, &mut copies, &force).await;
+                        continue;
+                    }
+                },
+            };
             // Waits while the sink is behind: backpressure up to the sources.
             if route.tx.send(copies).await.is_err() {
                 tracing::error!(sink = %route.sink, "sink stopped; its events stay unacknowledged");
@@ -187,6 +194,25 @@ pub async fn run_router(
                 .inc_by(n);
         }
     }
+}
+
+/// Write `events` to the dead-letter file, retrying until it works, then mark them
+/// `Rejected`. False when forced to stop first (the events stay unacknowledged).
+async fn dead_letter_until_written(dead_letter: &DeadLetter, events: &mut [Event], force: &CancellationToken) -> bool {
+    let mut attempt = 0u32;
+    while let Err(e) = dead_letter.write(events).await {
+        attempt += 1;
+        tracing::error!(error = %e, attempt, "dead-letter write failed; retrying");
+        let delay = Duration::from_millis(200u64 << attempt.min(7));
+        tokio::select! {
+            _ = force.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    for e in events.iter_mut() {
+        e.finalizer.mark(Status::Rejected);
+    }
+    true
 }
 
 /// Writes the checkpoints a source's tracker has made ready, every `interval` and once

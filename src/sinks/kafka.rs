@@ -175,6 +175,7 @@ impl SinkConfig for KafkaSinkConfig {
         tracing::info!(sink = name, bootstrap = %self.bootstrap_servers, topic = %self.topic, "kafka producer created");
         Ok(Box::new(KafkaSink {
             producer,
+            client_config: self.client_config(),
             topic: self.topic.clone(),
             headers: self.headers,
             encoder: encode::encoder(self.encoding, &self.encoder),
@@ -185,10 +186,24 @@ impl SinkConfig for KafkaSinkConfig {
 
 struct KafkaSink {
     producer: FutureProducer,
+    /// To build a new producer after a fatal error (e.g. the broker lost the idempotent
+    /// producer's state): the undelivered messages are then sent with a new producer id.
+    client_config: ClientConfig,
     topic: String,
     headers: bool,
     encoder: Box<dyn Encoder>,
     buf: Vec<u8>,
+}
+
+impl KafkaSink {
+    fn renew_producer(&mut self) {
+        self.producer
+            .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        match self.client_config.create() {
+            Ok(p) => self.producer = p,
+            Err(e) => tracing::error!(error = %e, "cannot create a new kafka producer; keeping the old one"),
+        }
+    }
 }
 
 /// A Kafka topic name from the template, with characters Kafka refuses replaced by `_`.
@@ -379,12 +394,20 @@ impl Sink for KafkaSink {
                     }
                 }
             }
+            let fatal = self.producer.client().fatal_error();
+            if let Some((code, reason)) = &fatal {
+                tracing::error!(?code, %reason, "kafka producer hit a fatal error; creating a new producer");
+            }
             if !retry.is_empty() {
                 attempt += 1;
                 let err = last_error.unwrap_or_default();
                 tracing::warn!(failed = retry.len(), attempt, error = %err, "kafka deliveries failed; retrying those messages");
-                if attempt >= 3 && retry.len() == pending.len() {
-                    // Nothing gets through: hand back to the driver's backoff (health turns red).
+                if fatal.is_some() || (attempt >= 3 && retry.len() == pending.len()) {
+                    // Nothing gets through. A broker that restarted may have lost this
+                    // producer id's sequence state and refuse it for good, so the next
+                    // attempt starts with a new producer (the messages are sent again anyway);
+                    // meanwhile the driver backs off and health turns red.
+                    self.renew_producer();
                     return Err(SinkError::Unavailable {
                         kind: "kafka_delivery",
                         message: err,
