@@ -183,7 +183,7 @@ async fn broker_down_30s_loses_nothing_and_keeps_order_per_key() {
 
     let got = tokio::task::spawn_blocking({
         let b = broker.bootstrap();
-        move || consume(&b, &["m365.incidents"], total, Duration::from_secs(120))
+        move || consume(&b, &["m365.incidents"], total + 200, Duration::from_secs(180))
     })
     .await
     .unwrap();

@@ -486,7 +486,8 @@ mod tests {
     fn key_is_entity_then_uid() {
         assert_eq!(
             message_key(&event(EventKind::Alert, "GraphAlert", Some("3106"))).as_deref(),
-            Some("3106")
+            Some("t1:3106"),
+            "scoped by tenant so one topic can carry many tenants"
         );
         assert_eq!(
             message_key(&event(EventKind::SignIn, "SignInLogs", None)).as_deref(),

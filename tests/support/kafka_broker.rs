@@ -130,7 +130,9 @@ impl Consumed {
     }
 }
 
-/// Read `topics` from the beginning until `want` messages arrived or `timeout` passed.
+/// Read `topics` from the beginning until `want` messages arrived, `timeout` passed, or
+/// nothing new came for 10 s after the first message (so a caller that allows duplicates
+/// can ask for more than it expects).
 pub fn consume(bootstrap: &str, topics: &[&str], want: usize, timeout: Duration) -> Vec<Consumed> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -142,8 +144,11 @@ pub fn consume(bootstrap: &str, topics: &[&str], want: usize, timeout: Duration)
     consumer.subscribe(topics).unwrap();
     let mut out = Vec::new();
     let start = Instant::now();
-    while out.len() < want && start.elapsed() < timeout {
+    let mut last = Instant::now();
+    while out.len() < want && start.elapsed() < timeout && (out.is_empty() || last.elapsed() < Duration::from_secs(10))
+    {
         if let Some(res) = consumer.poll(Duration::from_millis(200)) {
+            last = Instant::now();
             let m = res.unwrap();
             let headers = m
                 .headers()
