@@ -258,9 +258,9 @@ fn validator_rejects_events_that_break_ocsf() {
             "status_id",
         ),
         (
-            "observable type 13 (OCSF 1.6)",
+            "observable type not in OCSF 1.5.0",
             finding.clone(),
-            |e| e["observables"] = serde_json::json!([{"name": "x", "type_id": 13, "value": "cmd"}]),
+            |e| e["observables"] = serde_json::json!([{"name": "x", "type_id": 43, "value": "cmd"}]),
             "type_id",
         ),
         (
@@ -288,4 +288,35 @@ fn validator_rejects_events_that_break_ocsf() {
             v.stderr
         );
     }
+}
+
+/// schemas/ocsf/*.schema.json are what tests/ocsf/gen_schemas.py makes from the OCSF 1.5.0
+/// schema and the golden outputs today (regenerate and review when either changes).
+#[test]
+fn committed_json_schemas_match_the_generator() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(venv_python())
+        .arg(manifest("tests/ocsf/gen_schemas.py"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut n = 0;
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let committed = std::fs::read_to_string(manifest("schemas/ocsf").join(&name))
+            .unwrap_or_else(|_| panic!("schemas/ocsf/{name} is missing"));
+        assert_eq!(
+            committed,
+            std::fs::read_to_string(&p).unwrap(),
+            "schemas/ocsf/{name} is stale: run tests/ocsf/gen_schemas.py"
+        );
+        n += 1;
+    }
+    assert_eq!(
+        n,
+        std::fs::read_dir(manifest("schemas/ocsf")).unwrap().count(),
+        "no extra schema files"
+    );
 }

@@ -450,7 +450,7 @@ impl Observables {
                 .map(|(t, n, v)| {
                     let mut o = Map::new();
                     o.insert("name".into(), Value::String(n));
-                    o.insert("type_id".into(), Value::from(emitted_type_id(t)));
+                    o.insert("type_id".into(), Value::from(t));
                     o.insert("type".into(), Value::String(observable_caption(t).into()));
                     o.insert("value".into(), Value::String(v));
                     Value::Object(o)
@@ -470,18 +470,8 @@ pub(crate) mod obs {
     pub const FILE_NAME: u8 = 7;
     pub const HASH: u8 = 8;
     pub const RESOURCE_UID: u8 = 10;
-    /// Command Line (13) is an observable type from OCSF 1.6.0 on; in 1.5.0 it is emitted as
-    /// 99 Other with `type` "Command Line" (see [`super::emitted_type_id`]).
+    /// Observable of the dictionary attribute `cmd_line` (OCSF 1.5.0 `dictionary.json`).
     pub const COMMAND_LINE: u8 = 13;
-}
-
-/// The `type_id` written for an internal observable type: types OCSF 1.5.0 does not have
-/// become 99 Other (their caption stays in `type`).
-pub(crate) fn emitted_type_id(t: u8) -> u8 {
-    match t {
-        obs::COMMAND_LINE => 99,
-        t => t,
-    }
 }
 
 fn observable_caption(t: u8) -> &'static str {

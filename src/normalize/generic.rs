@@ -250,7 +250,7 @@ mod tests {
             "Trojan:PowerShell/Obfuse.A"
         );
         assert_eq!(e["unmapped"]["properties"]["ReportId"], 2214);
-        assert!(observed(&o, 99).contains(&"powershell.exe -NoProfile".to_owned()));
+        assert!(observed(&o, 13).contains(&"powershell.exe -NoProfile".to_owned()));
         assert!(observed(&o, 1).contains(&"ws-fin-0423.corp.fabrikam.example".to_owned()));
     }
 

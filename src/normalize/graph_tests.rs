@@ -204,7 +204,7 @@ fn defender_alert_with_device_process_file() {
     let hashes = observed(&o, 8);
     assert!(hashes.contains(&"87945818a97e1ea5db8740a527c14de4b3bf03731589573d4b8b2325a1a58892".to_owned()));
     assert!(observed(&o, 1).contains(&"ws-fin-0423.corp.fabrikam.example".to_owned()));
-    assert!(observed(&o, 99)[0].contains("invoice_Q4.ps1"));
+    assert!(observed(&o, 13)[0].contains("invoice_Q4.ps1"));
 }
 
 #[test]
