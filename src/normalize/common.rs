@@ -470,6 +470,7 @@ pub(crate) mod obs {
     pub const FILE_NAME: u8 = 7;
     pub const HASH: u8 = 8;
     pub const RESOURCE_UID: u8 = 10;
+    /// Observable of the dictionary attribute `cmd_line` (OCSF 1.5.0 `dictionary.json`).
     pub const COMMAND_LINE: u8 = 13;
 }
 

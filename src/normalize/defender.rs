@@ -191,7 +191,8 @@ fn new_finding(
     d.feature = ctx.meta.category.to_string();
     d.original_time = Some(original.to_owned());
     d.entity_key = Some(alert_id.to_owned());
-    d.status_id = Some(0);
+    // The stream carries no alert status; OCSF 1.5.0 findings have no "Unknown" status.
+    d.status_id = None;
     d.body.v("is_alert", true).s("message", r.Title.get());
     Ok((d, env.tenant()))
 }

@@ -223,13 +223,28 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
         .s("app_name", p.app_name.get().or(p.sp_name.get()));
     d.body.o("actor", actor);
 
+    // Authentication needs `service` or `dst_endpoint` (OCSF 1.5.0): the resource signed in
+    // to, else the application signed in to.
     let mut service = Obj::new();
-    service.s("uid", p.resource_id.get()).s("name", p.resource_name.get());
+    if p.resource_id.get().is_some() || p.resource_name.get().is_some() {
+        service.s("uid", p.resource_id.get()).s("name", p.resource_name.get());
+    } else {
+        service.s("uid", p.app_id.get()).s("name", p.app_name.get());
+    }
     d.body.o("service", service);
 
     let ip = p.ip.get().or(env.caller_ip.get());
     let mut src = Obj::new();
     src.s("ip", ip);
+    // A device without id or name is no OCSF `device` (an endpoint needs an identifier): its
+    // operating system is the client endpoint's.
+    let anonymous_device = p
+        .device
+        .as_ref()
+        .filter(|dev| dev.device_id.get().is_none() && dev.display_name.get().is_none());
+    if let Some(dev) = anonymous_device {
+        src.o("os", os_obj(dev.os.get()));
+    }
     if let Some(l) = p.location.as_ref() {
         src.o("location", l.to_obj());
     }
@@ -287,17 +302,21 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
     d.body.o("session", session);
 
     if let Some(dev) = p.device.as_ref() {
-        let mut device = Obj::new();
-        device
-            .s("uid", dev.device_id.get())
-            .s("name", dev.display_name.get())
-            .o("os", os_obj(dev.os.get()))
-            .b("is_compliant", dev.compliant.0)
-            .b("is_managed", dev.managed.0);
-        if device.has("uid") || device.has("name") || device.has("os") {
-            device.v("type_id", 0);
+        if dev.device_id.get().is_some() || dev.display_name.get().is_some() {
+            let mut device = Obj::new();
+            device
+                .s("uid", dev.device_id.get())
+                .s("name", dev.display_name.get())
+                .o("os", os_obj(dev.os.get()))
+                .b("is_compliant", dev.compliant.0)
+                .b("is_managed", dev.managed.0)
+                .v("type_id", 0);
             d.body.o("device", device);
             d.host_profile = true;
+        } else {
+            d.unmapped
+                .b("isCompliant", dev.compliant.0)
+                .b("isManaged", dev.managed.0);
         }
         d.unmapped
             .s("browser", dev.browser.get())
@@ -415,6 +434,20 @@ mod tests {
         assert!(observed(&o, 2).contains(&"203.0.113.77".to_owned()));
         assert!(observed(&o, 4).contains(&"alex.wilber@fabrikam.example".to_owned()));
         assert_eq!(e["raw_data"], recs[0].as_str());
+        // deviceDetail has neither id nor name: no OCSF device, the OS is the client's.
+        assert!(e.get("device").is_none());
+        assert_eq!(e["src_endpoint"]["os"]["name"], "Linux");
+        assert_eq!(e["unmapped"]["isCompliant"], false);
+    }
+
+    #[test]
+    fn without_resource_the_service_is_the_application() {
+        let n = normalizer();
+        let rec = r#"{"time":"2026-11-27T08:31:19Z","category":"NonInteractiveUserSignInLogs","properties":{"id":"s1","createdDateTime":"2026-11-27T08:31:19Z","userPrincipalName":"megan.bowen@fabrikam.example","appId":"d3590ed6-52b3-4102-aeff-aad2292ab01c","appDisplayName":"Microsoft Office","status":{"errorCode":0}}}"#;
+        let o = run(&n, "NonInteractiveUserSignInLogs", rec);
+        let e = ocsf(&o);
+        assert_eq!(e["service"]["name"], "Microsoft Office");
+        assert_eq!(e["service"]["uid"], "d3590ed6-52b3-4102-aeff-aad2292ab01c");
     }
 
     #[test]

@@ -299,6 +299,12 @@ pub(crate) fn map_incident(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, Normalize
             u.v("email_addr", a);
         }
         d.body.o("assignee", u);
+    } else {
+        // OCSF 1.5.0 requires `assignee` or `assignee_group`; Defender's queue calls an
+        // incident without assignee "Unassigned".
+        let mut g = Obj::new();
+        g.v("name", "Unassigned");
+        d.body.o("assignee_group", g);
     }
 
     // Alerts: finding_info_list, attacks, time span, observables (users are learned).

@@ -35,6 +35,11 @@ fn incident_atypical_travel() {
     assert_eq!(e["status_id"], 1);
     assert_eq!(e["status"], "New");
     assert_eq!(e["message"], "Atypical travel involving one user");
+    assert!(e.get("assignee").is_none());
+    assert_eq!(
+        e["assignee_group"]["name"], "Unassigned",
+        "OCSF 1.5.0 needs one of the two"
+    );
     assert_eq!(e["finding_info_list"][0]["title"], "Atypical travel");
     assert_eq!(
         e["finding_info_list"][0]["uid_alt"],
@@ -68,6 +73,7 @@ fn incident_in_progress_with_assignee() {
     assert_eq!(e["status_id"], 2);
     assert_eq!(o.severity_id, 4);
     assert_eq!(e["assignee"]["email_addr"], "secops.analyst@fabrikam.example");
+    assert!(e.get("assignee_group").is_none());
     assert_eq!(e["metadata"]["labels"], serde_json::json!(["VIP", "Identity"]));
     assert_eq!(
         e["unmapped"]["comments"][0]["comment"],

@@ -242,6 +242,17 @@ impl Draft {
         o.insert("severity".into(), severity_caption(severity_id).into());
         o.insert("time".into(), time.ms.into());
         o.insert("timezone_offset".into(), 0.into());
+        // OCSF 1.5.0 finding status enums have no 0 Unknown: a Detection Finding leaves its
+        // (recommended) status out, an Incident Finding (status required) says 99 "Unknown".
+        let status_id = match (class, status_id) {
+            (Class::DetectionFinding, Some(0)) => None,
+            (Class::IncidentFinding, Some(0)) | (Class::IncidentFinding, None) => Some(99),
+            (_, s) => s,
+        };
+        let status = match (class, status_id, status) {
+            (Class::IncidentFinding, Some(99), None) => Some("Unknown".to_owned()),
+            (_, _, s) => s,
+        };
         if let Some(id) = status_id {
             o.insert("status_id".into(), id.into());
             let caption = match status {
