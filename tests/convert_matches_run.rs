@@ -98,6 +98,10 @@ fn convert_to_ocsf_gives_the_same_events_as_run() {
 enabled = false
 [dead_letter]
 path = {dl:?}
+# convert normalizes with one worker (input order, so cache-based user restoration is
+# repeatable); run it the same way to compare like with like.
+[pipeline]
+normalize_workers = 1
 [sources.input]
 type = "replay"
 format = "auto"

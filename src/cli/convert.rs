@@ -48,6 +48,12 @@ pub fn config_text(args: &ConvertArgs) -> String {
         std::env::temp_dir().to_string_lossy().into_owned().into(),
     );
     root.insert("api".into(), toml::Value::Table(toml::toml! { enabled = false }));
+    // One normalization worker: batches are normalized in input order, so user restoration
+    // from earlier records (the cache) gives the same answer on every run of the same files.
+    root.insert(
+        "pipeline".into(),
+        toml::Value::Table(toml::toml! { normalize_workers = 1 }),
+    );
     let mut dl = toml::Table::new();
     dl.insert("path".into(), args.dead_letter.to_string_lossy().into_owned().into());
     root.insert("dead_letter".into(), dl.into());
