@@ -83,7 +83,7 @@ librdkafka_options = {{ "security.protocol" = "SASL_PLAINTEXT", "sasl.mechanism"
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap());
     with_env(&mut run);
-    let mut child = run.spawn().unwrap();
+    let child = run.spawn().unwrap();
     // Let the sinks fail and retry, and the Graph poller fail to get a token, for a while.
     std::thread::sleep(Duration::from_secs(4));
     unsafe_kill(child.id(), 15);
