@@ -181,13 +181,15 @@ impl CheckpointStore for FileCheckpointStore {
     }
 
     fn list(&self, source: &str) -> Result<Vec<(CheckpointKey, String)>, CheckpointError> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(map
-            .iter()
-            .filter(|(k, _)| k.source == source)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(entries_of(&self.map.lock().unwrap_or_else(|e| e.into_inner()), source))
     }
+}
+
+fn entries_of(map: &BTreeMap<CheckpointKey, String>, source: &str) -> Vec<(CheckpointKey, String)> {
+    map.iter()
+        .filter(|(k, _)| k.source == source)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// A store that keeps nothing across runs (demo, convert, stdin).
@@ -210,12 +212,7 @@ impl CheckpointStore for MemoryCheckpointStore {
     }
 
     fn list(&self, source: &str) -> Result<Vec<(CheckpointKey, String)>, CheckpointError> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(map
-            .iter()
-            .filter(|(k, _)| k.source == source)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(entries_of(&self.map.lock().unwrap_or_else(|e| e.into_inner()), source))
     }
 }
 

@@ -57,6 +57,31 @@ fn format_issues(file: &Path, issues: &[ConfigIssue]) -> String {
     s
 }
 
+/// A component factory: name, its table (without `type`), key prefix → validated config.
+pub type Factory<T> = fn(&str, toml::Value, &str) -> Result<T, ConfigIssue>;
+
+/// Look `ty` up in a component registry and run its factory; an unknown type is an
+/// error at `prefix.type` listing the known ones. `kind` is "source" or "sink".
+pub fn build_component<T>(
+    registry: &[(&'static str, Factory<T>)],
+    kind: &str,
+    ty: &str,
+    name: &str,
+    table: toml::Value,
+    prefix: &str,
+) -> Result<T, Vec<ConfigIssue>> {
+    match registry.iter().find(|(n, _)| *n == ty) {
+        Some((_, factory)) => factory(name, table, prefix).map_err(|i| vec![i]),
+        None => {
+            let known: Vec<&str> = registry.iter().map(|(n, _)| *n).collect();
+            Err(vec![ConfigIssue::new(
+                format!("{prefix}.type"),
+                format!("unknown {kind} type `{ty}`, expected one of {}", known.join(", ")),
+            )])
+        }
+    }
+}
+
 /// Deserialize a component's table, reporting errors at `prefix.<key>`.
 pub fn typed<T: DeserializeOwned>(value: toml::Value, prefix: &str) -> Result<T, ConfigIssue> {
     serde_path_to_error::deserialize(value).map_err(|e| {

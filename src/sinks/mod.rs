@@ -104,7 +104,7 @@ pub trait SinkConfig: Send + Sync + fmt::Debug {
     fn build(&self, name: &str) -> Result<Box<dyn Sink>, SinkError>;
 }
 
-type Factory = fn(&str, toml::Value, &str) -> Result<Box<dyn SinkConfig>, ConfigIssue>;
+type Factory = crate::config::Factory<Box<dyn SinkConfig>>;
 
 /// Sink types by their `type` name. Add a connector here.
 const REGISTRY: &[(&str, Factory)] = &[
@@ -126,11 +126,5 @@ pub fn build_config(
     table: toml::Value,
     prefix: &str,
 ) -> Result<Box<dyn SinkConfig>, Vec<ConfigIssue>> {
-    match REGISTRY.iter().find(|(n, _)| *n == ty) {
-        Some((_, factory)) => factory(name, table, prefix).map_err(|i| vec![i]),
-        None => Err(vec![ConfigIssue::new(
-            format!("{prefix}.type"),
-            format!("unknown sink type `{ty}`, expected one of {}", types().join(", ")),
-        )]),
-    }
+    crate::config::build_component(REGISTRY, "sink", ty, name, table, prefix)
 }

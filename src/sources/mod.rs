@@ -87,7 +87,7 @@ pub trait Source: Send {
     }
 }
 
-type Factory = fn(&str, toml::Value, &str) -> Result<Box<dyn SourceConfig>, ConfigIssue>;
+type Factory = crate::config::Factory<Box<dyn SourceConfig>>;
 
 /// Source types by their `type` name. Add a connector here.
 const REGISTRY: &[(&str, Factory)] = &[
@@ -108,13 +108,7 @@ pub fn build_config(
     table: toml::Value,
     prefix: &str,
 ) -> Result<Box<dyn SourceConfig>, Vec<ConfigIssue>> {
-    match REGISTRY.iter().find(|(n, _)| *n == ty) {
-        Some((_, factory)) => factory(name, table, prefix).map_err(|i| vec![i]),
-        None => Err(vec![ConfigIssue::new(
-            format!("{prefix}.type"),
-            format!("unknown source type `{ty}`, expected one of {}", types().join(", ")),
-        )]),
-    }
+    crate::config::build_component(REGISTRY, "source", ty, name, table, prefix)
 }
 
 /// A change computed by a source's state engine, carried in the event metadata.
