@@ -14,9 +14,8 @@ mod lenient;
 mod mitre;
 mod ocsf;
 mod seen;
+mod tree;
 mod user_cache;
-
-use serde_json::Value;
 
 use crate::decode::time::TimeError;
 use crate::event::{EventMeta, Normalized};
@@ -26,6 +25,7 @@ pub use ocsf::OCSF_VERSION;
 use common::{hex128, Fnv128};
 use ocsf::Draft;
 use seen::SeenCache;
+pub(crate) use tree::Obj;
 use user_cache::{KnownUser, UserCache};
 
 /// Default bound of `raw_data` (bytes of the source record).
@@ -233,22 +233,17 @@ impl Normalizer {
         }
         let class_uid = d.class.uid();
         let (mut o, observables) = d.into_ocsf(&meta.category, meta.received_ms);
-        if let Some(obs) = observables.into_value() {
-            o.insert("observables".into(), obs);
-        }
-        o.insert("raw_data_size".into(), Value::from(raw.len() as u64));
+        o.ov("observables", observables.into_value());
+        o.v("raw_data_size", raw.len() as u64);
         if keep && fits {
             let text = match std::str::from_utf8(raw) {
                 Ok(t) => t.to_owned(),
                 Err(_) => String::from_utf8_lossy(raw).into_owned(),
             };
-            o.insert("raw_data".into(), Value::String(text));
+            o.v("raw_data", text);
         }
         NormalizeOutput {
-            normalized: Normalized {
-                class_uid,
-                ocsf: Value::Object(o),
-            },
+            normalized: Normalized::from_tree(class_uid, o),
             severity_id,
             event_ms,
             entity_key,
@@ -345,12 +340,12 @@ pub(crate) mod testutil {
     }
 
     pub fn ocsf(o: &NormalizeOutput) -> &Value {
-        &o.normalized.ocsf
+        o.normalized.ocsf()
     }
 
     /// Values of observables of a type.
     pub fn observed(o: &NormalizeOutput, type_id: u64) -> Vec<String> {
-        o.normalized.ocsf["observables"]
+        o.normalized.ocsf()["observables"]
             .as_array()
             .map(|a| {
                 a.iter()
@@ -434,7 +429,7 @@ mod tests {
         let mut m = meta("Whatever");
         m.change_type = Some("alert_added".into());
         let o = n.normalize(&m, br#"{"time":"2026-11-27T09:14:05Z"}"#).unwrap();
-        assert_eq!(o.normalized.ocsf["unmapped"]["change_type"], "alert_added");
+        assert_eq!(o.normalized.ocsf()["unmapped"]["change_type"], "alert_added");
     }
 
     #[test]

@@ -237,11 +237,7 @@ pub fn message_key(e: &Event) -> Option<String> {
             None => k.to_string(),
         });
     }
-    e.normalized
-        .as_ref()
-        .and_then(|n| n.ocsf.pointer("/metadata/uid"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
+    e.normalized.as_ref().and_then(|n| n.event_uid()).map(str::to_string)
 }
 
 fn headers_of(e: &Event) -> OwnedHeaders {
@@ -440,10 +436,10 @@ mod tests {
             change_type: None,
         };
         let mut e = Event::new(bytes::Bytes::from_static(b"{}"), meta, Finalizer::noop());
-        e.normalized = Some(Arc::new(Normalized {
-            class_uid: 2004,
-            ocsf: serde_json::json!({"metadata": {"uid": "u-1"}}),
-        }));
+        e.normalized = Some(Arc::new(Normalized::from_value(
+            2004,
+            serde_json::json!({"metadata": {"uid": "u-1"}}),
+        )));
         e
     }
 
@@ -462,7 +458,8 @@ mod tests {
     fn key_is_entity_then_uid() {
         assert_eq!(
             message_key(&event(EventKind::Alert, "GraphAlert", Some("3106"))).as_deref(),
-            Some("3106")
+            Some("t1:3106"),
+            "scoped by tenant"
         );
         assert_eq!(
             message_key(&event(EventKind::SignIn, "SignInLogs", None)).as_deref(),
