@@ -1,7 +1,12 @@
 //! Criterion benches of OCSF normalization per input kind, on the sample records in
 //! tests/data: `normalize/records` (records/s), `normalize/bytes` (input MB/s), and
 //! `normalize_serialize/records` (normalize plus writing the OCSF JSON line, what the `ocsf`
-//! encoder does). Run: `cargo bench --bench normalize`; figures in BENCHMARKS.md.
+//! encoder does). Times are the benchmark thread's CPU time (`support/cpu_time.rs`), so
+//! the figures are per core used even on a busy machine. Run: `cargo bench --bench normalize`;
+//! figures in BENCHMARKS.md.
+
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,7 +152,7 @@ fn meta(category: &str) -> EventMeta {
     }
 }
 
-fn bench(c: &mut Criterion) {
+fn bench(c: &mut Criterion<cpu_time::CpuTime>) {
     let kinds = kinds();
     let n = Normalizer::new(NormalizeOptions::default());
     for k in &kinds {
@@ -203,7 +208,7 @@ fn bench(c: &mut Criterion) {
                 for r in recs {
                     out.clear();
                     let o = n.normalize(&m, r).unwrap();
-                    serde_json::to_writer(&mut out, &o.normalized.ocsf).unwrap();
+                    o.normalized.write_json(&mut out).unwrap();
                     out.push(b'\n');
                     std::hint::black_box(&out);
                 }
@@ -216,6 +221,7 @@ fn bench(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default()
+        .with_measurement(cpu_time::CpuTime)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);

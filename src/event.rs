@@ -1,7 +1,7 @@
 //! The event that flows through the pipeline: raw bytes, metadata, normalized form and finalizer.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -145,12 +145,58 @@ pub struct Quarantine {
     pub detail: String,
 }
 
-/// The normalized (OCSF) form of an event.
+/// The normalized (OCSF) form of an event. The normalizer hands over the object it built;
+/// the JSON line is written straight from it ([`Normalized::write_json`]), and the
+/// `serde_json::Value` that attribute-reading encoders (CEF, LEEF, HEC) use is built on first
+/// use ([`Normalized::ocsf`]) and then shared by every sink.
 #[derive(Clone, Debug)]
 pub struct Normalized {
     pub class_uid: u32,
-    /// The OCSF event as a JSON object.
-    pub ocsf: serde_json::Value,
+    tree: Option<crate::normalize::Obj>,
+    value: OnceLock<serde_json::Value>,
+}
+
+impl Normalized {
+    /// From an OCSF event held as a JSON value.
+    pub fn from_value(class_uid: u32, ocsf: serde_json::Value) -> Normalized {
+        Normalized {
+            class_uid,
+            tree: None,
+            value: OnceLock::from(ocsf),
+        }
+    }
+
+    pub(crate) fn from_tree(class_uid: u32, tree: crate::normalize::Obj) -> Normalized {
+        Normalized {
+            class_uid,
+            tree: Some(tree),
+            value: OnceLock::new(),
+        }
+    }
+
+    /// The OCSF event as a JSON value (an object).
+    pub fn ocsf(&self) -> &serde_json::Value {
+        self.value.get_or_init(|| match &self.tree {
+            Some(t) => t.to_value(),
+            None => serde_json::Value::Null,
+        })
+    }
+
+    /// Append the OCSF event as compact JSON (no newline).
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        match &self.tree {
+            Some(t) => t.write_json(out),
+            None => serde_json::to_writer(out, self.ocsf()),
+        }
+    }
+
+    /// `metadata.uid`.
+    pub fn event_uid(&self) -> Option<&str> {
+        match &self.tree {
+            Some(t) => t.get_str_in("metadata", "uid"),
+            None => self.ocsf().pointer("/metadata/uid").and_then(|v| v.as_str()),
+        }
+    }
 }
 
 /// One event: raw bytes of one record, metadata, normalized form, and the finalizer

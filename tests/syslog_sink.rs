@@ -240,9 +240,9 @@ async fn cef_and_leef_escaping_cases_of_the_reference_end_to_end() {
     // LEEF 2.0 with `^` and LEEF 1.0 (tab): no escapes, so delimiters and line breaks in
     // values become spaces, and such a message says `altered=true`.
     let mut ev = incident_event();
-    let mut ocsf = ev.normalized.as_ref().unwrap().ocsf.clone();
+    let mut ocsf = ev.normalized.as_ref().unwrap().ocsf().clone();
     ocsf["finding_info_list"][0]["title"] = json!("Suspicious ^ script\twith tab");
-    ev.normalized = Some(Arc::new(Normalized { class_uid: 2005, ocsf }));
+    ev.normalized = Some(Arc::new(Normalized::from_value(2005, ocsf)));
     for (version, listener, port, framing) in [("2.0", "lf", ng.tcp_lf, "lf"), ("1.0", "tcp", ng.tcp, "octet_counting")]
     {
         let before = ng.received(listener).len();

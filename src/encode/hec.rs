@@ -276,11 +276,11 @@ impl Encoder for HecEncoder {
         if self.payload == HecPayload::Ocsf {
             match normalized {
                 None => return Err(EncodeError::NotNormalized),
-                Some(n) if !n.ocsf.is_object() => return Err(EncodeError::InvalidOcsf),
+                Some(n) if !n.ocsf().is_object() => return Err(EncodeError::InvalidOcsf),
                 _ => {}
             }
         }
-        let view = normalized.map(|n| View::new(&n.ocsf, meta));
+        let view = normalized.map(|n| View::new(n.ocsf(), meta));
         let time = view.map_or(meta.event_ms.unwrap_or(meta.received_ms), |v| v.time_ms());
         let tenant = view.map_or(meta.tenant.as_deref(), |v| v.tenant());
         let start = out.len();
@@ -300,7 +300,7 @@ impl Encoder for HecEncoder {
         }
         out.extend_from_slice(b",\"event\":");
         let altered = match (self.payload, normalized) {
-            (HecPayload::Ocsf, Some(n)) => serde_json::to_writer(&mut *out, &n.ocsf).map(|_| false),
+            (HecPayload::Ocsf, Some(n)) => n.write_json(out).map(|_| false),
             _ => match self.write_raw(out, event) {
                 Ok(a) => Ok(a),
                 Err(e) => {

@@ -52,15 +52,20 @@ fn write_without(out: &mut Vec<u8>, obj: &Map<String, Value>, skip: &[&str]) -> 
 impl Encoder for OcsfEncoder {
     fn encode_reserving(&self, event: &Event, out: &mut Vec<u8>, reserve: usize) -> Result<EncodeReport, EncodeError> {
         let n = event.normalized.as_deref().ok_or(EncodeError::NotNormalized)?;
-        let obj = n.ocsf.as_object().ok_or(EncodeError::InvalidOcsf)?;
         let start = out.len();
         let max = self.max.map(|m| m.saturating_sub(reserve));
         let r = (|| {
-            serde_json::to_writer(&mut *out, obj)?;
+            // Written straight from the normalizer's object; the JSON value is only built
+            // when the line is too large and attributes must be dropped.
+            n.write_json(out)?;
+            if out.get(start) != Some(&b'{') {
+                return Err(EncodeError::InvalidOcsf);
+            }
             let size = out.len() - start;
             let Some(m) = max.filter(|&m| size > m) else {
                 return Ok(EncodeReport::one(false, false));
             };
+            let obj = n.ocsf().as_object().ok_or(EncodeError::InvalidOcsf)?;
             for skip in DROPPABLE {
                 if !skip.iter().any(|k| obj.contains_key(*k)) {
                     continue;

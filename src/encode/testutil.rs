@@ -33,10 +33,10 @@ pub(crate) fn meta(kind: EventKind, category: &str) -> EventMeta {
 pub(crate) fn event(kind: EventKind, category: &str, raw: &str, ocsf: Option<Value>) -> Event {
     let mut e = Event::new(Bytes::from(raw.to_owned()), meta(kind, category), Finalizer::noop());
     e.normalized = ocsf.map(|o| {
-        Arc::new(Normalized {
-            class_uid: o.get("class_uid").and_then(Value::as_u64).unwrap_or(0) as u32,
-            ocsf: o,
-        })
+        Arc::new(Normalized::from_value(
+            o.get("class_uid").and_then(Value::as_u64).unwrap_or(0) as u32,
+            o,
+        ))
     });
     e
 }

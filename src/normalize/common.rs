@@ -2,6 +2,7 @@
 //! object builder, OCSF object builders (user, location, endpoint, OS), enum maps, the stable
 //! FNV-1a 128 hash and the observables collector.
 
+pub(crate) use super::tree::Obj;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -112,70 +113,6 @@ pub(crate) fn pick_time<'s>(cands: &[(&'static str, &'s Str<'_>)]) -> Result<(Pa
 /// simply left out.
 pub(crate) fn time_ms(s: &Str<'_>) -> Option<i64> {
     s.get().and_then(|t| parse_time(t).ok()).map(|p| p.ms)
-}
-
-/// A tiny builder over a JSON object that skips absent values.
-#[derive(Default, Debug, Clone)]
-pub(crate) struct Obj(pub Map<String, Value>);
-
-impl Obj {
-    pub fn new() -> Obj {
-        Obj(Map::new())
-    }
-    /// Insert a string when present.
-    pub fn s(&mut self, k: &str, v: Option<&str>) -> &mut Obj {
-        if let Some(v) = v {
-            self.0.insert(k.to_owned(), Value::String(v.to_owned()));
-        }
-        self
-    }
-    /// Insert any value.
-    pub fn v(&mut self, k: &str, v: impl Into<Value>) -> &mut Obj {
-        self.0.insert(k.to_owned(), v.into());
-        self
-    }
-    /// Insert a value when present.
-    pub fn ov(&mut self, k: &str, v: Option<Value>) -> &mut Obj {
-        if let Some(v) = v {
-            self.0.insert(k.to_owned(), v);
-        }
-        self
-    }
-    pub fn i(&mut self, k: &str, v: Option<i64>) -> &mut Obj {
-        if let Some(v) = v {
-            self.0.insert(k.to_owned(), Value::from(v));
-        }
-        self
-    }
-    pub fn b(&mut self, k: &str, v: Option<bool>) -> &mut Obj {
-        if let Some(v) = v {
-            self.0.insert(k.to_owned(), Value::Bool(v));
-        }
-        self
-    }
-    /// Insert a nested object when it is not empty.
-    pub fn o(&mut self, k: &str, v: Obj) -> &mut Obj {
-        if !v.0.is_empty() {
-            self.0.insert(k.to_owned(), Value::Object(v.0));
-        }
-        self
-    }
-    /// Insert a non-empty array.
-    pub fn arr(&mut self, k: &str, v: Vec<Value>) -> &mut Obj {
-        if !v.is_empty() {
-            self.0.insert(k.to_owned(), Value::Array(v));
-        }
-        self
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-    pub fn has(&self, k: &str) -> bool {
-        self.0.contains_key(k)
-    }
-    pub fn into_value(self) -> Value {
-        Value::Object(self.0)
-    }
 }
 
 /// Strings of a list, as JSON, skipping absent entries.
@@ -492,10 +429,10 @@ fn observable_caption(t: u8) -> &'static str {
 
 /// Add the observables of an OCSF `user` object found at `path`.
 pub(crate) fn observe_user(obs: &mut Observables, path: &str, user: &Obj) {
-    if let Some(Value::String(n)) = user.0.get("name") {
+    if let Some(n) = user.get_str("name") {
         obs.add(obs::USER_NAME, &format!("{path}.name"), Some(n));
     }
-    if let Some(Value::String(e)) = user.0.get("email_addr") {
+    if let Some(e) = user.get_str("email_addr") {
         obs.add(obs::EMAIL, &format!("{path}.email_addr"), Some(e));
     }
 }

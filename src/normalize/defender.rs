@@ -483,12 +483,7 @@ pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeErr
         user.v("name", "unknown").v("type_id", 0);
     }
     observe_user(&mut d.observables, "user", &user);
-    let who = user
-        .0
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown")
-        .to_owned();
+    let who = user.get_str("name").unwrap_or("unknown").to_owned();
     d.body.o("user", user);
 
     let (src_ip, src_port, src_host, dst_host, dst_ip, dst_port) = if device_table {

@@ -214,7 +214,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
         d.unmapped.v("user_restored_from", "cache");
     }
     observe_user(&mut d.observables, "user", &user);
-    let user_name = user.0.get("name").and_then(|v| v.as_str()).map(str::to_owned);
+    let user_name = user.get_str("name").map(str::to_owned);
     d.body.o("user", user);
 
     let mut actor = Obj::new();

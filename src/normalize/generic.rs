@@ -174,7 +174,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
     }
     d.tenant = tenant;
     for (k, v) in rec {
-        d.unmapped.0.insert(k, v);
+        d.unmapped.insert_owned(k, v);
     }
     Ok(d)
 }

@@ -476,7 +476,7 @@ pub(crate) fn map_evidence(ctx: &Ctx<'_>, tenant: Option<&str>, items: &[&RawVal
                 if let Ok(Value::Object(mut all)) = serde_json::from_str::<Value>(raw.get()) {
                     all.remove("@odata.type");
                     for (k, v) in all {
-                        data.0.entry(k).or_insert(v);
+                        data.insert_absent(k, v);
                     }
                 }
             }

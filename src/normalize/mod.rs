@@ -14,9 +14,8 @@ mod lenient;
 mod mitre;
 mod ocsf;
 mod seen;
+mod tree;
 mod user_cache;
-
-use serde_json::Value;
 
 use crate::decode::time::TimeError;
 use crate::event::{EventMeta, Normalized};
@@ -26,6 +25,7 @@ pub use ocsf::OCSF_VERSION;
 use common::{hex128, Fnv128};
 use ocsf::Draft;
 use seen::SeenCache;
+pub(crate) use tree::Obj;
 use user_cache::{KnownUser, UserCache};
 
 /// Default bound of `raw_data` (bytes of the source record).
@@ -223,7 +223,7 @@ impl Normalizer {
             d.unmapped.v("change_type", ct);
         }
         if let Some(fields) = meta.changed_fields.as_deref().filter(|f| !f.is_empty()) {
-            d.unmapped.v("changed_fields", Value::from(fields.to_vec()));
+            d.unmapped.v("changed_fields", serde_json::Value::from(fields.to_vec()));
         }
         let keep = self.opts.raw_data == RawData::Keep;
         let fits = raw.len() <= self.opts.raw_data_max_bytes;
@@ -236,22 +236,17 @@ impl Normalizer {
         }
         let class_uid = d.class.uid();
         let (mut o, observables) = d.into_ocsf(&meta.category, meta.received_ms);
-        if let Some(obs) = observables.into_value() {
-            o.insert("observables".into(), obs);
-        }
-        o.insert("raw_data_size".into(), Value::from(raw.len() as u64));
+        o.ov("observables", observables.into_value());
+        o.v("raw_data_size", raw.len() as u64);
         if keep && fits {
             let text = match std::str::from_utf8(raw) {
                 Ok(t) => t.to_owned(),
                 Err(_) => String::from_utf8_lossy(raw).into_owned(),
             };
-            o.insert("raw_data".into(), Value::String(text));
+            o.v("raw_data", text);
         }
         NormalizeOutput {
-            normalized: Normalized {
-                class_uid,
-                ocsf: Value::Object(o),
-            },
+            normalized: Normalized::from_tree(class_uid, o),
             severity_id,
             event_ms,
             entity_key,
@@ -349,12 +344,12 @@ pub(crate) mod testutil {
     }
 
     pub fn ocsf(o: &NormalizeOutput) -> &Value {
-        &o.normalized.ocsf
+        o.normalized.ocsf()
     }
 
     /// Values of observables of a type.
     pub fn observed(o: &NormalizeOutput, type_id: u64) -> Vec<String> {
-        o.normalized.ocsf["observables"]
+        o.normalized.ocsf()["observables"]
             .as_array()
             .map(|a| {
                 a.iter()
@@ -438,13 +433,13 @@ mod tests {
         let mut m = meta("Whatever");
         m.change_type = Some("alert_added".into());
         let o = n.normalize(&m, br#"{"time":"2026-11-27T09:14:05Z"}"#).unwrap();
-        assert_eq!(o.normalized.ocsf["unmapped"]["change_type"], "alert_added");
-        assert!(o.normalized.ocsf["unmapped"].get("changed_fields").is_none());
+        assert_eq!(o.normalized.ocsf()["unmapped"]["change_type"], "alert_added");
+        assert!(o.normalized.ocsf()["unmapped"].get("changed_fields").is_none());
         m.change_type = Some("updated".into());
         m.changed_fields = Some(vec!["status".to_string(), "severity".to_string()].into());
         let o = n.normalize(&m, br#"{"time":"2026-11-27T09:14:05Z"}"#).unwrap();
         assert_eq!(
-            o.normalized.ocsf["unmapped"]["changed_fields"],
+            o.normalized.ocsf()["unmapped"]["changed_fields"],
             serde_json::json!(["status", "severity"])
         );
     }

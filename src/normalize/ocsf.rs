@@ -1,7 +1,7 @@
 //! The OCSF model used by the mappers: pinned version, classes with their captions, and the
 //! `Draft` every mapper fills before `mod.rs` adds the shared base-event attributes.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::common::{hex128, severity_caption, Obj, Observables};
 use crate::decode::time::ParsedTime;
@@ -198,7 +198,7 @@ impl Draft {
 
     /// Build the OCSF object: class attributes plus the base-event attributes.
     /// `log_name` is the input category; `processed_ms` the forwarder's receive time.
-    pub fn into_ocsf(self, log_name: &str, processed_ms: i64) -> (Map<String, Value>, Observables) {
+    pub fn into_ocsf(self, log_name: &str, processed_ms: i64) -> (Obj, Observables) {
         let Draft {
             class,
             activity_id,
@@ -221,27 +221,21 @@ impl Draft {
             observables,
             host_profile,
         } = self;
-        let mut o = body.0;
+        let mut o = Obj::new();
         let (cat_uid, cat_name) = class.category();
         let activity_name = activity_name.unwrap_or_else(|| class.activity_caption(activity_id).to_owned());
-        o.insert("class_uid".into(), class.uid().into());
-        o.insert("class_name".into(), class.name().into());
-        o.insert("category_uid".into(), cat_uid.into());
-        o.insert("category_name".into(), cat_name.into());
-        o.insert("activity_id".into(), activity_id.into());
-        o.insert(
-            "type_uid".into(),
-            (u64::from(class.uid()) * 100 + u64::from(activity_id)).into(),
-        );
-        o.insert(
-            "type_name".into(),
-            format!("{}: {}", class.name(), activity_name).into(),
-        );
-        o.insert("activity_name".into(), activity_name.into());
-        o.insert("severity_id".into(), severity_id.into());
-        o.insert("severity".into(), severity_caption(severity_id).into());
-        o.insert("time".into(), time.ms.into());
-        o.insert("timezone_offset".into(), 0.into());
+        o.v("class_uid", class.uid())
+            .v("class_name", class.name())
+            .v("category_uid", cat_uid)
+            .v("category_name", cat_name)
+            .v("activity_id", activity_id)
+            .v("type_uid", u64::from(class.uid()) * 100 + u64::from(activity_id))
+            .v("type_name", format!("{}: {}", class.name(), activity_name))
+            .v("activity_name", activity_name)
+            .v("severity_id", severity_id)
+            .v("severity", severity_caption(severity_id))
+            .v("time", time.ms)
+            .v("timezone_offset", 0);
         // OCSF 1.5.0 finding status enums have no 0 Unknown: a Detection Finding leaves its
         // (recommended) status out, an Incident Finding (status required) says 99 "Unknown".
         let status_id = match (class, status_id) {
@@ -254,13 +248,13 @@ impl Draft {
             (_, _, s) => s,
         };
         if let Some(id) = status_id {
-            o.insert("status_id".into(), id.into());
             let caption = match status {
                 Some(s) if id == 99 => s,
                 _ => class.status_caption(id).to_owned(),
             };
-            o.insert("status".into(), caption.into());
+            o.v("status_id", id).v("status", caption);
         }
+        o.append(body);
         let mut md = Obj::new();
         md.v("version", super::ocsf::OCSF_VERSION)
             .v("uid", hex128(uid))
@@ -282,10 +276,7 @@ impl Draft {
         if host_profile {
             md.v("profiles", vec![Value::from("host")]);
         }
-        o.insert("metadata".into(), md.into_value());
-        if !unmapped.is_empty() {
-            o.insert("unmapped".into(), unmapped.into_value());
-        }
+        o.o("metadata", md).o("unmapped", unmapped);
         (o, observables)
     }
 }
@@ -318,6 +309,7 @@ mod tests {
         );
         d.activity_id = 2;
         let (o, _) = d.into_ocsf("x", 0);
+        let o = o.into_value();
         assert_eq!(o["type_uid"], 200_402);
         assert_eq!(o["type_name"], "Detection Finding: Update");
         assert_eq!(o["category_uid"], 2);

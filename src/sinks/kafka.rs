@@ -252,11 +252,7 @@ pub fn message_key(e: &Event) -> Option<String> {
             None => k.to_string(),
         });
     }
-    e.normalized
-        .as_ref()
-        .and_then(|n| n.ocsf.pointer("/metadata/uid"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
+    e.normalized.as_ref().and_then(|n| n.event_uid()).map(str::to_string)
 }
 
 fn headers_of(e: &Event) -> OwnedHeaders {
@@ -464,10 +460,10 @@ mod tests {
             changed_fields: None,
         };
         let mut e = Event::new(bytes::Bytes::from_static(b"{}"), meta, Finalizer::noop());
-        e.normalized = Some(Arc::new(Normalized {
-            class_uid: 2004,
-            ocsf: serde_json::json!({"metadata": {"uid": "u-1"}}),
-        }));
+        e.normalized = Some(Arc::new(Normalized::from_value(
+            2004,
+            serde_json::json!({"metadata": {"uid": "u-1"}}),
+        )));
         e
     }
 

@@ -77,7 +77,7 @@ impl Sink for Collect {
                 entity: e.meta.entity_key.as_deref().map(str::to_string),
                 id: raw["id"].as_str().unwrap_or("").to_string(),
                 raw,
-                ocsf: e.normalized.as_ref().map(|n| n.ocsf.clone()),
+                ocsf: e.normalized.as_ref().map(|n| n.ocsf().clone()),
             });
         }
         Ok(SendReport::default())

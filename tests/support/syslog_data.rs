@@ -161,7 +161,7 @@ pub fn incident_event() -> Event {
         changed_fields: None,
     };
     let mut e = Event::new(bytes::Bytes::from_static(b"{}"), meta, Finalizer::noop());
-    e.normalized = Some(Arc::new(Normalized { class_uid: 2005, ocsf }));
+    e.normalized = Some(Arc::new(Normalized::from_value(2005, ocsf)));
     e
 }
 

@@ -1,0 +1,338 @@
+//! `Obj`: the JSON object the mappers build. An insertion-ordered list of (key, node) instead
+//! of a `serde_json::Map`: no tree inserts, no allocation for literal keys, and the OCSF JSON
+//! line is written straight from it. A `serde_json::Value` is only built when an encoder asks
+//! for one (`Normalized::ocsf`).
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+/// A member of an [`Obj`]: a JSON value, or a nested object under construction.
+#[derive(Debug, Clone)]
+pub(crate) enum Node {
+    Val(Value),
+    Obj(Obj),
+}
+
+/// A JSON object under construction. Keys are unique: inserting an existing key replaces its
+/// value (like `Map::insert`); absent values (`None`, empty objects and arrays) are skipped.
+#[derive(Default, Debug, Clone)]
+pub(crate) struct Obj {
+    items: Vec<(Cow<'static, str>, Node)>,
+    /// One bit per key hash: a key whose bit is clear is certainly new (no scan).
+    mask: [u64; 4],
+}
+
+fn bit(k: &str) -> (usize, u64) {
+    let b = k.as_bytes();
+    let at = |i: usize| usize::from(b.get(i).copied().unwrap_or(0));
+    let n = b.len();
+    let h = (n.wrapping_mul(37)
+        ^ at(0).wrapping_mul(7)
+        ^ at(n / 2).wrapping_mul(13)
+        ^ at(n.wrapping_sub(1)).wrapping_mul(3))
+        & 255;
+    (h >> 6, 1u64 << (h & 63))
+}
+
+/// JSON escape of each byte: 0 none, `u` as `\u00XX`, else the letter after the backslash.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[b'\n' as usize] = b'n';
+    t[b'\r' as usize] = b'r';
+    t[b'\t' as usize] = b't';
+    t[0x08] = b'b';
+    t[0x0c] = b'f';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Whether any of the 8 bytes of `w` needs escaping (below 0x20, `"` or `\\`).
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let below_space = w.wrapping_sub(LO * 0x20) & !w & HI;
+    (below_space | has_zero(w ^ (LO * u64::from(b'"'))) | has_zero(w ^ (LO * u64::from(b'\\')))) != 0
+}
+
+/// Append `s` as a JSON string (same output as serde_json).
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        // Skip clean 8-byte words without looking at each byte.
+        if i + 8 <= bytes.len() {
+            let w = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
+            if !word_needs_escape(w) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        let e = ESCAPE[usize::from(b)];
+        if e != 0 {
+            out.extend_from_slice(&bytes[start..i]);
+            if e == b'u' {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 15)]);
+            } else {
+                out.push(b'\\');
+                out.push(e);
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+impl Obj {
+    pub fn new() -> Obj {
+        Obj::default()
+    }
+
+    fn put(&mut self, k: Cow<'static, str>, n: Node) {
+        let (w, b) = bit(&k);
+        if self.mask[w] & b != 0 {
+            if let Some(slot) = self.items.iter_mut().find(|(x, _)| *x == k) {
+                slot.1 = n;
+                return;
+            }
+        }
+        self.mask[w] |= b;
+        if self.items.capacity() == 0 {
+            self.items.reserve(16);
+        }
+        self.items.push((k, n));
+    }
+
+    /// Insert a string when present.
+    pub fn s(&mut self, k: &'static str, v: Option<&str>) -> &mut Obj {
+        if let Some(v) = v {
+            self.put(Cow::Borrowed(k), Node::Val(Value::String(v.to_owned())));
+        }
+        self
+    }
+    /// Insert any value.
+    pub fn v(&mut self, k: &'static str, v: impl Into<Value>) -> &mut Obj {
+        self.put(Cow::Borrowed(k), Node::Val(v.into()));
+        self
+    }
+    /// Insert a value when present.
+    pub fn ov(&mut self, k: &'static str, v: Option<Value>) -> &mut Obj {
+        if let Some(v) = v {
+            self.put(Cow::Borrowed(k), Node::Val(v));
+        }
+        self
+    }
+    pub fn i(&mut self, k: &'static str, v: Option<i64>) -> &mut Obj {
+        if let Some(v) = v {
+            self.put(Cow::Borrowed(k), Node::Val(Value::from(v)));
+        }
+        self
+    }
+    pub fn b(&mut self, k: &'static str, v: Option<bool>) -> &mut Obj {
+        if let Some(v) = v {
+            self.put(Cow::Borrowed(k), Node::Val(Value::Bool(v)));
+        }
+        self
+    }
+    /// Insert a nested object when it is not empty.
+    pub fn o(&mut self, k: &'static str, v: Obj) -> &mut Obj {
+        if !v.is_empty() {
+            self.put(Cow::Borrowed(k), Node::Obj(v));
+        }
+        self
+    }
+    /// Insert a non-empty array.
+    pub fn arr(&mut self, k: &'static str, v: Vec<Value>) -> &mut Obj {
+        if !v.is_empty() {
+            self.put(Cow::Borrowed(k), Node::Val(Value::Array(v)));
+        }
+        self
+    }
+    /// Move every member of `other` in (replacing equal keys).
+    pub fn append(&mut self, other: Obj) {
+        for (k, n) in other.items {
+            self.put(k, n);
+        }
+    }
+    /// Insert under a key known only at run time (source field names), replacing.
+    pub fn insert_owned(&mut self, k: String, v: Value) {
+        self.put(Cow::Owned(k), Node::Val(v));
+    }
+    /// Insert under a run-time key unless the key is already there.
+    pub fn insert_absent(&mut self, k: String, v: Value) {
+        if !self.has(&k) {
+            self.put(Cow::Owned(k), Node::Val(v));
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+    pub fn has(&self, k: &str) -> bool {
+        let (w, b) = bit(k);
+        self.mask[w] & b != 0 && self.items.iter().any(|(x, _)| x == k)
+    }
+    /// A string member.
+    pub fn get_str(&self, k: &str) -> Option<&str> {
+        self.items.iter().find_map(|(x, n)| match n {
+            Node::Val(Value::String(s)) if x == k => Some(s.as_str()),
+            _ => None,
+        })
+    }
+    /// A string member of a nested object.
+    pub fn get_str_in(&self, obj: &str, k: &str) -> Option<&str> {
+        self.items.iter().find_map(|(x, n)| match n {
+            Node::Obj(o) if x == obj => o.get_str(k),
+            _ => None,
+        })
+    }
+
+    pub fn into_value(self) -> Value {
+        Value::Object(self.into_map())
+    }
+
+    fn into_map(self) -> Map<String, Value> {
+        let mut m = Map::new();
+        for (k, n) in self.items {
+            m.insert(k.into_owned(), n.into_value());
+        }
+        m
+    }
+
+    /// The object as a `serde_json::Value` (copying).
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        for (k, n) in &self.items {
+            let v = match n {
+                Node::Val(v) => v.clone(),
+                Node::Obj(o) => o.to_value(),
+            };
+            m.insert(k.to_string(), v);
+        }
+        Value::Object(m)
+    }
+
+    /// Append the object as compact JSON (members in insertion order).
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        out.push(b'{');
+        for (i, (k, n)) in self.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, k);
+            out.push(b':');
+            match n {
+                Node::Val(Value::String(s)) => write_str(out, s),
+                Node::Val(v) => serde_json::to_writer(&mut *out, v)?,
+                Node::Obj(o) => o.write_json(out)?,
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+impl Node {
+    fn into_value(self) -> Value {
+        match self {
+            Node::Val(v) => v,
+            Node::Obj(o) => o.into_value(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_unique_and_absent_values_skipped() {
+        let mut o = Obj::new();
+        o.s("a", Some("1"))
+            .s("b", None)
+            .v("a", 2)
+            .o("empty", Obj::new())
+            .arr("none", vec![]);
+        let mut inner = Obj::new();
+        inner.b("t", Some(true));
+        o.o("inner", inner);
+        o.insert_owned("dyn".to_owned(), Value::from("x"));
+        o.insert_absent("dyn".to_owned(), Value::from("y"));
+        o.insert_absent("new".to_owned(), Value::from("z"));
+        assert!(o.has("a") && !o.has("b") && !o.has("empty"));
+        let v = o.to_value();
+        assert_eq!(
+            v,
+            serde_json::json!({"a": 2, "inner": {"t": true}, "dyn": "x", "new": "z"})
+        );
+        let mut out = Vec::new();
+        o.write_json(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":2,"inner":{"t":true},"dyn":"x","new":"z"}"#
+        );
+        assert_eq!(o.get_str_in("inner", "t"), None);
+        assert_eq!(o.into_value(), v);
+    }
+
+    #[test]
+    fn many_keys_with_colliding_bits_stay_unique() {
+        let mut o = Obj::new();
+        let keys: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            o.insert_owned(k.clone(), Value::from(i));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            o.insert_owned(k.clone(), Value::from(i * 2));
+        }
+        let v = o.to_value();
+        assert_eq!(v.as_object().unwrap().len(), 200);
+        assert_eq!(v["k7"], 14);
+        let mut out = Vec::new();
+        o.write_json(&mut out).unwrap();
+        let back: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        for s in [
+            "",
+            "plain",
+            "a\"b\\c\nd\u{1}\u{1f}\t\r\u{8}\u{c}é€\u{7f}",
+            "\"",
+            "end\\",
+        ] {
+            let mut out = Vec::new();
+            write_str(&mut out, s);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(s).unwrap(),
+                "{s:?}"
+            );
+        }
+        let mut o = Obj::new();
+        o.s("q", Some("a\"b\\c\nd\u{1}"));
+        o.insert_owned("we\"ird".to_owned(), Value::Null);
+        let mut out = Vec::new();
+        o.write_json(&mut out).unwrap();
+        let back: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, o.to_value());
+    }
+}
