@@ -1,6 +1,6 @@
-//! Shared helpers: the Event Hub record envelope, tenant and time extraction, a small JSON
-//! object builder, OCSF object builders (user, location, endpoint, OS), enum maps, the stable
-//! FNV-1a 128 hash and the observables collector.
+//! Shared helpers: the Event Hub record envelope, tenant and time extraction, OCSF object
+//! builders (user, location, endpoint, OS; the object type itself is `tree::Obj`), enum maps,
+//! the stable FNV-1a 128 hash and the observables collector.
 
 pub(crate) use super::tree::Obj;
 use serde::Deserialize;
