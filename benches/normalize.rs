@@ -124,31 +124,14 @@ fn kinds() -> Vec<Kind> {
 }
 
 fn meta(category: &str) -> EventMeta {
-    let kind = match category {
-        "GraphIncident" => EventKind::Incident,
-        "GraphAlert" => EventKind::Alert,
-        "GraphRiskDetection" => EventKind::RiskDetection,
-        "GraphRiskyUser" => EventKind::RiskState,
-        c => EventKind::from_category(c),
-    };
     EventMeta {
-        source: Arc::from("bench"),
-        tenant: None,
-        category: Arc::from(category),
-        kind,
-        position: Position {
-            partition: Arc::from("0"),
-            offset: 0,
-            sequence: None,
-            index: 0,
-        },
         received_ms: 1_800_000_000_000,
-        event_ms: None,
-        severity_id: 0,
-        entity_key: None,
-        repaired: false,
-        change_type: None,
-        changed_fields: None,
+        ..EventMeta::new(
+            Arc::from("bench"),
+            category,
+            EventKind::from_category(category),
+            Position::at(Arc::from("0"), 0, 0),
+        )
     }
 }
 

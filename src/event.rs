@@ -74,6 +74,11 @@ impl EventKind {
             "RiskyUsers" | "RiskyServicePrincipals" => EventKind::RiskState,
             "MicrosoftGraphActivityLogs" => EventKind::GraphActivity,
             "AdvancedHunting-AlertInfo" | "AdvancedHunting-AlertEvidence" => EventKind::Alert,
+            // Categories the Graph decoder gives its objects.
+            "GraphIncident" => EventKind::Incident,
+            "GraphAlert" => EventKind::Alert,
+            "GraphRiskDetection" | "GraphServicePrincipalRiskDetection" => EventKind::RiskDetection,
+            "GraphRiskyUser" | "GraphRiskyServicePrincipal" => EventKind::RiskState,
             c if c.starts_with("AdvancedHunting-") => EventKind::Hunting,
             _ => EventKind::Generic,
         }
@@ -105,6 +110,18 @@ impl fmt::Display for Position {
     }
 }
 
+impl Position {
+    /// A position without a sequence number.
+    pub fn at(partition: Arc<str>, offset: u64, index: u32) -> Position {
+        Position {
+            partition,
+            offset,
+            sequence: None,
+            index,
+        }
+    }
+}
+
 /// Metadata that travels with every event.
 #[derive(Clone, Debug)]
 pub struct EventMeta {
@@ -132,6 +149,26 @@ pub struct EventMeta {
     /// Fields that changed since the last version the source emitted (Graph poller's
     /// `updated` / `resolved` events); OCSF `unmapped.changed_fields`.
     pub changed_fields: Option<Arc<[String]>>,
+}
+
+impl EventMeta {
+    /// Metadata of an event just read: received now, everything learned later unset.
+    pub fn new(source: Arc<str>, category: &str, kind: EventKind, position: Position) -> EventMeta {
+        EventMeta {
+            source,
+            tenant: None,
+            category: Arc::from(category),
+            kind,
+            position,
+            received_ms: now_ms(),
+            event_ms: None,
+            severity_id: 0,
+            entity_key: None,
+            repaired: false,
+            change_type: None,
+            changed_fields: None,
+        }
+    }
 }
 
 /// Why an event is quarantined instead of delivered.

@@ -10,23 +10,13 @@ use crate::event::{Event, EventKind, EventMeta, Normalized, Position};
 
 pub(crate) fn meta(kind: EventKind, category: &str) -> EventMeta {
     EventMeta {
-        source: Arc::from("graph"),
         tenant: Some(Arc::from("0f0e0d0c-0000-4000-8000-000000000001")),
-        category: Arc::from(category),
-        kind,
-        position: Position {
-            partition: Arc::from("p0"),
-            offset: 7,
-            sequence: None,
-            index: 0,
-        },
         received_ms: 1_732_698_900_000,
         event_ms: Some(1_732_698_845_123),
         severity_id: 4,
         entity_key: Some(Arc::from("123")),
-        repaired: false,
         change_type: Some(Arc::from("updated")),
-        changed_fields: None,
+        ..EventMeta::new(Arc::from("graph"), category, kind, Position::at(Arc::from("p0"), 7, 0))
     }
 }
 

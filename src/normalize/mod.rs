@@ -294,31 +294,14 @@ pub(crate) mod testutil {
     pub const TENANT: &str = "d13c513a-42f8-4da1-97b1-165f0971b7c4";
 
     pub fn meta(category: &str) -> EventMeta {
-        let kind = match category {
-            "GraphIncident" => EventKind::Incident,
-            "GraphAlert" => EventKind::Alert,
-            "GraphRiskDetection" => EventKind::RiskDetection,
-            "GraphRiskyUser" | "GraphRiskyServicePrincipal" => EventKind::RiskState,
-            c => EventKind::from_category(c),
-        };
         EventMeta {
-            source: Arc::from("test"),
-            tenant: None,
-            category: Arc::from(category),
-            kind,
-            position: Position {
-                partition: Arc::from("0"),
-                offset: 0,
-                sequence: None,
-                index: 0,
-            },
             received_ms: 1_800_000_000_000,
-            event_ms: None,
-            severity_id: 0,
-            entity_key: None,
-            repaired: false,
-            change_type: None,
-            changed_fields: None,
+            ..EventMeta::new(
+                Arc::from("test"),
+                category,
+                EventKind::from_category(category),
+                Position::at(Arc::from("0"), 0, 0),
+            )
         }
     }
 

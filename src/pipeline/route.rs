@@ -135,23 +135,9 @@ mod tests {
 
     fn meta(kind: EventKind, category: &str, sev: u8, tenant: Option<&str>) -> EventMeta {
         EventMeta {
-            source: Arc::from("s"),
             tenant: tenant.map(Arc::from),
-            category: Arc::from(category),
-            kind,
-            position: Position {
-                partition: Arc::from("p"),
-                offset: 0,
-                sequence: None,
-                index: 0,
-            },
-            received_ms: 0,
-            event_ms: None,
             severity_id: sev,
-            entity_key: None,
-            repaired: false,
-            change_type: None,
-            changed_fields: None,
+            ..EventMeta::new(Arc::from("s"), category, kind, Position::at(Arc::from("p"), 0, 0))
         }
     }
 

@@ -441,23 +441,10 @@ mod tests {
 
     fn event(kind: EventKind, category: &str, entity: Option<&str>) -> Event {
         let meta = EventMeta {
-            source: Arc::from("graph"),
             tenant: Some(Arc::from("t1")),
-            category: Arc::from(category),
-            kind,
-            position: Position {
-                partition: Arc::from("p"),
-                offset: 0,
-                sequence: None,
-                index: 0,
-            },
-            received_ms: 0,
-            event_ms: None,
             severity_id: 3,
             entity_key: entity.map(Arc::from),
-            repaired: false,
-            change_type: None,
-            changed_fields: None,
+            ..EventMeta::new(Arc::from("graph"), category, kind, Position::at(Arc::from("p"), 0, 0))
         };
         let mut e = Event::new(bytes::Bytes::from_static(b"{}"), meta, Finalizer::noop());
         e.normalized = Some(Arc::new(Normalized::from_value(

@@ -16,7 +16,7 @@ use crate::ack::{AckTracker, Finalizer};
 use crate::checkpoint::{CheckpointError, CheckpointKey, CheckpointStore};
 use crate::config::ConfigIssue;
 use crate::decode::{DecodeError, DecodedRecord, DecodedUnit};
-use crate::event::{now_ms, Batch, Event, EventKind, EventMeta, Position};
+use crate::event::{Batch, Event, EventKind, EventMeta, Position};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -143,25 +143,12 @@ impl BatchBuilder {
     }
 
     fn meta(&self, offset: u64, index: u32, category: &str, kind: EventKind) -> EventMeta {
-        EventMeta {
-            source: self.source.clone(),
-            tenant: None,
-            category: Arc::from(category),
+        EventMeta::new(
+            self.source.clone(),
+            category,
             kind,
-            position: Position {
-                partition: self.partition.clone(),
-                offset,
-                sequence: None,
-                index,
-            },
-            received_ms: now_ms(),
-            event_ms: None,
-            severity_id: 0,
-            entity_key: None,
-            repaired: false,
-            change_type: None,
-            changed_fields: None,
-        }
+            Position::at(self.partition.clone(), offset, index),
+        )
     }
 
     /// Add one decoded unit (or its decode error, which becomes a quarantined event

@@ -142,23 +142,17 @@ pub fn incident_event() -> Event {
         "evidences": [{"file": {"name": "a=b.ps1", "path": "C:\\Users\\kim\\a=b.ps1"}}]
     });
     let meta = EventMeta {
-        source: Arc::from("graph"),
         tenant: Some(Arc::from(TENANT)),
-        category: Arc::from("GraphIncident"),
-        kind: EventKind::Incident,
-        position: Position {
-            partition: Arc::from("p0"),
-            offset: 0,
-            sequence: None,
-            index: 0,
-        },
         received_ms: 1795770900000,
         event_ms: Some(1795770845123),
         severity_id: 4,
         entity_key: Some(Arc::from("4242")),
-        repaired: false,
-        change_type: None,
-        changed_fields: None,
+        ..EventMeta::new(
+            Arc::from("graph"),
+            "GraphIncident",
+            EventKind::Incident,
+            Position::at(Arc::from("p0"), 0, 0),
+        )
     };
     let mut e = Event::new(bytes::Bytes::from_static(b"{}"), meta, Finalizer::noop());
     e.normalized = Some(Arc::new(Normalized::from_value(2005, ocsf)));
