@@ -326,6 +326,9 @@ async fn read_stdin(ctx: &SourceContext, config: &ReplayConfig) -> Result<(), So
 }
 
 /// Read NDJSON units from a stream starting at byte `offset`.
+/// How long a partial batch waits for more input before it is sent.
+const FLUSH_IDLE: Duration = Duration::from_millis(5);
+
 async fn read_stream<R: AsyncRead + Unpin>(
     ctx: &SourceContext,
     mut reader: R,
@@ -392,6 +395,18 @@ async fn read_stream<R: AsyncRead + Unpin>(
             );
         }
         buf.reserve(128 * 1024);
+        // A partial batch waits at most FLUSH_IDLE for more input (a slow pipe or a file
+        // being appended to), then goes downstream: latency stays low at low rates.
+        if !b.is_empty() {
+            if let Ok(r) = tokio::time::timeout(FLUSH_IDLE, reader.read_buf(&mut buf)).await {
+                let n = r.map_err(|e| fatal(&ctx.name, format!("read error on {partition}: {e}")))?;
+                if n == 0 {
+                    eof = true;
+                }
+                continue;
+            }
+            ctx.send(b.take(&ctx.acks)).await?;
+        }
         let n = reader
             .read_buf(&mut buf)
             .await

@@ -41,6 +41,8 @@ pub struct Script {
     pub unhealthy: bool,
     /// An envelope containing this text, not followed by a digit, is invalid (code 6).
     pub poison: Option<String>,
+    /// Count indexed envelopes without keeping them (load runs).
+    pub count_only: bool,
 }
 
 /// One request to `/services/collector/event`, as answered.
@@ -73,6 +75,7 @@ struct Emu {
     accepted: u32,
     channels: HashMap<String, Channel>,
     indexed: Vec<Value>,
+    indexed_count: u64,
     log: Vec<Logged>,
     ack_queries: u32,
     health_checks: u32,
@@ -127,6 +130,13 @@ impl Emu {
             None => Err(reply(403, 4, "Invalid token")),
             Some((_, true)) => Err(reply(403, 1, "Token disabled")),
             Some((ack, false)) => Ok(*ack),
+        }
+    }
+
+    fn index(&mut self, envelopes: Vec<Value>) {
+        self.indexed_count += envelopes.len() as u64;
+        if !self.script.count_only {
+            self.indexed.extend(envelopes);
         }
     }
 
@@ -233,7 +243,7 @@ async fn event(State(st): State<Arc<Mutex<Emu>>>, uri: Uri, headers: HeaderMap, 
         log.events = envelopes.len();
         emu.accepted += 1;
         if !ack {
-            emu.indexed.extend(envelopes);
+            emu.index(envelopes);
             return Ok(reply(200, 0, "Success"));
         }
         let never = emu.accepted <= emu.script.never_ack_first;
@@ -278,7 +288,7 @@ async fn ack(State(st): State<Arc<Mutex<Emu>>>, uri: Uri, headers: HeaderMap, bo
         } else {
             answer.extend(ids.iter().map(|id| (id.to_string(), Value::Bool(false))));
         }
-        emu.indexed.extend(newly);
+        emu.index(newly);
         Ok(reply_json(200, json!({ "acks": answer })))
     })();
     r.unwrap_or_else(|e| e)
@@ -346,6 +356,11 @@ impl HecEmulator {
     /// Envelopes indexed so far.
     pub fn indexed(&self) -> Vec<Value> {
         self.state.lock().unwrap().indexed.clone()
+    }
+
+    /// How many envelopes were indexed so far (also with `count_only`).
+    pub fn indexed_count(&self) -> u64 {
+        self.state.lock().unwrap().indexed_count
     }
 
     pub fn log(&self) -> Vec<Logged> {

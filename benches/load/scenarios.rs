@@ -1,0 +1,326 @@
+//! Load scenarios: the forwarder (or the syslog-ng peer) as a child process, optionally
+//! pinned to one core, fed by the generator and measured by the probes.
+//! S1: records → normalize → CEF → TCP; S2: → Kafka (librdkafka mock cluster or a real
+//! broker); S3: → Splunk HEC emulator (gzip, indexer acknowledgment).
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::probe::{percentile_ms, sample, LineReceiver, RssWatch};
+use crate::records::{now_iso, Generator, Mix};
+
+/// The HEC token the forwarder is given (through the environment) in S3.
+pub const HEC_TOKEN: &str = "6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f";
+
+/// What a run is asked to do.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub forwarder: PathBuf,
+    pub samples: PathBuf,
+    pub work: PathBuf,
+    pub events: u64,
+    pub mix: Mix,
+    /// `taskset -c CORE` for the process under test.
+    pub core: Option<usize>,
+    /// Seconds of paced input at half the saturated rate for the latency figures; 0 = skip.
+    pub latency_secs: u64,
+    pub kafka_bootstrap: Option<String>,
+}
+
+/// One line of the report.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Figure {
+    pub scenario: String,
+    pub subject: String,
+    pub mix: String,
+    pub events: u64,
+    pub avg_record_bytes: usize,
+    pub secs: f64,
+    pub events_per_sec: f64,
+    pub mib_per_sec: f64,
+    pub cpu_secs_per_million: f64,
+    pub idle_rss_mb: f64,
+    pub peak_rss_mb: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub latency_rate: Option<f64>,
+}
+
+fn pinned(opts: &Opts, program: &Path) -> Command {
+    match opts.core {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(c.to_string()).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Writes `n` records as fast as the consumer takes them.
+fn feed(gen: &mut Generator, w: &mut impl Write, n: u64) {
+    let mut buf = Vec::with_capacity(1 << 20);
+    let time = now_iso();
+    let mut sent = 0;
+    while sent < n {
+        buf.clear();
+        while buf.len() < (1 << 20) - 8192 && sent < n {
+            gen.write_next(&mut buf, &time);
+            sent += 1;
+        }
+        w.write_all(&buf).expect("write to the process under test");
+    }
+    w.flush().ok();
+}
+
+/// Writes records at `rate` per second for `secs`, each stamped with its send time.
+fn feed_paced(gen: &mut Generator, w: &mut impl Write, rate: f64, secs: u64) -> u64 {
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut buf = Vec::with_capacity(1 << 16);
+    while start.elapsed() < Duration::from_secs(secs) {
+        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        if due > sent {
+            buf.clear();
+            let time = now_iso();
+            for _ in sent..due {
+                gen.write_next(&mut buf, &time);
+            }
+            w.write_all(&buf).expect("write to the process under test");
+            w.flush().ok();
+            sent = due;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    sent
+}
+
+fn write_config(opts: &Opts, name: &str, sink: &str) -> PathBuf {
+    let dir = opts.work.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        "data_dir = {data:?}\n[api]\nenabled = false\n[pipeline]\nbatch_max_events = 1000\n\
+         [normalize]\nraw_data = \"drop\"\n\
+         [sources.load]\ntype = \"replay\"\npaths = [\"-\"]\nformat = \"eventhub\"\n\n{sink}\n",
+        data = dir.join("data"),
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Forwarder {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Forwarder {
+    fn start(opts: &Opts, config: &Path) -> Forwarder {
+        let mut child = pinned(opts, &opts.forwarder)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .env("LOAD_HEC_TOKEN", HEC_TOKEN)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the forwarder");
+        let stdin = child.stdin.take();
+        std::thread::sleep(Duration::from_millis(500));
+        Forwarder { child, stdin }
+    }
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Closes the input and waits for the process to drain and exit.
+    fn finish(mut self) -> Instant {
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("wait for the forwarder");
+        assert!(status.success(), "forwarder exited with {status}");
+        Instant::now()
+    }
+}
+
+fn figure(scenario: &str, subject: &str, opts: &Opts, avg: usize, secs: f64, cpu: f64) -> Figure {
+    let eps = opts.events as f64 / secs;
+    Figure {
+        scenario: scenario.into(),
+        subject: subject.into(),
+        mix: opts.mix.label().into(),
+        events: opts.events,
+        avg_record_bytes: avg,
+        secs,
+        events_per_sec: eps,
+        mib_per_sec: eps * avg as f64 / (1024.0 * 1024.0),
+        cpu_secs_per_million: cpu / opts.events as f64 * 1e6,
+        ..Figure::default()
+    }
+}
+
+/// S1 for the forwarder: NDJSON on stdin → normalize → CEF (no syslog header, LF) → TCP.
+pub fn s1_forwarder(opts: &Opts) -> Figure {
+    let rx = LineReceiver::start(0);
+    let sink = format!(
+        "[sinks.out]\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\nmode = \"tcp\"\nencoding = \"cef\"\n\
+         [sinks.out.encoder.syslog]\nheader = \"none\"\nframing = \"lf\"\n",
+        rx.port
+    );
+    let config = write_config(opts, "s1-forwarder", &sink);
+    let mut gen = Generator::new(&opts.samples, opts.mix);
+    let avg = gen.average_bytes();
+    let mut fwd = Forwarder::start(opts, &config);
+    let idle = sample(fwd.pid()).unwrap_or_default();
+    let watch = RssWatch::start(fwd.pid());
+    let cpu0 = idle.cpu_secs;
+    let t0 = Instant::now();
+    let mut stdin = fwd.stdin.take().unwrap();
+    feed(&mut gen, &mut stdin, opts.events);
+    assert!(
+        rx.wait_for(opts.events, Duration::from_secs(600)),
+        "S1: {} of {} lines arrived",
+        rx.lines(),
+        opts.events
+    );
+    let secs = (rx.last().unwrap() - t0).as_secs_f64();
+    let cpu = sample(fwd.pid()).unwrap_or_default().cpu_secs - cpu0;
+    let mut f = figure("S1", "m365-forwarder", opts, avg, secs, cpu);
+    f.idle_rss_mb = idle.rss_kb as f64 / 1024.0;
+    if opts.latency_secs > 0 {
+        let rate = f.events_per_sec / 2.0;
+        rx.measure_latency(true);
+        let before = rx.lines();
+        let n = feed_paced(&mut gen, &mut stdin, rate, opts.latency_secs);
+        rx.wait_for(before + n, Duration::from_secs(60));
+        let mut l = rx.latencies_us();
+        f.p50_ms = percentile_ms(&mut l, 0.5);
+        f.p99_ms = percentile_ms(&mut l, 0.99);
+        f.latency_rate = Some(rate);
+    }
+    f.peak_rss_mb = watch.peak_kb() as f64 / 1024.0;
+    fwd.stdin = Some(stdin);
+    fwd.finish();
+    f
+}
+
+/// S1 for the peer: syslog-ng 3.38 with `shared/bench/syslog-ng-s1.conf` (TCP 5140 → 5141).
+pub fn s1_syslog_ng(opts: &Opts, conf: &Path) -> Figure {
+    let rx = LineReceiver::start(5141);
+    let dir = opts.work.join("s1-syslog-ng");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = pinned(opts, Path::new("syslog-ng"));
+    cmd.arg("-F")
+        .arg("-f")
+        .arg(conf)
+        .arg("-R")
+        .arg(dir.join("persist"))
+        .arg("-p")
+        .arg(dir.join("pid"))
+        .arg("-c")
+        .arg(dir.join("ctl"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("start syslog-ng");
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut conn = loop {
+        match TcpStream::connect("127.0.0.1:5140") {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("syslog-ng did not listen on 5140: {e}"),
+        }
+    };
+    // taskset execs syslog-ng: the child's pid is the daemon's.
+    let pid = child.id();
+    let mut gen = Generator::new(&opts.samples, opts.mix);
+    let avg = gen.average_bytes();
+    let idle = sample(pid).unwrap_or_default();
+    let watch = RssWatch::start(pid);
+    let t0 = Instant::now();
+    feed(&mut gen, &mut conn, opts.events);
+    let ok = rx.wait_for(opts.events, Duration::from_secs(600));
+    let secs = (rx.last().unwrap_or_else(Instant::now) - t0).as_secs_f64();
+    let cpu = sample(pid).unwrap_or_default().cpu_secs - idle.cpu_secs;
+    assert!(ok, "peer S1: {} of {} lines arrived", rx.lines(), opts.events);
+    let mut f = figure("S1", "syslog-ng 3.38", opts, avg, secs, cpu);
+    f.idle_rss_mb = idle.rss_kb as f64 / 1024.0;
+    if opts.latency_secs > 0 {
+        let rate = f.events_per_sec / 2.0;
+        rx.measure_latency(true);
+        let before = rx.lines();
+        let n = feed_paced(&mut gen, &mut conn, rate, opts.latency_secs);
+        rx.wait_for(before + n, Duration::from_secs(60));
+        let mut l = rx.latencies_us();
+        f.p50_ms = percentile_ms(&mut l, 0.5);
+        f.p99_ms = percentile_ms(&mut l, 0.99);
+        f.latency_rate = Some(rate);
+    }
+    f.peak_rss_mb = watch.peak_kb() as f64 / 1024.0;
+    drop(conn);
+    let _ = child.kill();
+    let _ = child.wait();
+    f
+}
+
+/// Runs the forwarder until stdin closes and every event is acknowledged by the sink:
+/// the time to exit is the time to deliver all (S2, S3).
+fn until_exit(opts: &Opts, scenario: &str, subject: &str, name: &str, sink: &str) -> Figure {
+    let config = write_config(opts, name, sink);
+    let mut gen = Generator::new(&opts.samples, opts.mix);
+    let avg = gen.average_bytes();
+    let mut fwd = Forwarder::start(opts, &config);
+    let pid = fwd.pid();
+    let idle = sample(pid).unwrap_or_default();
+    let watch = RssWatch::start(pid);
+    let t0 = Instant::now();
+    let mut stdin = fwd.stdin.take().unwrap();
+    feed(&mut gen, &mut stdin, opts.events);
+    // The last sample before exit: close enough for CPU per million at these sizes.
+    let cpu_probe = std::thread::spawn(move || {
+        let mut last = 0.0;
+        while let Some(s) = sample(pid) {
+            last = s.cpu_secs;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        last
+    });
+    fwd.stdin = Some(stdin);
+    let end = fwd.finish();
+    let cpu = cpu_probe.join().unwrap_or(0.0) - idle.cpu_secs;
+    let secs = (end - t0).as_secs_f64();
+    let mut f = figure(scenario, subject, opts, avg, secs, cpu);
+    f.idle_rss_mb = idle.rss_kb as f64 / 1024.0;
+    f.peak_rss_mb = watch.peak_kb() as f64 / 1024.0;
+    f
+}
+
+/// S2: → Kafka, OCSF JSON values, lz4; the librdkafka mock cluster unless a broker is given.
+pub fn s2_forwarder(opts: &Opts) -> Figure {
+    let (bootstrap, extra, subject) = match &opts.kafka_bootstrap {
+        Some(b) => (b.clone(), String::new(), "m365-forwarder → broker"),
+        None => (
+            "127.0.0.1:9".to_string(),
+            "[sinks.out.librdkafka_options]\n\"test.mock.num.brokers\" = \"1\"\n".to_string(),
+            "m365-forwarder → mock cluster",
+        ),
+    };
+    let sink = format!(
+        "[sinks.out]\ntype = \"kafka\"\nbootstrap_servers = \"{bootstrap}\"\ntopic = \"load\"\n\
+         encoding = \"ocsf\"\ncompression = \"lz4\"\n{extra}"
+    );
+    until_exit(opts, "S2", subject, "s2-forwarder", &sink)
+}
+
+/// S3: → a Splunk HEC endpoint (gzip batches, indexer acknowledgment) at `url`.
+pub fn s3_forwarder(opts: &Opts, url: &str) -> Figure {
+    let sink = format!(
+        "[sinks.out]\ntype = \"splunk_hec\"\nendpoint = \"{url}\"\ntoken = \"${{LOAD_HEC_TOKEN}}\"\n\
+         compression = \"gzip\"\nacknowledgements.poll_interval_ms = 200\n"
+    );
+    until_exit(opts, "S3", "m365-forwarder", "s3-forwarder", &sink)
+}

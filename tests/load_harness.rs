@@ -1,0 +1,97 @@
+//! The load harness (benches/load) runs end to end at a tiny size: S1 through a real TCP
+//! receiver and, when syslog-ng is installed, the peer; S2 to librdkafka's mock cluster;
+//! S3 to the HEC emulator. Figures are not asserted here (benchmarks are not timed tests):
+//! only that every event arrived and that the probes produced plausible readings.
+
+#[allow(dead_code)]
+#[path = "../benches/load/probe.rs"]
+mod probe;
+#[allow(dead_code)]
+#[path = "../benches/load/records.rs"]
+mod records;
+#[allow(dead_code)]
+#[path = "../benches/load/scenarios.rs"]
+mod scenarios;
+#[allow(dead_code)]
+#[path = "support/hec_emulator.rs"]
+mod hec_emulator;
+
+use std::path::PathBuf;
+
+fn opts(dir: &std::path::Path) -> scenarios::Opts {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    scenarios::Opts {
+        forwarder: PathBuf::from(env!("CARGO_BIN_EXE_m365-forwarder")),
+        samples: root.join("tests/data"),
+        work: dir.to_path_buf(),
+        events: 3000,
+        mix: records::Mix::Small,
+        core: None,
+        latency_secs: 1,
+        kafka_bootstrap: None,
+    }
+}
+
+#[test]
+fn generator_mixes_have_the_advertised_sizes_and_parse() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for (mix, lo, hi) in [(records::Mix::Small, 1200, 1800), (records::Mix::Large, 3000, 4200)] {
+        let mut g = records::Generator::new(&root, mix);
+        let avg = g.average_bytes();
+        assert!((lo..=hi).contains(&avg), "{mix:?}: average {avg} bytes");
+        let mut buf = Vec::new();
+        for _ in 0..50 {
+            g.write_next(&mut buf, &records::now_iso());
+        }
+        let lines: std::collections::HashSet<&[u8]> = buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        for l in &lines {
+            let v: serde_json::Value = serde_json::from_slice(l).expect("generated record is JSON");
+            assert!(v["category"].is_string() && v["time"].is_string(), "{v}");
+        }
+        assert_eq!(lines.len(), 50, "every record is distinct (id, address)");
+    }
+}
+
+#[test]
+fn s1_delivers_every_event_and_measures_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path());
+    let f = scenarios::s1_forwarder(&o);
+    assert_eq!(f.events, 3000);
+    assert!(f.events_per_sec > 0.0 && f.cpu_secs_per_million > 0.0, "{f:?}");
+    assert!(f.peak_rss_mb >= f.idle_rss_mb && f.idle_rss_mb > 1.0, "{f:?}");
+    let (p50, p99) = (f.p50_ms.expect("latency measured"), f.p99_ms.unwrap());
+    assert!(p50 <= p99 && p99 < 60_000.0, "{f:?}");
+}
+
+#[test]
+fn s1_peer_runs_when_syslog_ng_is_installed() {
+    if std::process::Command::new("syslog-ng").arg("--version").output().is_err() {
+        eprintln!("syslog-ng not installed: peer run skipped");
+        return;
+    }
+    let conf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/load/syslog-ng-s1.conf");
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    o.latency_secs = 0;
+    let f = scenarios::s1_syslog_ng(&o, &conf);
+    assert!(f.events_per_sec > 0.0, "{f:?}");
+}
+
+#[test]
+fn s2_mock_cluster_and_s3_hec_deliver_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path());
+    let f = scenarios::s2_forwarder(&o);
+    assert!(f.events_per_sec > 0.0, "{f:?}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let emu = rt.block_on(hec_emulator::HecEmulator::start(
+        &[(scenarios::HEC_TOKEN, true)],
+        hec_emulator::Script {
+            count_only: true,
+            ..Default::default()
+        },
+    ));
+    let f = scenarios::s3_forwarder(&o, &emu.url());
+    assert_eq!(emu.indexed_count(), 3000, "{f:?}");
+}
