@@ -183,9 +183,9 @@ pub struct Quarantine {
 }
 
 /// The normalized (OCSF) form of an event. The normalizer hands over the object it built;
-/// the JSON line is written straight from it ([`Normalized::write_json`]), and the
-/// `serde_json::Value` that attribute-reading encoders (CEF, LEEF, HEC) use is built on first
-/// use ([`Normalized::ocsf`]) and then shared by every sink.
+/// the JSON line is written straight from it ([`Normalized::write_json`]) and attribute-reading
+/// encoders (CEF, LEEF, HEC, syslog headers) read it in place; a `serde_json::Value` is only
+/// built when asked for ([`Normalized::ocsf`]) and then shared by every sink.
 #[derive(Clone, Debug)]
 pub struct Normalized {
     pub class_uid: u32,
@@ -217,6 +217,20 @@ impl Normalized {
             Some(t) => t.to_value(),
             None => serde_json::Value::Null,
         })
+    }
+
+    /// The OCSF event for attribute-reading encoders, without building a `Value` when the
+    /// normalizer's object is at hand.
+    pub(crate) fn root(&self) -> crate::encode::fields::Field<'_> {
+        match &self.tree {
+            Some(t) => crate::encode::fields::Field::Obj(t),
+            None => crate::encode::fields::Field::Val(self.ocsf()),
+        }
+    }
+
+    /// Whether the OCSF event is an object (encoders refuse anything else).
+    pub fn is_object(&self) -> bool {
+        self.tree.is_some() || self.ocsf().is_object()
     }
 
     /// Append the OCSF event as compact JSON (no newline).

@@ -103,7 +103,7 @@ fn write_config(opts: &Opts, name: &str, sink: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let text = format!(
-        "data_dir = {data:?}\n[api]\nenabled = false\n[pipeline]\nbatch_max_events = 1000\n\
+        "data_dir = {data:?}\n[api]\nenabled = false\n\
          [normalize]\nraw_data = \"drop\"\n\
          [sources.load]\ntype = \"replay\"\npaths = [\"-\"]\nformat = \"eventhub\"\n\n{sink}\n",
         data = dir.join("data"),

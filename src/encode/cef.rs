@@ -351,10 +351,10 @@ impl Builder for CefEncoder {
 impl Encoder for CefEncoder {
     fn encode_reserving(&self, event: &Event, out: &mut Vec<u8>, reserve: usize) -> Result<EncodeReport, EncodeError> {
         let n = event.normalized.as_deref().ok_or(EncodeError::NotNormalized)?;
-        if !n.ocsf().is_object() {
+        if !n.is_object() {
             return Err(EncodeError::InvalidOcsf);
         }
-        let v = View::new(n.ocsf(), &event.meta);
+        let v = View::new(n.root(), &event.meta);
         let max = self.max.map(|m| m.saturating_sub(reserve));
         let start = out.len();
         let r = encode_parts(self, &v, out, max, self.split);
@@ -559,7 +559,7 @@ mod tests {
         let ev = |o: Value, k| event(k, "SignInLogs", "{}", Some(o));
         let sig = |e: &Event| {
             let n = e.normalized.as_deref().unwrap();
-            signature(&View::new(n.ocsf(), &e.meta)).into_owned()
+            signature(&View::new(n.root(), &e.meta)).into_owned()
         };
         assert_eq!(
             sig(&ev(o.clone(), EventKind::RiskDetection)),

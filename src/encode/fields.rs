@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde_json::Value;
 
 use crate::event::{EventKind, EventMeta};
+use crate::normalize::{Node, Obj};
 
 /// Splits `a.b.c` into `a` and `b.c` (byte search; paths are ASCII).
 #[inline]
@@ -65,6 +66,75 @@ pub(crate) fn text_at<'a>(v: &'a Value, path: &str) -> Option<Cow<'a, str>> {
     as_text(at(v, path)?)
 }
 
+/// A node of an OCSF event: a JSON value, or an object of the normalizer's tree (read in
+/// place, no `Value` built).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Field<'a> {
+    Val(&'a Value),
+    Obj(&'a Obj),
+}
+
+impl<'a> From<&'a Node> for Field<'a> {
+    fn from(n: &'a Node) -> Field<'a> {
+        match n {
+            Node::Val(v) => Field::Val(v),
+            Node::Obj(o) => Field::Obj(o),
+        }
+    }
+}
+
+impl<'a> From<&'a Value> for Field<'a> {
+    fn from(v: &'a Value) -> Field<'a> {
+        Field::Val(v)
+    }
+}
+
+impl<'a> Field<'a> {
+    /// A member (objects) or an element (arrays, by decimal index).
+    pub fn member(self, seg: &str) -> Option<Field<'a>> {
+        match self {
+            Field::Obj(o) => o.get(seg).map(Field::from),
+            Field::Val(Value::Object(m)) => m.get(seg).map(Field::Val),
+            Field::Val(Value::Array(a)) => a.get(seg.parse::<usize>().ok()?).map(Field::Val),
+            Field::Val(_) => None,
+        }
+    }
+
+    /// The node at a dotted path below this one.
+    pub fn at(self, path: &str) -> Option<Field<'a>> {
+        let mut cur = self;
+        let mut rest = path;
+        loop {
+            let (seg, next) = split_head(rest);
+            cur = cur.member(seg)?;
+            match next {
+                Some(n) => rest = n,
+                None => return Some(cur),
+            }
+        }
+    }
+
+    /// The JSON value, when this node is one (not a tree object).
+    pub fn value(self) -> Option<&'a Value> {
+        match self {
+            Field::Val(v) => Some(v),
+            Field::Obj(_) => None,
+        }
+    }
+
+    fn each(self, mut f: impl FnMut(&'a str, Field<'a>)) {
+        match self {
+            Field::Obj(o) => o.iter().for_each(|(k, n)| f(k, Field::from(n))),
+            Field::Val(Value::Object(m)) => m.iter().for_each(|(k, v)| f(k, Field::Val(v))),
+            Field::Val(_) => {}
+        }
+    }
+
+    fn is_object(self) -> bool {
+        matches!(self, Field::Obj(_) | Field::Val(Value::Object(_)))
+    }
+}
+
 /// An IP address classified for formats that distinguish v4 and v6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Ip<'a> {
@@ -86,7 +156,7 @@ pub(crate) fn ip(s: &str) -> Option<Ip<'_>> {
 /// lookups of an encoder do not each search the top-level map.
 #[derive(Clone, Copy, Default)]
 struct Top<'a> {
-    slots: [Option<&'a Value>; TOP_KEYS.len()],
+    slots: [Option<Field<'a>>; TOP_KEYS.len()],
 }
 
 /// Top-level attributes the encoders read.
@@ -136,7 +206,7 @@ fn top_slot(key: &str) -> Option<usize> {
 /// An OCSF event together with its metadata, with the base attributes decoded once.
 #[derive(Clone, Copy)]
 pub(crate) struct View<'a> {
-    pub ocsf: &'a Value,
+    pub ocsf: Field<'a>,
     pub meta: &'a EventMeta,
     top: Top<'a>,
     class_uid: i64,
@@ -147,25 +217,23 @@ pub(crate) struct View<'a> {
 }
 
 impl<'a> View<'a> {
-    pub fn new(ocsf: &'a Value, meta: &'a EventMeta) -> View<'a> {
+    pub fn new(ocsf: impl Into<Field<'a>>, meta: &'a EventMeta) -> View<'a> {
+        let ocsf = ocsf.into();
         let mut top = Top::default();
         let (mut class_uid, mut activity_id, mut type_uid, mut severity, mut time) = (None, None, None, None, None);
-        if let Some(obj) = ocsf.as_object() {
-            for (k, v) in obj {
-                match k.as_str() {
-                    "class_uid" => class_uid = as_i64(v),
-                    "activity_id" => activity_id = as_i64(v),
-                    "type_uid" => type_uid = as_i64(v),
-                    "severity_id" => severity = as_i64(v),
-                    "time" => time = as_i64(v),
-                    k => {
-                        if let Some(i) = top_slot(k) {
-                            top.slots[i] = Some(v);
-                        }
-                    }
+        let int = |f: Field<'a>| f.value().and_then(as_i64);
+        ocsf.each(|k, v| match k {
+            "class_uid" => class_uid = int(v),
+            "activity_id" => activity_id = int(v),
+            "type_uid" => type_uid = int(v),
+            "severity_id" => severity = int(v),
+            "time" => time = int(v),
+            k => {
+                if let Some(i) = top_slot(k) {
+                    top.slots[i] = Some(v);
                 }
             }
-        }
+        });
         let class_uid = class_uid.unwrap_or(0);
         let activity_id = activity_id.unwrap_or(0);
         View {
@@ -183,17 +251,22 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The value at a dotted path.
-    pub fn get(&self, path: &str) -> Option<&'a Value> {
+    /// The node at a dotted path.
+    pub fn node(&self, path: &str) -> Option<Field<'a>> {
         let (head, rest) = split_head(path);
         let v = match top_slot(head) {
             Some(i) => self.top.slots[i]?,
-            None => self.ocsf.get(head)?,
+            None => self.ocsf.member(head)?,
         };
         match rest {
-            Some(r) => at(v, r),
+            Some(r) => v.at(r),
             None => Some(v),
         }
+    }
+
+    /// The JSON value at a dotted path (`None` for an object of the normalizer's tree).
+    pub fn get(&self, path: &str) -> Option<&'a Value> {
+        self.node(path)?.value()
     }
 
     pub fn str(&self, path: &str) -> Option<&'a str> {
@@ -286,8 +359,8 @@ impl<'a> View<'a> {
 
     /// The acting user (`actor.user`, else `user`) and, when both exist, the target `user`.
     pub fn users(&self) -> (UserRef<'a>, UserRef<'a>) {
-        let actor = UserRef::of(self.get("actor.user"));
-        let user = UserRef::of(self.get("user"));
+        let actor = UserRef::of(self.node("actor.user"));
+        let user = UserRef::of(self.node("user"));
         if actor.is_some() {
             (actor, user)
         } else {
@@ -316,11 +389,12 @@ pub(crate) struct UserRef<'a> {
 }
 
 impl<'a> UserRef<'a> {
-    pub fn of(v: Option<&'a Value>) -> UserRef<'a> {
-        match v {
+    pub fn of(v: Option<Field<'a>>) -> UserRef<'a> {
+        let s = |u: Field<'a>, k: &str| u.member(k)?.value()?.as_str().filter(|s| !s.is_empty());
+        match v.filter(|u| u.is_object()) {
             Some(u) => UserRef {
-                name: str_at(u, "name").or_else(|| str_at(u, "email_addr")),
-                uid: str_at(u, "uid"),
+                name: s(u, "name").or_else(|| s(u, "email_addr")),
+                uid: s(u, "uid"),
             },
             None => UserRef::default(),
         }

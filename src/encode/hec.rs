@@ -276,11 +276,11 @@ impl Encoder for HecEncoder {
         if self.payload == HecPayload::Ocsf {
             match normalized {
                 None => return Err(EncodeError::NotNormalized),
-                Some(n) if !n.ocsf().is_object() => return Err(EncodeError::InvalidOcsf),
+                Some(n) if !n.is_object() => return Err(EncodeError::InvalidOcsf),
                 _ => {}
             }
         }
-        let view = normalized.map(|n| View::new(n.ocsf(), meta));
+        let view = normalized.map(|n| View::new(n.root(), meta));
         let time = view.map_or(meta.event_ms.unwrap_or(meta.received_ms), |v| v.time_ms());
         let tenant = view.map_or(meta.tenant.as_deref(), |v| v.tenant());
         let start = out.len();

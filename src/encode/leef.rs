@@ -394,10 +394,10 @@ impl Builder for LeefEncoder {
 impl Encoder for LeefEncoder {
     fn encode_reserving(&self, event: &Event, out: &mut Vec<u8>, reserve: usize) -> Result<EncodeReport, EncodeError> {
         let n = event.normalized.as_deref().ok_or(EncodeError::NotNormalized)?;
-        if !n.ocsf().is_object() {
+        if !n.is_object() {
             return Err(EncodeError::InvalidOcsf);
         }
-        let v = View::new(n.ocsf(), &event.meta);
+        let v = View::new(n.root(), &event.meta);
         let max = self.max.map(|m| m.saturating_sub(reserve));
         let start = out.len();
         let r = encode_parts(self, &v, out, max, self.split);

@@ -10,7 +10,7 @@
 //! On error an encoder leaves `out` exactly as it found it.
 
 pub mod cef;
-mod fields;
+pub(crate) mod fields;
 mod framing;
 pub mod hec;
 mod json;

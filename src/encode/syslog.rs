@@ -305,7 +305,7 @@ impl SyslogWriter {
         let meta = &event.meta;
         let (time, sev) = match event.normalized.as_deref() {
             Some(n) => {
-                let v = View::new(n.ocsf(), meta);
+                let v = View::new(n.root(), meta);
                 (v.time_ms(), v.severity_id())
             }
             None => (meta.event_ms.unwrap_or(meta.received_ms), meta.severity_id),

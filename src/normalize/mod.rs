@@ -25,7 +25,7 @@ pub use ocsf::OCSF_VERSION;
 use common::{hex128, Fnv128};
 use ocsf::Draft;
 use seen::SeenCache;
-pub(crate) use tree::Obj;
+pub(crate) use tree::{Node, Obj};
 use user_cache::{KnownUser, UserCache};
 
 /// Default bound of `raw_data` (bytes of the source record).

@@ -188,6 +188,18 @@ impl Obj {
         let (w, b) = bit(k);
         self.mask[w] & b != 0 && self.items.iter().any(|(x, _)| x == k)
     }
+    /// A member by key.
+    pub fn get(&self, k: &str) -> Option<&Node> {
+        let (w, b) = bit(k);
+        if self.mask[w] & b == 0 {
+            return None;
+        }
+        self.items.iter().find(|(x, _)| x == k).map(|(_, n)| n)
+    }
+    /// Members in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.items.iter().map(|(k, n)| (&**k, n))
+    }
     /// A string member.
     pub fn get_str(&self, k: &str) -> Option<&str> {
         self.items.iter().find_map(|(x, n)| match n {

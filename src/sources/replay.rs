@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
@@ -327,7 +327,9 @@ async fn read_stdin(ctx: &SourceContext, config: &ReplayConfig) -> Result<(), So
 
 /// Read NDJSON units from a stream starting at byte `offset`.
 /// How long a partial batch waits for more input before it is sent.
-const FLUSH_IDLE: Duration = Duration::from_millis(5);
+const FLUSH_IDLE: Duration = Duration::from_millis(2);
+/// The longest a batch collects events from a continuous stream before it is sent.
+const BATCH_MAX_AGE: Duration = Duration::from_millis(10);
 
 async fn read_stream<R: AsyncRead + Unpin>(
     ctx: &SourceContext,
@@ -340,6 +342,7 @@ async fn read_stream<R: AsyncRead + Unpin>(
     let mut buf = BytesMut::with_capacity(256 * 1024);
     let mut b = BatchBuilder::new(ctx.name.clone(), partition.clone(), ctx.batch_max_events);
     let mut eof = false;
+    let mut started: Option<Instant> = None;
     loop {
         // Cut every complete line out of the buffer.
         while let Some(nl) = buf.iter().position(|&c| c == b'\n') {
@@ -397,15 +400,22 @@ async fn read_stream<R: AsyncRead + Unpin>(
         buf.reserve(128 * 1024);
         // A partial batch waits at most FLUSH_IDLE for more input (a slow pipe or a file
         // being appended to), then goes downstream: latency stays low at low rates.
-        if !b.is_empty() {
-            if let Ok(r) = tokio::time::timeout(FLUSH_IDLE, reader.read_buf(&mut buf)).await {
-                let n = r.map_err(|e| fatal(&ctx.name, format!("read error on {partition}: {e}")))?;
-                if n == 0 {
-                    eof = true;
+        // A batch is sent at the latest BATCH_MAX_AGE after it started.
+        if b.is_empty() {
+            started = None;
+        } else {
+            let left = BATCH_MAX_AGE.saturating_sub(started.get_or_insert_with(Instant::now).elapsed());
+            if !left.is_zero() {
+                if let Ok(r) = tokio::time::timeout(FLUSH_IDLE.min(left), reader.read_buf(&mut buf)).await {
+                    let n = r.map_err(|e| fatal(&ctx.name, format!("read error on {partition}: {e}")))?;
+                    if n == 0 {
+                        eof = true;
+                    }
+                    continue;
                 }
-                continue;
             }
             ctx.send(b.take(&ctx.acks)).await?;
+            started = None;
         }
         let n = reader
             .read_buf(&mut buf)
