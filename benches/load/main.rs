@@ -23,7 +23,7 @@ use scenarios::{Figure, Opts};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: cargo bench --bench load -- [--scenarios s1,s1-peer,s2,s2-broker,s3] [--events N] \
+        "usage: cargo bench --bench load -- [--scenarios s1,s1-peer,s2,s2-peer,s2-broker,s3] [--events N] \
          [--mix 1.6k|3.6k] [--core N] [--latency-secs S] [--out FILE]"
     );
     std::process::exit(2)
@@ -66,6 +66,7 @@ fn main() {
             "s1" => scenarios::s1_forwarder(&opts),
             "s1-peer" => scenarios::s1_syslog_ng(&opts, &root.join("benches/load/syslog-ng-s1.conf")),
             "s2" => scenarios::s2_forwarder(&opts),
+            "s2-peer" => scenarios::s2_syslog_ng(&opts, &root.join("benches/load/syslog-ng-s2.conf")),
             "s2-broker" => {
                 let dir = tempfile::tempdir().unwrap();
                 let broker = kafka_broker::Broker::start(dir.path());

@@ -212,29 +212,7 @@ pub fn s1_forwarder(opts: &Opts) -> Figure {
 pub fn s1_syslog_ng(opts: &Opts, conf: &Path) -> Figure {
     let rx = LineReceiver::start(5141);
     let dir = opts.work.join("s1-syslog-ng");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut cmd = pinned(opts, Path::new("syslog-ng"));
-    cmd.arg("-F")
-        .arg("-f")
-        .arg(conf)
-        .arg("-R")
-        .arg(dir.join("persist"))
-        .arg("-p")
-        .arg(dir.join("pid"))
-        .arg("-c")
-        .arg(dir.join("ctl"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("start syslog-ng");
-    let end = Instant::now() + Duration::from_secs(20);
-    let mut conn = loop {
-        match TcpStream::connect("127.0.0.1:5140") {
-            Ok(c) => break c,
-            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => panic!("syslog-ng did not listen on 5140: {e}"),
-        }
-    };
+    let (mut child, mut conn) = start_syslog_ng(opts, conf, &dir);
     // taskset execs syslog-ng: the child's pid is the daemon's.
     let pid = child.id();
     let mut gen = Generator::new(&opts.samples, opts.mix);
@@ -323,4 +301,74 @@ pub fn s3_forwarder(opts: &Opts, url: &str) -> Figure {
          compression = \"gzip\"\nacknowledgements.poll_interval_ms = 200\n"
     );
     until_exit(opts, "S3", "m365-forwarder", "s3-forwarder", &sink)
+}
+
+/// Starts syslog-ng (pinned like the forwarder) with `conf` and connects to its TCP source.
+fn start_syslog_ng(opts: &Opts, conf: &Path, dir: &Path) -> (Child, TcpStream) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let mut cmd = pinned(opts, Path::new("syslog-ng"));
+    cmd.arg("-F")
+        .arg("-f")
+        .arg(conf)
+        .arg("-R")
+        .arg(dir.join("persist"))
+        .arg("-p")
+        .arg(dir.join("pid"))
+        .arg("-c")
+        .arg(dir.join("ctl"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().expect("start syslog-ng");
+    let end = Instant::now() + Duration::from_secs(20);
+    let conn = loop {
+        match TcpStream::connect("127.0.0.1:5140") {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("syslog-ng did not listen on 5140: {e}"),
+        }
+    };
+    (child, conn)
+}
+
+/// The largest `written` counter of a destination whose stats line mentions `dest`.
+fn syslog_ng_written(ctl: &Path, dest: &str) -> u64 {
+    let out = Command::new("syslog-ng-ctl").arg("stats").arg("-c").arg(ctl).output();
+    let Ok(out) = out else { return 0 };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(dest) && l.contains(";written;"))
+        .filter_map(|l| l.rsplit(';').next()?.trim().parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// S2 for the peer: syslog-ng 3.38 json-parser → kafka-c on librdkafka's mock cluster; done
+/// when its Kafka destination reports every message written.
+pub fn s2_syslog_ng(opts: &Opts, conf: &Path) -> Figure {
+    let dir = opts.work.join("s2-syslog-ng");
+    let (mut child, mut conn) = start_syslog_ng(opts, conf, &dir);
+    let pid = child.id();
+    let mut gen = Generator::new(&opts.samples, opts.mix);
+    let avg = gen.average_bytes();
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = sample(pid).unwrap_or_default();
+    let watch = RssWatch::start(pid);
+    let t0 = Instant::now();
+    feed(&mut gen, &mut conn, opts.events);
+    let ctl = dir.join("ctl");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while syslog_ng_written(&ctl, "kafka") < opts.events {
+        assert!(Instant::now() < deadline, "peer S2: {} written", syslog_ng_written(&ctl, "kafka"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = sample(pid).unwrap_or_default().cpu_secs - idle.cpu_secs;
+    let mut f = figure("S2", "syslog-ng 3.38 → mock cluster", opts, avg, secs, cpu);
+    f.idle_rss_mb = idle.rss_kb as f64 / 1024.0;
+    f.peak_rss_mb = watch.peak_kb() as f64 / 1024.0;
+    drop(conn);
+    let _ = child.kill();
+    let _ = child.wait();
+    f
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Reproduces the load figures of BENCHMARKS.md: the forwarder pinned to core 1, the
+# generator, receivers and emulators pinned to core 0, the syslog-ng peer measured in the
+# same run. Needs syslog-ng (and syslog-ng-mod-rdkafka for the S2 peer) and, for
+# s2-broker, the tansu broker that .ci/run installs.
+#   bash benches/load.sh            # 200k events per scenario
+#   EVENTS=50000 bash benches/load.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS=${EVENTS:-200000}
+OUT=${OUT:-target/load/report.ndjson}
+mkdir -p target/load
+cargo bench --bench load --no-run
+run() { taskset -c 0 cargo bench --bench load -- --core 1 --events "$EVENTS" --out "$OUT" "$@"; }
+echo "# $(date -u +%FT%TZ) $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
+run --mix 1.6k --latency-secs 10 --scenarios s1,s1-peer
+run --mix 3.6k --latency-secs 10 --scenarios s1,s1-peer
+run --mix 1.6k --latency-secs 0 --scenarios s2,s2-peer,s3
+if command -v tansu >/dev/null || [ -x "$HOME/.cargo/bin/tansu" ]; then
+  run --mix 1.6k --latency-secs 0 --scenarios s2-broker
+fi
