@@ -3,7 +3,7 @@
 //! token endpoint (client secret, certificate client assertion checked header, claims and
 //! signature, federated token), an IMDS-style managed identity endpoint, and
 //! `security/incidents`, `identityProtection/riskDetections` and `riskyUsers` with `$filter`
-//! (ge/gt), `$expand=alerts`, `$top` (clamped at 1000), `$skip` (> 500 is a 400), opaque
+//! (ge/gt/le/lt, clauses joined by `and`), `$expand=alerts`, `$top` (clamped at 1000), `$skip` (> 500 is a 400), opaque
 //! `$skiptoken` nextLinks, and scripted faults: 429/503 with or without Retry-After, 206
 //! with a Warning header, 401 for an expired token, 5xx. Every request is recorded.
 #![allow(dead_code)]
@@ -513,22 +513,28 @@ fn data(
         }
         let mut selected: Vec<&Value> = items.iter().collect();
         if let Some(f) = get("$filter") {
-            let words: Vec<&str> = f.split_whitespace().collect();
-            match words.as_slice() {
-                [fld, op @ ("ge" | "gt"), value] if *fld == field => {
-                    let Ok(at) = chrono::DateTime::parse_from_rfc3339(value) else {
-                        return respond(&mut st, log, graph_error(400, "BadRequest", "Invalid filter literal"));
-                    };
-                    let at = at.timestamp_micros();
-                    selected.retain(|v| {
-                        if *op == "ge" {
-                            time_of(v, field) >= at
-                        } else {
-                            time_of(v, field) > at
-                        }
-                    });
+            // `field op value`, or several joined by `and` (op: ge, gt, le, lt).
+            for clause in f.split(" and ") {
+                let words: Vec<&str> = clause.split_whitespace().collect();
+                match words.as_slice() {
+                    [fld, op @ ("ge" | "gt" | "le" | "lt"), value] if *fld == field => {
+                        let Ok(at) = chrono::DateTime::parse_from_rfc3339(value) else {
+                            return respond(&mut st, log, graph_error(400, "BadRequest", "Invalid filter literal"));
+                        };
+                        let at = at.timestamp_micros();
+                        let op = *op;
+                        selected.retain(|v| {
+                            let t = time_of(v, field);
+                            match op {
+                                "ge" => t >= at,
+                                "gt" => t > at,
+                                "le" => t <= at,
+                                _ => t < at,
+                            }
+                        });
+                    }
+                    _ => return respond(&mut st, log, graph_error(400, "BadRequest", "Invalid filter clause")),
                 }
-                _ => return respond(&mut st, log, graph_error(400, "BadRequest", "Invalid filter clause")),
             }
         }
         // Newest first, as the service tends to answer; clients must not rely on any order.
