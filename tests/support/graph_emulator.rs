@@ -175,25 +175,40 @@ impl Emulator {
         let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
         let ca_file = dir.path().join("test-ca.pem");
         std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        Emulator::serve(
+            tcp,
+            format!("https://127.0.0.1:{port}"),
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            ca_file,
+            dir,
+        )
+    }
 
+    /// Serve on `tcp` with this certificate chain; `base` is the URL clients reach it at
+    /// (nextLinks are built on it). Used by `examples/graph_emulator.rs` for the demo stack.
+    pub fn serve(
+        tcp: tokio::net::TcpListener,
+        base: String,
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+        ca_file: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> Emulator {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
+            .with_single_cert(chain, key)
             .unwrap();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = tcp.local_addr().unwrap().port();
         let listener = TlsListener {
             tcp,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
         };
-        let base = format!("https://127.0.0.1:{port}");
         let state = Arc::new(Mutex::new(EmuState::default()));
         let app = axum::Router::new()
             .fallback(handle)
