@@ -83,7 +83,14 @@ async fn main() -> std::process::ExitCode {
                 .and_then(|it| it.collect())
                 .unwrap_or_else(|e| panic!("EMULATOR_CERT {cert}: {e}"));
             let key = PrivateKeyDer::from_pem_file(&key).unwrap_or_else(|e| panic!("EMULATOR_KEY {key}: {e}"));
-            Emulator::serve(tcp, public.clone(), chain, key, cert.into(), tempfile::tempdir().unwrap())
+            Emulator::serve(
+                tcp,
+                public.clone(),
+                chain,
+                key,
+                cert.into(),
+                tempfile::tempdir().unwrap(),
+            )
         }
         _ => {
             drop(tcp);

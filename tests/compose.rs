@@ -20,7 +20,8 @@ fn read(rel: &str) -> String {
 }
 
 fn compose() -> Value {
-    let mut y: serde_norway::Value = serde_norway::from_str(&read("docker-compose.yml")).expect("docker-compose.yml is YAML");
+    let mut y: serde_norway::Value =
+        serde_norway::from_str(&read("docker-compose.yml")).expect("docker-compose.yml is YAML");
     y.apply_merge().expect("YAML merge keys resolve");
     serde_json::to_value(y).unwrap()
 }
@@ -72,7 +73,9 @@ fn interpolate(s: &str, vars: &BTreeMap<String, String>) -> Result<String, Strin
             let v = match (val, op) {
                 (Some(v), _) => v.clone(),
                 (None, o) if o.starts_with(":-") || o.starts_with('-') => o.trim_start_matches(':')[1..].to_string(),
-                (None, o) if o.starts_with(":?") || o.starts_with('?') => return Err(format!("{name} is required: {o}")),
+                (None, o) if o.starts_with(":?") || o.starts_with('?') => {
+                    return Err(format!("{name} is required: {o}"))
+                }
                 (None, _) => String::new(),
             };
             out.push_str(&v);
@@ -96,32 +99,60 @@ fn services_images_and_profiles() {
     let c = compose();
     let s = services(&c);
     let names: BTreeSet<&str> = s.keys().map(String::as_str).collect();
-    for want in ["forwarder", "forwarder-live", "graph-emulator", "kafka", "splunk", "syslog-ng"] {
+    for want in [
+        "forwarder",
+        "forwarder-live",
+        "graph-emulator",
+        "kafka",
+        "splunk",
+        "syslog-ng",
+    ] {
         assert!(names.contains(want), "service {want} missing: {names:?}");
     }
     for (name, svc) in s {
         let image = svc["image"].as_str().unwrap_or_else(|| panic!("{name}: no image"));
-        let (repo_name, tag) = image.rsplit_once(':').unwrap_or_else(|| panic!("{name}: `{image}` has no tag"));
-        assert!(!tag.is_empty() && tag != "latest", "{name}: `{image}` needs an explicit tag");
+        let (repo_name, tag) = image
+            .rsplit_once(':')
+            .unwrap_or_else(|| panic!("{name}: `{image}` has no tag"));
+        assert!(
+            !tag.is_empty() && tag != "latest",
+            "{name}: `{image}` needs an explicit tag"
+        );
         if svc.get("build").is_none() {
             // A published image: a version tag with digits, never a floating one.
-            assert!(tag.chars().any(|ch| ch.is_ascii_digit()), "{name}: `{image}` is not a version tag");
+            assert!(
+                tag.chars().any(|ch| ch.is_ascii_digit()),
+                "{name}: `{image}` is not a version tag"
+            );
             assert!(repo_name.contains('/'), "{name}: `{image}` names its publisher");
         }
         let profiles = strings(&svc["profiles"]);
-        assert!(!profiles.is_empty(), "{name}: every service belongs to demo and/or live");
-        assert!(profiles.iter().all(|p| p == "demo" || p == "live"), "{name}: {profiles:?}");
+        assert!(
+            !profiles.is_empty(),
+            "{name}: every service belongs to demo and/or live"
+        );
+        assert!(
+            profiles.iter().all(|p| p == "demo" || p == "live"),
+            "{name}: {profiles:?}"
+        );
     }
     let p = |n: &str| strings(&s[n]["profiles"]);
     assert_eq!(p("forwarder"), ["demo"]);
-    assert_eq!(p("graph-emulator"), ["demo"], "the emulator never runs next to the live forwarder");
+    assert_eq!(
+        p("graph-emulator"),
+        ["demo"],
+        "the emulator never runs next to the live forwarder"
+    );
     assert_eq!(p("forwarder-live"), ["live"]);
     for r in ["kafka", "splunk", "syslog-ng"] {
         assert_eq!(p(r), ["demo", "live"], "{r} in both profiles");
     }
     assert!(s["kafka"]["image"].as_str().unwrap().starts_with("apache/kafka:3.9."));
     assert!(s["splunk"]["image"].as_str().unwrap().starts_with("splunk/splunk:9."));
-    assert!(s["syslog-ng"]["image"].as_str().unwrap().starts_with("balabit/syslog-ng:4."));
+    assert!(s["syslog-ng"]["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("balabit/syslog-ng:4."));
     // KRaft, one node: broker and controller in one process, no ZooKeeper.
     let k = &s["kafka"]["environment"];
     assert_eq!(k["KAFKA_PROCESS_ROLES"], "broker,controller");
@@ -141,7 +172,9 @@ fn build_targets_exist_in_the_dockerfile() {
     for (name, svc) in services(&c) {
         if let Some(b) = svc.get("build") {
             assert_eq!(b["context"], ".", "{name}");
-            let target = b["target"].as_str().unwrap_or_else(|| panic!("{name}: build without target"));
+            let target = b["target"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: build without target"));
             assert!(stages.contains(target), "{name}: target {target} not in {stages:?}");
         }
     }
@@ -154,7 +187,10 @@ fn dockerfile_is_multi_stage_non_root_read_only_friendly_with_a_healthcheck() {
     assert!(froms.len() >= 2, "multi-stage: {froms:?}");
     let last = docker.rsplit("\nFROM ").next().unwrap();
     assert!(last.starts_with("gcr.io/distroless/"), "slim runtime: {last}");
-    assert!(last.contains(" AS runtime"), "the runtime stage is the default (last) target");
+    assert!(
+        last.contains(" AS runtime"),
+        "the runtime stage is the default (last) target"
+    );
     assert!(last.contains("USER 65532:65532"), "non-root");
     assert!(
         last.contains("VOLUME [\"/var/lib/m365-forwarder\"]"),
@@ -171,7 +207,10 @@ fn dockerfile_is_multi_stage_non_root_read_only_friendly_with_a_healthcheck() {
         .collect::<String>();
     assert!(hc.contains("m365-forwarder\", \"healthcheck\""), "{hc}");
     // Every COPY source of the build context exists.
-    for line in docker.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from=")) {
+    for line in docker
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from="))
+    {
         let parts: Vec<&str> = line.split_whitespace().filter(|p| !p.starts_with("--")).collect();
         for src in &parts[1..parts.len() - 1] {
             assert!(repo().join(src).exists(), "Dockerfile copies {src}, missing");
@@ -202,11 +241,18 @@ fn every_mounted_file_exists_and_configs_are_read_only() {
                 assert!(v.ends_with(":ro"), "{name}: bind mount {v} should be read-only");
             } else {
                 let vol = v.split(':').next().unwrap();
-                assert!(c["volumes"].get(vol).is_some(), "{name}: named volume {vol} is declared");
+                assert!(
+                    c["volumes"].get(vol).is_some(),
+                    "{name}: named volume {vol} is declared"
+                );
             }
         }
         for (src, dst) in binds(svc) {
-            assert!(src.exists(), "{name}: {} (mounted at {dst}) is not in the repo", src.display());
+            assert!(
+                src.exists(),
+                "{name}: {} (mounted at {dst}) is not in the repo",
+                src.display()
+            );
         }
     }
     // Splunk: the defaults turn HEC on and the post task turns indexer acknowledgment on.
@@ -239,7 +285,11 @@ fn forwarder_env(svc: &Value) -> BTreeMap<String, String> {
         for f in files {
             let path = f["path"].as_str().or(f.as_str()).unwrap();
             for (k, v) in env_file(&format!("{path}.example")) {
-                let v = if v.is_empty() { format!("placeholder-{}", k.to_lowercase()) } else { v };
+                let v = if v.is_empty() {
+                    format!("placeholder-{}", k.to_lowercase())
+                } else {
+                    v
+                };
                 env.insert(k, v);
             }
         }
@@ -249,7 +299,10 @@ fn forwarder_env(svc: &Value) -> BTreeMap<String, String> {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        env.insert(k.clone(), interpolate(&raw, &dot).unwrap_or_else(|e| panic!("{k}: {e}")));
+        env.insert(
+            k.clone(),
+            interpolate(&raw, &dot).unwrap_or_else(|e| panic!("{k}: {e}")),
+        );
     }
     env
 }
@@ -273,7 +326,10 @@ fn forwarder_configs_pass_validate_with_the_compose_environment() {
         for (src, dst) in &binds {
             text = text.replace(dst.as_str(), &src.display().to_string());
         }
-        assert!(text.contains("data_dir = \"/var/lib/m365-forwarder\""), "{name}: state on the volume");
+        assert!(
+            text.contains("data_dir = \"/var/lib/m365-forwarder\""),
+            "{name}: state on the volume"
+        );
         let state = strings(&svc["volumes"])
             .into_iter()
             .find(|v| v.ends_with(":/var/lib/m365-forwarder"));
@@ -299,7 +355,10 @@ fn forwarder_configs_pass_validate_with_the_compose_environment() {
         for sink in ["kafka", "splunk", "qradar", "arcsight"] {
             assert!(said.contains(sink), "{name}: sink {sink}: {said}");
         }
-        assert!(said.contains("incidents") && said.contains("risk_detections") && said.contains("risky_users"), "{said}");
+        assert!(
+            said.contains("incidents") && said.contains("risk_detections") && said.contains("risky_users"),
+            "{said}"
+        );
         // The addresses the forwarder sends to are services of the stack.
         for (k, port) in [
             ("KAFKA_BOOTSTRAP", "kafka:9092"),
@@ -316,7 +375,10 @@ fn forwarder_configs_pass_validate_with_the_compose_environment() {
     assert_eq!(demo["GRAPH_EMULATOR_URL"], emu["EMULATOR_PUBLIC_URL"].as_str().unwrap());
     assert_eq!(demo["GRAPH_TENANT_ID"], emu["EMULATOR_TENANT_ID"].as_str().unwrap());
     assert_eq!(demo["GRAPH_CLIENT_ID"], emu["EMULATOR_CLIENT_ID"].as_str().unwrap());
-    assert_eq!(services(&c)["forwarder"]["environment"]["GRAPH_CLIENT_SECRET"], emu["EMULATOR_CLIENT_SECRET"]);
+    assert_eq!(
+        services(&c)["forwarder"]["environment"]["GRAPH_CLIENT_SECRET"],
+        emu["EMULATOR_CLIENT_SECRET"]
+    );
 }
 
 #[test]
@@ -331,7 +393,9 @@ fn no_secret_literals() {
     };
     let mut checked = 0;
     for (name, svc) in services(&c) {
-        let Some(env) = svc["environment"].as_object() else { continue };
+        let Some(env) = svc["environment"].as_object() else {
+            continue;
+        };
         for (k, v) in env {
             if !secretish(k) {
                 continue;
@@ -341,7 +405,10 @@ fn no_secret_literals() {
             let required = v.starts_with("${") && v.ends_with('}') && v.contains(":?") && !v.contains(":-");
             // A path to a mounted file is fine too (e.g. EMULATOR_KEY: /etc/graph-emulator/server.key).
             let path = v.starts_with('/');
-            assert!(required || path, "{name}: {k} = `{v}` must come from .env (`${{VAR:?...}}`) or a file");
+            assert!(
+                required || path,
+                "{name}: {k} = `{v}` must come from .env (`${{VAR:?...}}`) or a file"
+            );
         }
     }
     assert!(checked >= 5, "the stack has secrets to check ({checked})");
@@ -353,9 +420,18 @@ fn no_secret_literals() {
         assert!(ignored.lines().any(|l| l.trim() == f), "{f} is in .gitignore");
     }
     let example = env_file(".env.live.example");
-    for k in ["GRAPH_TENANT_ID", "GRAPH_CLIENT_ID", "GRAPH_CLIENT_SECRET", "EVENTHUB_NAMESPACE", "EVENTHUB_CONNECTION_STRING"] {
+    for k in [
+        "GRAPH_TENANT_ID",
+        "GRAPH_CLIENT_ID",
+        "GRAPH_CLIENT_SECRET",
+        "EVENTHUB_NAMESPACE",
+        "EVENTHUB_CONNECTION_STRING",
+    ] {
         assert!(example.contains_key(k), ".env.live.example documents {k}");
-        assert!(read("deploy/compose/forwarder-live.toml").contains(&format!("${{{k}}}")), "forwarder-live.toml reads {k}");
+        assert!(
+            read("deploy/compose/forwarder-live.toml").contains(&format!("${{{k}}}")),
+            "forwarder-live.toml reads {k}"
+        );
     }
     assert_eq!(example["GRAPH_CLIENT_SECRET"], "", "the example holds no secret");
     assert_eq!(example["EVENTHUB_CONNECTION_STRING"], "");
@@ -363,11 +439,17 @@ fn no_secret_literals() {
     let text = read("docker-compose.yml");
     let dot = dot_env();
     for part in text.split("${").skip(1) {
-        let name: String = part.chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_').collect();
+        let name: String = part
+            .chars()
+            .take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_')
+            .collect();
         assert!(dot.contains_key(&name), ".env.example documents {name}");
     }
     // No literal secret-looking value in the forwarder configs either.
-    for f in ["deploy/compose/forwarder-demo.toml", "deploy/compose/forwarder-live.toml"] {
+    for f in [
+        "deploy/compose/forwarder-demo.toml",
+        "deploy/compose/forwarder-live.toml",
+    ] {
         for line in read(f).lines().filter(|l| !l.trim_start().starts_with('#')) {
             if let Some((k, v)) = line.split_once('=') {
                 if secretish(k.trim()) || k.trim() == "sasl_password" || k.trim() == "client_secret" {
@@ -410,21 +492,35 @@ fn ports_healthchecks_and_start_order() {
         let f = &s[name];
         assert_eq!(strings(&f["ports"]), ["127.0.0.1:9598:9598"], "{name}: metrics port");
         let hc = strings(&f["healthcheck"]["test"]).join(" ");
-        assert!(hc.contains("m365-forwarder healthcheck --address 127.0.0.1:9598"), "{hc}");
-        let deps: BTreeSet<&str> = f["depends_on"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert!(
+            hc.contains("m365-forwarder healthcheck --address 127.0.0.1:9598"),
+            "{hc}"
+        );
+        let deps: BTreeSet<&str> = f["depends_on"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         for r in ["kafka", "splunk", "syslog-ng"] {
             assert!(deps.contains(r), "{name} starts after {r}");
         }
         // Non-root, read-only root file system, scratch space in memory.
         assert_eq!(f["read_only"], true, "{name}");
         let user = f["user"].as_str().unwrap();
-        assert!(!user.starts_with('0') && !user.starts_with("root"), "{name}: user {user}");
+        assert!(
+            !user.starts_with('0') && !user.starts_with("root"),
+            "{name}: user {user}"
+        );
         assert!(strings(&f["tmpfs"]).contains(&"/tmp".to_string()));
         let config = read(&format!(
             "deploy/compose/{}.toml",
             if name == "forwarder" { "forwarder-demo" } else { name }
         ));
-        assert!(config.contains("address = \"0.0.0.0:9598\""), "{name}: the API listens on the published port");
+        assert!(
+            config.contains("address = \"0.0.0.0:9598\""),
+            "{name}: the API listens on the published port"
+        );
     }
     assert!(s["forwarder"]["depends_on"].get("graph-emulator").is_some());
     assert_eq!(s["graph-emulator"]["read_only"], true);
@@ -437,7 +533,8 @@ fn ports_healthchecks_and_start_order() {
 /// `required` (Compose 2.24).
 #[test]
 fn compose_file_matches_the_compose_spec_schema() {
-    let schema: Value = serde_json::from_str(&read("tests/data/compose/compose-spec-docker-compose-1.29.2.json")).unwrap();
+    let schema: Value =
+        serde_json::from_str(&read("tests/data/compose/compose-spec-docker-compose-1.29.2.json")).unwrap();
     let v = jsonschema::draft201909::new(&schema).expect("schema compiles");
     let mut c = compose();
     assert_eq!(c["name"], "m365-forwarder");
@@ -451,7 +548,10 @@ fn compose_file_matches_the_compose_spec_schema() {
             }
         }
     }
-    let errors: Vec<String> = v.iter_errors(&c).map(|e| format!("{}: {e}", e.instance_path())).collect();
+    let errors: Vec<String> = v
+        .iter_errors(&c)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     // And the schema is strict enough to notice a typo.
     let mut bad = c.clone();
