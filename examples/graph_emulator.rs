@@ -17,7 +17,6 @@
 //! `EMULATOR_UPDATE_SECS` (default 60, 0 = never).
 
 #[path = "../tests/support/graph_emulator.rs"]
-#[allow(dead_code)]
 mod graph_emulator;
 
 use std::time::Duration;
