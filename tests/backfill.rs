@@ -414,3 +414,103 @@ fn backfill_usage_errors() {
     assert_eq!(code, Some(2));
     assert!(err.contains("nope"), "{err}");
 }
+
+/// A server that ignores the upper bound of the window: the source still keeps to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_keeps_to_the_window_when_the_server_ignores_the_upper_bound() {
+    let emu = Emulator::start().await;
+    let all = history(40);
+    emu.add_tenant(TA, "client-a", "secret-a", all.clone());
+    emu.with_tenant(TA, |t| t.ignore_upper_bounds = true);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path(), "requests_per_minute = 6000\nburst = 10");
+    let (out, _) = run(
+        &config,
+        &["--since", "2026-11-02", "--until", "2026-11-05", "--progress", "none"],
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want = expected(&all, "2026-11-02T00:00:00Z", "2026-11-05T00:00:00Z");
+    let (incidents, alerts) = delivered(dir.path());
+    assert_eq!(incidents.keys().cloned().collect::<BTreeSet<_>>(), want, "{stdout}");
+    assert!(incidents.values().chain(alerts.values()).all(|&n| n == 1));
+    assert_eq!(
+        alerts.len(),
+        want.len(),
+        "alerts of incidents outside the window are left out too"
+    );
+    let s = summary(&stdout);
+    let outside: u64 = s
+        .split("outside_window=")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(outside > 0, "the server sent objects past the bound: {s}");
+}
+
+/// On a terminal (a pseudo-terminal here) the progress is an indicatif bar, not lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_draws_a_progress_bar_on_a_terminal() {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let emu = Emulator::start().await;
+    emu.add_tenant(TA, "client-a", "secret-a", history(40));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path(), "requests_per_minute = 600\nburst = 1");
+    let (mut master, mut slave) = (0, 0);
+    let mut size = libc::winsize {
+        ws_row: 24,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two fresh descriptors; each is owned by exactly one File below.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &mut size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    let (mut master, slave) = unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) };
+    let mut c = command(&config, &["--since", "2026-11-02", "--until", "2026-11-08"]);
+    c.stderr(Stdio::from(slave)).env("TERM", "xterm");
+    let status = tokio::task::spawn_blocking(move || {
+        let mut child = c.spawn().unwrap();
+        drop(c); // our copy of the terminal's slave side
+        let reader = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once the child closed the slave side.
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            seen
+        });
+        let status = child.wait().unwrap();
+        (status, reader.join().unwrap())
+    })
+    .await
+    .unwrap();
+    let (status, seen) = status;
+    let screen = String::from_utf8_lossy(&seen);
+    assert!(status.success(), "{screen}");
+    assert!(
+        screen.contains('%') && screen.contains("pages"),
+        "a bar was drawn: {screen:?}"
+    );
+    assert!(
+        screen.contains('\r') || screen.contains("\u{1b}["),
+        "redrawn in place: {screen:?}"
+    );
+    assert!(!screen.contains("backfill progress:"), "no plain lines on a terminal");
+    assert!(delivered(dir.path()).0.len() > 15);
+}
