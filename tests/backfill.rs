@@ -460,22 +460,14 @@ async fn backfill_draws_a_progress_bar_on_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(&emu, dir.path(), "requests_per_minute = 600\nburst = 1");
     let (mut master, mut slave) = (0, 0);
-    let mut size = libc::winsize {
+    let size = libc::winsize {
         ws_row: 24,
         ws_col: 120,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
     // SAFETY: openpty writes two fresh descriptors; each is owned by exactly one File below.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &mut size,
-        )
-    };
+    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     let (mut master, slave) = unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) };
     let mut c = command(&config, &["--since", "2026-11-02", "--until", "2026-11-08"]);
