@@ -263,6 +263,14 @@ async fn stalled_sink_bounds_what_is_read() {
     let window = (2 * 3 + 2 + 4) * batch as u64;
     assert!(read <= window, "{read} events read with a stalled sink; bound {window}");
     assert!(read > 0);
+    // Buffer fill (docs/metrics.md, the dashboard): the stalled sink's buffer is full.
+    let text = metrics.encode();
+    for line in [
+        "m365fwd_sink_buffered_batches{sink=\"stalled\"} 2",
+        "m365fwd_sink_buffer_capacity_batches{sink=\"stalled\"} 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
     shutdown.cancel();
     let report = tokio::time::timeout(Duration::from_secs(30), run)
         .await

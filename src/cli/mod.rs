@@ -1,5 +1,7 @@
-//! Command line: `run`, `validate`, `convert` and `demo`, and the exit codes they return.
+//! Command line: `run`, `validate`, `convert`, `demo`, `backfill` and `healthcheck`, and the
+//! exit codes they return.
 
+mod backfill;
 mod convert;
 mod demo;
 
@@ -57,6 +59,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Run the whole pipeline on bundled sample data and print a summary.
     Demo(demo::DemoArgs),
+    /// Load the history of the config's Graph sources over a window through its sinks (resumable).
+    Backfill(backfill::BackfillArgs),
     /// Probe a running forwarder's `/health` or `/ready` (for container HEALTHCHECK): exit 0 when it answers 200.
     Healthcheck {
         #[arg(long, default_value = "127.0.0.1:9598")]
@@ -88,6 +92,7 @@ pub fn main() -> ExitCode {
             Command::Validate { config } => validate(&config),
             Command::Convert(args) => convert::convert(args).await,
             Command::Demo(args) => demo::demo(args).await,
+            Command::Backfill(args) => backfill::backfill(args).await,
             Command::Healthcheck { address, path } => healthcheck(address, &path).await,
         }
     });

@@ -176,6 +176,8 @@ pub async fn run_router(
             if route.tx.send(copies).await.is_err() {
                 tracing::error!(sink = %route.sink, "sink stopped; its events stay unacknowledged");
             }
+            let cap = route.tx.max_capacity();
+            metrics.sink_buffer(&route.sink, cap - route.tx.capacity(), cap);
         }
         let mut unrouted: BTreeMap<Arc<str>, u64> = BTreeMap::new();
         for (e, r) in good.iter_mut().zip(routed) {

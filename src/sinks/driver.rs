@@ -63,6 +63,7 @@ impl SinkDriver {
                 if let Some(l) = limits {
                     coalesce(&mut batch, &mut rx, l, &self.force).await;
                 }
+                self.metrics.sink_buffer(&self.name, rx.len(), rx.max_capacity());
                 if !self.deliver(batch).await {
                     break;
                 }

@@ -37,6 +37,12 @@ pub trait SourceConfig: Send + Sync + fmt::Debug {
     fn build(&self, name: &str) -> Result<Box<dyn Source>, SourceError>;
     /// True when the source ends by itself (files without `follow`, embedded data).
     fn is_finite(&self) -> bool;
+
+    /// This source reading the history window of `plan` once and then ending
+    /// (`m365-forwarder backfill`), or `None` when the type has no history to read.
+    fn backfill(&self, _plan: &Arc<graph::backfill::Plan>) -> Option<Box<dyn SourceConfig>> {
+        None
+    }
 }
 
 /// What a source is given to run.

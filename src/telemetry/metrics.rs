@@ -127,6 +127,9 @@ pub struct Metrics {
     pub sink_rejected: Family<SinkCodeLabels, Counter>,
     /// Time spent waiting for the rate limit.
     pub sink_throttled_seconds: Family<SinkLabels, Counter<f64, AtomicU64>>,
+    /// Batches waiting in a sink's bounded buffer, and that buffer's size.
+    pub sink_buffered_batches: Family<SinkLabels, Gauge>,
+    pub sink_buffer_capacity: Family<SinkLabels, Gauge>,
     pub graph: GraphMetrics,
 }
 
@@ -267,6 +270,8 @@ impl Metrics {
             sink_acks_pending: Family::default(),
             sink_rejected: Family::default(),
             sink_throttled_seconds: Family::default(),
+            sink_buffered_batches: Family::default(),
+            sink_buffer_capacity: Family::default(),
             graph: GraphMetrics::default(),
         };
         r.register(
@@ -400,6 +405,16 @@ impl Metrics {
             "Time spent waiting for the rate limit",
             m.sink_throttled_seconds.clone(),
         );
+        r.register(
+            "sink_buffered_batches",
+            "Batches waiting in the sink's bounded buffer (compare with sink_buffer_capacity_batches)",
+            m.sink_buffered_batches.clone(),
+        );
+        r.register(
+            "sink_buffer_capacity_batches",
+            "Size of the sink's bounded buffer in batches",
+            m.sink_buffer_capacity.clone(),
+        );
         m.graph.register(&mut r);
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         m
@@ -455,6 +470,13 @@ impl Metrics {
                 })
                 .inc_by(*n);
         }
+    }
+
+    /// How full a sink's buffer is: `queued` of `capacity` batches.
+    pub fn sink_buffer(&self, sink: &str, queued: usize, capacity: usize) {
+        let l = SinkLabels { sink: sink.to_string() };
+        self.sink_buffered_batches.get_or_create(&l).set(queued as i64);
+        self.sink_buffer_capacity.get_or_create(&l).set(capacity as i64);
     }
 
     pub fn error(&self, component: &str, error_type: &str) {

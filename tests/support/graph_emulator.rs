@@ -3,7 +3,7 @@
 //! token endpoint (client secret, certificate client assertion checked header, claims and
 //! signature, federated token), an IMDS-style managed identity endpoint, and
 //! `security/incidents`, `identityProtection/riskDetections` and `riskyUsers` with `$filter`
-//! (ge/gt), `$expand=alerts`, `$top` (clamped at 1000), `$skip` (> 500 is a 400), opaque
+//! (ge/gt/le/lt, clauses joined by `and`), `$expand=alerts`, `$top` (clamped at 1000), `$skip` (> 500 is a 400), opaque
 //! `$skiptoken` nextLinks, and scripted faults: 429/503 with or without Retry-After, 206
 //! with a Warning header, 401 for an expired token, 5xx. Every request is recorded.
 #![allow(dead_code)]
@@ -58,6 +58,8 @@ pub struct TenantData {
     pub faults: VecDeque<Fault>,
     /// Requests with `$expand=alerts` answer 500 while this is above 0 (each takes one).
     pub expand_failures: usize,
+    /// Ignore `lt`/`le` clauses of `$filter` (a server that does not honour an upper bound).
+    pub ignore_upper_bounds: bool,
 }
 
 /// One Graph data request as received.
@@ -175,25 +177,40 @@ impl Emulator {
         let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
         let ca_file = dir.path().join("test-ca.pem");
         std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        Emulator::serve(
+            tcp,
+            format!("https://127.0.0.1:{port}"),
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            ca_file,
+            dir,
+        )
+    }
 
+    /// Serve on `tcp` with this certificate chain; `base` is the URL clients reach it at
+    /// (nextLinks are built on it). Used by `examples/graph_emulator.rs` for the demo stack.
+    pub fn serve(
+        tcp: tokio::net::TcpListener,
+        base: String,
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+        ca_file: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> Emulator {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
+            .with_single_cert(chain, key)
             .unwrap();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = tcp.local_addr().unwrap().port();
         let listener = TlsListener {
             tcp,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
         };
-        let base = format!("https://127.0.0.1:{port}");
         let state = Arc::new(Mutex::new(EmuState::default()));
         let app = axum::Router::new()
             .fallback(handle)
@@ -513,22 +530,32 @@ fn data(
         }
         let mut selected: Vec<&Value> = items.iter().collect();
         if let Some(f) = get("$filter") {
-            let words: Vec<&str> = f.split_whitespace().collect();
-            match words.as_slice() {
-                [fld, op @ ("ge" | "gt"), value] if *fld == field => {
-                    let Ok(at) = chrono::DateTime::parse_from_rfc3339(value) else {
-                        return respond(&mut st, log, graph_error(400, "BadRequest", "Invalid filter literal"));
-                    };
-                    let at = at.timestamp_micros();
-                    selected.retain(|v| {
-                        if *op == "ge" {
-                            time_of(v, field) >= at
-                        } else {
-                            time_of(v, field) > at
+            let lax = st.tenants[&tenant].ignore_upper_bounds;
+            // `field op value`, or several joined by `and` (op: ge, gt, le, lt).
+            for clause in f.split(" and ") {
+                let words: Vec<&str> = clause.split_whitespace().collect();
+                match words.as_slice() {
+                    [fld, op @ ("ge" | "gt" | "le" | "lt"), value] if *fld == field => {
+                        let Ok(at) = chrono::DateTime::parse_from_rfc3339(value) else {
+                            return respond(&mut st, log, graph_error(400, "BadRequest", "Invalid filter literal"));
+                        };
+                        let at = at.timestamp_micros();
+                        let op = *op;
+                        if lax && (op == "lt" || op == "le") {
+                            continue;
                         }
-                    });
+                        selected.retain(|v| {
+                            let t = time_of(v, field);
+                            match op {
+                                "ge" => t >= at,
+                                "gt" => t > at,
+                                "le" => t <= at,
+                                _ => t < at,
+                            }
+                        });
+                    }
+                    _ => return respond(&mut st, log, graph_error(400, "BadRequest", "Invalid filter clause")),
                 }
-                _ => return respond(&mut st, log, graph_error(400, "BadRequest", "Invalid filter clause")),
             }
         }
         // Newest first, as the service tends to answer; clients must not rely on any order.

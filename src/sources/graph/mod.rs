@@ -3,6 +3,7 @@
 //! watermarks and change events. Configuration and validation live here.
 
 pub mod auth;
+pub mod backfill;
 pub mod client;
 pub mod filter;
 pub mod identity;
@@ -237,6 +238,8 @@ pub struct GraphConfig {
     pub max_tracked_items: usize,
     pub ca_file: Option<PathBuf>,
     pub filters: NoiseFilters,
+    /// Set by `m365-forwarder backfill`: read this window once instead of polling.
+    pub backfill: Option<Arc<backfill::Plan>>,
 }
 
 impl GraphConfig {
@@ -518,6 +521,7 @@ fn factory(
         max_tracked_items: raw.max_tracked_items.max(1),
         ca_file: raw.ca_file,
         filters: raw.filters,
+        backfill: None,
     }))
 }
 
@@ -576,7 +580,14 @@ impl SourceConfig for GraphConfig {
     }
 
     fn is_finite(&self) -> bool {
-        false
+        self.backfill.is_some()
+    }
+
+    fn backfill(&self, plan: &Arc<backfill::Plan>) -> Option<Box<dyn SourceConfig>> {
+        Some(Box::new(GraphConfig {
+            backfill: Some(plan.clone()),
+            ..self.clone()
+        }))
     }
 }
 

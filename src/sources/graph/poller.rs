@@ -60,7 +60,14 @@ impl Source for GraphSource {
                 Arc::from(t.tenant_id.as_str()),
                 ctx.shutdown.clone(),
             );
-            run_tenant(&ctx, &config, t, client)
+            let plan = config.backfill.clone();
+            let (ctx, config) = (&ctx, &config);
+            async move {
+                match plan {
+                    Some(plan) => super::backfill::run_tenant(ctx, config, t, client, &plan).await,
+                    None => run_tenant(ctx, config, t, client).await,
+                }
+            }
         });
         try_join_all(pollers).await.map(|_| ())
     }
@@ -128,7 +135,7 @@ async fn run_tenant(
     }
 }
 
-enum CycleError {
+pub(super) enum CycleError {
     Graph(GraphError),
     Source(SourceError),
 }
@@ -145,24 +152,24 @@ impl From<SourceError> for CycleError {
     }
 }
 
-struct Poller<'a> {
-    ctx: &'a SourceContext,
-    config: &'a GraphConfig,
-    client: GraphClient,
-    filters: NoiseFilters,
-    tenant: Arc<str>,
-    partition: Arc<str>,
+pub(super) struct Poller<'a> {
+    pub(super) ctx: &'a SourceContext,
+    pub(super) config: &'a GraphConfig,
+    pub(super) client: GraphClient,
+    pub(super) filters: NoiseFilters,
+    pub(super) tenant: Arc<str>,
+    pub(super) partition: Arc<str>,
     /// Pages read since start (event positions).
-    offset: u64,
+    pub(super) offset: u64,
     /// The checkpoint value last registered, to skip registering an unchanged one.
-    registered: Option<String>,
+    pub(super) registered: Option<String>,
     /// `$expand=alerts` kept failing with 500 (very large incidents): until then, list
     /// incidents without it and fetch each incident's alerts from `alerts_v2`.
-    expand_off_until: Option<Instant>,
+    pub(super) expand_off_until: Option<Instant>,
 }
 
 /// How long the poller lists incidents without `$expand` before trying it again.
-const EXPAND_RETRY_AFTER: Duration = Duration::from_secs(3600);
+pub(super) const EXPAND_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 impl Poller<'_> {
     fn first_url(&self, since: state::Micros) -> String {
@@ -179,13 +186,13 @@ impl Poller<'_> {
         format!("{}/{}/{}?{}", c.graph_host, c.api_version, r.path(), q.join("&"))
     }
 
-    fn expand_off(&self) -> bool {
+    pub(super) fn expand_off(&self) -> bool {
         self.expand_off_until.is_some_and(|t| Instant::now() < t)
     }
 
     /// Fallback without `$expand`: put each incident's alerts (from `alerts_v2`) into it, so
     /// the page looks like an expanded one. `partial` is set when an alerts page was a 206.
-    async fn attach_alerts(&self, body: &Bytes, partial: &mut bool) -> Result<Bytes, GraphError> {
+    pub(super) async fn attach_alerts(&self, body: &Bytes, partial: &mut bool) -> Result<Bytes, GraphError> {
         let mut page: serde_json::Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(_) => return Ok(body.clone()),
@@ -225,11 +232,11 @@ impl Poller<'_> {
         Ok(Bytes::from(page.to_string()))
     }
 
-    fn labels(&self) -> crate::telemetry::TenantLabels {
+    pub(super) fn labels(&self) -> crate::telemetry::TenantLabels {
         GraphMetrics::tenant(&self.ctx.name, &self.tenant)
     }
 
-    fn count(
+    pub(super) fn count(
         &self,
         family: &prometheus_client::metrics::family::Family<
             crate::telemetry::TenantValueLabels,
@@ -340,7 +347,14 @@ impl Poller<'_> {
     }
 
     /// Judge one record against the state; push it when it is a change that passes the filters.
-    fn record(&self, state: &mut PollState, b: &mut BatchBuilder, index: u32, rec: DecodedRecord, newest: &mut i64) {
+    pub(super) fn record(
+        &self,
+        state: &mut PollState,
+        b: &mut BatchBuilder,
+        index: u32,
+        rec: DecodedRecord,
+        newest: &mut i64,
+    ) {
         self.ctx.metrics.graph.items.get_or_create(&self.labels()).inc();
         let is_alert = rec.kind == EventKind::Alert;
         let viewed = match (self.config.resource, rec.kind) {
