@@ -41,7 +41,7 @@ pub struct Script {
     pub unhealthy: bool,
     /// An envelope containing this text, not followed by a digit, is invalid (code 6).
     pub poison: Option<String>,
-    /// Count indexed envelopes without keeping them (load runs).
+    /// Keep only the count and the `evt-N` ids of indexed envelopes (load and chaos runs).
     pub count_only: bool,
 }
 
@@ -76,6 +76,7 @@ struct Emu {
     channels: HashMap<String, Channel>,
     indexed: Vec<Value>,
     indexed_count: u64,
+    indexed_ids: Vec<u64>,
     log: Vec<Logged>,
     ack_queries: u32,
     health_checks: u32,
@@ -135,7 +136,9 @@ impl Emu {
 
     fn index(&mut self, envelopes: Vec<Value>) {
         self.indexed_count += envelopes.len() as u64;
-        if !self.script.count_only {
+        if self.script.count_only {
+            self.indexed_ids.extend(envelopes.iter().filter_map(evt_id));
+        } else {
             self.indexed.extend(envelopes);
         }
     }
@@ -361,6 +364,11 @@ impl HecEmulator {
     /// How many envelopes were indexed so far (also with `count_only`).
     pub fn indexed_count(&self) -> u64 {
         self.state.lock().unwrap().indexed_count
+    }
+
+    /// The `evt-N` ids of what was indexed with `count_only` (repeats included).
+    pub fn indexed_ids(&self) -> Vec<u64> {
+        self.state.lock().unwrap().indexed_ids.clone()
     }
 
     pub fn log(&self) -> Vec<Logged> {

@@ -1,0 +1,189 @@
+//! Chaos: the real binary is killed with SIGKILL at random moments while it forwards one
+//! replayed stream to four outputs at once (a file, the Kafka-protocol broker, a real
+//! syslog-ng over TCP and the Splunk HEC emulator with indexer acknowledgment), then restarted
+//! each time. Every event id must arrive at every output at least once; duplicates must stay
+//! within the in-flight window. CI size: 30k events, 5 kills (at 100k the test consumer read
+nothing back from tansu within its 120 s; not yet explained, see the issue note). Larger runs:
+//! `CHAOS_EVENTS=1000000 CHAOS_KILLS=20 cargo test --release --test chaos -- --nocapture`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use support::hec_emulator::{HecEmulator, Script};
+use support::kafka_broker::{consume, Broker};
+use support::syslog_ng::{self, SyslogNg};
+use support::*;
+
+const TOKEN: &str = "3f2b1c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
+
+fn env_or(key: &str, default: usize) -> usize {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn tally(ids: impl IntoIterator<Item = u64>) -> HashMap<u64, u32> {
+    let mut m = HashMap::new();
+    for id in ids {
+        *m.entry(id).or_insert(0) += 1;
+    }
+    m
+}
+
+fn ids_in(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| {
+            let i = l.find("\"evt-")? + 5;
+            let rest = &l[i..];
+            rest[..rest.find('"')?].parse().ok()
+        })
+        .collect()
+}
+
+/// (missing, duplicates) of one output.
+fn check(name: &str, counts: &HashMap<u64, u32>, total: usize) -> (usize, u32) {
+    let missing: Vec<u64> = (0..total as u64).filter(|i| !counts.contains_key(i)).collect();
+    let dups = counts.values().map(|c| c - 1).sum();
+    eprintln!("{name}: {} distinct, {} missing, {dups} duplicates", counts.len(), missing.len());
+    assert!(
+        missing.is_empty(),
+        "{name}: {} events missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    (missing.len(), dups)
+}
+
+#[test]
+fn sigkill_loop_every_output_gets_every_event() {
+    if !syslog_ng::available() {
+        eprintln!("syslog-ng not installed: skipped (.ci/run installs it)");
+        return;
+    }
+    let total = env_or("CHAOS_EVENTS", 30_000);
+    let kills_wanted = env_or("CHAOS_KILLS", 5);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    write_ndjson(&input, total);
+
+    std::fs::create_dir_all(dir.path().join("broker")).unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    broker.create_topic("chaos", 2);
+    let syslog = SyslogNg::start(&dir.path().join("syslog"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let hec = rt.block_on(HecEmulator::start(
+        &[(TOKEN, true)],
+        Script {
+            count_only: true,
+            ack_delay: Duration::from_millis(50),
+            ..Script::default()
+        },
+    ));
+
+    let file_out = dir.path().join("out.ndjson");
+    let config = dir.path().join("forwarder.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+data_dir = "{data}"
+[api]
+address = "127.0.0.1:0"
+[pipeline]
+batch_max_events = 200
+checkpoint_interval_ms = 50
+[sources.files]
+type = "replay"
+paths = ["{input}"]
+[sinks.file]
+type = "file"
+path = "{file_out}"
+encoding = "raw"
+[sinks.kafka]
+type = "kafka"
+bootstrap_servers = "{bootstrap}"
+topic = "chaos"
+encoding = "raw"
+[sinks.syslog]
+type = "syslog"
+address = "127.0.0.1:{syslog_port}"
+mode = "tcp"
+encoding = "raw"
+[sinks.hec]
+type = "splunk_hec"
+endpoint = "{hec}"
+token = "${{CHAOS_HEC_TOKEN}}"
+encoder.hec.payload = "raw"
+acknowledgements.poll_interval_ms = 100
+"#,
+            data = dir.path().join("data").display(),
+            input = input.display(),
+            file_out = file_out.display(),
+            bootstrap = broker.bootstrap(),
+            syslog_port = syslog.tcp,
+            hec = hec.url(),
+        ),
+    )
+    .unwrap();
+    std::env::set_var("CHAOS_HEC_TOKEN", TOKEN);
+    let log = dir.path().join("run.log");
+
+    let started = Instant::now();
+    let mut rng = rand::rng();
+    let mut kills = 0;
+    let mut finished = false;
+    while kills < kills_wanted {
+        let mut child = spawn_run(&config, &log);
+        // Kill after a random 0.3-2.5 s of work, if it is still running by then.
+        let at = Duration::from_millis(rng.random_range(300..2500));
+        let deadline = Instant::now() + at;
+        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if child.try_wait().unwrap().is_none() {
+            kill9(&mut child);
+            kills += 1;
+        } else {
+            finished = true;
+            break;
+        }
+    }
+    // Run to completion.
+    let mut child = spawn_run(&config, &log);
+    assert!(
+        wait_until(Duration::from_secs(600), || child.try_wait().unwrap().is_some()),
+        "final run ends by itself"
+    );
+    assert!(child.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(kills >= 1, "killed at least once (finished early: {finished})");
+
+    // In flight per kill: channels of a few batches of 200 per stage and sink, plus the
+    // checkpoint interval and, for syslog, the replay window.
+    let window = kills as u32 * 40 * 200;
+    let mut report = Vec::new();
+    let file = tally(ids_in(&std::fs::read_to_string(&file_out).unwrap()));
+    report.push(("file", check("file", &file, total)));
+    let msgs = consume(&broker.bootstrap(), &["chaos"], total + window as usize, Duration::from_secs(120));
+    eprintln!(
+        "kafka: {} messages consumed; first: {:.160}",
+        msgs.len(),
+        msgs.first().map_or("", |m| m.payload.as_str())
+    );
+    let kafka = tally(msgs.iter().flat_map(|m| ids_in(&m.payload)));
+    report.push(("kafka", check("kafka", &kafka, total)));
+    let lines = syslog.wait_for("tcp", Duration::from_secs(60), |l| tally(l.iter().flat_map(|x| ids_in(x))).len() >= total);
+    let sys = tally(lines.iter().flat_map(|l| ids_in(l)));
+    report.push(("syslog-ng", check("syslog-ng", &sys, total)));
+    assert!(wait_until(Duration::from_secs(60), || tally(hec.indexed_ids()).len() >= total));
+    let h = tally(hec.indexed_ids());
+    report.push(("hec", check("hec", &h, total)));
+    for (name, (_, dups)) in &report {
+        assert!(*dups <= window, "{name}: {dups} duplicates exceed the in-flight window {window}");
+    }
+    eprintln!(
+        "chaos: {total} events, {kills} SIGKILLs, lost 0, duplicates {:?}, {:.1} s",
+        report.iter().map(|(n, (_, d))| format!("{n}={d}")).collect::<Vec<_>>(),
+        started.elapsed().as_secs_f64()
+    );
+}
