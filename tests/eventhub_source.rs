@@ -89,8 +89,16 @@ encoding = "raw"
 
 fn log_tail(path: &Path) -> String {
     let log = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().rev().take(25).collect();
-    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+    let all: Vec<&str> = log.lines().collect();
+    // A panic's message first (its backtrace would push it out of the tail).
+    let mut out: Vec<&str> = Vec::new();
+    for (i, l) in all.iter().enumerate() {
+        if l.contains("panicked at") {
+            out.extend(all[i..(i + 3).min(all.len())].iter());
+        }
+    }
+    out.extend(all[all.len().saturating_sub(25)..].iter());
+    out.join("\n")
 }
 
 /// `partition -> (sequence_number, offset)` from the embedded checkpoint file.

@@ -60,6 +60,9 @@ impl Source for EventHubSource {
             ctx,
             store,
         });
+        // The SDK's TLS stack finds two rustls providers in this build (ring, which the
+        // forwarder uses, and aws-lc-rs); name ring as the process default.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let fatal = |message: String| SourceError::Fatal {
             source_name: name.clone(),
