@@ -66,6 +66,7 @@ connection_string = "{cs}"
 custom_endpoint = "{endpoint}"
 ownership_interval_ms = 500
 lag_interval_ms = 200
+stall_timeout_ms = 2000
 [sinks.out]
 type = "file"
 path = "{out}"
@@ -89,6 +90,10 @@ encoding = "raw"
 
 fn log_tail(path: &Path) -> String {
     let log = std::fs::read_to_string(path).unwrap_or_default();
+    // For debugging a failure: keep the whole log where the variable says.
+    if let Ok(dir) = std::env::var("EVENTHUB_TEST_LOG_DIR") {
+        let _ = std::fs::write(Path::new(&dir).join("eventhub-run.log"), &log);
+    }
     let all: Vec<&str> = log.lines().collect();
     // A panic's message first (its backtrace would push it out of the tail).
     let mut out: Vec<&str> = Vec::new();
@@ -136,7 +141,24 @@ async fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-async fn stop(child: &mut std::process::Child) {
+/// The binary under test; killed if a test fails before stopping it.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start(s: &Setup) -> Running {
+    Running(spawn_run(&s.config, &s.log))
+}
+
+async fn stop(child: &mut Running) {
+    let child = &mut child.0;
     unsafe_kill(child.id(), 15);
     let start = Instant::now();
     loop {
@@ -174,7 +196,7 @@ async fn two_partitions_of_10k_arrive_once_and_a_restart_resumes_from_the_checkp
     fill(&emu, 1, 1_000_000, 1000, 10);
     let s = setup(dir.path(), &emu);
 
-    let mut child = spawn_run(&s.config, &s.log);
+    let mut child = start(&s);
     let all = |c: &HashMap<u64, u32>| c.len();
     let ok = wait_for(Duration::from_secs(120), || all(&count_ids(&s.out)) >= 20_000).await;
     assert!(ok, "20k events: got {}\n{}", lines(&s.out), log_tail(&s.log));
@@ -190,7 +212,11 @@ async fn two_partitions_of_10k_arrive_once_and_a_restart_resumes_from_the_checkp
     let counts = count_ids(&s.out);
     for (range, p) in [(0..10_000, 0), (1_000_000..1_010_000, 1)] {
         let (missing, dups) = ids_in(range, &counts);
-        assert!(missing.is_empty() && dups == 0, "partition {p}: {} missing, {dups} duplicates", missing.len());
+        assert!(
+            missing.is_empty() && dups == 0,
+            "partition {p}: {} missing, {dups} duplicates",
+            missing.len()
+        );
     }
     assert_eq!(lines(&s.out), 20_000, "nothing else written");
     assert!(lag.contains("eventhub_partition_lag"), "lag metric exported");
@@ -200,7 +226,7 @@ async fn two_partitions_of_10k_arrive_once_and_a_restart_resumes_from_the_checkp
     fill(&emu, 0, 10_000, 100, 10);
     fill(&emu, 1, 1_010_000, 100, 10);
     let before = emu.stats().receivers.len();
-    let mut child = spawn_run(&s.config, &s.log);
+    let mut child = start(&s);
     let ok = wait_for(Duration::from_secs(60), || count_ids(&s.out).len() >= 22_000).await;
     assert!(ok, "after restart: {}\n{}", count_ids(&s.out).len(), log_tail(&s.log));
     let ok = wait_for(Duration::from_secs(10), || {
@@ -213,14 +239,21 @@ async fn two_partitions_of_10k_arrive_once_and_a_restart_resumes_from_the_checkp
     let counts = count_ids(&s.out);
     for (range, p) in [(0..11_000, 0), (1_000_000..1_011_000, 1)] {
         let (missing, dups) = ids_in(range, &counts);
-        assert!(missing.is_empty() && dups == 0, "partition {p}: {} missing, {dups} duplicates", missing.len());
+        assert!(
+            missing.is_empty() && dups == 0,
+            "partition {p}: {} missing, {dups} duplicates",
+            missing.len()
+        );
     }
     // The restarted receivers asked for what follows the checkpointed offsets.
     let stats = emu.stats();
     let resumed: Vec<&(String, String, Option<i64>)> = stats.receivers[before..].iter().collect();
     assert!(!resumed.is_empty());
     for (_, selector, _) in &resumed {
-        assert!(!selector.contains("'-1'"), "restart must not read from the start: {selector}");
+        assert!(
+            !selector.contains("'-1'"),
+            "restart must not read from the start: {selector}"
+        );
     }
     eprintln!(
         "eventhub: 20k events first run {:?}, total with restart {:?}; connections {}, put-tokens {}",
@@ -264,16 +297,28 @@ async fn poison_is_quarantined_once_gzip_decodes_and_unknown_categories_are_forw
     emu.enqueue(1, body(100, 5));
     let s = setup(dir.path(), &emu);
 
-    let mut child = spawn_run(&s.config, &s.log);
+    let mut child = start(&s);
     let want: Vec<u64> = (0..16).chain(100..105).collect();
     let ok = wait_for(Duration::from_secs(60), || {
         let c = count_ids(&s.out);
         want.iter().all(|i| c.contains_key(i))
     })
     .await;
-    assert!(ok, "events after the poison body arrive: {:?}\n{}", count_ids(&s.out), log_tail(&s.log));
-    let ok = wait_for(Duration::from_secs(10), || checkpoints(&s.data).get("0").map(|x| x.0) == Some(4)).await;
-    assert!(ok, "the checkpoint moves past the poison body: {:?}", checkpoints(&s.data));
+    assert!(
+        ok,
+        "events after the poison body arrive: {:?}\n{}",
+        count_ids(&s.out),
+        log_tail(&s.log)
+    );
+    let ok = wait_for(Duration::from_secs(10), || {
+        checkpoints(&s.data).get("0").map(|x| x.0) == Some(4)
+    })
+    .await;
+    assert!(
+        ok,
+        "the checkpoint moves past the poison body: {:?}",
+        checkpoints(&s.data)
+    );
     let m = metrics(s.api_port).await;
     stop(&mut child).await;
 
@@ -299,7 +344,7 @@ async fn poison_is_quarantined_once_gzip_decodes_and_unknown_categories_are_forw
 
     // A restart does not quarantine the poison body again.
     emu.enqueue(0, body(20, 1));
-    let mut child = spawn_run(&s.config, &s.log);
+    let mut child = start(&s);
     let ok = wait_for(Duration::from_secs(60), || count_ids(&s.out).contains_key(&20)).await;
     assert!(ok, "after restart\n{}", log_tail(&s.log));
     stop(&mut child).await;
@@ -319,14 +364,19 @@ async fn a_dropped_connection_mid_stream_reconnects_without_loss() {
     fill(&emu, 1, 1_000_000, 500, 10);
     emu.drop_after_deliveries(300);
     let s = setup(dir.path(), &emu);
-    let mut child = spawn_run(&s.config, &s.log);
+    let mut child = start(&s);
     let ok = wait_for(Duration::from_secs(60), || emu.stats().drops >= 1).await;
     assert!(ok, "the emulator dropped the connection\n{}", log_tail(&s.log));
     // Drop once more while events are flowing again.
     emu.drop_after_deliveries(200);
     let ok = wait_for(Duration::from_secs(120), || count_ids(&s.out).len() >= 10_000).await;
     let stats = emu.stats();
-    assert!(ok, "after reconnect: {} events, {stats:?}\n{}", count_ids(&s.out).len(), log_tail(&s.log));
+    assert!(
+        ok,
+        "after reconnect: {} events, {stats:?}\n{}",
+        count_ids(&s.out).len(),
+        log_tail(&s.log)
+    );
     stop(&mut child).await;
     let counts = count_ids(&s.out);
     let (m0, d0) = ids_in(0..5_000, &counts);
@@ -340,7 +390,11 @@ async fn a_dropped_connection_mid_stream_reconnects_without_loss() {
         d0 + d1,
         started.elapsed()
     );
-    assert_eq!(d0 + d1, 0, "events re-sent after a reconnect are skipped, not forwarded twice");
+    assert_eq!(
+        d0 + d1,
+        0,
+        "events re-sent after a reconnect are skipped, not forwarded twice"
+    );
 }
 
 /// `kill -9` of the binary mid-stream, then a restart: nothing is lost (at least once).
@@ -352,12 +406,12 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
     fill(&emu, 0, 0, 500, 10);
     fill(&emu, 1, 1_000_000, 500, 10);
     let s = setup(dir.path(), &emu);
-    let mut child = spawn_run(&s.config, &s.log);
+    let mut child = start(&s);
     let ok = wait_for(Duration::from_secs(60), || lines(&s.out) >= 3_000).await;
     assert!(ok, "first events\n{}", log_tail(&s.log));
-    kill9(&mut child);
+    kill9(&mut child.0);
     let at_kill = lines(&s.out);
-    let mut child = spawn_run(&s.config, &s.log);
+    let mut child = start(&s);
     let ok = wait_for(Duration::from_secs(90), || count_ids(&s.out).len() >= 10_000).await;
     assert!(ok, "after restart: {}\n{}", count_ids(&s.out).len(), log_tail(&s.log));
     stop(&mut child).await;

@@ -21,16 +21,25 @@ use fe2o3_amqp::acceptor::{
 };
 use fe2o3_amqp::link::delivery::Sendable;
 use fe2o3_amqp::link::{Receiver, Sender};
+use fe2o3_amqp::types::definitions::Role;
 use fe2o3_amqp::types::definitions::{self, LinkError};
 use fe2o3_amqp::types::messaging::{
     AmqpValue, ApplicationProperties, Body, Data, Message, MessageAnnotations, Properties, TargetArchetype,
 };
 use fe2o3_amqp::types::performatives::Attach;
-use fe2o3_amqp::types::definitions::Role;
 use fe2o3_amqp::types::primitives::{Array, OrderedMap, SimpleValue, Symbol, Timestamp, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
+
+/// `EVENTHUB_EMULATOR_TRACE=1` prints what the emulator does (for debugging a test).
+macro_rules! trace {
+    ($($t:tt)*) => {
+        if std::env::var_os("EVENTHUB_EMULATOR_TRACE").is_some() {
+            eprintln!("[emulator] {}", format!($($t)*));
+        }
+    };
+}
 
 pub const NAMESPACE: &str = "emulated.servicebus.windows.net";
 
@@ -87,6 +96,7 @@ impl Shared {
     }
 
     fn drop_all(&self) {
+        trace!("dropping every connection");
         let conns: Vec<CancellationToken> = std::mem::take(&mut *self.conns.lock().unwrap());
         self.hub().stats.drops += 1;
         for c in conns {
@@ -208,6 +218,7 @@ impl EventHubEmulator {
 /// whatever state the AMQP engine is in.
 async fn serve_connection(s: Arc<Shared>, mut tcp: TcpStream, kill: CancellationToken) {
     let _ = tcp.set_nodelay(true);
+    trace!("tcp accepted");
     let (engine_side, mut relay_side) = tokio::io::duplex(256 * 1024);
     let relay_kill = kill.clone();
     tokio::spawn(async move {
@@ -224,9 +235,12 @@ async fn serve_connection(s: Arc<Shared>, mut tcp: TcpStream, kill: Cancellation
         .build();
     let mut conn = match acceptor.accept(engine_side).await {
         Ok(c) => c,
-        Err(_) => return,
+        Err(e) => {
+            trace!("connection refused: {e:?}");
+            return;
+        }
     };
-    let replies: Replies = Arc::new(Mutex::new(HashMap::new()));
+    trace!("connection open");
     loop {
         let incoming = tokio::select! {
             _ = kill.cancelled() => break,
@@ -235,10 +249,18 @@ async fn serve_connection(s: Arc<Shared>, mut tcp: TcpStream, kill: Cancellation
                 None => break,
             },
         };
-        let Ok(session) = SessionAcceptor::new().accept_incoming_session(incoming, &mut conn).await else {
-            break;
+        let session = match SessionAcceptor::new()
+            .accept_incoming_session(incoming, &mut conn)
+            .await
+        {
+            Ok(session) => session,
+            Err(e) => {
+                trace!("session refused: {e:?}");
+                break;
+            }
         };
-        tokio::spawn(serve_session(s.clone(), session, replies.clone(), kill.clone()));
+        trace!("session begun");
+        tokio::spawn(serve_session(s.clone(), session, kill.clone()));
     }
     if !kill.is_cancelled() {
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
@@ -246,7 +268,9 @@ async fn serve_connection(s: Arc<Shared>, mut tcp: TcpStream, kill: Cancellation
     kill.cancel();
 }
 
-/// Reply links of a connection by their address (the requests' `reply-to`).
+/// Reply links of a session by node and address (the requests' `reply-to`). The client opens
+/// a session per authorization, each with its own request and reply link under the same
+/// addresses, so replies are looked up in the request's own session.
 type Replies = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Message<AmqpValue<Value>>>>>>;
 
 fn source_address(attach: &Attach) -> Option<String> {
@@ -261,8 +285,9 @@ fn target_address(attach: &Attach) -> Option<String> {
     }
 }
 
-async fn serve_session(s: Arc<Shared>, mut session: ListenerSessionHandle, replies: Replies, kill: CancellationToken) {
+async fn serve_session(s: Arc<Shared>, mut session: ListenerSessionHandle, kill: CancellationToken) {
     let acceptor = LinkAcceptor::new();
+    let replies: Replies = Arc::new(Mutex::new(HashMap::new()));
     loop {
         let attach = tokio::select! {
             _ = kill.cancelled() => break,
@@ -272,6 +297,7 @@ async fn serve_session(s: Arc<Shared>, mut session: ListenerSessionHandle, repli
             },
         };
         let (source, target, role) = (source_address(&attach), target_address(&attach), attach.role.clone());
+        trace!("attach {} {:?} source={source:?} target={target:?}", attach.name, role);
         let epoch = attach
             .properties
             .as_ref()
@@ -284,7 +310,10 @@ async fn serve_session(s: Arc<Shared>, mut session: ListenerSessionHandle, repli
         let selector = selector_of(&attach);
         let link = match acceptor.accept_incoming_attach(attach, &mut session).await {
             Ok(l) => l,
-            Err(_) => continue,
+            Err(e) => {
+                trace!("attach refused: {e:?}");
+                continue;
+            }
         };
         match (role, link) {
             (Role::Sender, LinkEndpoint::Receiver(r)) => {
@@ -419,7 +448,9 @@ fn register_receiver(
     if pidx >= hub.partitions.len() {
         return Err((definitions::AmqpError::NotFound.into(), "no such partition"));
     }
-    hub.stats.receivers.push((partition.to_string(), selector.to_string(), epoch));
+    hub.stats
+        .receivers
+        .push((partition.to_string(), selector.to_string(), epoch));
     let e = epoch.unwrap_or(-1);
     let key = (group.to_string(), partition.to_string());
     let blocked = hub
@@ -465,7 +496,11 @@ async fn serve_partition(
 ) {
     let Ok(pidx) = partition.parse::<usize>() else {
         let _ = sender
-            .close_with_error(definitions::Error::new(definitions::AmqpError::NotFound, Some("no such partition".to_string()), None))
+            .close_with_error(definitions::Error::new(
+                definitions::AmqpError::NotFound,
+                Some("no such partition".to_string()),
+                None,
+            ))
             .await;
         return;
     };
@@ -538,13 +573,18 @@ async fn serve_partition(
     }
 }
 
-async fn serve_replies(mut sender: Sender, mut rx: mpsc::UnboundedReceiver<Message<AmqpValue<Value>>>, kill: CancellationToken) {
+async fn serve_replies(
+    mut sender: Sender,
+    mut rx: mpsc::UnboundedReceiver<Message<AmqpValue<Value>>>,
+    kill: CancellationToken,
+) {
     loop {
         tokio::select! {
             m = rx.recv() => match m {
                 Some(m) => {
                     let sendable = Sendable::builder().message(m).settled(true).build();
-                    if sender.send(sendable).await.is_err() {
+                    if let Err(e) = sender.send(sendable).await {
+                        trace!("reply not sent: {e:?}");
                         return;
                     }
                 }
@@ -618,10 +658,15 @@ fn management_read(s: &Shared, request: &Message<Body<Value>>) -> Message<AmqpVa
     }
     match ty.as_str() {
         "com.microsoft:eventhub" => {
-            let ids: Vec<Value> = (0..hub.partitions.len()).map(|i| Value::String(i.to_string())).collect();
+            let ids: Vec<Value> = (0..hub.partitions.len())
+                .map(|i| Value::String(i.to_string()))
+                .collect();
             let body = map(vec![
                 ("name", Value::String(hub.name.clone())),
-                ("created_at", Value::Timestamp(Timestamp::from_milliseconds(1_700_000_000_000))),
+                (
+                    "created_at",
+                    Value::Timestamp(Timestamp::from_milliseconds(1_700_000_000_000)),
+                ),
                 ("partition_count", Value::Int(hub.partitions.len() as i32)),
                 ("partition_ids", Value::Array(Array::from(ids))),
             ]);
@@ -637,10 +682,19 @@ fn management_read(s: &Shared, request: &Message<Body<Value>>) -> Message<AmqpVa
                 ("name", Value::String(hub.name.clone())),
                 ("partition", Value::String(pid.clone())),
                 ("type", Value::String("com.microsoft:partition".to_string())),
-                ("begin_sequence_number", Value::Long(events.first().map_or(0, |e| e.sequence))),
-                ("last_enqueued_sequence_number", Value::Long(last.map_or(-1, |e| e.sequence))),
+                (
+                    "begin_sequence_number",
+                    Value::Long(events.first().map_or(0, |e| e.sequence)),
+                ),
+                (
+                    "last_enqueued_sequence_number",
+                    Value::Long(last.map_or(-1, |e| e.sequence)),
+                ),
                 ("last_enqueued_sequence_number_epoch", Value::Long(0)),
-                ("last_enqueued_offset", Value::String(last.map_or(-1, |e| e.offset).to_string())),
+                (
+                    "last_enqueued_offset",
+                    Value::String(last.map_or(-1, |e| e.offset).to_string()),
+                ),
                 (
                     "last_enqueued_time_utc",
                     Value::Timestamp(Timestamp::from_milliseconds(last.map_or(0, |e| e.enqueued_ms))),
@@ -668,19 +722,32 @@ fn put_token(s: &Shared, request: &Message<Body<Value>>) -> Message<AmqpValue<Va
     }
 }
 
-async fn serve_requests(s: Arc<Shared>, node: String, mut receiver: Receiver, replies: Replies, kill: CancellationToken) {
+async fn serve_requests(
+    s: Arc<Shared>,
+    node: String,
+    mut receiver: Receiver,
+    replies: Replies,
+    kill: CancellationToken,
+) {
     loop {
         let delivery = tokio::select! {
             _ = kill.cancelled() => return,
             d = receiver.recv::<Body<Value>>() => match d {
                 Ok(d) => d,
-                Err(_) => return,
+                Err(e) => {
+                    trace!("request link on {node} ended: {e:?}");
+                    return;
+                }
             },
         };
         if receiver.accept(&delivery).await.is_err() {
             return;
         }
         let request = delivery.message();
+        trace!(
+            "request on {node}: {:?}",
+            request.application_properties.as_ref().map(|a| a.0.get("operation"))
+        );
         let response = if node == "$cbs" {
             put_token(&s, request)
         } else {
@@ -700,8 +767,13 @@ async fn serve_requests(s: Arc<Shared>, node: String, mut receiver: Receiver, re
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if let Some(tx) = tx {
-            let _ = tx.send(response);
+        match tx {
+            Some(tx) => {
+                if tx.send(response).is_err() {
+                    trace!("reply link to {reply_to} is gone");
+                }
+            }
+            None => trace!("no reply link {reply_to}"),
         }
     }
 }

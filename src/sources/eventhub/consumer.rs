@@ -3,8 +3,8 @@
 //! connection or a partition stream fails, resuming after what it already read.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use azure_core::credentials::TokenCredential;
 use azure_messaging_eventhubs::models::{ReceivedEventData, StartPositions};
@@ -39,13 +39,24 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long a partition stays quiet before what was collected is sent.
 const QUIET: Duration = Duration::from_millis(50);
 
-type Shared = Arc<Inner>;
+pub(super) type Shared = Arc<Inner>;
 
 /// What every task of the source shares.
-struct Inner {
-    cfg: Arc<Resolved>,
-    ctx: SourceContext,
-    store: Arc<EmbeddedStore>,
+pub(super) struct Inner {
+    pub(super) cfg: Arc<Resolved>,
+    pub(super) ctx: SourceContext,
+    pub(super) store: Arc<EmbeddedStore>,
+    /// When each partition last received an event (or was opened), for stall detection.
+    pub(super) progress: Mutex<HashMap<String, Instant>>,
+}
+
+impl Inner {
+    pub(super) fn touch(&self, partition: &str) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(partition.to_string(), Instant::now());
+    }
 }
 
 #[async_trait::async_trait]
@@ -53,12 +64,17 @@ impl Source for EventHubSource {
     /// The SDK's streams are not `Send`, so the source runs on a thread of its own with a
     /// single-threaded runtime; it talks to the pipeline through the context's channels.
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
-        let store = Arc::new(EmbeddedStore::new(&ctx.name, self.cfg.hub.clone(), ctx.checkpoints.clone()));
+        let store = Arc::new(EmbeddedStore::new(
+            &ctx.name,
+            self.cfg.hub.clone(),
+            ctx.checkpoints.clone(),
+        ));
         let name = ctx.name.to_string();
         let inner = Arc::new(Inner {
             cfg: self.cfg.clone(),
             ctx,
             store,
+            progress: Mutex::new(HashMap::new()),
         });
         // The SDK's TLS stack finds two rustls providers in this build (ring, which the
         // forwarder uses, and aws-lc-rs); name ring as the process default.
@@ -124,12 +140,17 @@ fn credential(cfg: &Resolved) -> Result<Arc<dyn TokenCredential>, String> {
             c.tenant_id.as_deref().unwrap_or_default(),
             c.client_id.clone().unwrap_or_default(),
             azure_core::credentials::Secret::new(
-                c.client_secret.as_ref().map(|s| s.expose().to_string()).unwrap_or_default(),
+                c.client_secret
+                    .as_ref()
+                    .map(|s| s.expose().to_string())
+                    .unwrap_or_default(),
             ),
             None,
         )
         .map_err(|e| e.to_string())?,
-        EventHubAuth::WorkloadIdentity => azure_identity::WorkloadIdentityCredential::new(None).map_err(|e| e.to_string())?,
+        EventHubAuth::WorkloadIdentity => {
+            azure_identity::WorkloadIdentityCredential::new(None).map_err(|e| e.to_string())?
+        }
         EventHubAuth::ManagedIdentity => {
             let options = azure_identity::ManagedIdentityCredentialOptions {
                 user_assigned_id: c.client_id.clone().map(azure_identity::UserAssignedId::ClientId),
@@ -142,7 +163,7 @@ fn credential(cfg: &Resolved) -> Result<Arc<dyn TokenCredential>, String> {
     Ok(cred)
 }
 
-async fn open_consumer(cfg: &Resolved) -> Result<ConsumerClient, String> {
+pub(super) async fn open_consumer(cfg: &Resolved) -> Result<ConsumerClient, String> {
     let mut builder = ConsumerClient::builder()
         .with_consumer_group(cfg.hub.consumer_group.clone())
         .with_application_id("m365-forwarder".to_string())
@@ -156,10 +177,13 @@ async fn open_consumer(cfg: &Resolved) -> Result<ConsumerClient, String> {
     }
     let r = match cfg.config.auth {
         EventHubAuth::ConnectionString => {
-            let cs = cfg.config.connection_string.as_ref().map(|s| s.expose()).unwrap_or_default();
-            builder
-                .open_with_connection_string(cs, Some(&cfg.hub.event_hub))
-                .await
+            let cs = cfg
+                .config
+                .connection_string
+                .as_ref()
+                .map(|s| s.expose())
+                .unwrap_or_default();
+            builder.open_with_connection_string(cs, Some(&cfg.hub.event_hub)).await
         }
         _ => {
             builder
@@ -239,12 +263,27 @@ async fn session(inner: &Shared) -> Result<(), String> {
         let p = processor.clone();
         async move { p.run().await }
     });
-    let lag = tokio::task::spawn_local(lag_loop(inner.clone(), stop.clone()));
+    // Partitions not opened yet count from now.
+    let opened = Instant::now();
+    inner
+        .progress
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values_mut()
+        .for_each(|t| *t = opened);
+    let stalled = CancellationToken::new();
+    let watch = tokio::task::spawn_local(super::watch::watch(
+        inner.clone(),
+        opened,
+        stop.clone(),
+        stalled.clone(),
+    ));
     let mut partitions = JoinSet::new();
     let mut run_done = false;
     let result = loop {
         tokio::select! {
             _ = inner.ctx.shutdown.cancelled() => break Ok(()),
+            _ = stalled.cancelled() => break Err("partitions with unread events made no progress; reconnecting".to_string()),
             r = &mut run => {
                 run_done = true;
                 break Err(match r {
@@ -268,7 +307,7 @@ async fn session(inner: &Shared) -> Result<(), String> {
     };
     // Stop reading; every partition task sends what it collected before it ends.
     stop.cancel();
-    lag.abort();
+    watch.abort();
     let _ = processor.shutdown().await;
     if !run_done {
         run.abort();
@@ -303,6 +342,7 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
     let mut last = inner.store.resume_point(&pid).map(|c| c.sequence_number);
     let mut unsent: Option<Read> = None;
     tracing::info!(partition = %pid, resume_after = ?last, "partition opened");
+    inner.touch(&pid);
     {
         let stream = pc.stream_events();
         futures_util::pin_mut!(stream);
@@ -329,6 +369,7 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
                     break;
                 }
                 Ok(Some(Ok(ev))) => {
+                    inner.touch(&pid);
                     let Some(seq) = ev.sequence_number() else {
                         ctx.metrics.error(&ctx.name, "eventhub_no_sequence");
                         tracing::warn!(partition = %pid, "event without a sequence number; skipped");
@@ -416,51 +457,4 @@ async fn flush(inner: &Inner, pid: &str, builder: &mut BatchBuilder, unsent: &mu
             .set_read_through(pid, inner.cfg.hub.checkpoint(r.sequence, r.offset));
     }
     true
-}
-
-/// Per-partition lag: last enqueued sequence number minus the checkpointed one. Reads the
-/// partition properties over its own connection.
-async fn lag_loop(inner: Shared, stop: CancellationToken) {
-    let every = inner.cfg.config.lag_interval_ms;
-    if every == 0 {
-        return;
-    }
-    let client = match open_consumer(&inner.cfg).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "lag metric: no management connection");
-            return;
-        }
-    };
-    loop {
-        if let Ok(props) = client.get_eventhub_properties().await {
-            for p in props.partition_ids {
-                let Ok(pp) = client.get_partition_properties(&p).await else {
-                    continue;
-                };
-                let done = inner
-                    .store
-                    .committed(&p)
-                    .map(|c| c.sequence_number)
-                    .unwrap_or(pp.beginning_sequence_number - 1);
-                let lag = if pp.is_empty {
-                    0
-                } else {
-                    (pp.last_enqueued_sequence_number - done).max(0)
-                };
-                inner
-                    .ctx
-                    .metrics
-                    .eventhub
-                    .partition_lag
-                    .get_or_create(&EventHubMetrics::partition(&inner.ctx.name, &p))
-                    .set(lag);
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(every)) => {}
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
 }

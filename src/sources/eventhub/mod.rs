@@ -4,6 +4,7 @@
 
 mod consumer;
 mod store;
+mod watch;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -82,9 +83,13 @@ pub struct EventHubSourceConfig {
     /// How often the processor renews ownership and reopens partitions that closed.
     #[serde(default = "default_ownership_interval")]
     pub ownership_interval_ms: u64,
-    /// How often partition properties are read for the lag metric (0: never).
+    /// How often partition properties are read for the lag metric and stall detection.
     #[serde(default = "default_lag_interval")]
     pub lag_interval_ms: u64,
+    /// A partition with unread events that receives nothing for this long makes the
+    /// source reconnect (a receive stuck inside the client library after a connection loss).
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout_ms: u64,
 }
 
 fn default_group() -> String {
@@ -101,6 +106,9 @@ fn default_ownership_interval() -> u64 {
 }
 fn default_lag_interval() -> u64 {
     15_000
+}
+fn default_stall_timeout() -> u64 {
+    60_000
 }
 
 /// The first-run position of a partition.
@@ -160,18 +168,28 @@ fn resolve(c: &EventHubSourceConfig, prefix: &str) -> Result<Resolved, ConfigIss
                     "required with auth = \"connection_string\" (write it as \"${ENV_VAR}\" or \"${file:PATH}\")",
                 )
             })?;
-            let parsed: azure_messaging_eventhubs::ConnectionString = cs
-                .expose()
-                .parse()
-                .map_err(|_| ConfigIssue::new(format!("{prefix}.connection_string"), "not an Event Hubs connection string"))?;
+            let parsed: azure_messaging_eventhubs::ConnectionString = cs.expose().parse().map_err(|_| {
+                ConfigIssue::new(
+                    format!("{prefix}.connection_string"),
+                    "not an Event Hubs connection string",
+                )
+            })?;
             namespace.get_or_insert(parsed.fully_qualified_namespace);
             if hub.is_none() {
                 hub = parsed.entity_path;
             }
         }
         EventHubAuth::ClientSecret => {
-            required(&c.tenant_id, format!("{prefix}.tenant_id"), "required with auth = \"client_secret\"")?;
-            required(&c.client_id, format!("{prefix}.client_id"), "required with auth = \"client_secret\"")?;
+            required(
+                &c.tenant_id,
+                format!("{prefix}.tenant_id"),
+                "required with auth = \"client_secret\"",
+            )?;
+            required(
+                &c.client_id,
+                format!("{prefix}.client_id"),
+                "required with auth = \"client_secret\"",
+            )?;
             if c.client_secret.as_ref().is_none_or(|s| s.expose().is_empty()) {
                 return Err(ConfigIssue::new(
                     format!("{prefix}.client_secret"),
@@ -198,7 +216,10 @@ fn resolve(c: &EventHubSourceConfig, prefix: &str) -> Result<Resolved, ConfigIss
         "required (or EntityPath in the connection string)",
     )?;
     if c.consumer_group.trim().is_empty() {
-        return Err(ConfigIssue::new(format!("{prefix}.consumer_group"), "must not be empty"));
+        return Err(ConfigIssue::new(
+            format!("{prefix}.consumer_group"),
+            "must not be empty",
+        ));
     }
     if c.prefetch == 0 {
         return Err(ConfigIssue::new(format!("{prefix}.prefetch"), "must be at least 1"));
@@ -207,6 +228,12 @@ fn resolve(c: &EventHubSourceConfig, prefix: &str) -> Result<Resolved, ConfigIss
         return Err(ConfigIssue::new(
             format!("{prefix}.ownership_interval_ms"),
             "must be at least 100",
+        ));
+    }
+    if c.lag_interval_ms < 100 || c.stall_timeout_ms < 1000 {
+        return Err(ConfigIssue::new(
+            format!("{prefix}.lag_interval_ms"),
+            "lag_interval_ms must be at least 100 and stall_timeout_ms at least 1000",
         ));
     }
     if let Some(e) = &c.custom_endpoint {
@@ -296,6 +323,9 @@ mod tests {
     #[test]
     fn start_accepts_an_enqueued_time() {
         assert_eq!(parse_start("earliest"), Some(Start::Earliest));
-        assert!(matches!(parse_start("2026-11-27T00:00:00Z"), Some(Start::EnqueuedTime(_))));
+        assert!(matches!(
+            parse_start("2026-11-27T00:00:00Z"),
+            Some(Start::EnqueuedTime(_))
+        ));
     }
 }

@@ -102,10 +102,7 @@ impl EmbeddedStore {
     pub fn committed(&self, partition: &str) -> Option<StoredCheckpoint> {
         let key = CheckpointKey::new(&self.source, None, partition);
         let value = self.store.get(&key).ok()??;
-        StoredCheckpoint::decode(&value).filter(|c| {
-            self.hub
-                .matches(&c.namespace, &c.event_hub, &c.consumer_group)
-        })
+        StoredCheckpoint::decode(&value).filter(|c| self.hub.matches(&c.namespace, &c.event_hub, &c.consumer_group))
     }
 
     pub fn read_through(&self, partition: &str) -> Option<StoredCheckpoint> {
@@ -156,7 +153,11 @@ impl EmbeddedStore {
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("\"{:x}-{:x}\"", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "\"{:x}-{:x}\"",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[async_trait::async_trait]
@@ -164,7 +165,10 @@ impl azure_messaging_eventhubs::CheckpointStore for EmbeddedStore {
     async fn claim_ownership(&self, ownerships: &[Ownership]) -> azure_core::Result<Vec<Ownership>> {
         Ok(ownerships
             .iter()
-            .filter(|o| self.hub.matches(&o.fully_qualified_namespace, &o.event_hub_name, &o.consumer_group))
+            .filter(|o| {
+                self.hub
+                    .matches(&o.fully_qualified_namespace, &o.event_hub_name, &o.consumer_group)
+            })
             .filter_map(|o| self.claim(o))
             .collect())
     }
@@ -238,9 +242,7 @@ impl azure_messaging_eventhubs::CheckpointStore for EmbeddedStore {
         };
         let value = self.hub.checkpoint(seq, checkpoint.offset).encode();
         let key = CheckpointKey::new(&self.source, None, &checkpoint.partition_id);
-        self.store
-            .commit(&[(key, value)])
-            .map_err(|e| error(e.to_string()))
+        self.store.commit(&[(key, value)]).map_err(|e| error(e.to_string()))
     }
 }
 
@@ -289,12 +291,25 @@ mod tests {
             hub().checkpoint(41, Some("4100".into())).encode(),
         )])
         .unwrap();
-        let cps = s.list_checkpoints("ns.servicebus.windows.net", "hub", "$Default").await.unwrap();
+        let cps = s
+            .list_checkpoints("ns.servicebus.windows.net", "hub", "$Default")
+            .await
+            .unwrap();
         assert_eq!(cps[0].sequence_number, Some(41));
         s.set_read_through("0", hub().checkpoint(50, Some("5000".into())));
-        let cps = s.list_checkpoints("ns.servicebus.windows.net", "hub", "$Default").await.unwrap();
-        assert_eq!((cps[0].sequence_number, cps[0].offset.as_deref()), (Some(50), Some("5000")));
+        let cps = s
+            .list_checkpoints("ns.servicebus.windows.net", "hub", "$Default")
+            .await
+            .unwrap();
+        assert_eq!(
+            (cps[0].sequence_number, cps[0].offset.as_deref()),
+            (Some(50), Some("5000"))
+        );
         // Another hub's checkpoints are not ours.
-        assert!(s.list_checkpoints("ns.servicebus.windows.net", "other", "$Default").await.unwrap().is_empty());
+        assert!(s
+            .list_checkpoints("ns.servicebus.windows.net", "other", "$Default")
+            .await
+            .unwrap()
+            .is_empty());
     }
 }
