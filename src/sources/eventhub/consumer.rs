@@ -36,6 +36,8 @@ impl EventHubSource {
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Reopens of one partition in a row without an event before the whole connection is rebuilt.
+const FAILURES_BEFORE_RECONNECT: u32 = 3;
 /// How long a partition stays quiet before what was collected is sent.
 const QUIET: Duration = Duration::from_millis(50);
 
@@ -48,6 +50,8 @@ pub(super) struct Inner {
     pub(super) store: Arc<EmbeddedStore>,
     /// When each partition last received an event (or was opened), for stall detection.
     pub(super) progress: Mutex<HashMap<String, Instant>>,
+    /// Partition streams that ended in a row without delivering an event.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Inner {
@@ -75,6 +79,7 @@ impl Source for EventHubSource {
             ctx,
             store,
             progress: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
         });
         // The SDK's TLS stack finds two rustls providers in this build (ring, which the
         // forwarder uses, and aws-lc-rs); name ring as the process default.
@@ -283,7 +288,7 @@ async fn session(inner: &Shared) -> Result<(), String> {
     let result = loop {
         tokio::select! {
             _ = inner.ctx.shutdown.cancelled() => break Ok(()),
-            _ = stalled.cancelled() => break Err("partitions with unread events made no progress; reconnecting".to_string()),
+            _ = stalled.cancelled() => break Err("partitions made no progress; reconnecting".to_string()),
             r = &mut run => {
                 run_done = true;
                 break Err(match r {
@@ -294,7 +299,7 @@ async fn session(inner: &Shared) -> Result<(), String> {
             }
             next = processor.next_partition_client() => match next {
                 Ok(pc) => {
-                    partitions.spawn_local(read_partition(inner.clone(), pc, stop.clone()));
+                    partitions.spawn_local(read_partition(inner.clone(), pc, stop.clone(), stalled.clone()));
                 }
                 Err(e) => break Err(format!("next partition: {e}")),
             },
@@ -333,7 +338,7 @@ struct Read {
 }
 
 /// Read one owned partition until its stream ends, shutdown, or `stop`.
-async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: CancellationToken) {
+async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: CancellationToken, broken: CancellationToken) {
     let ctx = &inner.ctx;
     let pid = pc.get_partition_id().to_string();
     let labels = EventHubMetrics::partition(&ctx.name, &pid);
@@ -342,7 +347,7 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
     let mut last = inner.store.resume_point(&pid).map(|c| c.sequence_number);
     let mut unsent: Option<Read> = None;
     tracing::info!(partition = %pid, resume_after = ?last, "partition opened");
-    inner.touch(&pid);
+    let mut received = false;
     {
         let stream = pc.stream_events();
         futures_util::pin_mut!(stream);
@@ -370,6 +375,7 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
                 }
                 Ok(Some(Ok(ev))) => {
                     inner.touch(&pid);
+                    received = true;
                     let Some(seq) = ev.sequence_number() else {
                         ctx.metrics.error(&ctx.name, "eventhub_no_sequence");
                         tracing::warn!(partition = %pid, "event without a sequence number; skipped");
@@ -399,6 +405,19 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
         }
     }
     flush(&inner, &pid, &mut builder, &mut unsent).await;
+    // A partition that keeps failing before its first event has a broken connection under
+    // it, which the client library does not always recover: reconnect from scratch.
+    let failures = {
+        let mut f = inner.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(pid.clone()).or_insert(0);
+        *n = if received || stop.is_cancelled() { 0 } else { *n + 1 };
+        *n
+    };
+    if failures >= FAILURES_BEFORE_RECONNECT {
+        tracing::warn!(partition = %pid, failures, "partition reopened repeatedly without events; reconnecting");
+        inner.failures.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        broken.cancel();
+    }
     // Closing removes the partition from the processor's map, so it reopens it on its next
     // cycle (from `resume_point`) while this process still owns it.
     match Arc::try_unwrap(pc) {
