@@ -67,6 +67,9 @@ pub struct Stats {
     pub drops: u64,
 }
 
+/// A receiver link on a partition: (link id, epoch, steal signal).
+type LiveLink = (u64, i64, CancellationToken);
+
 #[derive(Default)]
 struct Hub {
     name: String,
@@ -78,7 +81,7 @@ struct Hub {
     /// Drop every connection once this many more events were delivered.
     drop_after: Option<u64>,
     /// Live receiver links per (group, partition): (link id, epoch, steal signal).
-    links: HashMap<(String, String), Vec<(u64, i64, CancellationToken)>>,
+    links: HashMap<(String, String), Vec<LiveLink>>,
 }
 
 struct Shared {
