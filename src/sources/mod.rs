@@ -1,6 +1,7 @@
 //! Sources: the `Source` trait, its context (output channel, acknowledgments, checkpoints,
 //! shutdown), the registry of source types, and the batch builder sources share.
 
+pub mod eventhub;
 pub mod graph;
 pub mod kafka;
 pub mod replay;
@@ -99,6 +100,7 @@ type Factory = crate::config::Factory<Box<dyn SourceConfig>>;
 const REGISTRY: &[(&str, Factory)] = &[
     ("replay", replay::factory),
     ("kafka", kafka::factory),
+    ("eventhub", eventhub::factory),
     ("graph_incidents", graph::incidents_factory),
     ("graph_risk_detections", graph::risk_detections_factory),
     ("graph_risky_users", graph::risky_users_factory),
@@ -155,6 +157,24 @@ impl BatchBuilder {
             kind,
             Position::at(self.partition.clone(), offset, index),
         )
+    }
+
+    /// [`BatchBuilder::push_unit`] for a unit that also has a sequence number (an Event Hub
+    /// message): every event of the unit, and its dead-letter record, carry it.
+    pub fn push_unit_with_sequence(
+        &mut self,
+        offset: u64,
+        sequence: i64,
+        body: &Bytes,
+        decoded: Result<DecodedUnit, DecodeError>,
+        checkpoint: Option<String>,
+        metrics: &Metrics,
+    ) {
+        let start = self.pending.len();
+        self.push_unit(offset, body, decoded, checkpoint, metrics);
+        for (_, meta, _) in &mut self.pending[start..] {
+            meta.position.sequence = Some(sequence);
+        }
     }
 
     /// Add one decoded unit (or its decode error, which becomes a quarantined event

@@ -131,6 +131,59 @@ pub struct Metrics {
     pub sink_buffered_batches: Family<SinkLabels, Gauge>,
     pub sink_buffer_capacity: Family<SinkLabels, Gauge>,
     pub graph: GraphMetrics,
+    pub eventhub: EventHubMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub source: String,
+    pub partition: String,
+}
+
+/// Metrics of the Event Hub (AMQP) input, per source and partition. Events, bytes,
+/// repaired and quarantined bodies use the shared component families.
+#[derive(Default)]
+pub struct EventHubMetrics {
+    /// Last enqueued sequence number (partition properties) minus the checkpointed one.
+    pub partition_lag: Family<PartitionLabels, Gauge>,
+    /// Records whose `category` is not a known Entra or Defender category (forwarded as generic).
+    pub unknown_categories: Family<CategoryLabels, Counter>,
+    /// Events the service sent again after a reconnect and the source skipped (already emitted).
+    pub redelivered: Family<PartitionLabels, Counter>,
+    /// Receive streams that ended in an error or a disconnect and were reopened.
+    pub reconnects: Family<PartitionLabels, Counter>,
+}
+
+impl EventHubMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "eventhub_partition_lag",
+            "Last enqueued sequence number of the partition minus the checkpointed sequence number",
+            self.partition_lag.clone(),
+        );
+        r.register(
+            "eventhub_unknown_categories",
+            "Records with a category the forwarder does not know, forwarded as generic events",
+            self.unknown_categories.clone(),
+        );
+        r.register(
+            "eventhub_redelivered",
+            "Events received again after a reconnect and skipped because they were already read",
+            self.redelivered.clone(),
+        );
+        r.register(
+            "eventhub_reconnects",
+            "Partition receive streams reopened after an error or a disconnect",
+            self.reconnects.clone(),
+        );
+    }
+
+    pub fn partition(source: &str, partition: &str) -> PartitionLabels {
+        PartitionLabels {
+            source: source.to_string(),
+            partition: partition.to_string(),
+        }
+    }
 }
 
 /// Metrics of the Graph pollers, per source and tenant.
@@ -273,6 +326,7 @@ impl Metrics {
             sink_buffered_batches: Family::default(),
             sink_buffer_capacity: Family::default(),
             graph: GraphMetrics::default(),
+            eventhub: EventHubMetrics::default(),
         };
         r.register(
             "component_received_events",
@@ -416,6 +470,7 @@ impl Metrics {
             m.sink_buffer_capacity.clone(),
         );
         m.graph.register(&mut r);
+        m.eventhub.register(&mut r);
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         m
     }

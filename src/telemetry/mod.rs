@@ -7,5 +7,6 @@ mod metrics;
 pub use http::{serve, Health};
 pub use logging::{init_logging, LogFormat};
 pub use metrics::{
-    GraphMetrics, Metrics, SinkCodeLabels, SinkLabels, SourceLabels, Summary, TenantLabels, TenantValueLabels,
+    CategoryLabels, EventHubMetrics, GraphMetrics, Metrics, PartitionLabels, SinkCodeLabels, SinkLabels, SourceLabels,
+    Summary, TenantLabels, TenantValueLabels,
 };

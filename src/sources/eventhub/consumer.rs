@@ -1,0 +1,479 @@
+//! The running `eventhub` source: opens the consumer and the `EventProcessor`, reads every
+//! partition it is handed, decodes bodies into events, and reconnects with backoff when the
+//! connection or a partition stream fails, resuming after what it already read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use azure_core::credentials::TokenCredential;
+use azure_messaging_eventhubs::models::{ReceivedEventData, StartPositions};
+use azure_messaging_eventhubs::processor::PartitionClient;
+use azure_messaging_eventhubs::{
+    ConsumerClient, EventProcessor, ProcessorStrategy, RetryOptions, StartLocation, StartPosition,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::store::EmbeddedStore;
+use super::{EventHubAuth, Resolved, Start};
+use crate::decode::{decode_unit, DecodeError};
+use crate::event::EventKind;
+use crate::sources::{BatchBuilder, Source, SourceContext, SourceError};
+use crate::telemetry::EventHubMetrics;
+
+pub(super) struct EventHubSource {
+    cfg: Arc<Resolved>,
+}
+
+impl EventHubSource {
+    pub(super) fn new(cfg: Arc<Resolved>) -> EventHubSource {
+        EventHubSource { cfg }
+    }
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Reopens of one partition in a row without an event before the whole connection is rebuilt.
+const FAILURES_BEFORE_RECONNECT: u32 = 3;
+/// How long a partition stays quiet before what was collected is sent.
+const QUIET: Duration = Duration::from_millis(50);
+
+pub(super) type Shared = Arc<Inner>;
+
+/// What every task of the source shares.
+pub(super) struct Inner {
+    pub(super) cfg: Arc<Resolved>,
+    pub(super) ctx: SourceContext,
+    pub(super) store: Arc<EmbeddedStore>,
+    /// When each partition last received an event (or was opened), for stall detection.
+    pub(super) progress: Mutex<HashMap<String, Instant>>,
+    /// Partition streams that ended in a row without delivering an event.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Inner {
+    pub(super) fn touch(&self, partition: &str) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(partition.to_string(), Instant::now());
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for EventHubSource {
+    /// The SDK's streams are not `Send`, so the source runs on a thread of its own with a
+    /// single-threaded runtime; it talks to the pipeline through the context's channels.
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let store = Arc::new(EmbeddedStore::new(
+            &ctx.name,
+            self.cfg.hub.clone(),
+            ctx.checkpoints.clone(),
+        ));
+        let name = ctx.name.to_string();
+        let inner = Arc::new(Inner {
+            cfg: self.cfg.clone(),
+            ctx,
+            store,
+            progress: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        });
+        // The SDK's TLS stack finds two rustls providers in this build (ring, which the
+        // forwarder uses, and aws-lc-rs); name ring as the process default.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let fatal = |message: String| SourceError::Fatal {
+            source_name: name.clone(),
+            message,
+        };
+        std::thread::Builder::new()
+            .name(format!("eventhub-{name}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, reconnect_loop(inner));
+                let _ = tx.send(Ok(()));
+            })
+            .map_err(|e| fatal(format!("cannot start the source thread: {e}")))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(fatal(format!("runtime: {e}"))),
+            Err(_) => Err(fatal("the source thread ended unexpectedly".into())),
+        }
+    }
+}
+
+/// Connect, read until the connection fails, and connect again with backoff, until shutdown.
+async fn reconnect_loop(inner: Shared) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if inner.ctx.shutdown.is_cancelled() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match session(&inner).await {
+            Ok(()) => return,
+            Err(e) => {
+                inner.ctx.metrics.error(&inner.ctx.name, "eventhub_connection");
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "event hub connection failed; reconnecting");
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::select! {
+            _ = inner.ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+fn credential(cfg: &Resolved) -> Result<Arc<dyn TokenCredential>, String> {
+    let c = &cfg.config;
+    let cred: Arc<dyn TokenCredential> = match c.auth {
+        EventHubAuth::ClientSecret => azure_identity::ClientSecretCredential::new(
+            c.tenant_id.as_deref().unwrap_or_default(),
+            c.client_id.clone().unwrap_or_default(),
+            azure_core::credentials::Secret::new(
+                c.client_secret
+                    .as_ref()
+                    .map(|s| s.expose().to_string())
+                    .unwrap_or_default(),
+            ),
+            None,
+        )
+        .map_err(|e| e.to_string())?,
+        EventHubAuth::WorkloadIdentity => {
+            azure_identity::WorkloadIdentityCredential::new(None).map_err(|e| e.to_string())?
+        }
+        EventHubAuth::ManagedIdentity => {
+            let options = azure_identity::ManagedIdentityCredentialOptions {
+                user_assigned_id: c.client_id.clone().map(azure_identity::UserAssignedId::ClientId),
+                ..Default::default()
+            };
+            azure_identity::ManagedIdentityCredential::new(Some(options)).map_err(|e| e.to_string())?
+        }
+        EventHubAuth::ConnectionString => return Err("connection strings carry their own credential".into()),
+    };
+    Ok(cred)
+}
+
+pub(super) async fn open_consumer(cfg: &Resolved) -> Result<ConsumerClient, String> {
+    let mut builder = ConsumerClient::builder()
+        .with_consumer_group(cfg.hub.consumer_group.clone())
+        .with_application_id("m365-forwarder".to_string())
+        .with_retry_options(RetryOptions {
+            max_delay: azure_core::time::Duration::seconds(5),
+            max_total_elapsed: azure_core::time::Duration::seconds(30),
+            ..Default::default()
+        });
+    if let Some(e) = &cfg.config.custom_endpoint {
+        builder = builder.with_custom_endpoint(e.clone());
+    }
+    let r = match cfg.config.auth {
+        EventHubAuth::ConnectionString => {
+            let cs = cfg
+                .config
+                .connection_string
+                .as_ref()
+                .map(|s| s.expose())
+                .unwrap_or_default();
+            builder.open_with_connection_string(cs, Some(&cfg.hub.event_hub)).await
+        }
+        _ => {
+            builder
+                .open(&cfg.hub.namespace, cfg.hub.event_hub.clone(), credential(cfg)?)
+                .await
+        }
+    };
+    r.map_err(|e| format!("open consumer: {e}"))
+}
+
+/// First-run positions. `latest` is pinned to each partition's current last sequence number,
+/// so a receiver re-attached by the SDK after a connection loss does not skip what arrived
+/// in between.
+async fn start_positions(inner: &Inner, client: &ConsumerClient) -> Result<StartPositions, String> {
+    let default = match &inner.cfg.start {
+        Start::Earliest => StartPosition {
+            location: StartLocation::Earliest,
+            inclusive: false,
+        },
+        Start::Latest => StartPosition {
+            location: StartLocation::Latest,
+            inclusive: false,
+        },
+        Start::EnqueuedTime(t) => StartPosition {
+            location: StartLocation::EnqueuedTime(*t),
+            inclusive: true,
+        },
+    };
+    let mut per_partition = HashMap::new();
+    if inner.cfg.start == Start::Latest {
+        let props = client.get_eventhub_properties().await.map_err(|e| e.to_string())?;
+        for p in props.partition_ids {
+            let pp = client.get_partition_properties(&p).await.map_err(|e| e.to_string())?;
+            let location = if pp.is_empty {
+                StartLocation::Earliest
+            } else {
+                StartLocation::SequenceNumber(pp.last_enqueued_sequence_number)
+            };
+            per_partition.insert(
+                p,
+                StartPosition {
+                    location,
+                    inclusive: false,
+                },
+            );
+        }
+    }
+    Ok(StartPositions { per_partition, default })
+}
+
+/// One connection: the processor hands out partitions until shutdown or a failure.
+async fn session(inner: &Shared) -> Result<(), String> {
+    let client = open_consumer(&inner.cfg).await?;
+    let positions = start_positions(inner, &client).await?;
+    inner.store.clear_ownerships();
+    let interval = Duration::from_millis(inner.cfg.config.ownership_interval_ms);
+    let processor = EventProcessor::builder()
+        .with_load_balancing_strategy(ProcessorStrategy::Greedy)
+        .with_update_interval(azure_core::time::Duration::milliseconds(interval.as_millis() as i64))
+        .with_partition_expiration_duration(azure_core::time::Duration::milliseconds(
+            interval.as_millis() as i64 * 3,
+        ))
+        .with_start_positions(positions)
+        .with_prefetch(inner.cfg.config.prefetch)
+        .build(client, inner.store.clone())
+        .await
+        .map_err(|e| format!("event processor: {e}"))?;
+    tracing::info!(
+        namespace = %inner.cfg.hub.namespace,
+        event_hub = %inner.cfg.hub.event_hub,
+        consumer_group = %inner.cfg.hub.consumer_group,
+        "event hub connected"
+    );
+
+    let stop = inner.ctx.shutdown.child_token();
+    let mut run = tokio::task::spawn_local({
+        let p = processor.clone();
+        async move { p.run().await }
+    });
+    // Partitions not opened yet count from now.
+    let opened = Instant::now();
+    inner
+        .progress
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values_mut()
+        .for_each(|t| *t = opened);
+    let stalled = CancellationToken::new();
+    let watch = tokio::task::spawn_local(super::watch::watch(
+        inner.clone(),
+        opened,
+        stop.clone(),
+        stalled.clone(),
+    ));
+    let mut partitions = JoinSet::new();
+    let mut run_done = false;
+    let result = loop {
+        tokio::select! {
+            _ = inner.ctx.shutdown.cancelled() => break Ok(()),
+            _ = stalled.cancelled() => break Err("partitions made no progress; reconnecting".to_string()),
+            r = &mut run => {
+                run_done = true;
+                break Err(match r {
+                    Ok(Ok(())) => "event processor stopped".to_string(),
+                    Ok(Err(e)) => format!("event processor: {e}"),
+                    Err(e) => format!("event processor task: {e}"),
+                });
+            }
+            next = processor.next_partition_client() => match next {
+                Ok(pc) => {
+                    partitions.spawn_local(read_partition(inner.clone(), pc, stop.clone(), stalled.clone()));
+                }
+                Err(e) => break Err(format!("next partition: {e}")),
+            },
+            Some(done) = partitions.join_next(), if !partitions.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "partition task failed");
+                }
+            }
+        }
+    };
+    // Stop reading; every partition task sends what it collected before it ends.
+    stop.cancel();
+    watch.abort();
+    let _ = processor.shutdown().await;
+    if !run_done {
+        run.abort();
+        let _ = run.await;
+    }
+    while let Some(done) = partitions.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "partition task failed");
+        }
+    }
+    if let Ok(p) = Arc::try_unwrap(processor) {
+        if tokio::time::timeout(Duration::from_secs(5), p.close()).await.is_err() {
+            tracing::debug!("closing the event hub connection timed out");
+        }
+    }
+    result
+}
+
+/// Position of one message inside the partition, for dedup and checkpoints.
+struct Read {
+    sequence: i64,
+    offset: Option<String>,
+}
+
+/// Read one owned partition until its stream ends, shutdown, or `stop`.
+async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: CancellationToken, broken: CancellationToken) {
+    let ctx = &inner.ctx;
+    let pid = pc.get_partition_id().to_string();
+    let labels = EventHubMetrics::partition(&ctx.name, &pid);
+    let mut builder = BatchBuilder::new(ctx.name.clone(), Arc::from(pid.as_str()), ctx.batch_max_events);
+    // Everything at or before this sequence number was already handed to the pipeline.
+    let mut last = inner.store.resume_point(&pid).map(|c| c.sequence_number);
+    let mut unsent: Option<Read> = None;
+    tracing::info!(partition = %pid, resume_after = ?last, "partition opened");
+    let mut received = false;
+    {
+        let stream = pc.stream_events();
+        futures_util::pin_mut!(stream);
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => break,
+                n = tokio::time::timeout(QUIET, stream.next()) => n,
+            };
+            match next {
+                Err(_) => {
+                    if !flush(&inner, &pid, &mut builder, &mut unsent).await {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    tracing::info!(partition = %pid, "partition stream ended");
+                    ctx.metrics.eventhub.reconnects.get_or_create(&labels).inc();
+                    break;
+                }
+                Ok(Some(Err(e))) => {
+                    ctx.metrics.error(&ctx.name, "eventhub_receive");
+                    ctx.metrics.eventhub.reconnects.get_or_create(&labels).inc();
+                    tracing::warn!(partition = %pid, error = %e, "partition receive failed; it is reopened");
+                    break;
+                }
+                Ok(Some(Ok(ev))) => {
+                    inner.touch(&pid);
+                    received = true;
+                    let Some(seq) = ev.sequence_number() else {
+                        ctx.metrics.error(&ctx.name, "eventhub_no_sequence");
+                        tracing::warn!(partition = %pid, "event without a sequence number; skipped");
+                        continue;
+                    };
+                    if last.is_some_and(|l| seq <= l) {
+                        // Sent again after the SDK re-attached from its first position.
+                        ctx.metrics.eventhub.redelivered.get_or_create(&labels).inc();
+                        continue;
+                    }
+                    if let Some(l) = last {
+                        if seq != l + 1 {
+                            tracing::warn!(partition = %pid, after = l, got = seq, "sequence numbers skip (retention or a reset partition)");
+                        }
+                    }
+                    last = Some(seq);
+                    push_event(&inner, &pid, &mut builder, &ev, seq);
+                    unsent = Some(Read {
+                        sequence: seq,
+                        offset: ev.offset().clone(),
+                    });
+                    if builder.is_full() && !flush(&inner, &pid, &mut builder, &mut unsent).await {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    flush(&inner, &pid, &mut builder, &mut unsent).await;
+    // A partition that keeps failing before its first event has a broken connection under
+    // it, which the client library does not always recover: reconnect from scratch.
+    let failures = {
+        let mut f = inner.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(pid.clone()).or_insert(0);
+        *n = if received || stop.is_cancelled() { 0 } else { *n + 1 };
+        *n
+    };
+    if failures >= FAILURES_BEFORE_RECONNECT {
+        tracing::warn!(partition = %pid, failures, "partition reopened repeatedly without events; reconnecting");
+        inner.failures.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        broken.cancel();
+    }
+    // Closing removes the partition from the processor's map, so it reopens it on its next
+    // cycle (from `resume_point`) while this process still owns it.
+    match Arc::try_unwrap(pc) {
+        Ok(pc) => {
+            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), pc.close()).await {
+                tracing::debug!(partition = %pid, error = %e, "closing the partition receiver");
+            }
+        }
+        Err(_) => tracing::warn!(partition = %pid, "partition client still shared; not closed"),
+    }
+}
+
+fn push_event(inner: &Inner, pid: &str, builder: &mut BatchBuilder, ev: &ReceivedEventData, seq: i64) {
+    let ctx = &inner.ctx;
+    let body = Bytes::copy_from_slice(ev.event_data().body().unwrap_or_default());
+    let decoded = if body.is_empty() {
+        Err(DecodeError::Empty)
+    } else {
+        decode_unit(inner.cfg.config.format, body.clone())
+    };
+    if let Ok(unit) = &decoded {
+        for r in unit.records.iter().filter(|r| r.kind == EventKind::Generic) {
+            ctx.metrics
+                .eventhub
+                .unknown_categories
+                .get_or_create(&crate::telemetry::CategoryLabels {
+                    source: ctx.name.to_string(),
+                    category: r.category.to_string(),
+                })
+                .inc();
+        }
+    }
+    let offset = ev.offset().clone();
+    let position = offset
+        .as_deref()
+        .and_then(|o| o.parse::<u64>().ok())
+        .unwrap_or(seq.max(0) as u64);
+    let checkpoint = inner.cfg.hub.checkpoint(seq, offset).encode();
+    tracing::trace!(partition = pid, sequence = seq, "event");
+    builder.push_unit_with_sequence(position, seq, &body, decoded, Some(checkpoint), &ctx.metrics);
+}
+
+/// Send what was collected; remember how far this process has read. False when the
+/// pipeline is closing.
+async fn flush(inner: &Inner, pid: &str, builder: &mut BatchBuilder, unsent: &mut Option<Read>) -> bool {
+    if builder.is_empty() && !builder.has_checkpoint() {
+        return true;
+    }
+    if let Err(e) = inner.ctx.send(builder.take(&inner.ctx.acks)).await {
+        tracing::debug!(partition = pid, error = %e, "batch not sent");
+        return false;
+    }
+    if let Some(r) = unsent.take() {
+        inner
+            .store
+            .set_read_through(pid, inner.cfg.hub.checkpoint(r.sequence, r.offset));
+    }
+    true
+}
