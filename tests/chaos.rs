@@ -14,9 +14,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use support::hec_emulator::{HecEmulator, Script};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use support::hec_emulator::{HecEmulator, Script};
 use support::kafka_broker::Broker;
 use support::syslog_ng::{self, SyslogNg};
 use support::*;
@@ -60,9 +60,7 @@ fn read_topic(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> {
     let mut tpl = TopicPartitionList::new();
     let mut high = Vec::new();
     for p in 0..partitions {
-        let (_, h) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .unwrap();
+        let (_, h) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
         high.push(h);
         tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
     }
@@ -88,7 +86,11 @@ fn read_topic(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> {
 fn check(name: &str, counts: &HashMap<u64, u32>, total: usize) -> (usize, u32) {
     let missing: Vec<u64> = (0..total as u64).filter(|i| !counts.contains_key(i)).collect();
     let dups = counts.values().map(|c| c - 1).sum();
-    eprintln!("{name}: {} distinct, {} missing, {dups} duplicates", counts.len(), missing.len());
+    eprintln!(
+        "{name}: {} distinct, {} missing, {dups} duplicates",
+        counts.len(),
+        missing.len()
+    );
     assert!(
         missing.is_empty(),
         "{name}: {} events missing, e.g. {:?}",
@@ -198,7 +200,11 @@ acknowledgements.poll_interval_ms = 100
         wait_until(Duration::from_secs(600), || child.try_wait().unwrap().is_some()),
         "final run ends by itself"
     );
-    assert!(child.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        child.wait().unwrap().success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     assert!(kills >= 1, "killed at least once (finished early: {finished})");
 
     // In flight per kill: channels of a few batches of 200 per stage and sink, plus the
@@ -207,16 +213,25 @@ acknowledgements.poll_interval_ms = 100
     let mut report = Vec::new();
     let file = tally(ids_in(&std::fs::read_to_string(&file_out).unwrap()));
     report.push(("file", check("file", &file, total)));
-    let kafka = tally(read_topic(&broker.bootstrap(), "chaos", 2).iter().flat_map(|p| ids_in(p)));
+    let kafka = tally(
+        read_topic(&broker.bootstrap(), "chaos", 2)
+            .iter()
+            .flat_map(|p| ids_in(p)),
+    );
     report.push(("kafka", check("kafka", &kafka, total)));
-    let lines = syslog.wait_for("tcp", Duration::from_secs(60), |l| tally(l.iter().flat_map(|x| ids_in(x))).len() >= total);
+    let lines = syslog.wait_for("tcp", Duration::from_secs(60), |l| {
+        tally(l.iter().flat_map(|x| ids_in(x))).len() >= total
+    });
     let sys = tally(lines.iter().flat_map(|l| ids_in(l)));
     report.push(("syslog-ng", check("syslog-ng", &sys, total)));
     assert!(wait_until(Duration::from_secs(60), || tally(hec.indexed_ids()).len() >= total));
     let h = tally(hec.indexed_ids());
     report.push(("hec", check("hec", &h, total)));
     for (name, (_, dups)) in &report {
-        assert!(*dups <= window, "{name}: {dups} duplicates exceed the in-flight window {window}");
+        assert!(
+            *dups <= window,
+            "{name}: {dups} duplicates exceed the in-flight window {window}"
+        );
     }
     eprintln!(
         "chaos: {total} events, {kills} SIGKILLs, lost 0, duplicates {:?}, {:.1} s",

@@ -125,7 +125,16 @@ fn labels_in_use() -> BTreeSet<String> {
         })
         .collect();
     // Label structs of the other families (src/telemetry/metrics.rs).
-    for l in ["source", "category", "sink", "code", "tenant", "value", "le", "partition"] {
+    for l in [
+        "source",
+        "category",
+        "sink",
+        "code",
+        "tenant",
+        "value",
+        "le",
+        "partition",
+    ] {
         labels.insert(l.to_string());
     }
     // Added by Prometheus to every scraped series.

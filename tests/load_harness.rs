@@ -4,6 +4,9 @@
 //! only that every event arrived and that the probes produced plausible readings.
 
 #[allow(dead_code)]
+#[path = "support/hec_emulator.rs"]
+mod hec_emulator;
+#[allow(dead_code)]
 #[path = "../benches/load/probe.rs"]
 mod probe;
 #[allow(dead_code)]
@@ -12,9 +15,6 @@ mod records;
 #[allow(dead_code)]
 #[path = "../benches/load/scenarios.rs"]
 mod scenarios;
-#[allow(dead_code)]
-#[path = "support/hec_emulator.rs"]
-mod hec_emulator;
 
 use std::path::PathBuf;
 
@@ -66,7 +66,11 @@ fn s1_delivers_every_event_and_measures_latency() {
 
 #[test]
 fn s1_peer_runs_when_syslog_ng_is_installed() {
-    if std::process::Command::new("syslog-ng").arg("--version").output().is_err() {
+    if std::process::Command::new("syslog-ng")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("syslog-ng not installed: peer run skipped");
         return;
     }

@@ -13,7 +13,6 @@ mod scenarios;
 #[allow(dead_code)]
 #[path = "../../tests/support/hec_emulator.rs"]
 mod hec_emulator;
-#[allow(dead_code)]
 #[path = "../../tests/support/kafka_broker.rs"]
 mod kafka_broker;
 

@@ -170,7 +170,10 @@ pub fn now_micros() -> u64 {
 fn rt_micros(line: &[u8]) -> Option<u64> {
     let at = line.windows(3).position(|w| w == b"rt=")? + 3;
     let rest = &line[at..];
-    let end = rest.iter().position(|b| *b == b' ' || *b == b'\n').unwrap_or(rest.len());
+    let end = rest
+        .iter()
+        .position(|b| *b == b' ' || *b == b'\n')
+        .unwrap_or(rest.len());
     let v = std::str::from_utf8(&rest[..end]).ok()?;
     if v.bytes().all(|b| b.is_ascii_digit()) {
         return v.parse::<u64>().ok().map(|ms| ms * 1000);
@@ -193,7 +196,10 @@ pub fn percentile_ms(samples: &mut [u32], q: f64) -> Option<f64> {
 mod tests {
     #[test]
     fn rt_in_both_forms() {
-        assert_eq!(super::rt_micros(b"CEF:0|a|b|1|x|y|5|rt=1795729622551 src=1\n"), Some(1795729622551000));
+        assert_eq!(
+            super::rt_micros(b"CEF:0|a|b|1|x|y|5|rt=1795729622551 src=1\n"),
+            Some(1795729622551000)
+        );
         assert_eq!(
             super::rt_micros(b"CEF:0|a|b|1|x|y|5|rt=2026-11-29T01:00:00.0000000Z suser=a\n"),
             Some(1_795_914_000_000_000)

@@ -91,7 +91,12 @@ impl Template {
             match *hole {
                 Some(TIME) => out.extend_from_slice(time.as_bytes()),
                 Some(ID) => {
-                    let _ = write!(out, "4c0f{:04x}-1d2e-4f30-8a41-{:012x}", seq >> 48, seq & 0xffff_ffff_ffff);
+                    let _ = write!(
+                        out,
+                        "4c0f{:04x}-1d2e-4f30-8a41-{:012x}",
+                        seq >> 48,
+                        seq & 0xffff_ffff_ffff
+                    );
                 }
                 Some(IP) => {
                     let _ = write!(out, "198.51.{}.{}", (seq >> 8) & 0xff, seq & 0xff);
@@ -223,5 +228,9 @@ impl Generator {
 pub fn now_iso() -> String {
     use chrono::Timelike;
     let now = chrono::Utc::now();
-    format!("{}.{:07}Z", now.format("%Y-%m-%dT%H:%M:%S"), now.nanosecond() % 1_000_000_000 / 100)
+    format!(
+        "{}.{:07}Z",
+        now.format("%Y-%m-%dT%H:%M:%S"),
+        now.nanosecond() % 1_000_000_000 / 100
+    )
 }

@@ -359,7 +359,11 @@ pub fn s2_syslog_ng(opts: &Opts, conf: &Path) -> Figure {
     let ctl = dir.join("ctl");
     let deadline = Instant::now() + Duration::from_secs(600);
     while syslog_ng_written(&ctl, "kafka") < opts.events {
-        assert!(Instant::now() < deadline, "peer S2: {} written", syslog_ng_written(&ctl, "kafka"));
+        assert!(
+            Instant::now() < deadline,
+            "peer S2: {} written",
+            syslog_ng_written(&ctl, "kafka")
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let secs = t0.elapsed().as_secs_f64();
