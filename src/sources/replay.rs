@@ -330,6 +330,8 @@ async fn read_stdin(ctx: &SourceContext, config: &ReplayConfig) -> Result<(), So
 const FLUSH_IDLE: Duration = Duration::from_millis(2);
 /// The longest a batch collects events from a continuous stream before it is sent.
 const BATCH_MAX_AGE: Duration = Duration::from_millis(10);
+/// A read this large means the input is arriving in bulk.
+const BULK_READ: usize = 32 * 1024;
 
 async fn read_stream<R: AsyncRead + Unpin>(
     ctx: &SourceContext,
@@ -343,9 +345,13 @@ async fn read_stream<R: AsyncRead + Unpin>(
     let mut b = BatchBuilder::new(ctx.name.clone(), partition.clone(), ctx.batch_max_events);
     let mut eof = false;
     let mut started: Option<Instant> = None;
+    let mut bulk = false;
     loop {
         // Cut every complete line out of the buffer.
         while let Some(nl) = buf.iter().position(|&c| c == b'\n') {
+            if b.is_empty() {
+                started = Some(Instant::now());
+            }
             let line = buf.split_to(nl + 1).freeze();
             let unit_offset = offset;
             offset += line.len() as u64;
@@ -400,14 +406,18 @@ async fn read_stream<R: AsyncRead + Unpin>(
         buf.reserve(128 * 1024);
         // A partial batch waits at most FLUSH_IDLE for more input (a slow pipe or a file
         // being appended to), then goes downstream: latency stays low at low rates.
-        // A batch is sent at the latest BATCH_MAX_AGE after it started.
-        if b.is_empty() {
-            started = None;
-        } else {
-            let left = BATCH_MAX_AGE.saturating_sub(started.get_or_insert_with(Instant::now).elapsed());
+        // A batch is sent at the latest BATCH_MAX_AGE after its first event was read.
+        // Input arriving in bulk (a file, a saturated pipe) fills whole batches: no age limit.
+        if !b.is_empty() {
+            let left = if bulk {
+                FLUSH_IDLE
+            } else {
+                BATCH_MAX_AGE.saturating_sub(started.map_or(Duration::ZERO, |t| t.elapsed()))
+            };
             if !left.is_zero() {
                 if let Ok(r) = tokio::time::timeout(FLUSH_IDLE.min(left), reader.read_buf(&mut buf)).await {
                     let n = r.map_err(|e| fatal(&ctx.name, format!("read error on {partition}: {e}")))?;
+                    bulk = n >= BULK_READ;
                     if n == 0 {
                         eof = true;
                     }
@@ -415,12 +425,12 @@ async fn read_stream<R: AsyncRead + Unpin>(
                 }
             }
             ctx.send(b.take(&ctx.acks)).await?;
-            started = None;
         }
         let n = reader
             .read_buf(&mut buf)
             .await
             .map_err(|e| fatal(&ctx.name, format!("read error on {partition}: {e}")))?;
+        bulk = n >= BULK_READ;
         if n == 0 {
             eof = true;
             // Send a partly filled batch rather than wait for more input.
