@@ -346,6 +346,8 @@ async fn read_stream<R: AsyncRead + Unpin>(
     let mut eof = false;
     let mut started: Option<Instant> = None;
     let mut bulk = false;
+    // Stdin and followed files can go quiet with a partial batch read.
+    let trickle = !checkpointed || config.follow;
     loop {
         // Cut every complete line out of the buffer.
         while let Some(nl) = buf.iter().position(|&c| c == b'\n') {
@@ -407,8 +409,9 @@ async fn read_stream<R: AsyncRead + Unpin>(
         // A partial batch waits at most FLUSH_IDLE for more input (a slow pipe or a file
         // being appended to), then goes downstream: latency stays low at low rates.
         // A batch is sent at the latest BATCH_MAX_AGE after its first event was read.
-        // Input arriving in bulk (a file, a saturated pipe) fills whole batches: no age limit.
-        if !b.is_empty() {
+        // Input arriving in bulk (a saturated pipe) fills whole batches: no age limit. A
+        // regular file read to its end never waits: whole batches, no flushing at all.
+        if trickle && !b.is_empty() {
             let left = if bulk {
                 FLUSH_IDLE
             } else {
