@@ -135,31 +135,34 @@ impl Pipeline {
 
         // Sinks, each behind its own bounded channel.
         let force = CancellationToken::new();
-        let mut sinks: Vec<(String, SinkCommon, Box<dyn Sink>)> = Vec::new();
+        let mut sinks: Vec<(String, SinkCommon, Vec<Box<dyn Sink>>)> = Vec::new();
         for entry in &config.sinks {
-            let sink = entry
-                .config
-                .build(&entry.name)
+            let instances = (0..entry.config.concurrency().max(1))
+                .map(|_| entry.config.build(&entry.name))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|source| PipelineError::SinkBuild {
                     name: entry.name.clone(),
                     source,
                 })?;
-            sinks.push((entry.name.clone(), entry.common.clone(), sink));
+            sinks.push((entry.name.clone(), entry.common.clone(), instances));
         }
         let sinks: Vec<_> = sinks
             .into_iter()
-            .chain(extra_sinks)
-            .map(|(name, common, sink)| match common.rate_limit_eps {
+            .chain(extra_sinks.into_iter().map(|(n, c, s)| (n, c, vec![s])))
+            .map(|(name, common, instances)| match common.rate_limit_eps {
                 Some(eps) => {
-                    let limited: Box<dyn Sink> = Box::new(crate::sinks::ratelimit::RateLimited::new(sink, eps));
+                    let limited = crate::sinks::ratelimit::RateLimited::shared(instances, eps)
+                        .into_iter()
+                        .map(|s| Box::new(s) as Box<dyn Sink>)
+                        .collect();
                     (name, common, limited)
                 }
-                None => (name, common, sink),
+                None => (name, common, instances),
             })
             .collect();
         let mut routes = Vec::new();
         let mut sink_tasks = JoinSet::new();
-        for (name, common, sink) in sinks {
+        for (name, common, instances) in sinks {
             let (tx, rx) = mpsc::channel(common.buffer_max_batches.map_or(pc.channel_capacity, |n| n.get()));
             let filter =
                 common
@@ -179,7 +182,7 @@ impl Pipeline {
             });
             let driver = SinkDriver {
                 name,
-                sink,
+                sinks: instances,
                 retry: RetryPolicy {
                     initial: Duration::from_millis(common.retry_initial_ms.max(1)),
                     max: Duration::from_millis(common.retry_max_ms.max(common.retry_initial_ms).max(1)),

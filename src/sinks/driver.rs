@@ -1,12 +1,16 @@
 //! Runs one sink: takes batches from its bounded channel, sends them with retry and
 //! exponential backoff, dead-letters what the receiver refuses for good, and marks every
-//! event's finalizer only after the receiver (or the dead-letter file) has it.
+//! event's finalizer only after the receiver (or the dead-letter file) has it. A sink type
+//! that allows it (`SinkConfig::concurrency`, e.g. HEC waiting for indexer acknowledgment)
+//! runs several instances, each delivering its own batch, so one request waiting for its
+//! acknowledgment does not hold the ones behind it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -35,7 +39,8 @@ impl RetryPolicy {
 
 pub struct SinkDriver {
     pub name: Arc<str>,
-    pub sink: Box<dyn Sink>,
+    /// One instance per concurrent delivery (at least one).
+    pub sinks: Vec<Box<dyn Sink>>,
     pub retry: RetryPolicy,
     pub dead_letter: Arc<DeadLetter>,
     pub metrics: Arc<Metrics>,
@@ -44,127 +49,194 @@ pub struct SinkDriver {
     pub force: CancellationToken,
 }
 
+/// What every delivery of one sink shares.
+struct Shared {
+    name: Arc<str>,
+    retry: RetryPolicy,
+    dead_letter: Arc<DeadLetter>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    force: CancellationToken,
+}
+
 impl SinkDriver {
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
+    pub async fn run(self, mut rx: mpsc::Receiver<Batch>) {
         let span = tracing::info_span!("sink", sink = %self.name);
+        let SinkDriver {
+            name,
+            sinks,
+            retry,
+            dead_letter,
+            metrics,
+            health,
+            force,
+        } = self;
+        let shared = Arc::new(Shared {
+            name,
+            retry,
+            dead_letter,
+            metrics,
+            health,
+            force,
+        });
         async move {
-            let ctx = SinkContext {
-                name: self.name.clone(),
-                metrics: self.metrics.clone(),
-                health: self.health.clone(),
-            };
-            if let Err(e) = self.sink.start(&ctx).await {
-                tracing::error!(error = %e, "sink start-up check failed; sending anyway and retrying on errors");
-                self.metrics.error(&self.name, e.kind());
-                self.health.sink_failing(&self.name, &e.to_string());
+            let mut idle: Vec<Box<dyn Sink>> = Vec::with_capacity(sinks.len());
+            for (instance, mut sink) in sinks.into_iter().enumerate() {
+                let ctx = SinkContext {
+                    name: shared.name.clone(),
+                    instance,
+                    metrics: shared.metrics.clone(),
+                    health: shared.health.clone(),
+                };
+                if let Err(e) = sink.start(&ctx).await {
+                    tracing::error!(error = %e, "sink start-up check failed; sending anyway and retrying on errors");
+                    shared.metrics.error(&shared.name, e.kind());
+                    shared.health.sink_failing(&shared.name, &e.to_string());
+                }
+                idle.push(sink);
             }
-            let limits = self.sink.batch_limits();
-            while let Some(mut batch) = rx.recv().await {
+            let limits = idle.first().and_then(|s| s.batch_limits());
+            let mut busy: JoinSet<(Box<dyn Sink>, bool)> = JoinSet::new();
+            let mut stop = false;
+            while !stop {
+                // Take back the instances that are done; wait for one when none is idle.
+                let done = if idle.is_empty() {
+                    busy.join_next().await
+                } else {
+                    busy.try_join_next()
+                };
+                match done {
+                    Some(Ok((sink, ok))) => {
+                        idle.push(sink);
+                        stop = !ok;
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "sink delivery task failed");
+                        stop = true;
+                        continue;
+                    }
+                    None if idle.is_empty() => break,
+                    None => {}
+                }
+                let Some(mut batch) = rx.recv().await else { break };
                 if let Some(l) = limits {
-                    coalesce(&mut batch, &mut rx, l, &self.force).await;
+                    coalesce(&mut batch, &mut rx, l, &shared.force).await;
                 }
-                self.metrics.sink_buffer(&self.name, rx.len(), rx.max_capacity());
-                if !self.deliver(batch).await {
-                    break;
+                shared.metrics.sink_buffer(&shared.name, rx.len(), rx.max_capacity());
+                let mut sink = idle.pop().expect("an idle instance");
+                let sh = shared.clone();
+                busy.spawn(
+                    async move {
+                        let ok = deliver(&sh, &mut sink, batch).await;
+                        (sink, ok)
+                    }
+                    .in_current_span(),
+                );
+            }
+            while let Some(r) = busy.join_next().await {
+                if let Ok((sink, _)) = r {
+                    idle.push(sink);
                 }
             }
-            if let Err(e) = self.sink.close().await {
-                tracing::error!(error = %e, "closing sink failed");
-                self.metrics.error(&self.name, e.kind());
+            for sink in &mut idle {
+                if let Err(e) = sink.close().await {
+                    tracing::error!(error = %e, "closing sink failed");
+                    shared.metrics.error(&shared.name, e.kind());
+                }
             }
         }
         .instrument(span)
         .await
     }
+}
 
-    /// Deliver one batch; false when forced to stop (the batch stays unacknowledged).
-    async fn deliver(&mut self, mut batch: Batch) -> bool {
-        let n = batch.len();
-        let received = Instant::now();
-        let mut attempt = 0u32;
-        let report = loop {
-            let res = tokio::select! {
-                biased;
-                _ = self.force.cancelled() => return false,
-                r = self.sink.send(&batch) => r,
-            };
-            match res {
-                Ok(r) => break r,
-                Err(e) => {
-                    attempt += 1;
-                    self.metrics.error(&self.name, e.kind());
-                    self.metrics
-                        .sink_retries
-                        .get_or_create(&SinkLabels {
-                            sink: self.name.to_string(),
-                        })
-                        .inc();
-                    self.health.sink_failing(&self.name, &e.to_string());
-                    let delay = self.retry.delay(attempt);
-                    log_failure(&e, attempt, delay, n);
-                    tokio::select! {
-                        _ = self.force.cancelled() => return false,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
+/// Deliver one batch; false when forced to stop (the batch stays unacknowledged).
+async fn deliver(sh: &Shared, sink: &mut Box<dyn Sink>, mut batch: Batch) -> bool {
+    let n = batch.len();
+    let received = Instant::now();
+    let mut attempt = 0u32;
+    let report = loop {
+        let res = tokio::select! {
+            biased;
+            _ = sh.force.cancelled() => return false,
+            r = sink.send(&batch) => r,
         };
-        if attempt > 0 {
-            tracing::info!(attempts = attempt + 1, "sink recovered");
-        }
-        self.health.sink_ok(&self.name);
-
-        // Refused events go to the dead-letter file before anything is acknowledged.
-        let mut rejected: Vec<Event> = Vec::new();
-        if !report.rejected.is_empty() {
-            let mut idx: Vec<_> = report.rejected;
-            idx.sort_by_key(|r| std::cmp::Reverse(r.index));
-            let stage: Arc<str> = Arc::from(format!("sink:{}", self.name));
-            for r in idx {
-                if r.index < batch.len() {
-                    let mut e = batch.swap_remove(r.index);
-                    e.quarantine(stage.clone(), r.reason, r.detail);
-                    rejected.push(e);
-                }
-            }
-            let mut dl_attempt = 0;
-            while let Err(e) = self.dead_letter.write(&rejected).await {
-                dl_attempt += 1;
-                tracing::error!(error = %e, "dead-letter write failed; retrying");
+        match res {
+            Ok(r) => break r,
+            Err(e) => {
+                attempt += 1;
+                sh.metrics.error(&sh.name, e.kind());
+                sh.metrics
+                    .sink_retries
+                    .get_or_create(&SinkLabels {
+                        sink: sh.name.to_string(),
+                    })
+                    .inc();
+                sh.health.sink_failing(&sh.name, &e.to_string());
+                let delay = sh.retry.delay(attempt);
+                log_failure(&e, attempt, delay, n);
                 tokio::select! {
-                    _ = self.force.cancelled() => return false,
-                    _ = tokio::time::sleep(self.retry.delay(dl_attempt)) => {}
+                    _ = sh.force.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
                 }
             }
         }
-
-        let now = now_ms();
-        let e2e = self.metrics.latency_event_to_ack.get_or_create(&SinkLabels {
-            sink: self.name.to_string(),
-        });
-        let rta = self.metrics.latency_receive_to_ack.get_or_create(&SinkLabels {
-            sink: self.name.to_string(),
-        });
-        for e in &mut batch {
-            if let Some(t) = e.meta.event_ms {
-                e2e.observe((now - t).max(0) as f64 / 1000.0);
-            }
-            rta.observe((now - e.meta.received_ms).max(0) as f64 / 1000.0);
-            e.finalizer.mark(Status::Delivered);
-        }
-        for e in &mut rejected {
-            e.finalizer.mark(Status::Rejected);
-        }
-        self.metrics
-            .component_out(&self.name, "sink", batch.len() as u64, report.bytes);
-        tracing::debug!(
-            events = batch.len(),
-            rejected = rejected.len(),
-            elapsed_ms = received.elapsed().as_millis() as u64,
-            "batch delivered"
-        );
-        true
+    };
+    if attempt > 0 {
+        tracing::info!(attempts = attempt + 1, "sink recovered");
     }
+    sh.health.sink_ok(&sh.name);
+
+    // Refused events go to the dead-letter file before anything is acknowledged.
+    let mut rejected: Vec<Event> = Vec::new();
+    if !report.rejected.is_empty() {
+        let mut idx: Vec<_> = report.rejected;
+        idx.sort_by_key(|r| std::cmp::Reverse(r.index));
+        let stage: Arc<str> = Arc::from(format!("sink:{}", sh.name));
+        for r in idx {
+            if r.index < batch.len() {
+                let mut e = batch.swap_remove(r.index);
+                e.quarantine(stage.clone(), r.reason, r.detail);
+                rejected.push(e);
+            }
+        }
+        let mut dl_attempt = 0;
+        while let Err(e) = sh.dead_letter.write(&rejected).await {
+            dl_attempt += 1;
+            tracing::error!(error = %e, "dead-letter write failed; retrying");
+            tokio::select! {
+                _ = sh.force.cancelled() => return false,
+                _ = tokio::time::sleep(sh.retry.delay(dl_attempt)) => {}
+            }
+        }
+    }
+
+    let now = now_ms();
+    let labels = SinkLabels {
+        sink: sh.name.to_string(),
+    };
+    let e2e = sh.metrics.latency_event_to_ack.get_or_create(&labels);
+    let rta = sh.metrics.latency_receive_to_ack.get_or_create(&labels);
+    for e in &mut batch {
+        if let Some(t) = e.meta.event_ms {
+            e2e.observe((now - t).max(0) as f64 / 1000.0);
+        }
+        rta.observe((now - e.meta.received_ms).max(0) as f64 / 1000.0);
+        e.finalizer.mark(Status::Delivered);
+    }
+    for e in &mut rejected {
+        e.finalizer.mark(Status::Rejected);
+    }
+    sh.metrics
+        .component_out(&sh.name, "sink", batch.len() as u64, report.bytes);
+    tracing::debug!(
+        events = batch.len(),
+        rejected = rejected.len(),
+        elapsed_ms = received.elapsed().as_millis() as u64,
+        "batch delivered"
+    );
+    true
 }
 
 /// Adds the batches already waiting in `rx`, then waits up to `l.max_wait` for more, until

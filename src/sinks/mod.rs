@@ -61,6 +61,9 @@ pub struct SendReport {
 #[derive(Clone, Debug)]
 pub struct SinkContext {
     pub name: Arc<str>,
+    /// Which of the sink's concurrent instances this is (0 for the first): start-up checks
+    /// run on instance 0 only.
+    pub instance: usize,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
 }
@@ -102,6 +105,12 @@ pub trait Sink: Send {
 /// A configured sink type, validated and ready to build.
 pub trait SinkConfig: Send + Sync + fmt::Debug {
     fn build(&self, name: &str) -> Result<Box<dyn Sink>, SinkError>;
+
+    /// How many instances deliver batches at once (each built by `build`); default 1, so
+    /// batches are delivered one after the other, in order.
+    fn concurrency(&self) -> usize {
+        1
+    }
 }
 
 type Factory = crate::config::Factory<Box<dyn SinkConfig>>;

@@ -3,6 +3,7 @@
 //! (backpressure, never dropping). Bursts up to a tenth of a second's worth.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Instant;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -13,7 +14,7 @@ use crate::telemetry::SinkLabels;
 
 pub struct RateLimited {
     inner: Box<dyn Sink>,
-    limiter: DefaultDirectRateLimiter,
+    limiter: Arc<DefaultDirectRateLimiter>,
     burst: NonZeroU32,
     ctx: Option<SinkContext>,
 }
@@ -43,13 +44,23 @@ async fn admit(limiter: &DefaultDirectRateLimiter, burst: NonZeroU32, ctx: Optio
 
 impl RateLimited {
     pub fn new(inner: Box<dyn Sink>, eps: NonZeroU32) -> RateLimited {
+        RateLimited::shared(vec![inner], eps).pop().expect("one instance")
+    }
+
+    /// Wraps every instance of one sink behind a single limiter: the limit is for the sink,
+    /// however many instances deliver at once.
+    pub fn shared(instances: Vec<Box<dyn Sink>>, eps: NonZeroU32) -> Vec<RateLimited> {
         let burst = NonZeroU32::new(eps.get() / 10).unwrap_or(NonZeroU32::MIN);
-        RateLimited {
-            inner,
-            limiter: RateLimiter::direct(Quota::per_second(eps).allow_burst(burst)),
-            burst,
-            ctx: None,
-        }
+        let limiter = Arc::new(RateLimiter::direct(Quota::per_second(eps).allow_burst(burst)));
+        instances
+            .into_iter()
+            .map(|inner| RateLimited {
+                inner,
+                limiter: limiter.clone(),
+                burst,
+                ctx: None,
+            })
+            .collect()
     }
 }
 

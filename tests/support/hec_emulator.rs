@@ -80,6 +80,7 @@ struct Emu {
     log: Vec<Logged>,
     ack_queries: u32,
     health_checks: u32,
+    max_pending_acks: usize,
 }
 
 pub struct HecEmulator {
@@ -256,6 +257,8 @@ async fn event(State(st): State<Arc<Mutex<Emu>>>, uri: Uri, headers: HeaderMap, 
         ch.next_id += 1;
         ch.acks.insert(id, PendingAck { ready_at, envelopes });
         log.ack_id = Some(id);
+        let pending = emu.channels.values().map(|c| c.acks.len()).sum();
+        emu.max_pending_acks = emu.max_pending_acks.max(pending);
         Ok(reply_json(200, json!({"text": "Success", "code": 0, "ackId": id})))
     })()
     .unwrap_or_else(|e| e);
@@ -373,6 +376,11 @@ impl HecEmulator {
 
     pub fn log(&self) -> Vec<Logged> {
         self.state.lock().unwrap().log.clone()
+    }
+
+    /// The most requests that were accepted and not yet acknowledged at one time.
+    pub fn max_pending_acks(&self) -> usize {
+        self.state.lock().unwrap().max_pending_acks
     }
 
     pub fn ack_queries(&self) -> u32 {

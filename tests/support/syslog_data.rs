@@ -168,6 +168,7 @@ pub async fn send_direct(table: &str, events: &[Event]) -> Arc<Metrics> {
     let mut sink = config.build("direct").unwrap();
     let metrics = Arc::new(Metrics::new());
     let ctx = SinkContext {
+        instance: 0,
         name: Arc::from("direct"),
         metrics: metrics.clone(),
         health: Arc::new(Health::default()),

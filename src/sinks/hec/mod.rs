@@ -107,6 +107,14 @@ pub struct HecSinkConfig {
     /// `GET /services/collector/health` at start. Default true.
     #[serde(default = "yes")]
     pub healthcheck: bool,
+    /// Requests in flight at once, each on its own HEC channel, so the wait for indexer
+    /// acknowledgment overlaps. Default 8; 1 delivers batches strictly in order.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_concurrency() -> usize {
+    8
 }
 
 fn default_request_timeout_ms() -> u64 {
@@ -142,6 +150,9 @@ pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn 
         return Err(issue("batch", "max_events must be > 0 and max_bytes >= 1024".into()));
     }
     let a = &c.acknowledgements;
+    if c.concurrency == 0 || c.concurrency > 256 {
+        return Err(issue("concurrency", "must be between 1 and 256".into()));
+    }
     if a.poll_interval_ms == 0 || a.timeout_secs == 0 || c.request_timeout_ms == 0 {
         return Err(issue(
             "acknowledgements",
@@ -156,6 +167,10 @@ pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn 
 }
 
 impl SinkConfig for HecSinkConfig {
+    fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
     fn build(&self, name: &str) -> Result<Box<dyn Sink>, SinkError> {
         let tls = if self.endpoint.starts_with("https://") {
             if self.tls.insecure_skip_verify {
@@ -271,8 +286,8 @@ impl HecSink {
 impl Sink for HecSink {
     async fn start(&mut self, ctx: &SinkContext) -> Result<(), SinkError> {
         self.metrics = Some(ctx.metrics.clone());
-        tracing::info!(channel = %self.channel, ack = self.ack.enabled, "splunk HEC sink starting");
-        if !self.healthcheck {
+        tracing::info!(channel = %self.channel, ack = self.ack.enabled, instance = ctx.instance, "splunk HEC sink starting");
+        if !self.healthcheck || ctx.instance > 0 {
             return Ok(());
         }
         match self.client.health().await {
