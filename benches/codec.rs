@@ -33,8 +33,16 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 fn bodies() -> Vec<(&'static str, InputFormat, Bytes)> {
     let signins = read("eventhub/signin_interactive.json");
     vec![
-        ("eventhub_signin_body", InputFormat::Eventhub, Bytes::from(signins.clone())),
-        ("eventhub_signin_body_gzip", InputFormat::Eventhub, Bytes::from(gzip(&signins))),
+        (
+            "eventhub_signin_body",
+            InputFormat::Eventhub,
+            Bytes::from(signins.clone()),
+        ),
+        (
+            "eventhub_signin_body_gzip",
+            InputFormat::Eventhub,
+            Bytes::from(gzip(&signins)),
+        ),
         (
             "eventhub_audit_body",
             InputFormat::Eventhub,

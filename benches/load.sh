@@ -15,7 +15,7 @@ run() { taskset -c 0 cargo bench --bench load -- --core 1 --events "$EVENTS" --o
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
 run --mix 1.6k --latency-secs 10 --scenarios s1,s1-peer
 run --mix 3.6k --latency-secs 10 --scenarios s1,s1-peer
-run --mix 1.6k --latency-secs 0 --scenarios s2,s2-peer,s3
+run --mix 1.6k --latency-secs 0 --scenarios s2,s2-peer,s3,s4
 if command -v tansu >/dev/null || [ -x "$HOME/.cargo/bin/tansu" ]; then
   run --mix 1.6k --latency-secs 0 --scenarios s2-broker
 fi

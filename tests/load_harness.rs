@@ -1,8 +1,11 @@
 //! The load harness (benches/load) runs end to end at a tiny size: S1 through a real TCP
 //! receiver and, when syslog-ng is installed, the peer; S2 to librdkafka's mock cluster;
-//! S3 to the HEC emulator. Figures are not asserted here (benchmarks are not timed tests):
+//! S3 to the HEC emulator; S4 from the Event Hub emulator to the mock cluster. Figures are not asserted here (benchmarks are not timed tests):
 //! only that every event arrived and that the probes produced plausible readings.
 
+#[allow(dead_code, unused_imports)]
+#[path = "support/eventhub_emulator.rs"]
+mod eventhub_emulator;
 #[allow(dead_code)]
 #[path = "support/hec_emulator.rs"]
 mod hec_emulator;
@@ -12,6 +15,9 @@ mod probe;
 #[allow(dead_code)]
 #[path = "../benches/load/records.rs"]
 mod records;
+#[allow(dead_code)]
+#[path = "../benches/load/s4.rs"]
+mod s4;
 #[allow(dead_code)]
 #[path = "../benches/load/scenarios.rs"]
 mod scenarios;
@@ -98,4 +104,19 @@ fn s2_mock_cluster_and_s3_hec_deliver_every_event() {
     ));
     let f = scenarios::s3_forwarder(&o, &emu.url());
     assert_eq!(emu.indexed_count(), 3000, "{f:?}");
+}
+
+#[test]
+fn s4_event_hub_emulator_to_mock_cluster_delivers_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // s4_forwarder waits until the sink reports all 3000 events sent, or fails.
+    let f = s4::s4_forwarder(&o, &rt);
+    assert_eq!(f.events, 3000);
+    assert!(f.events_per_sec > 0.0 && f.peak_rss_mb > 1.0, "{f:?}");
 }

@@ -1,5 +1,5 @@
 //! Load harness: end-to-end throughput, CPU per million events, latency at half load and
-//! resident memory of the forwarder (and of the syslog-ng peer) in scenarios S1-S3.
+//! resident memory of the forwarder (and of the syslog-ng peer) in scenarios S1-S4.
 //!
 //! ```sh
 //! cargo bench --bench load -- --scenarios s1,s1-peer,s2,s3 --events 200000 --core 1
@@ -8,8 +8,12 @@
 
 mod probe;
 mod records;
+mod s4;
 mod scenarios;
 
+#[allow(dead_code, unused_imports)]
+#[path = "../../tests/support/eventhub_emulator.rs"]
+mod eventhub_emulator;
 #[allow(dead_code)]
 #[path = "../../tests/support/hec_emulator.rs"]
 mod hec_emulator;
@@ -22,7 +26,7 @@ use scenarios::{Figure, Opts};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: cargo bench --bench load -- [--scenarios s1,s1-peer,s2,s2-peer,s2-broker,s3] [--events N] \
+        "usage: cargo bench --bench load -- [--scenarios s1,s1-peer,s2,s2-peer,s2-broker,s3,s4] [--events N] \
          [--mix 1.6k|3.6k] [--core N] [--latency-secs S] [--out FILE]"
     );
     std::process::exit(2)
@@ -92,6 +96,14 @@ fn main() {
                 let f = scenarios::s3_forwarder(&opts, &emu.url());
                 assert_eq!(emu.indexed_count(), opts.events, "S3: the emulator indexed every event");
                 f
+            }
+            "s4" => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                s4::s4_forwarder(&opts, &rt)
             }
             _ => usage(),
         };

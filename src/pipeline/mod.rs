@@ -22,6 +22,8 @@ use crate::sinks::{Sink, SinkError};
 use crate::sources::{Source, SourceContext};
 use crate::telemetry::{Health, Metrics, Summary};
 
+/// A sink's name, common options and its concurrent instances.
+type SinkInstances = (String, SinkCommon, Vec<Box<dyn Sink>>);
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
@@ -135,7 +137,7 @@ impl Pipeline {
 
         // Sinks, each behind its own bounded channel.
         let force = CancellationToken::new();
-        let mut sinks: Vec<(String, SinkCommon, Vec<Box<dyn Sink>>)> = Vec::new();
+        let mut sinks: Vec<SinkInstances> = Vec::new();
         for entry in &config.sinks {
             let instances = (0..entry.config.concurrency().max(1))
                 .map(|_| entry.config.build(&entry.name))
