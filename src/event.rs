@@ -149,6 +149,9 @@ pub struct EventMeta {
     /// Fields that changed since the last version the source emitted (Graph poller's
     /// `updated` / `resolved` events); OCSF `unmapped.changed_fields`.
     pub changed_fields: Option<Arc<[String]>>,
+    /// Normalization found this detection's creation already forwarded through the other
+    /// input (Graph or Event Hub); the router drops it when suppression is configured.
+    pub duplicate: bool,
 }
 
 impl EventMeta {
@@ -167,6 +170,7 @@ impl EventMeta {
             repaired: false,
             change_type: None,
             changed_fields: None,
+            duplicate: false,
         }
     }
 }

@@ -162,6 +162,12 @@ pub struct NormalizeConfig {
     /// Keep the source record in OCSF `raw_data` (`keep`) or not (`drop`).
     pub raw_data: RawData,
     pub raw_data_max_bytes: usize,
+    /// Correlate a detection seen through Graph and through Event Hub (alert id, risk event
+    /// id): `unmapped.correlated_via` / `correlated_uid`. Default true.
+    pub correlate_detections: bool,
+    /// Drop the second copy of a detection's creation seen through the other input
+    /// (counted in `m365fwd_detections_suppressed_total`). Default false.
+    pub suppress_duplicate_detections: bool,
 }
 
 impl Default for NormalizeConfig {
@@ -169,6 +175,8 @@ impl Default for NormalizeConfig {
         NormalizeConfig {
             raw_data: RawData::Keep,
             raw_data_max_bytes: 256 * 1024,
+            correlate_detections: true,
+            suppress_duplicate_detections: false,
         }
     }
 }

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::common::{
     hash_obj, join_path, obs, observe_user, pick_time, severity_from_text, uid_of, user_obj, Envelope, Obj, UserType,
 };
+use super::correlate::DetectionKind;
 use super::lenient::{decode_embedded, Num, Str};
 use super::mitre;
 use super::ocsf::{Class, Draft};
@@ -205,6 +206,9 @@ pub(crate) fn map_alert_info(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, Normali
     let original = d.original_time.clone().unwrap_or_default();
     d.severity_id = severity_from_text(r.Severity.get());
     d.uid = uid_of(&["defender.AlertInfo", t.unwrap_or(""), alert_id, &original]);
+    if !alert_id.is_empty() {
+        d.detection = Some((DetectionKind::Alert, alert_id.to_owned()));
+    }
     d.activity_id = finding_activity(
         ctx.seen,
         finding_key("defender.alert", ctx.cache_tenant(t), alert_id),

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::common::{
     observe_user, pick_time, severity_from_text, str_list, time_ms, uid_of, user_obj, Obj, Observables, UserType,
 };
+use super::correlate::DetectionKind;
 use super::graph_evidence::{map_evidence, PickedUser};
 use super::lenient::{decode_embedded, Nest, Num, Seq, Str};
 use super::mitre;
@@ -368,6 +369,7 @@ pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeErr
     d.status_id = Some(status_id);
     d.status = a.status.owned();
     d.uid = uid_of(&["graph.alert", t.unwrap_or(""), id, original]);
+    d.detection = Some((DetectionKind::Alert, id.to_owned()));
     d.activity_id = finding_activity(
         ctx.seen,
         finding_key("graph.alert", ctx.cache_tenant(t), id),

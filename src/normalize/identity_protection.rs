@@ -11,6 +11,7 @@ use super::common::{
     obs, observe_user, pick_time, risk_level, severity_from_risk, time_ms, uid_of, user_obj, Envelope, Obj,
     SignInLocation, UserType,
 };
+use super::correlate::DetectionKind;
 use super::lenient::{decode_embedded, key_value_object, Flag, Nest, Seq, Str};
 use super::ocsf::{Class, Draft, PROVIDER_GRAPH};
 use super::seen::{finding_activity, finding_key};
@@ -254,6 +255,7 @@ fn detection(
     d.status = p.risk_state.owned();
     d.correlation_uid = p.correlation_id.owned();
     d.uid = uid_of(&[kind_key, t.unwrap_or(""), id, original]);
+    d.detection = Some((DetectionKind::Risk, id.to_owned()));
     d.activity_id = finding_activity(
         ctx.seen,
         finding_key(kind_key, ctx.cache_tenant(t), id),

@@ -2,6 +2,7 @@
 //! attributes, `raw_data`, and the error type. Mapping per input kind: `schemas/README.md`.
 
 mod common;
+mod correlate;
 mod defender;
 mod entra_audit;
 mod entra_signin;
@@ -20,9 +21,11 @@ mod user_cache;
 use crate::decode::time::TimeError;
 use crate::event::{EventMeta, Normalized};
 
+pub use correlate::{Correlated, Via};
 pub use ocsf::OCSF_VERSION;
 
 use common::{hex128, Fnv128};
+use correlate::Correlator;
 use ocsf::Draft;
 use seen::SeenCache;
 pub(crate) use tree::{Node, Obj};
@@ -50,6 +53,8 @@ pub struct NormalizeOptions {
     pub raw_data: RawData,
     /// Records larger than this get no `raw_data` (a hash and the size instead).
     pub raw_data_max_bytes: usize,
+    /// Correlate detections seen through Graph and through Event Hub (`correlate.rs`).
+    pub correlate_detections: bool,
 }
 
 impl Default for NormalizeOptions {
@@ -57,6 +62,7 @@ impl Default for NormalizeOptions {
         NormalizeOptions {
             raw_data: RawData::Keep,
             raw_data_max_bytes: DEFAULT_RAW_DATA_MAX_BYTES,
+            correlate_detections: true,
         }
     }
 }
@@ -75,6 +81,11 @@ pub struct NormalizeOutput {
     pub tenant: Option<String>,
     /// The event time text had no zone and UTC was assumed.
     pub time_assumed_utc: bool,
+    /// The same detection came first through the other input (Graph or Event Hub).
+    pub correlated: Option<Correlated>,
+    /// Correlated, and this event is the detection's creation (not a change): a duplicate
+    /// the router drops when `normalize.suppress_duplicate_detections` is on.
+    pub duplicate: bool,
 }
 
 /// Why a record could not be normalized (the pipeline quarantines it).
@@ -157,6 +168,7 @@ pub struct Normalizer {
     opts: NormalizeOptions,
     users: UserCache,
     seen: SeenCache,
+    correlator: Correlator,
 }
 
 impl std::fmt::Debug for Normalizer {
@@ -179,6 +191,7 @@ impl Normalizer {
             opts,
             users: UserCache::new(users),
             seen: SeenCache::new(findings),
+            correlator: Correlator::new(findings),
         }
     }
 
@@ -225,6 +238,20 @@ impl Normalizer {
         if let Some(fields) = meta.changed_fields.as_deref().filter(|f| !f.is_empty()) {
             d.unmapped.v("changed_fields", serde_json::Value::from(fields.to_vec()));
         }
+        let mut correlated = None;
+        let mut duplicate = false;
+        if let Some((kind, id)) = d.detection.take().filter(|_| self.opts.correlate_detections) {
+            correlated = self
+                .correlator
+                .observe(kind, &id, Via::of_category(&meta.category), d.uid);
+            if let Some(c) = correlated {
+                d.unmapped
+                    .v("correlated_via", c.via.as_str())
+                    .v("correlated_uid", hex128(c.uid));
+                let change = meta.change_type.as_deref().filter(|s| !s.is_empty());
+                duplicate = d.activity_id == 1 && change.is_none_or(|c| c.eq_ignore_ascii_case("created"));
+            }
+        }
         let keep = self.opts.raw_data == RawData::Keep;
         let fits = raw.len() <= self.opts.raw_data_max_bytes;
         if keep && !fits {
@@ -252,6 +279,8 @@ impl Normalizer {
             entity_key,
             tenant,
             time_assumed_utc,
+            correlated,
+            duplicate,
         }
     }
 }
@@ -349,6 +378,64 @@ mod tests {
     use super::testutil::*;
     use super::*;
 
+    /// The Defender alert that is also in the Graph incident sample, from both inputs.
+    fn twin_alert() -> (String, String) {
+        let ah: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/data/eventhub/defender_alert_info_evidence.json"
+        ))
+        .unwrap();
+        let info = ah["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["category"] == "AdvancedHunting-AlertInfo")
+            .unwrap();
+        let id = info["properties"]["AlertId"].as_str().unwrap();
+        let page: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/data/graph/incidents_page2.json")).unwrap();
+        let alert = page["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|i| i["alerts"].as_array().unwrap())
+            .find(|a| a["id"] == id)
+            .unwrap();
+        (info.to_string(), alert.to_string())
+    }
+
+    #[test]
+    fn graph_updates_of_a_detection_first_seen_on_event_hub_are_correlated_not_duplicates() {
+        let (info, alert) = twin_alert();
+        let n = normalizer();
+        let first = run(&n, "AdvancedHunting-AlertInfo", &info);
+        assert!(first.correlated.is_none() && !first.duplicate);
+        let with_change = |ct: &str| EventMeta {
+            change_type: Some(std::sync::Arc::from(ct)),
+            ..meta("GraphAlert")
+        };
+        let created = n.normalize(&with_change("created"), alert.as_bytes()).unwrap();
+        assert_eq!(created.correlated.map(|c| c.via), Some(Via::EventHub));
+        assert!(created.duplicate, "the Graph copy of the creation is the duplicate");
+        let updated = n.normalize(&with_change("status_changed"), alert.as_bytes()).unwrap();
+        assert!(updated.correlated.is_some());
+        assert!(!updated.duplicate, "a change is news, never suppressed");
+        let json = String::from_utf8({
+            let mut v = Vec::new();
+            updated.normalized.write_json(&mut v).unwrap();
+            v
+        })
+        .unwrap();
+        assert!(json.contains("\"correlated_via\":\"event_hub\""), "{json}");
+
+        let off = Normalizer::new(NormalizeOptions {
+            correlate_detections: false,
+            ..NormalizeOptions::default()
+        });
+        run(&off, "AdvancedHunting-AlertInfo", &info);
+        let o = off.normalize(&with_change("created"), alert.as_bytes()).unwrap();
+        assert!(o.correlated.is_none() && !o.duplicate, "correlation can be turned off");
+    }
+
     #[test]
     fn normalizer_is_send_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
@@ -391,12 +478,14 @@ mod tests {
         let drop = Normalizer::new(NormalizeOptions {
             raw_data: RawData::Drop,
             raw_data_max_bytes: DEFAULT_RAW_DATA_MAX_BYTES,
+            ..NormalizeOptions::default()
         });
         let o = run(&drop, "Nope", rec);
         assert!(ocsf(&o).get("raw_data").is_none());
         let small = Normalizer::new(NormalizeOptions {
             raw_data: RawData::Keep,
             raw_data_max_bytes: 10,
+            ..NormalizeOptions::default()
         });
         let o = run(&small, "Nope", rec);
         assert!(ocsf(&o).get("raw_data").is_none());

@@ -168,6 +168,8 @@ pub(crate) struct Draft {
     pub observables: Observables,
     /// `device` or `actor` set on a class that gets them through the host profile.
     pub host_profile: bool,
+    /// The detection id that ties this finding to the same detection on another input.
+    pub detection: Option<(super::correlate::DetectionKind, String)>,
 }
 
 impl Draft {
@@ -193,6 +195,7 @@ impl Draft {
             unmapped: Obj::new(),
             observables: Observables::default(),
             host_profile: false,
+            detection: None,
         }
     }
 
@@ -215,6 +218,7 @@ impl Draft {
             labels,
             uid,
             entity_key: _,
+            detection: _,
             tenant,
             body,
             unmapped,

@@ -118,6 +118,7 @@ impl Pipeline {
         let normalizer = Arc::new(Normalizer::new(NormalizeOptions {
             raw_data: config.normalize.raw_data,
             raw_data_max_bytes: config.normalize.raw_data_max_bytes,
+            correlate_detections: config.normalize.correlate_detections,
         }));
         let api_stop = CancellationToken::new();
         let mut api_address = None;
@@ -204,6 +205,7 @@ impl Pipeline {
             dead_letter.clone(),
             metrics.clone(),
             force.clone(),
+            config.normalize.suppress_duplicate_detections,
         ));
         let (src_tx, src_rx) = mpsc::channel(pc.channel_capacity);
         let workers = if pc.normalize_workers == 0 {

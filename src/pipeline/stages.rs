@@ -22,6 +22,7 @@ use crate::telemetry::Metrics;
 /// Normalize one batch; a failure (or a panic) quarantines that event only.
 pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Batch) -> Batch {
     let mut assumed_utc: BTreeMap<Arc<str>, u64> = BTreeMap::new();
+    let mut correlated: BTreeMap<Arc<str>, u64> = BTreeMap::new();
     for e in batch.iter_mut() {
         if e.quarantine.is_some() {
             continue;
@@ -40,11 +41,23 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
                 if e.meta.tenant.is_none() {
                     e.meta.tenant = out.tenant.map(Arc::from);
                 }
+                e.meta.duplicate = out.duplicate;
+                if out.correlated.is_some() {
+                    *correlated.entry(e.meta.source.clone()).or_default() += 1;
+                }
                 e.normalized = Some(Arc::new(out.normalized));
             }
             Ok(Err(err)) => e.quarantine("normalize", err.reason(), err.to_string()),
             Err(_) => e.quarantine("normalize", "panic", "the normalizer panicked on this record".into()),
         }
+    }
+    for (source, n) in correlated {
+        metrics
+            .detections_correlated
+            .get_or_create(&crate::telemetry::SourceLabels {
+                source: source.to_string(),
+            })
+            .inc_by(n);
     }
     for (source, n) in assumed_utc {
         metrics
@@ -101,18 +114,21 @@ impl Route {
     }
 }
 
+/// Routes normalized batches to the sinks; `suppress_duplicates` drops (acknowledged and
+/// counted) the events normalization marked duplicate detections.
 pub async fn run_router(
     mut rx: mpsc::Receiver<Batch>,
     routes: Vec<Route>,
     dead_letter: Arc<DeadLetter>,
     metrics: Arc<Metrics>,
     force: CancellationToken,
+    suppress_duplicates: bool,
 ) {
     while let Some(batch) = rx.recv().await {
         let mut tallies: BTreeMap<(Arc<str>, Arc<str>), u64> = BTreeMap::new();
         let mut quarantined = Vec::new();
         let mut good = Vec::with_capacity(batch.len());
-        for e in batch {
+        for mut e in batch {
             *tallies
                 .entry((e.meta.source.clone(), e.meta.category.clone()))
                 .or_default() += 1;
@@ -126,6 +142,14 @@ pub async fn run_router(
             }
             if e.quarantine.is_some() {
                 quarantined.push(e);
+            } else if suppress_duplicates && e.meta.duplicate {
+                metrics
+                    .detections_suppressed
+                    .get_or_create(&crate::telemetry::SourceLabels {
+                        source: e.meta.source.to_string(),
+                    })
+                    .inc();
+                e.finalizer.mark(Status::Delivered);
             } else {
                 good.push(e);
             }

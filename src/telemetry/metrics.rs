@@ -99,6 +99,8 @@ pub struct Metrics {
     pub repaired_bodies: Family<ErrorLabels, Counter>,
     pub events_by_category: Family<CategoryLabels, Counter>,
     pub unrouted: Family<SourceLabels, Counter>,
+    pub detections_correlated: Family<SourceLabels, Counter>,
+    pub detections_suppressed: Family<SourceLabels, Counter>,
     pub source_lag_seconds: Family<SourceLabels, Gauge<f64, AtomicU64>>,
     pub checkpoint_commits: Family<SourceLabels, Counter>,
     pub time_assumed_utc: Family<SourceLabels, Counter>,
@@ -306,6 +308,8 @@ impl Metrics {
             repaired_bodies: Family::default(),
             events_by_category: Family::default(),
             unrouted: Family::default(),
+            detections_correlated: Family::default(),
+            detections_suppressed: Family::default(),
             source_lag_seconds: Family::default(),
             checkpoint_commits: Family::default(),
             time_assumed_utc: Family::default(),
@@ -368,6 +372,16 @@ impl Metrics {
             "unrouted_events",
             "Events no sink took (filtered out everywhere)",
             m.unrouted.clone(),
+        );
+        r.register(
+            "detections_correlated",
+            "Detections seen first through the other input (Graph or Event Hub)",
+            m.detections_correlated.clone(),
+        );
+        r.register(
+            "detections_suppressed",
+            "Duplicate detections dropped (normalize.suppress_duplicate_detections)",
+            m.detections_suppressed.clone(),
         );
         r.register(
             "source_lag_seconds",
