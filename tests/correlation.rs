@@ -151,3 +151,68 @@ async fn with_suppression_the_second_copy_is_dropped_counted_and_acknowledged() 
     assert_eq!(o.events.len(), all.events.len() - twins, "only the duplicates are gone");
     assert_eq!(metric(&o.metrics, "detections_suppressed_total"), twins as f64);
 }
+
+/// With several normalization workers, an alert can be normalized before the sign-in that
+/// names its user (read earlier, in a batch another worker is still on). The user is still
+/// restored: such events are normalized again in input order, once earlier batches are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_restoration_does_not_depend_on_which_worker_finishes_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // Batch 1: many sign-ins, the last one by Lee Gu (the only record that names him).
+    let a = dir.path().join("a-signins.ndjson");
+    let mut text = String::new();
+    for i in 0..4000 {
+        text.push_str(&support::signin_record(&format!("evt-{i}"), i));
+        text.push('\n');
+    }
+    let lee = support::signin_record("evt-lee", 1)
+        .replace(
+            "25abd89b-d67e-4d92-8a83-18174d645fa6",
+            "eca9bad1-449e-48e4-b15c-e760f3e452f2",
+        )
+        .replace("megan.bowen@fabrikam.example", "lee.gu@fabrikam.example")
+        .replace("Megan Bowen", "Lee Gu");
+    text.push_str(&lee);
+    text.push('\n');
+    std::fs::write(&a, text).unwrap();
+    // Batch 2: a Graph risk detection for Lee without his name or UPN.
+    let page: Value =
+        serde_json::from_str(&std::fs::read_to_string(support::data("graph/risk_detections.json")).unwrap()).unwrap();
+    let mut det = page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["userId"] == "eca9bad1-449e-48e4-b15c-e760f3e452f2")
+        .unwrap()
+        .clone();
+    det["userPrincipalName"] = Value::Null;
+    det["userDisplayName"] = Value::Null;
+    // The Graph source stamps the tenant it polls; a replayed object carries it itself.
+    det["tenantId"] = Value::from("d13c513a-42f8-4da1-97b1-165f0971b7c4");
+    let b = dir.path().join("b-detection.json");
+    std::fs::write(&b, serde_json::json!({ "value": [det] }).to_string()).unwrap();
+    let out = dir.path().join("out.ndjson");
+    let text = format!(
+        "data_dir = {data:?}\n[api]\nenabled = false\n\
+         [pipeline]\nnormalize_workers = 2\nbatch_max_events = 5000\n\
+         [normalize]\nraw_data = \"drop\"\n\
+         [sources.in]\ntype = \"replay\"\npaths = [{a:?}, {b:?}]\n\
+         [sinks.out]\ntype = \"file\"\npath = {out:?}\nencoding = \"ocsf\"\n",
+        data = dir.path().join("data").display().to_string(),
+        a = a.display().to_string(),
+        b = b.display().to_string(),
+        out = out.display().to_string(),
+    );
+    let config = Config::from_str(&text, &dir.path().join("test.toml")).unwrap();
+    let report = Pipeline::new(config).run(CancellationToken::new()).await.unwrap();
+    assert_eq!(report.unacknowledged_batches, 0);
+    let events: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 4002);
+    let finding = events.iter().find(|e| e["class_uid"] == 2004).unwrap();
+    assert_eq!(finding["actor"]["user"]["name"], "lee.gu@fabrikam.example", "{finding}");
+    assert_eq!(finding["unmapped"]["user_restored_from"], "cache");
+}

@@ -86,6 +86,9 @@ pub struct NormalizeOutput {
     /// Correlated, and this event is the detection's creation (not a change): a duplicate
     /// the router drops when `normalize.suppress_duplicate_detections` is on.
     pub duplicate: bool,
+    /// A user object id was looked up in the restoration cache and not found: a record
+    /// normalized in parallel (an earlier sign-in) may still teach it; see `run_normalize`.
+    pub user_unrestored: bool,
 }
 
 /// Why a record could not be normalized (the pipeline quarantines it).
@@ -134,6 +137,8 @@ pub(crate) struct Ctx<'m> {
     pub meta: &'m EventMeta,
     users: &'m UserCache,
     pub seen: &'m SeenCache,
+    /// A user lookup found nothing (the record may be restorable later).
+    missed_user: std::cell::Cell<bool>,
 }
 
 impl Ctx<'_> {
@@ -158,7 +163,11 @@ impl Ctx<'_> {
     }
 
     pub fn known_user(&self, tenant: Option<&str>, object_id: &str) -> Option<KnownUser> {
-        self.users.lookup(self.cache_tenant(tenant), object_id)
+        let k = self.users.lookup(self.cache_tenant(tenant), object_id);
+        if k.is_none() {
+            self.missed_user.set(true);
+        }
+        k
     }
 }
 
@@ -218,9 +227,12 @@ impl Normalizer {
             meta,
             users: &self.users,
             seen: &self.seen,
+            missed_user: std::cell::Cell::new(false),
         };
         let draft = dispatch(&ctx, raw)?;
-        Ok(self.finish(meta, raw, draft))
+        let mut out = self.finish(meta, raw, draft);
+        out.user_unrestored = ctx.missed_user.get();
+        Ok(out)
     }
 
     fn finish(&self, meta: &EventMeta, raw: &[u8], mut d: Draft) -> NormalizeOutput {
@@ -281,6 +293,7 @@ impl Normalizer {
             time_assumed_utc,
             correlated,
             duplicate,
+            user_unrestored: false,
         }
     }
 }

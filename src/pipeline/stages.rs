@@ -19,11 +19,13 @@ use crate::event::{Batch, Event};
 use crate::normalize::Normalizer;
 use crate::telemetry::Metrics;
 
-/// Normalize one batch; a failure (or a panic) quarantines that event only.
-pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Batch) -> Batch {
+/// Normalize one batch; a failure (or a panic) quarantines that event only. Also returns
+/// the indexes of events whose user was not in the restoration cache.
+pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Batch) -> (Batch, Vec<usize>) {
+    let mut unrestored = Vec::new();
     let mut assumed_utc: BTreeMap<Arc<str>, u64> = BTreeMap::new();
     let mut correlated: BTreeMap<Arc<str>, u64> = BTreeMap::new();
-    for e in batch.iter_mut() {
+    for (i, e) in batch.iter_mut().enumerate() {
         if e.quarantine.is_some() {
             continue;
         }
@@ -42,6 +44,9 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
                     e.meta.tenant = out.tenant.map(Arc::from);
                 }
                 e.meta.duplicate = out.duplicate;
+                if out.user_unrestored {
+                    unrestored.push(i);
+                }
                 if out.correlated.is_some() {
                     *correlated.entry(e.meta.source.clone()).or_default() += 1;
                 }
@@ -67,7 +72,23 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
             })
             .inc_by(n);
     }
-    batch
+    (batch, unrestored)
+}
+
+/// Normalizes again the events of `batch` at `indexes` (their user was not cached when they
+/// were first normalized). Called in input order, once every earlier batch is done, so a
+/// sign-in or risk record read before the alert has taught the cache by now, whichever
+/// worker normalized it.
+fn restore_late(normalizer: &Normalizer, batch: &mut Batch, indexes: &[usize]) {
+    for &i in indexes {
+        let e = &mut batch[i];
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| normalizer.normalize(&e.meta, &e.raw)));
+        if let Ok(Ok(out)) = res {
+            if !out.user_unrestored {
+                e.normalized = Some(Arc::new(out.normalized));
+            }
+        }
+    }
 }
 
 /// Runs normalization on up to `workers` batches at once, emitting them in input order.
@@ -87,7 +108,10 @@ pub async fn run_normalize(
     futures_util::pin_mut!(stream);
     while let Some(res) = stream.next().await {
         match res {
-            Ok(batch) => {
+            Ok((mut batch, unrestored)) => {
+                if !unrestored.is_empty() && workers > 1 {
+                    restore_late(&normalizer, &mut batch, &unrestored);
+                }
                 if tx.send(batch).await.is_err() {
                     break;
                 }
