@@ -95,6 +95,15 @@ pub fn decode_unit(format: InputFormat, body: Bytes) -> Result<DecodedUnit, Deco
         return Err(DecodeError::Empty);
     }
     let body = body.slice_ref(trimmed);
+    // One pass for an object (envelope keys and a single record's head together); only a
+    // syntax error takes the repair path below.
+    if body.starts_with(b"{") {
+        match decode_object(format, &body) {
+            Ok(unit) => return Ok(unit),
+            Err(Some(e)) => return Err(e),
+            Err(None) => {}
+        }
+    }
     let (body, repaired) = parse_or_repair(body)?;
     let mut unit = DecodedUnit {
         repaired,
@@ -128,6 +137,71 @@ pub fn decode_unit(format: InputFormat, body: Bytes) -> Result<DecodedUnit, Deco
         _ => {
             let whole: &RawValue = serde_json::from_str(text).map_err(|e| DecodeError::NotRecords(e.to_string()))?;
             push_item(format, &body, whole, &mut unit)?;
+        }
+    }
+    Ok(unit)
+}
+
+/// The top level of an object body: an Event Hub body, a Graph page, or one record (whose
+/// head is read in the same pass).
+#[derive(Deserialize)]
+struct Top<'a> {
+    #[serde(borrow, default)]
+    records: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default)]
+    value: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default, rename = "@odata.nextLink")]
+    next_link: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    category: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "tenantId")]
+    tenant_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "resourceId")]
+    resource_id: Option<Cow<'a, str>>,
+}
+
+/// Decodes an object body in one parse. `Err(None)`: not valid JSON (try the repairs).
+fn decode_object(format: InputFormat, body: &Bytes) -> Result<DecodedUnit, Option<DecodeError>> {
+    let top: Top = match serde_json::from_slice(body) {
+        Ok(t) => t,
+        Err(e) if e.is_data() => return Err(Some(DecodeError::NotRecords(e.to_string()))),
+        Err(_) => return Err(None),
+    };
+    let mut unit = DecodedUnit::default();
+    match (top.records, top.value) {
+        (Some(records), _) if format != InputFormat::Graph => {
+            for r in records {
+                push_eventhub_record(body, r, &mut unit).map_err(Some)?;
+            }
+        }
+        (_, Some(value)) if format != InputFormat::Eventhub => {
+            unit.is_graph_page = true;
+            unit.next_link = top.next_link.map(Cow::into_owned);
+            for item in value {
+                graph::push_graph_item(body, item, &mut unit).map_err(Some)?;
+            }
+        }
+        _ => {
+            let text = std::str::from_utf8(body).map_err(|e| Some(DecodeError::NotJson(e.to_string())))?;
+            let is_graph = match format {
+                InputFormat::Graph => true,
+                InputFormat::Eventhub => false,
+                InputFormat::Auto => graph::looks_like_graph(text),
+            };
+            if is_graph {
+                let whole: &RawValue =
+                    serde_json::from_str(text).map_err(|e| Some(DecodeError::NotRecords(e.to_string())))?;
+                graph::push_graph_item(body, whole, &mut unit).map_err(Some)?;
+            } else {
+                let category = top.category.as_deref().unwrap_or("Unknown").to_string();
+                unit.records.push(DecodedRecord {
+                    raw: slice_bytes(body, body),
+                    kind: EventKind::from_category(&category),
+                    category,
+                    tenant: record_tenant(top.tenant_id, top.resource_id.as_deref()),
+                    entity_key: None,
+                });
+            }
         }
     }
     Ok(unit)
@@ -173,19 +247,22 @@ fn push_eventhub_record(body: &Bytes, item: &RawValue, unit: &mut DecodedUnit) -
     }
     let head: RecordHead = serde_json::from_str(item.get()).map_err(|e| DecodeError::NotRecords(e.to_string()))?;
     let category = head.category.as_deref().unwrap_or("Unknown").to_string();
-    let tenant = head
-        .tenant_id
-        .filter(|t| !t.is_empty())
-        .map(Cow::into_owned)
-        .or_else(|| head.resource_id.as_deref().and_then(tenant_from_resource_id));
     unit.records.push(DecodedRecord {
         raw,
         kind: EventKind::from_category(&category),
         category,
-        tenant,
+        tenant: record_tenant(head.tenant_id, head.resource_id.as_deref()),
         entity_key: None,
     });
     Ok(())
+}
+
+/// `tenantId`, else the tenant in `resourceId`.
+fn record_tenant(tenant_id: Option<Cow<'_, str>>, resource_id: Option<&str>) -> Option<String> {
+    tenant_id
+        .filter(|t| !t.is_empty())
+        .map(Cow::into_owned)
+        .or_else(|| resource_id.and_then(tenant_from_resource_id))
 }
 
 /// `/tenants/<id>/providers/...` → `<id>`.
@@ -199,8 +276,13 @@ fn tenant_from_resource_id(rid: &str) -> Option<String> {
 
 /// The record's bytes as a zero-copy slice of the body, compacted to one line if needed.
 pub(crate) fn record_bytes(body: &Bytes, item: &RawValue) -> Bytes {
-    let s = item.get().as_bytes();
-    if s.contains(&b'\n') || s.contains(&b'\r') {
+    slice_bytes(body, item.get().as_bytes())
+}
+
+/// `s` (a part of `body`) as a zero-copy slice, or compacted to one line if it has line
+/// breaks (between tokens: raw ones inside strings are not valid JSON).
+fn slice_bytes(body: &Bytes, s: &[u8]) -> Bytes {
+    if memchr::memchr2(b'\n', b'\r', s).is_some() {
         Bytes::from(repair::compact_json(s))
     } else {
         body.slice_ref(s)
