@@ -2,7 +2,7 @@
 //! partition it is handed, decodes bodies into events, and reconnects with backoff when the
 //! connection or a partition stream fails, resuming after what it already read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,8 +17,11 @@ use futures_util::StreamExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::store::EmbeddedStore;
-use super::{EventHubAuth, Resolved, Start};
+use super::blob::{parse_connection_string, BlobAuth, BlobClient};
+use super::blobstore::{BlobCommitter, BlobStore};
+use super::store::{Backend, EmbeddedStore};
+use super::{BlobStoreConfig, EventHubAuth, Resolved, Start};
+use crate::checkpoint::CheckpointStore;
 use crate::decode::{decode_unit, DecodeError};
 use crate::event::EventKind;
 use crate::sources::{BatchBuilder, Source, SourceContext, SourceError};
@@ -26,12 +29,31 @@ use crate::telemetry::EventHubMetrics;
 
 pub(super) struct EventHubSource {
     cfg: Arc<Resolved>,
+    /// The shared blob checkpoint store, when configured.
+    blob: Option<BlobStore>,
 }
 
 impl EventHubSource {
-    pub(super) fn new(cfg: Arc<Resolved>) -> EventHubSource {
-        EventHubSource { cfg }
+    pub(super) fn new(cfg: Arc<Resolved>, blob: Option<BlobStore>) -> EventHubSource {
+        EventHubSource { cfg, blob }
     }
+}
+
+/// The blob checkpoint store of a `checkpoint_store` table.
+pub(super) fn blob_store(b: &BlobStoreConfig, cfg: &Resolved) -> Result<BlobStore, String> {
+    let (endpoint, auth) = match (&b.connection_string, &b.account_url) {
+        (Some(cs), _) => parse_connection_string(cs.expose()).map_err(|e| e.to_string())?,
+        (None, Some(url)) => {
+            let auth = match &b.sas_token {
+                Some(sas) => BlobAuth::Sas(sas.expose().trim_start_matches('?').to_string()),
+                None => BlobAuth::Bearer(credential(cfg)?),
+            };
+            (url.clone(), auth)
+        }
+        (None, None) => return Err("needs connection_string or account_url".into()),
+    };
+    let client = BlobClient::new(&endpoint, &b.container, auth).map_err(|e| e.to_string())?;
+    Ok(BlobStore::new(client))
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -50,6 +72,8 @@ pub(super) struct Inner {
     pub(super) store: Arc<EmbeddedStore>,
     /// When each partition last received an event (or was opened), for stall detection.
     pub(super) progress: Mutex<HashMap<String, Instant>>,
+    /// Partitions this replica reads now (with a shared store, the others are not its own).
+    pub(super) reading: Mutex<HashSet<String>>,
     /// Partition streams that ended in a row without delivering an event.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -65,20 +89,39 @@ impl Inner {
 
 #[async_trait::async_trait]
 impl Source for EventHubSource {
+    /// With a blob store, acknowledged checkpoints go to its checkpoint blobs.
+    fn checkpoint_store(&self) -> Option<Arc<dyn CheckpointStore>> {
+        let b = self.blob.as_ref()?;
+        let container = self
+            .cfg
+            .config
+            .checkpoint_store
+            .blob()
+            .map(|c| c.container.clone())
+            .unwrap_or_default();
+        Some(Arc::new(BlobCommitter::new(b.clone(), &container)))
+    }
+
     /// The SDK's streams are not `Send`, so the source runs on a thread of its own with a
     /// single-threaded runtime; it talks to the pipeline through the context's channels.
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
-        let store = Arc::new(EmbeddedStore::new(
-            &ctx.name,
-            self.cfg.hub.clone(),
-            ctx.checkpoints.clone(),
-        ));
+        let backend = match &self.blob {
+            Some(b) => {
+                if let Err(e) = b.client().create_container().await {
+                    tracing::warn!(error = %e, "cannot create the checkpoint container (it must exist)");
+                }
+                Backend::Blob(b.clone())
+            }
+            None => Backend::Embedded(ctx.checkpoints.clone()),
+        };
+        let store = Arc::new(EmbeddedStore::new(&ctx.name, self.cfg.hub.clone(), backend));
         let name = ctx.name.to_string();
         let inner = Arc::new(Inner {
             cfg: self.cfg.clone(),
             ctx,
             store,
             progress: Mutex::new(HashMap::new()),
+            reading: Mutex::new(HashSet::new()),
             failures: Mutex::new(HashMap::new()),
         });
         // The SDK's TLS stack finds two rustls providers in this build (ring, which the
@@ -124,6 +167,7 @@ async fn reconnect_loop(inner: Shared) {
             Ok(()) => return,
             Err(e) => {
                 inner.ctx.metrics.error(&inner.ctx.name, "eventhub_connection");
+                inner.ctx.health.source_failing(&inner.ctx.name, &e);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "event hub connection failed; reconnecting");
             }
         }
@@ -138,7 +182,7 @@ async fn reconnect_loop(inner: Shared) {
     }
 }
 
-fn credential(cfg: &Resolved) -> Result<Arc<dyn TokenCredential>, String> {
+pub(super) fn credential(cfg: &Resolved) -> Result<Arc<dyn TokenCredential>, String> {
     let c = &cfg.config;
     let cred: Arc<dyn TokenCredential> = match c.auth {
         EventHubAuth::ClientSecret => azure_identity::ClientSecretCredential::new(
@@ -243,7 +287,9 @@ async fn start_positions(inner: &Inner, client: &ConsumerClient) -> Result<Start
 async fn session(inner: &Shared) -> Result<(), String> {
     let client = open_consumer(&inner.cfg).await?;
     let positions = start_positions(inner, &client).await?;
-    inner.store.clear_ownerships();
+    if !inner.store.is_shared() {
+        inner.store.clear_ownerships();
+    }
     let interval = Duration::from_millis(inner.cfg.config.ownership_interval_ms);
     let processor = EventProcessor::builder()
         .with_load_balancing_strategy(ProcessorStrategy::Greedy)
@@ -299,6 +345,7 @@ async fn session(inner: &Shared) -> Result<(), String> {
             }
             next = processor.next_partition_client() => match next {
                 Ok(pc) => {
+                    inner.ctx.health.source_ok(&inner.ctx.name);
                     partitions.spawn_local(read_partition(inner.clone(), pc, stop.clone(), stalled.clone()));
                 }
                 Err(e) => break Err(format!("next partition: {e}")),
@@ -343,8 +390,13 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
     let pid = pc.get_partition_id().to_string();
     let labels = EventHubMetrics::partition(&ctx.name, &pid);
     let mut builder = BatchBuilder::new(ctx.name.clone(), Arc::from(pid.as_str()), ctx.batch_max_events);
+    inner
+        .reading
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pid.clone());
     // Everything at or before this sequence number was already handed to the pipeline.
-    let mut last = inner.store.resume_point(&pid).map(|c| c.sequence_number);
+    let mut last = inner.store.resume_point(&pid).await.map(|c| c.sequence_number);
     let mut unsent: Option<Read> = None;
     tracing::info!(partition = %pid, resume_after = ?last, "partition opened");
     let mut received = false;
@@ -405,6 +457,7 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
         }
     }
     flush(&inner, &pid, &mut builder, &mut unsent).await;
+    inner.reading.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
     // A partition that keeps failing before its first event has a broken connection under
     // it, which the client library does not always recover: reconnect from scratch.
     let failures = {

@@ -1,7 +1,10 @@
 //! Event Hub input over AMQP (`azure_messaging_eventhubs`): every partition of a hub for one
 //! consumer group, through the SDK's `EventProcessor` with a checkpoint store over the
-//! forwarder's embedded store; checkpoints move only over the acknowledged prefix.
+//! forwarder's embedded store (one replica) or an Azure Blob Storage container (several
+//! replicas balance the partitions); checkpoints move only over the acknowledged prefix.
 
+pub mod blob;
+pub mod blobstore;
 mod consumer;
 mod store;
 mod watch;
@@ -32,13 +35,72 @@ pub enum EventHubAuth {
     ManagedIdentity,
 }
 
-/// Where the checkpoints and partition ownership live.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Where the checkpoints and partition ownership live: `checkpoint_store = "embedded"` (the
+/// default) or a `[sources.NAME.checkpoint_store]` table with `type = "blob"`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum CheckpointStoreKind {
     /// The forwarder's own store (`data_dir`); one replica per hub and consumer group.
     #[default]
     Embedded,
+    /// An Azure Blob Storage container shared by every replica.
+    Blob(BlobStoreConfig),
+}
+
+impl CheckpointStoreKind {
+    pub fn blob(&self) -> Option<&BlobStoreConfig> {
+        match self {
+            CheckpointStoreKind::Blob(b) => Some(b),
+            CheckpointStoreKind::Embedded => None,
+        }
+    }
+}
+
+/// `[sources.NAME.checkpoint_store] type = "blob"`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobStoreConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The container (created when missing and the credential may).
+    pub container: String,
+    /// `DefaultEndpointsProtocol=...;AccountName=...;AccountKey=...` (or with
+    /// `SharedAccessSignature=`), written as `${ENV}` or `${file:PATH}`.
+    #[serde(default)]
+    pub connection_string: Option<Secret>,
+    /// `https://ACCOUNT.blob.core.windows.net`, with `sas_token` or else the source's Entra ID
+    /// credential (`auth`).
+    #[serde(default)]
+    pub account_url: Option<String>,
+    #[serde(default)]
+    pub sas_token: Option<Secret>,
+}
+
+impl<'de> Deserialize<'de> for CheckpointStoreKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Table(toml::Table),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Name(n) if n == "embedded" => Ok(CheckpointStoreKind::Embedded),
+            Raw::Name(n) => Err(D::Error::custom(format!(
+                "unknown checkpoint store `{n}`: expected \"embedded\" or a table with type = \"blob\""
+            ))),
+            Raw::Table(t) => match t.get("type").and_then(|v| v.as_str()) {
+                Some("embedded") if t.len() == 1 => Ok(CheckpointStoreKind::Embedded),
+                Some("blob") => toml::Value::Table(t)
+                    .try_into()
+                    .map(CheckpointStoreKind::Blob)
+                    .map_err(|e| D::Error::custom(e.message().to_string())),
+                _ => Err(D::Error::custom(
+                    "expected type = \"blob\" (with container and connection_string or account_url)",
+                )),
+            },
+        }
+    }
 }
 
 /// `[sources.NAME] type = "eventhub"`.
@@ -236,6 +298,44 @@ fn resolve(c: &EventHubSourceConfig, prefix: &str) -> Result<Resolved, ConfigIss
             "lag_interval_ms must be at least 100 and stall_timeout_ms at least 1000",
         ));
     }
+    if let CheckpointStoreKind::Blob(b) = &c.checkpoint_store {
+        let path = format!("{prefix}.checkpoint_store");
+        if b.container.trim().is_empty() {
+            return Err(ConfigIssue::new(format!("{path}.container"), "must not be empty"));
+        }
+        match (&b.connection_string, &b.account_url) {
+            (Some(cs), None) => {
+                if b.sas_token.is_some() {
+                    return Err(ConfigIssue::new(
+                        format!("{path}.sas_token"),
+                        "only used with account_url (a connection string carries its own SAS)",
+                    ));
+                }
+                blob::parse_connection_string(cs.expose())
+                    .map_err(|e| ConfigIssue::new(format!("{path}.connection_string"), e.to_string()))?;
+            }
+            (None, Some(url)) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(ConfigIssue::new(
+                        format!("{path}.account_url"),
+                        "expected https://ACCOUNT.blob.core.windows.net",
+                    ));
+                }
+                if b.sas_token.is_none() && c.auth == EventHubAuth::ConnectionString {
+                    return Err(ConfigIssue::new(
+                        format!("{path}.sas_token"),
+                        "required with account_url when the source's auth is a connection string (or use an Entra ID auth)",
+                    ));
+                }
+            }
+            _ => {
+                return Err(ConfigIssue::new(
+                    path,
+                    "give exactly one of connection_string (\"${ENV_VAR}\") or account_url",
+                ))
+            }
+        }
+    }
     if let Some(e) = &c.custom_endpoint {
         if !(e.starts_with("amqp://") || e.starts_with("amqps://")) {
             return Err(ConfigIssue::new(
@@ -261,7 +361,16 @@ impl SourceConfig for EventHubSourceConfig {
             source_name: name.to_string(),
             message: format!("{}: {}", e.path, e.message),
         })?;
-        Ok(Box::new(consumer::EventHubSource::new(Arc::new(resolved))))
+        let blob = match &self.checkpoint_store {
+            CheckpointStoreKind::Embedded => None,
+            CheckpointStoreKind::Blob(b) => Some(
+                consumer::blob_store(b, &resolved).map_err(|message| SourceError::Fatal {
+                    source_name: name.to_string(),
+                    message: format!("checkpoint_store: {message}"),
+                })?,
+            ),
+        };
+        Ok(Box::new(consumer::EventHubSource::new(Arc::new(resolved), blob)))
     }
 
     fn is_finite(&self) -> bool {
@@ -317,6 +426,35 @@ mod tests {
         ] {
             let e = factory("eh", table(t), "sources.eh").unwrap_err();
             assert!(e.path.contains(path), "{t}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn checkpoint_store_is_embedded_or_a_blob_table() {
+        let base = r#"connection_string = "Endpoint=sb://ns1.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=a2V5;EntityPath=h"
+"#;
+        let ok = |extra: &str| factory("eh", table(&format!("{base}{extra}")), "sources.eh");
+        assert!(ok(r#"checkpoint_store = "embedded""#).is_ok());
+        let blob = r#"[checkpoint_store]
+type = "blob"
+container = "checkpoints"
+connection_string = "UseDevelopmentStorage=true"
+"#;
+        assert!(ok(blob).is_ok(), "{:?}", ok(blob));
+        for (extra, path) in [
+            (r#"checkpoint_store = "blob""#, "checkpoint_store"),
+            ("[checkpoint_store]\ntype = 'blob'\ncontainer = 'c'\n", "checkpoint_store"),
+            (
+                "[checkpoint_store]\ntype = 'blob'\ncontainer = 'c'\naccount_url = 'https://a.blob.core.windows.net'\n",
+                "checkpoint_store.sas_token",
+            ),
+            (
+                "[checkpoint_store]\ntype = 'blob'\ncontainer = 'c'\nconnection_string = 'x'\nlease = 1\n",
+                "checkpoint_store",
+            ),
+        ] {
+            let e = ok(extra).unwrap_err();
+            assert!(e.path.ends_with(path), "{extra}: {e:?}");
         }
     }
 
