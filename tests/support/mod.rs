@@ -1,6 +1,7 @@
 //! Shared test support: synthetic records, the binary under test, and output readers.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod eventhub_emulator;
 pub mod hec_emulator;
 pub mod kafka_broker;

@@ -1,0 +1,418 @@
+//! The blob checkpoint store of the `eventhub` source against Azurite (tests/support/azurite.rs)
+//! and the Event Hubs emulator: ETag-conditioned claims, checkpoints and listing by prefix in
+//! the SDKs' blob layout; two replicas of the real binary sharing one container split the
+//! partitions of a hub, deliver every event, and one takes over when the other stops.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use azure_messaging_eventhubs::models::Ownership;
+use m365_forwarder::sources::eventhub::blob::{parse_connection_string, BlobAuth, BlobClient};
+use m365_forwarder::sources::eventhub::blobstore::BlobStore;
+use m365_forwarder::sources::eventhub::HubIdentity;
+use support::azurite::{self, Azurite};
+use support::eventhub_emulator::{EventHubEmulator, NAMESPACE};
+use support::*;
+
+const HUB: &str = "insights-logs-signinlogs";
+const GROUP: &str = "$Default";
+const CONTAINER: &str = "checkpoints";
+/// Ids of partition p are `p * STRIDE + i`.
+const STRIDE: u64 = 1_000_000;
+
+fn store(az: &Azurite) -> BlobStore {
+    let (endpoint, auth) = parse_connection_string(&az.connection_string()).unwrap();
+    BlobStore::new(BlobClient::new(&endpoint, CONTAINER, auth).unwrap())
+}
+
+fn ownership(partition: &str, owner: Option<&str>, etag: Option<azure_core::http::Etag>) -> Ownership {
+    Ownership {
+        fully_qualified_namespace: NAMESPACE.into(),
+        event_hub_name: HUB.into(),
+        consumer_group: GROUP.into(),
+        partition_id: partition.into(),
+        owner_id: owner.map(str::to_string),
+        etag,
+        last_modified_time: None,
+    }
+}
+
+fn hub(name: &str) -> HubIdentity {
+    HubIdentity {
+        namespace: NAMESPACE.into(),
+        event_hub: name.into(),
+        consumer_group: GROUP.into(),
+    }
+}
+
+#[tokio::test]
+async fn blob_claims_are_etag_conditioned_checkpoints_round_trip_and_list_by_prefix() {
+    let az = Azurite::start();
+    let s = store(&az);
+    s.client().create_container().await.unwrap();
+    s.client().create_container().await.expect("an existing container is fine");
+
+    // Claim a new partition (If-None-Match: *); a second create loses.
+    let first = s.claim(&ownership("0", Some("a"), None)).await.unwrap().expect("claimed");
+    assert!(first.etag.is_some() && first.last_modified_time.is_some(), "{first:?}");
+    assert!(
+        s.claim(&ownership("0", Some("b"), None)).await.unwrap().is_none(),
+        "If-None-Match: * on an existing blob is refused"
+    );
+    // Renewal with the current ETag wins and changes it; the stale ETag then loses.
+    let renewed = s
+        .claim(&ownership("0", Some("a"), first.etag.clone()))
+        .await
+        .unwrap()
+        .expect("renewed");
+    assert_ne!(renewed.etag, first.etag);
+    assert!(
+        s.claim(&ownership("0", Some("b"), first.etag.clone())).await.unwrap().is_none(),
+        "a claim with a stale ETag is refused"
+    );
+    s.claim(&ownership("1", Some("b"), None)).await.unwrap().expect("claimed");
+
+    let listed = s.ownerships(NAMESPACE, HUB, GROUP).await.unwrap();
+    let owners: BTreeMap<String, Option<String>> = listed
+        .iter()
+        .map(|o| (o.partition_id.clone(), o.owner_id.clone()))
+        .collect();
+    assert_eq!(
+        owners,
+        BTreeMap::from([("0".into(), Some("a".into())), ("1".into(), Some("b".into()))])
+    );
+    let p0 = listed.iter().find(|o| o.partition_id == "0").unwrap();
+    assert_eq!(p0.etag, renewed.etag, "the listed ETag is the one the write returned");
+    assert!(p0.last_modified_time.is_some());
+    // Giving a partition up leaves it without an owner.
+    s.claim(&Ownership {
+        owner_id: None,
+        ..p0.clone()
+    })
+    .await
+    .unwrap()
+    .expect("relinquished");
+    let listed = s.ownerships(NAMESPACE, HUB, GROUP).await.unwrap();
+    assert_eq!(listed.iter().find(|o| o.partition_id == "0").unwrap().owner_id, None);
+
+    // Checkpoints round-trip and never move backwards.
+    let h = hub(HUB);
+    s.write_checkpoint(&h, "0", &h.checkpoint(41, Some("4100".into()))).await.unwrap();
+    let c = s.checkpoint(&h, "0").await.unwrap().unwrap();
+    assert_eq!((c.sequence_number, c.offset.as_deref()), (41, Some("4100")));
+    s.write_checkpoint(&h, "0", &h.checkpoint(30, Some("3000".into()))).await.unwrap();
+    assert_eq!(s.checkpoint(&h, "0").await.unwrap().unwrap().sequence_number, 41);
+    s.write_checkpoint(&h, "0", &h.checkpoint(50, Some("5000".into()))).await.unwrap();
+    s.write_checkpoint(&h, "1", &h.checkpoint(7, None)).await.unwrap();
+    assert!(s.checkpoint(&h, "2").await.unwrap().is_none());
+    // Another hub's checkpoint is not listed under this hub's prefix.
+    let other = hub("other-hub");
+    s.write_checkpoint(&other, "0", &other.checkpoint(99, Some("1".into()))).await.unwrap();
+    let mut cps: Vec<(String, Option<i64>, Option<String>)> = s
+        .checkpoints(NAMESPACE, HUB, GROUP)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.partition_id, c.sequence_number, c.offset))
+        .collect();
+    cps.sort();
+    assert_eq!(
+        cps,
+        vec![("0".into(), Some(50), Some("5000".into())), ("1".into(), Some(7), None)]
+    );
+
+    // The layout the SDKs use: lower-cased names, metadata ownerid / sequencenumber / offset.
+    let all = s.client().list("").await.unwrap();
+    let names: BTreeSet<&str> = all.iter().map(|b| b.name.as_str()).collect();
+    let base = format!("{NAMESPACE}/{HUB}/$default");
+    for n in ["ownership/0", "ownership/1", "checkpoint/0", "checkpoint/1"] {
+        assert!(names.contains(format!("{base}/{n}").as_str()), "{n} in {names:?}");
+    }
+    let cp0 = all.iter().find(|b| b.name == format!("{base}/checkpoint/0")).unwrap();
+    assert_eq!(cp0.metadata.get("sequencenumber").map(String::as_str), Some("50"));
+    assert_eq!(cp0.metadata.get("offset").map(String::as_str), Some("5000"));
+    let own1 = all.iter().find(|b| b.name == format!("{base}/ownership/1")).unwrap();
+    assert_eq!(own1.metadata.get("ownerid").map(String::as_str), Some("b"));
+
+    // Azurite checks the Shared Key signature: a wrong key is refused.
+    let bad = BlobClient::new(
+        &az.endpoint(),
+        CONTAINER,
+        BlobAuth::SharedKey {
+            account: azurite::ACCOUNT.into(),
+            key: b"not the key".to_vec(),
+        },
+    )
+    .unwrap();
+    assert_eq!(bad.list("").await.unwrap_err().status(), Some(403));
+}
+
+/// One replica of the binary: its own data directory, output file and API port.
+struct Replica {
+    config: PathBuf,
+    out: PathBuf,
+    log: PathBuf,
+    storage: String,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn replica(dir: &Path, emu: &EventHubEmulator, az: &Azurite) -> Replica {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = dir.join("out.ndjson");
+    let api_port = free_port();
+    let text = format!(
+        r#"
+data_dir = "{data}"
+[api]
+address = "127.0.0.1:{api_port}"
+[pipeline]
+batch_max_events = 500
+checkpoint_interval_ms = 50
+drain_timeout_secs = 10
+[sources.eh]
+type = "eventhub"
+connection_string = "{cs}"
+custom_endpoint = "{endpoint}"
+ownership_interval_ms = 500
+lag_interval_ms = 200
+stall_timeout_ms = 5000
+[sources.eh.checkpoint_store]
+type = "blob"
+container = "{CONTAINER}"
+connection_string = "${{M365FWD_TEST_STORAGE}}"
+[sinks.out]
+type = "file"
+path = "{out}"
+encoding = "raw"
+"#,
+        data = dir.join("data").display(),
+        cs = emu.connection_string(),
+        endpoint = emu.endpoint(),
+        out = out.display(),
+    );
+    let config = dir.join("forwarder.toml");
+    std::fs::write(&config, text).unwrap();
+    Replica {
+        config,
+        out,
+        log: dir.join("run.log"),
+        storage: az.connection_string(),
+        child: None,
+    }
+}
+
+impl Replica {
+    fn start(&mut self) {
+        let child = std::process::Command::new(bin())
+            .args(["--log-format", "json", "run", "-c"])
+            .arg(&self.config)
+            .env("M365FWD_TEST_STORAGE", &self.storage)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&self.log).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    async fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        unsafe_kill(child.id(), 15);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}\n{}", self.tail());
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Partitions this replica wrote events of.
+    fn partitions(&self) -> BTreeSet<u64> {
+        count_ids(&self.out).keys().map(|i| i / STRIDE).collect()
+    }
+}
+
+fn fill(emu: &EventHubEmulator, partitions: u64, first: u64, bodies: u64, per: u64) {
+    for p in 0..partitions {
+        for b in 0..bodies {
+            let base = p * STRIDE + first + b * per;
+            let records: Vec<String> = (base..base + per)
+                .map(|i| signin_record(&format!("evt-{i}"), i as u32))
+                .collect();
+            emu.enqueue(p as usize, format!("{{\"records\":[{}]}}", records.join(",")));
+        }
+    }
+}
+
+async fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}
+
+/// Partitions per owner in the blob store.
+async fn owners(s: &BlobStore) -> BTreeMap<String, BTreeSet<String>> {
+    let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for o in s.ownerships(NAMESPACE, HUB, GROUP).await.unwrap_or_default() {
+        if let Some(owner) = o.owner_id {
+            m.entry(owner).or_default().insert(o.partition_id);
+        }
+    }
+    m
+}
+
+fn merged(replicas: &[&Replica]) -> HashMap<u64, u32> {
+    let mut all = HashMap::new();
+    for r in replicas {
+        for (id, n) in count_ids(&r.out) {
+            *all.entry(id).or_insert(0) += n;
+        }
+    }
+    all
+}
+
+/// Ids of every partition in `first..end` that are missing, and the duplicates.
+fn check(all: &HashMap<u64, u32>, partitions: u64, end: u64) -> (Vec<u64>, Vec<u64>) {
+    let mut missing = Vec::new();
+    let mut dups = Vec::new();
+    for p in 0..partitions {
+        for i in 0..end {
+            match all.get(&(p * STRIDE + i)) {
+                None => missing.push(p * STRIDE + i),
+                Some(n) if *n > 1 => dups.push(p * STRIDE + i),
+                _ => {}
+            }
+        }
+    }
+    (missing, dups)
+}
+
+/// Two replicas share a hub of 4 partitions through one blob container: each owns two,
+/// 4 × 2k events arrive once; then one replica stops mid-stream and the other takes its
+/// partitions over from the checkpoints and finishes with no loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_split_the_partitions_and_one_takes_over_when_the_other_stops() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let az = Azurite::start();
+    let emu = EventHubEmulator::start(HUB, 4).await;
+    let s = store(&az);
+    let mut a = replica(&dir.path().join("a"), &emu, &az);
+    let mut b = replica(&dir.path().join("b"), &emu, &az);
+    a.start();
+    b.start();
+
+    // The load balancers settle on two partitions each.
+    let ok = wait_for(Duration::from_secs(60), || {
+        let o = futures_block(owners(&s));
+        o.len() == 2 && o.values().all(|p| p.len() == 2)
+    })
+    .await;
+    assert!(
+        ok,
+        "ownership split: {:?}\nA:\n{}\nB:\n{}",
+        owners(&s).await,
+        a.tail(),
+        b.tail()
+    );
+
+    fill(&emu, 4, 0, 200, 10);
+    let ok = wait_for(Duration::from_secs(120), || merged(&[&a, &b]).len() >= 8_000).await;
+    assert!(ok, "8k events: {}\nA:\n{}\nB:\n{}", merged(&[&a, &b]).len(), a.tail(), b.tail());
+    let (missing, dups) = check(&merged(&[&a, &b]), 4, 2_000);
+    assert!(missing.is_empty(), "{} missing", missing.len());
+    assert!(dups.is_empty(), "{} duplicates with a stable split", dups.len());
+    let (pa, pb) = (a.partitions(), b.partitions());
+    assert_eq!(pa.len(), 2, "A read {pa:?}");
+    assert_eq!(pb.len(), 2, "B read {pb:?}");
+    assert!(pa.is_disjoint(&pb), "A {pa:?} B {pb:?}");
+    // Checkpoints of every partition reach the last message.
+    let h = hub(HUB);
+    let ok = wait_for(Duration::from_secs(20), || {
+        (0..4).all(|p| {
+            futures_block(s.checkpoint(&h, &p.to_string()))
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.sequence_number == 199)
+        })
+    })
+    .await;
+    assert!(ok, "checkpoints: {:?}", s.checkpoints(NAMESPACE, HUB, GROUP).await);
+
+    // B stops while events flow; A takes its partitions over and finishes.
+    fill(&emu, 4, 2_000, 100, 10);
+    let ok = wait_for(Duration::from_secs(60), || count_ids(&b.out).len() >= 4_000 + 200).await;
+    assert!(ok, "B reads again\n{}", b.tail());
+    let b_lines = lines(&b.out);
+    b.stop().await;
+    let ok = wait_for(Duration::from_secs(120), || merged(&[&a, &b]).len() >= 12_000).await;
+    assert!(
+        ok,
+        "12k events after the takeover: {}\nA:\n{}",
+        merged(&[&a, &b]).len(),
+        a.tail()
+    );
+    let ok = wait_for(Duration::from_secs(20), || {
+        let o = futures_block(owners(&s));
+        o.len() == 1 && o.values().all(|p| p.len() == 4)
+    })
+    .await;
+    assert!(ok, "A owns every partition: {:?}", owners(&s).await);
+    a.stop().await;
+    let all = merged(&[&a, &b]);
+    let (missing, dups) = check(&all, 4, 3_000);
+    assert!(missing.is_empty(), "{} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert_eq!(a.partitions().len(), 4, "A took B's partitions over");
+    // Re-reads only on B's partitions, at most what B had written after its checkpoint.
+    assert!(
+        dups.iter().all(|i| pb.contains(&(i / STRIDE))),
+        "duplicates outside B's partitions"
+    );
+    assert!(dups.len() <= b_lines, "{} duplicates", dups.len());
+    let stats = emu.stats();
+    eprintln!(
+        "eventhub scale-out: A {pa:?} B {pb:?}; {} duplicates after B stopped; {} receivers, {} stolen; {:?}",
+        dups.len(),
+        stats.receivers.len(),
+        stats.stolen,
+        started.elapsed()
+    );
+}
+
+/// Run a future to completion from a synchronous closure on the test's runtime.
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
