@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use azure_core::credentials::TokenCredential;
+use azure_messaging_eventhubs::error::ErrorKind;
 use azure_messaging_eventhubs::models::{ReceivedEventData, StartPositions};
 use azure_messaging_eventhubs::processor::PartitionClient;
 use azure_messaging_eventhubs::{
@@ -215,7 +216,7 @@ pub(super) fn credential(cfg: &Resolved) -> Result<Arc<dyn TokenCredential>, Str
 pub(super) async fn open_consumer(cfg: &Resolved) -> Result<ConsumerClient, String> {
     let mut builder = ConsumerClient::builder()
         .with_consumer_group(cfg.hub.consumer_group.clone())
-        .with_application_id("m365-forwarder".to_string())
+        .with_application_id(cfg.instance.clone())
         .with_retry_options(RetryOptions {
             max_delay: azure_core::time::Duration::seconds(5),
             max_total_elapsed: azure_core::time::Duration::seconds(30),
@@ -283,6 +284,13 @@ async fn start_positions(inner: &Inner, client: &ConsumerClient) -> Result<Start
     Ok(StartPositions { per_partition, default })
 }
 
+/// How long a claim lasts without renewal: three renewal intervals, plus 2 s because a blob's
+/// `Last-Modified` (the claim time other replicas see) has a resolution of one second and
+/// replicas' clocks differ a little. A stopped replica's partitions move after this long.
+pub(super) fn expiration(interval: Duration) -> Duration {
+    interval * 3 + Duration::from_secs(2)
+}
+
 /// One connection: the processor hands out partitions until shutdown or a failure.
 async fn session(inner: &Shared) -> Result<(), String> {
     let client = open_consumer(&inner.cfg).await?;
@@ -295,7 +303,7 @@ async fn session(inner: &Shared) -> Result<(), String> {
         .with_load_balancing_strategy(ProcessorStrategy::Greedy)
         .with_update_interval(azure_core::time::Duration::milliseconds(interval.as_millis() as i64))
         .with_partition_expiration_duration(azure_core::time::Duration::milliseconds(
-            interval.as_millis() as i64 * 3,
+            expiration(interval).as_millis() as i64,
         ))
         .with_start_positions(positions)
         .with_prefetch(inner.cfg.config.prefetch)
@@ -400,6 +408,7 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
     let mut unsent: Option<Read> = None;
     tracing::info!(partition = %pid, resume_after = ?last, "partition opened");
     let mut received = false;
+    let mut stolen = false;
     {
         let stream = pc.stream_events();
         futures_util::pin_mut!(stream);
@@ -417,6 +426,15 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
                 Ok(None) => {
                     tracing::info!(partition = %pid, "partition stream ended");
                     ctx.metrics.eventhub.reconnects.get_or_create(&labels).inc();
+                    break;
+                }
+                Ok(Some(Err(e))) if matches!(e.kind, ErrorKind::ConsumerDisconnected(_)) => {
+                    // `amqp:link:stolen`: another receiver (a replica that claimed the
+                    // partition, or an epoch receiver) took it. Not a connection failure:
+                    // the processor reopens it only while this replica still owns it.
+                    ctx.metrics.eventhub.stolen.get_or_create(&labels).inc();
+                    tracing::info!(partition = %pid, "partition taken by another receiver; giving it up");
+                    stolen = true;
                     break;
                 }
                 Ok(Some(Err(e))) => {
@@ -463,7 +481,7 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
     let failures = {
         let mut f = inner.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = f.entry(pid.clone()).or_insert(0);
-        *n = if received || stop.is_cancelled() { 0 } else { *n + 1 };
+        *n = if received || stolen || stop.is_cancelled() { 0 } else { *n + 1 };
         *n
     };
     if failures >= FAILURES_BEFORE_RECONNECT {

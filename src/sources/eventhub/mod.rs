@@ -142,7 +142,8 @@ pub struct EventHubSourceConfig {
     pub format: InputFormat,
     #[serde(default)]
     pub checkpoint_store: CheckpointStoreKind,
-    /// How often the processor renews ownership and reopens partitions that closed.
+    /// How often the processor renews ownership and reopens partitions that closed. A claim
+    /// not renewed for 3 intervals + 2 s expires (another replica then takes the partition).
     #[serde(default = "default_ownership_interval")]
     pub ownership_interval_ms: u64,
     /// How often partition properties are read for the lag metric and stall detection.
@@ -199,6 +200,19 @@ pub struct Resolved {
     pub hub: HubIdentity,
     pub config: EventHubSourceConfig,
     pub start: Start,
+    /// This replica's AMQP connection name, which the SDK's load balancer uses as the owner
+    /// id of its partitions: unique per process (host, pid, random), kept across reconnects.
+    pub instance: String,
+}
+
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty());
+    format!(
+        "m365-forwarder-{}-{}-{:08x}",
+        host.as_deref().unwrap_or("host"),
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn SourceConfig>, ConfigIssue> {
@@ -352,6 +366,7 @@ fn resolve(c: &EventHubSourceConfig, prefix: &str) -> Result<Resolved, ConfigIss
         },
         config: c.clone(),
         start,
+        instance: instance_id(),
     })
 }
 
