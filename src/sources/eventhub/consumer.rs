@@ -241,7 +241,7 @@ pub(super) async fn open_consumer(cfg: &Resolved) -> Result<ConsumerClient, Stri
                 .await
         }
     };
-    r.map_err(|e| format!("open consumer: {e}"))
+    r.map_err(|e| format!("open consumer: {}", chain(&e)))
 }
 
 /// First-run positions. `latest` is pinned to each partition's current last sequence number,
@@ -284,6 +284,21 @@ async fn start_positions(inner: &Inner, client: &ConsumerClient) -> Result<Start
     Ok(StartPositions { per_partition, default })
 }
 
+/// An error with its causes (the SDK's top-level message alone often hides the reason, such
+/// as a 401 from the service), repeated messages left out.
+pub(super) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !parts.iter().any(|p| p.contains(&m)) {
+            parts.push(m);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
+}
+
 /// How long a claim lasts without renewal: three renewal intervals, plus 2 s because a blob's
 /// `Last-Modified` (the claim time other replicas see) has a resolution of one second and
 /// replicas' clocks differ a little. A stopped replica's partitions move after this long.
@@ -309,7 +324,7 @@ async fn session(inner: &Shared) -> Result<(), String> {
         .with_prefetch(inner.cfg.config.prefetch)
         .build(client, inner.store.clone())
         .await
-        .map_err(|e| format!("event processor: {e}"))?;
+        .map_err(|e| format!("event processor: {}", chain(&e)))?;
     tracing::info!(
         namespace = %inner.cfg.hub.namespace,
         event_hub = %inner.cfg.hub.event_hub,
@@ -347,7 +362,7 @@ async fn session(inner: &Shared) -> Result<(), String> {
                 run_done = true;
                 break Err(match r {
                     Ok(Ok(())) => "event processor stopped".to_string(),
-                    Ok(Err(e)) => format!("event processor: {e}"),
+                    Ok(Err(e)) => format!("event processor: {}", chain(&e)),
                     Err(e) => format!("event processor task: {e}"),
                 });
             }
@@ -356,7 +371,7 @@ async fn session(inner: &Shared) -> Result<(), String> {
                     inner.ctx.health.source_ok(&inner.ctx.name);
                     partitions.spawn_local(read_partition(inner.clone(), pc, stop.clone(), stalled.clone()));
                 }
-                Err(e) => break Err(format!("next partition: {e}")),
+                Err(e) => break Err(format!("next partition: {}", chain(&e))),
             },
             Some(done) = partitions.join_next(), if !partitions.is_empty() => {
                 if let Err(e) = done {
@@ -433,6 +448,8 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
                     // partition, or an epoch receiver) took it. Not a connection failure:
                     // the processor reopens it only while this replica still owns it.
                     ctx.metrics.eventhub.stolen.get_or_create(&labels).inc();
+                    // Not a stall: reconnecting would not get it back.
+                    inner.touch(&pid);
                     tracing::info!(partition = %pid, "partition taken by another receiver; giving it up");
                     stolen = true;
                     break;
