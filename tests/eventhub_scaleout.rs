@@ -53,10 +53,17 @@ async fn blob_claims_are_etag_conditioned_checkpoints_round_trip_and_list_by_pre
     let az = Azurite::start();
     let s = store(&az);
     s.client().create_container().await.unwrap();
-    s.client().create_container().await.expect("an existing container is fine");
+    s.client()
+        .create_container()
+        .await
+        .expect("an existing container is fine");
 
     // Claim a new partition (If-None-Match: *); a second create loses.
-    let first = s.claim(&ownership("0", Some("a"), None)).await.unwrap().expect("claimed");
+    let first = s
+        .claim(&ownership("0", Some("a"), None))
+        .await
+        .unwrap()
+        .expect("claimed");
     assert!(first.etag.is_some() && first.last_modified_time.is_some(), "{first:?}");
     assert!(
         s.claim(&ownership("0", Some("b"), None)).await.unwrap().is_none(),
@@ -70,10 +77,16 @@ async fn blob_claims_are_etag_conditioned_checkpoints_round_trip_and_list_by_pre
         .expect("renewed");
     assert_ne!(renewed.etag, first.etag);
     assert!(
-        s.claim(&ownership("0", Some("b"), first.etag.clone())).await.unwrap().is_none(),
+        s.claim(&ownership("0", Some("b"), first.etag.clone()))
+            .await
+            .unwrap()
+            .is_none(),
         "a claim with a stale ETag is refused"
     );
-    s.claim(&ownership("1", Some("b"), None)).await.unwrap().expect("claimed");
+    s.claim(&ownership("1", Some("b"), None))
+        .await
+        .unwrap()
+        .expect("claimed");
 
     let listed = s.ownerships(NAMESPACE, HUB, GROUP).await.unwrap();
     let owners: BTreeMap<String, Option<String>> = listed
@@ -100,17 +113,25 @@ async fn blob_claims_are_etag_conditioned_checkpoints_round_trip_and_list_by_pre
 
     // Checkpoints round-trip and never move backwards.
     let h = hub(HUB);
-    s.write_checkpoint(&h, "0", &h.checkpoint(41, Some("4100".into()))).await.unwrap();
+    s.write_checkpoint(&h, "0", &h.checkpoint(41, Some("4100".into())))
+        .await
+        .unwrap();
     let c = s.checkpoint(&h, "0").await.unwrap().unwrap();
     assert_eq!((c.sequence_number, c.offset.as_deref()), (41, Some("4100")));
-    s.write_checkpoint(&h, "0", &h.checkpoint(30, Some("3000".into()))).await.unwrap();
+    s.write_checkpoint(&h, "0", &h.checkpoint(30, Some("3000".into())))
+        .await
+        .unwrap();
     assert_eq!(s.checkpoint(&h, "0").await.unwrap().unwrap().sequence_number, 41);
-    s.write_checkpoint(&h, "0", &h.checkpoint(50, Some("5000".into()))).await.unwrap();
+    s.write_checkpoint(&h, "0", &h.checkpoint(50, Some("5000".into())))
+        .await
+        .unwrap();
     s.write_checkpoint(&h, "1", &h.checkpoint(7, None)).await.unwrap();
     assert!(s.checkpoint(&h, "2").await.unwrap().is_none());
     // Another hub's checkpoint is not listed under this hub's prefix.
     let other = hub("other-hub");
-    s.write_checkpoint(&other, "0", &other.checkpoint(99, Some("1".into()))).await.unwrap();
+    s.write_checkpoint(&other, "0", &other.checkpoint(99, Some("1".into())))
+        .await
+        .unwrap();
     let mut cps: Vec<(String, Option<i64>, Option<String>)> = s
         .checkpoints(NAMESPACE, HUB, GROUP)
         .await
@@ -168,7 +189,10 @@ impl Drop for Replica {
         // For debugging a failure: keep the logs where the variable says.
         if let Ok(dir) = std::env::var("EVENTHUB_TEST_LOG_DIR") {
             let name = self.log.parent().and_then(|p| p.file_name()).unwrap_or_default();
-            let _ = std::fs::copy(&self.log, Path::new(&dir).join(format!("{}.log", name.to_string_lossy())));
+            let _ = std::fs::copy(
+                &self.log,
+                Path::new(&dir).join(format!("{}.log", name.to_string_lossy())),
+            );
         }
     }
 }
@@ -372,7 +396,13 @@ async fn two_replicas_split_the_partitions_and_one_takes_over_when_the_other_sto
 
     fill(&emu, 4, 0, 200, 10);
     let ok = wait_for(Duration::from_secs(120), || merged(&[&a, &b]).len() >= 8_000).await;
-    assert!(ok, "8k events: {}\nA:\n{}\nB:\n{}", merged(&[&a, &b]).len(), a.tail(), b.tail());
+    assert!(
+        ok,
+        "8k events: {}\nA:\n{}\nB:\n{}",
+        merged(&[&a, &b]).len(),
+        a.tail(),
+        b.tail()
+    );
     let (missing, dups) = check(&merged(&[&a, &b]), 4, 2_000);
     assert!(missing.is_empty(), "{} missing", missing.len());
     assert!(dups.is_empty(), "{} duplicates with a stable split", dups.len());
@@ -417,7 +447,12 @@ async fn two_replicas_split_the_partitions_and_one_takes_over_when_the_other_sto
     a.stop().await;
     let all = merged(&[&a, &b]);
     let (missing, dups) = check(&all, 4, 3_500);
-    assert!(missing.is_empty(), "{} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     assert_eq!(a.partitions().len(), 4, "A took B's partitions over");
     // Re-reads only on B's partitions, at most what B had written after its checkpoint.
     assert!(

@@ -494,7 +494,11 @@ async fn a_refused_token_is_a_clear_error_and_fails_readiness_until_accepted() {
     let counts = count_ids(&s.out);
     let (m0, d0) = ids_in(0..100, &counts);
     let (m1, d1) = ids_in(1_000_000..1_000_100, &counts);
-    assert!(m0.is_empty() && m1.is_empty() && d0 + d1 == 0, "{m0:?} {m1:?} {}", d0 + d1);
+    assert!(
+        m0.is_empty() && m1.is_empty() && d0 + d1 == 0,
+        "{m0:?} {m1:?} {}",
+        d0 + d1
+    );
     eprintln!("eventhub 401: readiness {last:?}; recovered in {:?}", started.elapsed());
 }
 
@@ -541,7 +545,12 @@ async fn a_stolen_partition_is_given_up_and_resumed_without_loss() {
 
     emu.release(other);
     let ok = wait_for(Duration::from_secs(60), || count_ids(&s.out).len() >= 3_000).await;
-    assert!(ok, "partition 0 resumes: {}\n{}", count_ids(&s.out).len(), log_tail(&s.log));
+    assert!(
+        ok,
+        "partition 0 resumes: {}\n{}",
+        count_ids(&s.out).len(),
+        log_tail(&s.log)
+    );
     let m = metrics(s.api_port).await;
     stop(&mut child).await;
     let counts = count_ids(&s.out);

@@ -67,11 +67,7 @@ impl Azurite {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut a = Azurite {
-            port,
-            child,
-            _dir: dir,
-        };
+        let mut a = Azurite { port, child, _dir: dir };
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = a.child.try_wait() {

@@ -56,7 +56,10 @@ impl BlobError {
 /// How requests are authorized.
 #[derive(Clone)]
 pub enum BlobAuth {
-    SharedKey { account: String, key: Vec<u8> },
+    SharedKey {
+        account: String,
+        key: Vec<u8>,
+    },
     /// A SAS query string (without the leading `?`).
     Sas(String),
     Bearer(Arc<dyn TokenCredential>),
@@ -81,7 +84,10 @@ pub fn parse_connection_string(cs: &str) -> Result<(String, BlobAuth), BlobError
             .ok_or(BlobError::ConnectionString("expected Key=Value pairs"))?;
         kv.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
     }
-    if kv.get("usedevelopmentstorage").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+    if kv
+        .get("usedevelopmentstorage")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
         kv.entry("accountname".into()).or_insert("devstoreaccount1".into());
         kv.entry("accountkey".into()).or_insert(AZURITE_KEY.into());
         kv.entry("blobendpoint".into())
@@ -245,7 +251,10 @@ impl BlobClient {
         if put {
             req = req.header("Content-Length", "0").body(Vec::<u8>::new());
         }
-        let resp = req.send().await.map_err(|source| BlobError::Http { operation, source })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| BlobError::Http { operation, source })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -282,7 +291,9 @@ impl BlobClient {
     ) -> Result<BlobItem, BlobError> {
         let mut headers = meta_headers(metadata, condition);
         headers.insert("x-ms-blob-type".into(), "BlockBlob".into());
-        let resp = self.send("put blob", Method::PUT, self.url(Some(name), &[])?, headers).await?;
+        let resp = self
+            .send("put blob", Method::PUT, self.url(Some(name), &[])?, headers)
+            .await?;
         Ok(item_of(name, &resp, metadata.clone()))
     }
 
@@ -303,7 +314,10 @@ impl BlobClient {
     /// Properties and metadata of one blob; `None` when it does not exist.
     pub async fn properties(&self, name: &str) -> Result<Option<BlobItem>, BlobError> {
         let url = self.url(Some(name), &[])?;
-        match self.send("get blob properties", Method::HEAD, url, BTreeMap::new()).await {
+        match self
+            .send("get blob properties", Method::HEAD, url, BTreeMap::new())
+            .await
+        {
             Ok(resp) => {
                 let metadata = resp
                     .headers()
@@ -384,12 +398,7 @@ fn item_of(name: &str, resp: &reqwest::Response, metadata: BTreeMap<String, Stri
 }
 
 /// The Shared Key string-to-sign (Storage REST, version 2015-02-21 and later).
-fn string_to_sign(
-    method: &Method,
-    url: &reqwest::Url,
-    headers: &BTreeMap<String, String>,
-    account: &str,
-) -> String {
+fn string_to_sign(method: &Method, url: &reqwest::Url, headers: &BTreeMap<String, String>, account: &str) -> String {
     let h = |n: &str| {
         headers
             .iter()
@@ -479,7 +488,8 @@ pub fn parse_list(xml: &str) -> Result<(Vec<BlobItem>, Option<String>), BlobErro
             .find("</Blob>")
             .ok_or_else(|| BlobError::Response("List Blobs: <Blob> not closed".into()))?;
         let blob = &after[..end];
-        let name = element(blob, "Name").ok_or_else(|| BlobError::Response("List Blobs: blob without a name".into()))?;
+        let name =
+            element(blob, "Name").ok_or_else(|| BlobError::Response("List Blobs: blob without a name".into()))?;
         items.push(BlobItem {
             name: unescape(name),
             etag: quoted(&unescape(element(blob, "Etag").unwrap_or_default())),
@@ -506,13 +516,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e, "http://127.0.0.1:10000/devstoreaccount1");
-        assert!(matches!(a, BlobAuth::SharedKey { ref account, ref key } if account == "devstoreaccount1" && key == b"key"));
-        let (e, a) = parse_connection_string("AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net").unwrap();
+        assert!(
+            matches!(a, BlobAuth::SharedKey { ref account, ref key } if account == "devstoreaccount1" && key == b"key")
+        );
+        let (e, a) =
+            parse_connection_string("AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net").unwrap();
         assert_eq!(e, "https://acct.blob.core.windows.net");
         assert_eq!(format!("{a:?}"), "SharedKey(***)");
-        let (_, a) =
-            parse_connection_string("BlobEndpoint=https://acct.blob.core.windows.net/;SharedAccessSignature=sv=1&sig=x")
-                .unwrap();
+        let (_, a) = parse_connection_string(
+            "BlobEndpoint=https://acct.blob.core.windows.net/;SharedAccessSignature=sv=1&sig=x",
+        )
+        .unwrap();
         assert!(matches!(a, BlobAuth::Sas(ref s) if s == "sv=1&sig=x"));
         assert!(parse_connection_string("AccountName=acct").is_err());
     }

@@ -89,7 +89,10 @@ impl BlobStore {
     }
 
     pub async fn ownerships(&self, namespace: &str, event_hub: &str, group: &str) -> Result<Vec<Ownership>, BlobError> {
-        let items = self.client.list(&prefix(namespace, event_hub, group, "ownership")).await?;
+        let items = self
+            .client
+            .list(&prefix(namespace, event_hub, group, "ownership"))
+            .await?;
         Ok(items
             .iter()
             .map(|item| Ownership {
@@ -110,7 +113,10 @@ impl BlobStore {
         event_hub: &str,
         group: &str,
     ) -> Result<Vec<Checkpoint>, BlobError> {
-        let items = self.client.list(&prefix(namespace, event_hub, group, "checkpoint")).await?;
+        let items = self
+            .client
+            .list(&prefix(namespace, event_hub, group, "checkpoint"))
+            .await?;
         Ok(items
             .iter()
             .map(|item| Checkpoint {
@@ -135,7 +141,12 @@ impl BlobStore {
     }
 
     /// Write a checkpoint unless the stored one is already at or past it.
-    pub async fn write_checkpoint(&self, hub: &HubIdentity, partition: &str, c: &StoredCheckpoint) -> Result<(), BlobError> {
+    pub async fn write_checkpoint(
+        &self,
+        hub: &HubIdentity,
+        partition: &str,
+        c: &StoredCheckpoint,
+    ) -> Result<(), BlobError> {
         let name = prefix(&hub.namespace, &hub.event_hub, &hub.consumer_group, "checkpoint") + partition;
         let mut meta = BTreeMap::new();
         meta.insert(SEQUENCE_NUMBER.to_string(), c.sequence_number.to_string());
@@ -186,7 +197,10 @@ impl BlobCommitter {
         }
     }
 
-    fn run<T: Send>(&self, f: impl std::future::Future<Output = Result<T, BlobError>> + Send) -> Result<T, CheckpointError> {
+    fn run<T: Send>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, BlobError>> + Send,
+    ) -> Result<T, CheckpointError> {
         let io = |e: String| CheckpointError::Io {
             path: format!("blob container {}", self.container).into(),
             source: std::io::Error::other(e),

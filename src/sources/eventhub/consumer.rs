@@ -498,7 +498,11 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
     let failures = {
         let mut f = inner.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = f.entry(pid.clone()).or_insert(0);
-        *n = if received || stolen || stop.is_cancelled() { 0 } else { *n + 1 };
+        *n = if received || stolen || stop.is_cancelled() {
+            0
+        } else {
+            *n + 1
+        };
         *n
     };
     if failures >= FAILURES_BEFORE_RECONNECT {

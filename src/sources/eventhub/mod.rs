@@ -378,12 +378,14 @@ impl SourceConfig for EventHubSourceConfig {
         })?;
         let blob = match &self.checkpoint_store {
             CheckpointStoreKind::Embedded => None,
-            CheckpointStoreKind::Blob(b) => Some(
-                consumer::blob_store(b, &resolved).map_err(|message| SourceError::Fatal {
-                    source_name: name.to_string(),
-                    message: format!("checkpoint_store: {message}"),
-                })?,
-            ),
+            CheckpointStoreKind::Blob(b) => {
+                Some(
+                    consumer::blob_store(b, &resolved).map_err(|message| SourceError::Fatal {
+                        source_name: name.to_string(),
+                        message: format!("checkpoint_store: {message}"),
+                    })?,
+                )
+            }
         };
         Ok(Box::new(consumer::EventHubSource::new(Arc::new(resolved), blob)))
     }
@@ -458,7 +460,10 @@ connection_string = "UseDevelopmentStorage=true"
         assert!(ok(blob).is_ok(), "{:?}", ok(blob));
         for (extra, path) in [
             (r#"checkpoint_store = "blob""#, "checkpoint_store"),
-            ("[checkpoint_store]\ntype = 'blob'\ncontainer = 'c'\n", "checkpoint_store"),
+            (
+                "[checkpoint_store]\ntype = 'blob'\ncontainer = 'c'\n",
+                "checkpoint_store",
+            ),
             (
                 "[checkpoint_store]\ntype = 'blob'\ncontainer = 'c'\naccount_url = 'https://a.blob.core.windows.net'\n",
                 "checkpoint_store.sas_token",

@@ -80,12 +80,7 @@ async fn check(inner: &Shared, client: &ConsumerClient, opened: Instant, stall: 
             .get_or_create(&EventHubMetrics::partition(&inner.ctx.name, &p))
             .set(lag);
         // With a shared store another replica may own the partition: only ours can stall here.
-        let ours = !inner.store.is_shared()
-            || inner
-                .reading
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&p);
+        let ours = !inner.store.is_shared() || inner.reading.lock().unwrap_or_else(|e| e.into_inner()).contains(&p);
         if !ours {
             continue;
         }

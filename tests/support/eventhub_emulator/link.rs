@@ -233,4 +233,3 @@ mod tests {
         assert_eq!(start_index("amqp.annotation.x-opt-enqueued-time >='2000'", &ev), 1);
     }
 }
-

@@ -39,7 +39,12 @@ pub(super) fn prop_str(ap: &Option<ApplicationProperties>, key: &str) -> Option<
     }
 }
 
-pub(super) fn reply(status: i32, description: &str, request: &Message<Body<Value>>, body: Value) -> Message<AmqpValue<Value>> {
+pub(super) fn reply(
+    status: i32,
+    description: &str,
+    request: &Message<Body<Value>>,
+    body: Value,
+) -> Message<AmqpValue<Value>> {
     let correlation = request.properties.as_ref().and_then(|p| p.message_id.clone());
     Message::builder()
         .properties(Properties {

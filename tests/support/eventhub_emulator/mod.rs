@@ -227,8 +227,17 @@ impl EventHubEmulator {
         let id = self.shared.next_link.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
         let p = partition.to_string();
-        register_receiver(&self.shared, partition, group, &p, "(other consumer)", Some(epoch), id, &token)
-            .unwrap_or_else(|(_, why)| panic!("steal refused: {why}"));
+        register_receiver(
+            &self.shared,
+            partition,
+            group,
+            &p,
+            "(other consumer)",
+            Some(epoch),
+            id,
+            &token,
+        )
+        .unwrap_or_else(|(_, why)| panic!("steal refused: {why}"));
         id
     }
 
@@ -394,4 +403,3 @@ async fn serve_session(s: Arc<Shared>, mut session: ListenerSessionHandle, kill:
         let _ = tokio::time::timeout(Duration::from_secs(2), session.end()).await;
     }
 }
-
