@@ -349,6 +349,35 @@ fn check(all: &HashMap<u64, u32>, partitions: u64, end: u64) -> (Vec<u64>, Vec<u
     (missing, dups)
 }
 
+/// Wait until two owners hold two partitions each and nothing changes for a while.
+async fn settle(s: &BlobStore) {
+    let ok = wait_for(Duration::from_secs(60), || {
+        let o = futures_block(owners(s));
+        o.len() == 2 && o.values().all(|p| p.len() == 2)
+    })
+    .await;
+    assert!(ok, "ownership split: {:?}", owners(s).await);
+    // A claim takes effect when the new owner's receiver attaches and steals the link of the
+    // old one; until then the old owner still reads (the SDKs' in-flight window). Wait until
+    // the split has not changed for 3 s (several load-balancing cycles) before the data.
+    let mut settled = owners(s).await;
+    let mut since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while since.elapsed() < Duration::from_secs(3) {
+        assert!(Instant::now() < deadline, "the split keeps changing: {settled:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = owners(s).await;
+        if now != settled {
+            settled = now;
+            since = Instant::now();
+        }
+    }
+    assert!(
+        settled.len() == 2 && settled.values().all(|p| p.len() == 2),
+        "two partitions each: {settled:?}"
+    );
+}
+
 /// Two replicas share a hub of 4 partitions through one blob container: each owns two,
 /// 4 × 2k events arrive once; then one replica stops mid-stream and the other takes its
 /// partitions over from the checkpoints (and reads what arrives after) with no loss.
@@ -365,34 +394,7 @@ async fn two_replicas_split_the_partitions_and_one_takes_over_when_the_other_sto
     b.start();
 
     // The load balancers settle on two partitions each.
-    let ok = wait_for(Duration::from_secs(60), || {
-        let o = futures_block(owners(&s));
-        o.len() == 2 && o.values().all(|p| p.len() == 2)
-    })
-    .await;
-    assert!(
-        ok,
-        "ownership split: {:?}\nA:\n{}\nB:\n{}",
-        owners(&s).await,
-        a.tail(),
-        b.tail()
-    );
-
-    // A claim takes effect when the new owner's receiver attaches and steals the link of the
-    // old one; until then the old owner still reads (the SDKs' in-flight window). Let the
-    // split settle (no ownership change for several load-balancing cycles) before the data.
-    let mut settled = owners(&s).await;
-    let since = Instant::now();
-    while since.elapsed() < Duration::from_secs(3) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = owners(&s).await;
-        assert!(now.len() == 2, "two owners stay: {now:?}");
-        if now != settled {
-            settled = now;
-        }
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(owners(&s).await, settled, "the split is stable");
+    settle(&s).await;
 
     fill(&emu, 4, 0, 200, 10);
     let ok = wait_for(Duration::from_secs(120), || merged(&[&a, &b]).len() >= 8_000).await;
@@ -460,6 +462,10 @@ async fn two_replicas_split_the_partitions_and_one_takes_over_when_the_other_sto
         "duplicates outside B's partitions"
     );
     assert!(dups.len() <= b_lines, "{} duplicates", dups.len());
+    for r in [&a, &b] {
+        let log = std::fs::read_to_string(&r.log).unwrap();
+        assert!(!log.contains(azurite::KEY), "no account key in a log line");
+    }
     let stats = emu.stats();
     eprintln!(
         "eventhub scale-out: A {pa:?} B {pb:?}; {} duplicates after B stopped; {} receivers, {} stolen; {:?}",
@@ -473,4 +479,57 @@ async fn two_replicas_split_the_partitions_and_one_takes_over_when_the_other_sto
 /// Run a future to completion from a synchronous closure on the test's runtime.
 fn futures_block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// `kill -9` of one replica mid-stream: after its claims expire the other takes its
+/// partitions over from the last checkpoints; nothing is lost, and the only duplicates are
+/// events of the killed replica's partitions that it had read past its checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_is_replaced_with_duplicates_only_from_its_in_flight_window() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let az = Azurite::start();
+    let emu = EventHubEmulator::start(HUB, 4).await;
+    let s = store(&az);
+    let mut a = replica(&dir.path().join("a"), &emu, &az);
+    let mut b = replica(&dir.path().join("b"), &emu, &az);
+    a.start();
+    b.start();
+    settle(&s).await;
+    fill(&emu, 4, 0, 300, 10);
+    let ok = wait_for(Duration::from_secs(60), || lines(&b.out) >= 1_000).await;
+    assert!(ok, "B reads\n{}", b.tail());
+    // B's partitions, by its owner id (`m365-forwarder-HOST-PID-random`).
+    let pid = format!("-{}-", b.child.as_ref().unwrap().id());
+    let pb: BTreeSet<u64> = owners(&s)
+        .await
+        .into_iter()
+        .filter(|(owner, _)| owner.contains(&pid))
+        .flat_map(|(_, p)| p)
+        .map(|p| p.parse::<u64>().unwrap())
+        .collect();
+    assert_eq!(pb.len(), 2, "B owns two partitions");
+    kill9(b.child.as_mut().unwrap());
+    b.child = None;
+    let b_lines = lines(&b.out);
+    let ok = wait_for(Duration::from_secs(120), || merged(&[&a, &b]).len() >= 12_000).await;
+    assert!(
+        ok,
+        "12k events after the takeover: {}\nA:\n{}",
+        merged(&[&a, &b]).len(),
+        a.tail()
+    );
+    a.stop().await;
+    let (missing, dups) = check(&merged(&[&a, &b]), 4, 3_000);
+    assert!(missing.is_empty(), "{} missing", missing.len());
+    assert!(
+        dups.iter().all(|i| pb.contains(&(i / STRIDE))),
+        "duplicates only on the killed replica's partitions {pb:?}"
+    );
+    assert!(dups.len() <= b_lines, "{} duplicates, B wrote {b_lines}", dups.len());
+    eprintln!(
+        "eventhub scale-out kill -9: B had {pb:?} and wrote {b_lines}; {} duplicates; {:?}",
+        dups.len(),
+        started.elapsed()
+    );
 }

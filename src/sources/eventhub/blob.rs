@@ -251,10 +251,11 @@ impl BlobClient {
         if put {
             req = req.header("Content-Length", "0").body(Vec::<u8>::new());
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| BlobError::Http { operation, source })?;
+        let resp = req.send().await.map_err(|source| BlobError::Http {
+            operation,
+            // A SAS is in the URL's query: never in an error message.
+            source: source.without_url(),
+        })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -352,7 +353,7 @@ impl BlobClient {
             let resp = self.send("list blobs", Method::GET, url, BTreeMap::new()).await?;
             let text = resp.text().await.map_err(|source| BlobError::Http {
                 operation: "list blobs",
-                source,
+                source: source.without_url(),
             })?;
             let (items, next) = parse_list(&text)?;
             out.extend(items);
@@ -542,6 +543,20 @@ mod tests {
         assert_eq!(items[1].etag, "\"0x8DD2\"");
         assert_eq!(items[1].metadata["ownerid"], "");
         assert_eq!(next.as_deref(), Some(""));
+    }
+
+    #[tokio::test]
+    async fn a_sas_never_appears_in_an_error() {
+        // Nothing listens on port 9 of loopback: the request fails with a connection error.
+        let c = BlobClient::new(
+            "http://127.0.0.1:9/acct",
+            "c",
+            BlobAuth::Sas("sv=2021&sig=SECRETSIG".into()),
+        )
+        .unwrap();
+        let e = c.list("p/").await.unwrap_err();
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains("SECRETSIG"), "{text}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::blob::{parse_connection_string, BlobAuth, BlobClient};
 use super::blobstore::{BlobCommitter, BlobStore};
-use super::store::{Backend, EmbeddedStore};
+use super::store::{Backend, SourceStore};
 use super::{BlobStoreConfig, EventHubAuth, Resolved, Start};
 use crate::checkpoint::CheckpointStore;
 use crate::decode::{decode_unit, DecodeError};
@@ -70,7 +70,7 @@ pub(super) type Shared = Arc<Inner>;
 pub(super) struct Inner {
     pub(super) cfg: Arc<Resolved>,
     pub(super) ctx: SourceContext,
-    pub(super) store: Arc<EmbeddedStore>,
+    pub(super) store: Arc<SourceStore>,
     /// When each partition last received an event (or was opened), for stall detection.
     pub(super) progress: Mutex<HashMap<String, Instant>>,
     /// Partitions this replica reads now (with a shared store, the others are not its own).
@@ -115,7 +115,7 @@ impl Source for EventHubSource {
             }
             None => Backend::Embedded(ctx.checkpoints.clone()),
         };
-        let store = Arc::new(EmbeddedStore::new(&ctx.name, self.cfg.hub.clone(), backend));
+        let store = Arc::new(SourceStore::new(&ctx.name, self.cfg.hub.clone(), backend));
         let name = ctx.name.to_string();
         let inner = Arc::new(Inner {
             cfg: self.cfg.clone(),

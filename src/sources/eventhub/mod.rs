@@ -18,7 +18,7 @@ use super::{Source, SourceConfig, SourceError};
 use crate::config::{typed, ConfigIssue, Secret};
 use crate::decode::InputFormat;
 
-pub use store::{EmbeddedStore, HubIdentity, StoredCheckpoint};
+pub use store::{HubIdentity, SourceStore, StoredCheckpoint};
 
 /// How the source authenticates to Event Hubs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

@@ -72,7 +72,7 @@ pub enum Backend {
 }
 
 /// The `CheckpointStore` of one `eventhub` source.
-pub struct EmbeddedStore {
+pub struct SourceStore {
     source: String,
     hub: HubIdentity,
     backend: Backend,
@@ -83,9 +83,9 @@ pub struct EmbeddedStore {
     read_through: Mutex<HashMap<String, StoredCheckpoint>>,
 }
 
-impl std::fmt::Debug for EmbeddedStore {
+impl std::fmt::Debug for SourceStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("source", &self.source).finish()
+        f.debug_struct("SourceStore").field("source", &self.source).finish()
     }
 }
 
@@ -93,9 +93,9 @@ fn error(message: String) -> azure_core::Error {
     azure_core::Error::with_message(azure_core::error::ErrorKind::Other, message)
 }
 
-impl EmbeddedStore {
-    pub fn new(source: &str, hub: HubIdentity, backend: Backend) -> EmbeddedStore {
-        EmbeddedStore {
+impl SourceStore {
+    pub fn new(source: &str, hub: HubIdentity, backend: Backend) -> SourceStore {
+        SourceStore {
             source: source.to_string(),
             hub,
             backend,
@@ -194,7 +194,7 @@ fn uuid_like() -> String {
 }
 
 #[async_trait::async_trait]
-impl azure_messaging_eventhubs::CheckpointStore for EmbeddedStore {
+impl azure_messaging_eventhubs::CheckpointStore for SourceStore {
     async fn claim_ownership(&self, ownerships: &[Ownership]) -> azure_core::Result<Vec<Ownership>> {
         let ours = ownerships.iter().filter(|o| {
             self.hub
@@ -347,7 +347,7 @@ mod tests {
     #[tokio::test]
     async fn claims_follow_etags_and_checkpoints_take_the_newer_position() {
         let mem: Arc<dyn Store> = Arc::new(MemoryCheckpointStore::default());
-        let s = EmbeddedStore::new("eh", hub(), Backend::Embedded(mem.clone()));
+        let s = SourceStore::new("eh", hub(), Backend::Embedded(mem.clone()));
         let first = s.claim_ownership(&[ownership("0", None)]).await.unwrap();
         assert_eq!(first.len(), 1);
         // A second create of the same partition loses (If-None-Match: *).
