@@ -169,6 +169,39 @@ async fn blob_claims_are_etag_conditioned_checkpoints_round_trip_and_list_by_pre
     )
     .unwrap();
     assert_eq!(bad.list("").await.unwrap_err().status(), Some(403));
+
+    // A SAS works as well (no Authorization header, the token in the query).
+    let sas = BlobStore::new(BlobClient::new(&az.endpoint(), CONTAINER, BlobAuth::Sas(az.account_sas())).unwrap());
+    let o = sas.ownerships(NAMESPACE, HUB, GROUP).await.unwrap();
+    assert_eq!(o.len(), 2);
+    let p1 = o.iter().find(|o| o.partition_id == "1").unwrap();
+    assert!(sas
+        .claim(&Ownership {
+            owner_id: Some("c".into()),
+            ..p1.clone()
+        })
+        .await
+        .unwrap()
+        .is_some());
+    let (_, auth) = parse_connection_string(&format!(
+        "BlobEndpoint={};SharedAccessSignature={}",
+        az.endpoint(),
+        az.account_sas()
+    ))
+    .unwrap();
+    let from_cs = BlobClient::new(&az.endpoint(), CONTAINER, auth).unwrap();
+    assert_eq!(from_cs.list(&format!("{base}/checkpoint/")).await.unwrap().len(), 2);
+    let forged = BlobClient::new(
+        &az.endpoint(),
+        CONTAINER,
+        BlobAuth::Sas(az.account_sas().replace("sp=rwdlac", "sp=rwdlacx")),
+    )
+    .unwrap();
+    assert_eq!(
+        forged.list("").await.unwrap_err().status(),
+        Some(403),
+        "a SAS whose fields do not match its signature is refused"
+    );
 }
 
 /// One replica of the binary: its own data directory, output file and API port.

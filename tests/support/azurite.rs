@@ -87,6 +87,20 @@ impl Azurite {
         format!("http://127.0.0.1:{}/{ACCOUNT}", self.port)
     }
 
+    /// An account SAS for the blob service (all resource types; read, write, delete, list,
+    /// add, create), signed with the development key as the Storage REST reference describes
+    /// (version 2019-12-12 string-to-sign).
+    pub fn account_sas(&self) -> String {
+        use base64::Engine as _;
+        let (sp, ss, srt, se, sv) = ("rwdlac", "b", "sco", "2099-01-01T00:00:00Z", "2019-12-12");
+        let sts = format!("{ACCOUNT}\n{sp}\n{ss}\n{srt}\n\n{se}\n\n\n{sv}\n");
+        let key = base64::engine::general_purpose::STANDARD.decode(KEY).unwrap();
+        let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+        let sig = base64::engine::general_purpose::STANDARD.encode(ring::hmac::sign(&k, sts.as_bytes()));
+        let sig: String = url::form_urlencoded::byte_serialize(sig.as_bytes()).collect();
+        format!("sv={sv}&ss={ss}&srt={srt}&sp={sp}&se={se}&sig={sig}")
+    }
+
     pub fn connection_string(&self) -> String {
         format!(
             "DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};BlobEndpoint={};",
