@@ -562,9 +562,18 @@ async fn a_stolen_partition_is_given_up_and_resumed_without_loss() {
         .lines()
         .find(|l| l.starts_with("m365fwd_eventhub_partitions_stolen_total") && l.contains("partition=\"0\""));
     assert!(stolen.is_some(), "stolen counted");
+    let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+    let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        count("event hub connection failed"),
+        0,
+        "a stolen partition does not rebuild the connection"
+    );
     eprintln!(
-        "eventhub stolen partition: {} steals, {:?}",
+        "eventhub stolen partition: {} steals, {} refused re-attaches, {} reconnects, {:?}",
         emu.stats().stolen,
+        count("partition taken by another receiver"),
+        count("event hub connection failed"),
         started.elapsed()
     );
 }
