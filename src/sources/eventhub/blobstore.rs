@@ -3,7 +3,9 @@
 //! same group) share partitions: one empty blob per partition,
 //! `{namespace}/{eventhub}/{consumergroup}/ownership/{partition}` with metadata `ownerid`, and
 //! `.../checkpoint/{partition}` with `sequencenumber` and `offset`. The three name parts are
-//! lower-cased, as the .NET, Java, Python and JavaScript stores do. A claim is a write
+//! lower-cased, as the .NET store does (the Go and Rust stores keep them as given: with the
+//! usual lower-case namespace and hub, a group such as `$Default` is where they differ, so
+//! share a container with those only under a lower-case group name). A claim is a write
 //! conditioned on the ETag the claimant listed (`If-Match`), or `If-None-Match: *` for a
 //! partition nobody claimed yet; 412 or 409 means another replica won, which is not an error.
 //! A checkpoint write never moves a partition's checkpoint backwards (a replica that lost a
