@@ -566,3 +566,42 @@ async fn a_killed_replica_is_replaced_with_duplicates_only_from_its_in_flight_wi
         started.elapsed()
     );
 }
+
+/// Blob Storage out of reach (nothing listens): the source reports it, `/ready` fails and
+/// nothing is read (no partition is read without a claim).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_blob_store_fails_readiness_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let az = Azurite::start();
+    let emu = EventHubEmulator::start(HUB, 2).await;
+    fill(&emu, 2, 0, 10, 10);
+    let mut r = replica(dir.path(), &emu, &az);
+    let port = free_port();
+    r.storage = r.storage.replace(&format!(":{}/", az.port), &format!(":{port}/"));
+    let text = std::fs::read_to_string(&r.config).unwrap();
+    let api_port: u16 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("address = \"127.0.0.1:"))
+        .and_then(|p| p.trim_end_matches('"').parse().ok())
+        .unwrap();
+    r.start();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = (0, String::new());
+    while Instant::now() < deadline {
+        if let Ok(resp) = client.get(format!("http://127.0.0.1:{api_port}/ready")).send().await {
+            last = (resp.status().as_u16(), resp.text().await.unwrap_or_default());
+            if last.0 == 503 && last.1.contains("source eh failing") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        last.0 == 503 && last.1.contains("blob storage"),
+        "readiness names the store: {last:?}\n{}",
+        r.tail()
+    );
+    assert_eq!(lines(&r.out), 0, "nothing read without a claim");
+    r.stop().await;
+}
