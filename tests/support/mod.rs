@@ -5,6 +5,7 @@ pub mod azurite;
 pub mod eventhub_emulator;
 pub mod hec_emulator;
 pub mod kafka_broker;
+pub mod scaleout;
 pub mod syslog_data;
 pub mod syslog_ng;
 
