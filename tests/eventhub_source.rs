@@ -2,7 +2,9 @@
 //! binary reads two partitions through azure_messaging_eventhubs, checkpoints per partition
 //! after delivery, resumes after a restart and after `kill -9`, quarantines a poison body
 //! once without blocking its partition, decodes gzip, forwards and counts unknown
-//! categories, and reconnects without loss when the emulator drops the connection.
+//! categories, reconnects without loss when the emulator drops the connection, reports a
+//! refused token (401) as an error and a readiness failure, and gives up a partition another
+//! receiver steals (`amqp:link:stolen`), resuming it without loss.
 
 mod support;
 
@@ -425,4 +427,153 @@ async fn kill_9_mid_stream_then_restart_loses_nothing() {
         started.elapsed()
     );
     assert!((d0 + d1) as usize <= at_kill, "re-reads stay within what was in flight");
+}
+
+async fn ready(port: u16) -> (u16, String) {
+    let client = reqwest::Client::new();
+    match client.get(format!("http://127.0.0.1:{port}/ready")).send().await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// A CBS put-token answered 401: the source logs a clear error and `/ready` fails (no silent
+/// hang); once the service accepts the token again it connects and reads everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_a_clear_error_and_fails_readiness_until_accepted() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let emu = EventHubEmulator::start(HUB, 2).await;
+    // The SAS token the client builds names its key: `...&skn=listen`.
+    emu.reject_tokens_containing("skn=listen");
+    fill(&emu, 0, 0, 10, 10);
+    fill(&emu, 1, 1_000_000, 10, 10);
+    let s = setup(dir.path(), &emu);
+    let mut child = start(&s);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = (0, String::new());
+    while Instant::now() < deadline {
+        last = ready(s.api_port).await;
+        if last.0 == 503 && last.1.contains("source eh failing") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        last.0 == 503 && last.1.contains("source eh failing"),
+        "readiness fails while tokens are refused: {last:?}\n{}",
+        log_tail(&s.log)
+    );
+    let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+    let refused = log
+        .lines()
+        .find(|l| l.contains("event hub connection failed"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        refused.contains("401") || refused.to_ascii_lowercase().contains("unauthorized"),
+        "the error names the refusal: {refused}\nready: {last:?}"
+    );
+    assert!(emu.stats().rejected_tokens >= 1);
+    assert_eq!(lines(&s.out), 0, "nothing read without authorization");
+    assert!(!log.contains("SharedAccessSignature sr="), "no token in the log");
+
+    emu.accept_all_tokens();
+    let ok = wait_for(Duration::from_secs(90), || count_ids(&s.out).len() >= 200).await;
+    assert!(ok, "reads once the token is accepted\n{}", log_tail(&s.log));
+    let mut r = (0, String::new());
+    for _ in 0..100 {
+        r = ready(s.api_port).await;
+        if r.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(r.0, 200, "ready again: {r:?}");
+    stop(&mut child).await;
+    let counts = count_ids(&s.out);
+    let (m0, d0) = ids_in(0..100, &counts);
+    let (m1, d1) = ids_in(1_000_000..1_000_100, &counts);
+    assert!(
+        m0.is_empty() && m1.is_empty() && d0 + d1 == 0,
+        "{m0:?} {m1:?} {}",
+        d0 + d1
+    );
+    eprintln!("eventhub 401: readiness {last:?}; recovered in {:?}", started.elapsed());
+}
+
+/// `amqp:link:stolen`: another consumer opens partition 0 with a higher owner level (epoch).
+/// The source gives the partition up (its re-attach is refused while the other reads),
+/// keeps reading partition 1, and continues partition 0 without loss or duplicates once the
+/// other consumer detaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_partition_is_given_up_and_resumed_without_loss() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let emu = EventHubEmulator::start(HUB, 2).await;
+    fill(&emu, 0, 0, 100, 10);
+    fill(&emu, 1, 1_000_000, 100, 10);
+    let s = setup(dir.path(), &emu);
+    let mut child = start(&s);
+    let ok = wait_for(Duration::from_secs(60), || count_ids(&s.out).len() >= 2_000).await;
+    assert!(ok, "first events\n{}", log_tail(&s.log));
+
+    let other = emu.steal("$Default", 0, 10);
+    let ok = wait_for(Duration::from_secs(10), || emu.stats().stolen >= 1).await;
+    assert!(ok, "the source's receiver was detached");
+    fill(&emu, 0, 1_000, 50, 10);
+    fill(&emu, 1, 1_001_000, 50, 10);
+    // Partition 1 goes on; partition 0 stays with the other consumer.
+    let ok = wait_for(Duration::from_secs(30), || {
+        let c = count_ids(&s.out);
+        (1_001_000..1_001_500).all(|i| c.contains_key(&i))
+    })
+    .await;
+    assert!(ok, "partition 1 is still read\n{}", log_tail(&s.log));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c = count_ids(&s.out);
+    assert!(
+        !(1_000..1_500).any(|i| c.contains_key(&i)),
+        "partition 0 is not read while another receiver holds it"
+    );
+    let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+    assert!(
+        log.contains("partition taken by another receiver"),
+        "{}",
+        log_tail(&s.log)
+    );
+
+    emu.release(other);
+    let ok = wait_for(Duration::from_secs(60), || count_ids(&s.out).len() >= 3_000).await;
+    assert!(
+        ok,
+        "partition 0 resumes: {}\n{}",
+        count_ids(&s.out).len(),
+        log_tail(&s.log)
+    );
+    let m = metrics(s.api_port).await;
+    stop(&mut child).await;
+    let counts = count_ids(&s.out);
+    let (m0, d0) = ids_in(0..1_500, &counts);
+    let (m1, d1) = ids_in(1_000_000..1_001_500, &counts);
+    assert!(m0.is_empty() && m1.is_empty(), "missing {} + {}", m0.len(), m1.len());
+    assert_eq!(d0 + d1, 0, "the resumed partition continues after what was read");
+    let stolen = m
+        .lines()
+        .find(|l| l.starts_with("m365fwd_eventhub_partitions_stolen_total") && l.contains("partition=\"0\""));
+    assert!(stolen.is_some(), "stolen counted");
+    let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+    let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        count("event hub connection failed"),
+        0,
+        "a stolen partition does not rebuild the connection"
+    );
+    eprintln!(
+        "eventhub stolen partition: {} steals, {} refused re-attaches, {} reconnects, {:?}",
+        emu.stats().stolen,
+        count("partition taken by another receiver"),
+        count("event hub connection failed"),
+        started.elapsed()
+    );
 }

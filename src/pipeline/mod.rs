@@ -260,6 +260,7 @@ impl Pipeline {
                 shutdown: source_stop.clone(),
                 metrics: metrics.clone(),
                 batch_max_events: pc.batch_max_events,
+                health: health.clone(),
             };
             let span = tracing::info_span!("source", source = %name);
             source_tasks.spawn(tracing::Instrument::instrument(

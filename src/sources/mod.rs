@@ -55,6 +55,8 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
     pub metrics: Arc<Metrics>,
     pub batch_max_events: usize,
+    /// Readiness: a source that cannot connect says so here.
+    pub health: Arc<crate::telemetry::Health>,
 }
 
 impl SourceContext {

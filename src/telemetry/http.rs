@@ -20,6 +20,8 @@ pub struct Health {
     started: std::sync::atomic::AtomicBool,
     /// Sinks currently failing, with the last error.
     failing: Mutex<BTreeMap<String, String>>,
+    /// Sources that cannot connect, with the last error.
+    sources_failing: Mutex<BTreeMap<String, String>>,
 }
 
 impl Health {
@@ -41,18 +43,35 @@ impl Health {
         }
     }
 
+    /// A source cannot reach its input (it keeps retrying); readiness fails meanwhile.
+    pub fn source_failing(&self, source: &str, error: &str) {
+        self.sources_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(source.to_string(), error.to_string());
+    }
+
+    pub fn source_ok(&self, source: &str) {
+        self.sources_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(source);
+    }
+
     /// `Ok` when ready, else the reasons.
     pub fn ready(&self) -> Result<(), String> {
         if !self.started.load(std::sync::atomic::Ordering::Acquire) {
             return Err("starting".into());
         }
         let f = self.failing.lock().unwrap_or_else(|e| e.into_inner());
-        if f.is_empty() {
+        let s = self.sources_failing.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_empty() && s.is_empty() {
             Ok(())
         } else {
-            Err(f
+            Err(s
                 .iter()
-                .map(|(k, v)| format!("sink {k} failing: {v}"))
+                .map(|(k, v)| format!("source {k} failing: {v}"))
+                .chain(f.iter().map(|(k, v)| format!("sink {k} failing: {v}")))
                 .collect::<Vec<_>>()
                 .join("\n"))
         }

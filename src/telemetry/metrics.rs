@@ -154,6 +154,8 @@ pub struct EventHubMetrics {
     pub redelivered: Family<PartitionLabels, Counter>,
     /// Receive streams that ended in an error or a disconnect and were reopened.
     pub reconnects: Family<PartitionLabels, Counter>,
+    /// Partitions taken from this replica by another receiver (`amqp:link:stolen`).
+    pub stolen: Family<PartitionLabels, Counter>,
 }
 
 impl EventHubMetrics {
@@ -177,6 +179,11 @@ impl EventHubMetrics {
             "eventhub_reconnects",
             "Partition receive streams reopened after an error or a disconnect",
             self.reconnects.clone(),
+        );
+        r.register(
+            "eventhub_partitions_stolen",
+            "Partitions another receiver took from this replica (amqp:link:stolen)",
+            self.stolen.clone(),
         );
     }
 

@@ -1,9 +1,11 @@
 //! Shared test support: synthetic records, the binary under test, and output readers.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod eventhub_emulator;
 pub mod hec_emulator;
 pub mod kafka_broker;
+pub mod scaleout;
 pub mod syslog_data;
 pub mod syslog_ng;
 

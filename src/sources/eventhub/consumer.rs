@@ -2,11 +2,12 @@
 //! partition it is handed, decodes bodies into events, and reconnects with backoff when the
 //! connection or a partition stream fails, resuming after what it already read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use azure_core::credentials::TokenCredential;
+use azure_messaging_eventhubs::error::ErrorKind;
 use azure_messaging_eventhubs::models::{ReceivedEventData, StartPositions};
 use azure_messaging_eventhubs::processor::PartitionClient;
 use azure_messaging_eventhubs::{
@@ -17,8 +18,11 @@ use futures_util::StreamExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::store::EmbeddedStore;
-use super::{EventHubAuth, Resolved, Start};
+use super::blob::{parse_connection_string, BlobAuth, BlobClient};
+use super::blobstore::{BlobCommitter, BlobStore};
+use super::store::{Backend, SourceStore};
+use super::{BlobStoreConfig, EventHubAuth, Resolved, Start};
+use crate::checkpoint::CheckpointStore;
 use crate::decode::{decode_unit, DecodeError};
 use crate::event::EventKind;
 use crate::sources::{BatchBuilder, Source, SourceContext, SourceError};
@@ -26,12 +30,31 @@ use crate::telemetry::EventHubMetrics;
 
 pub(super) struct EventHubSource {
     cfg: Arc<Resolved>,
+    /// The shared blob checkpoint store, when configured.
+    blob: Option<BlobStore>,
 }
 
 impl EventHubSource {
-    pub(super) fn new(cfg: Arc<Resolved>) -> EventHubSource {
-        EventHubSource { cfg }
+    pub(super) fn new(cfg: Arc<Resolved>, blob: Option<BlobStore>) -> EventHubSource {
+        EventHubSource { cfg, blob }
     }
+}
+
+/// The blob checkpoint store of a `checkpoint_store` table.
+pub(super) fn blob_store(b: &BlobStoreConfig, cfg: &Resolved) -> Result<BlobStore, String> {
+    let (endpoint, auth) = match (&b.connection_string, &b.account_url) {
+        (Some(cs), _) => parse_connection_string(cs.expose()).map_err(|e| e.to_string())?,
+        (None, Some(url)) => {
+            let auth = match &b.sas_token {
+                Some(sas) => BlobAuth::Sas(sas.expose().trim_start_matches('?').to_string()),
+                None => BlobAuth::Bearer(credential(cfg)?),
+            };
+            (url.clone(), auth)
+        }
+        (None, None) => return Err("needs connection_string or account_url".into()),
+    };
+    let client = BlobClient::new(&endpoint, &b.container, auth).map_err(|e| e.to_string())?;
+    Ok(BlobStore::new(client))
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -47,9 +70,11 @@ pub(super) type Shared = Arc<Inner>;
 pub(super) struct Inner {
     pub(super) cfg: Arc<Resolved>,
     pub(super) ctx: SourceContext,
-    pub(super) store: Arc<EmbeddedStore>,
+    pub(super) store: Arc<SourceStore>,
     /// When each partition last received an event (or was opened), for stall detection.
     pub(super) progress: Mutex<HashMap<String, Instant>>,
+    /// Partitions this replica reads now (with a shared store, the others are not its own).
+    pub(super) reading: Mutex<HashSet<String>>,
     /// Partition streams that ended in a row without delivering an event.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -65,20 +90,39 @@ impl Inner {
 
 #[async_trait::async_trait]
 impl Source for EventHubSource {
+    /// With a blob store, acknowledged checkpoints go to its checkpoint blobs.
+    fn checkpoint_store(&self) -> Option<Arc<dyn CheckpointStore>> {
+        let b = self.blob.as_ref()?;
+        let container = self
+            .cfg
+            .config
+            .checkpoint_store
+            .blob()
+            .map(|c| c.container.clone())
+            .unwrap_or_default();
+        Some(Arc::new(BlobCommitter::new(b.clone(), &container)))
+    }
+
     /// The SDK's streams are not `Send`, so the source runs on a thread of its own with a
     /// single-threaded runtime; it talks to the pipeline through the context's channels.
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
-        let store = Arc::new(EmbeddedStore::new(
-            &ctx.name,
-            self.cfg.hub.clone(),
-            ctx.checkpoints.clone(),
-        ));
+        let backend = match &self.blob {
+            Some(b) => {
+                if let Err(e) = b.client().create_container().await {
+                    tracing::warn!(error = %e, "cannot create the checkpoint container (it must exist)");
+                }
+                Backend::Blob(b.clone())
+            }
+            None => Backend::Embedded(ctx.checkpoints.clone()),
+        };
+        let store = Arc::new(SourceStore::new(&ctx.name, self.cfg.hub.clone(), backend));
         let name = ctx.name.to_string();
         let inner = Arc::new(Inner {
             cfg: self.cfg.clone(),
             ctx,
             store,
             progress: Mutex::new(HashMap::new()),
+            reading: Mutex::new(HashSet::new()),
             failures: Mutex::new(HashMap::new()),
         });
         // The SDK's TLS stack finds two rustls providers in this build (ring, which the
@@ -124,6 +168,7 @@ async fn reconnect_loop(inner: Shared) {
             Ok(()) => return,
             Err(e) => {
                 inner.ctx.metrics.error(&inner.ctx.name, "eventhub_connection");
+                inner.ctx.health.source_failing(&inner.ctx.name, &e);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "event hub connection failed; reconnecting");
             }
         }
@@ -138,7 +183,7 @@ async fn reconnect_loop(inner: Shared) {
     }
 }
 
-fn credential(cfg: &Resolved) -> Result<Arc<dyn TokenCredential>, String> {
+pub(super) fn credential(cfg: &Resolved) -> Result<Arc<dyn TokenCredential>, String> {
     let c = &cfg.config;
     let cred: Arc<dyn TokenCredential> = match c.auth {
         EventHubAuth::ClientSecret => azure_identity::ClientSecretCredential::new(
@@ -171,7 +216,7 @@ fn credential(cfg: &Resolved) -> Result<Arc<dyn TokenCredential>, String> {
 pub(super) async fn open_consumer(cfg: &Resolved) -> Result<ConsumerClient, String> {
     let mut builder = ConsumerClient::builder()
         .with_consumer_group(cfg.hub.consumer_group.clone())
-        .with_application_id("m365-forwarder".to_string())
+        .with_application_id(cfg.instance.clone())
         .with_retry_options(RetryOptions {
             max_delay: azure_core::time::Duration::seconds(5),
             max_total_elapsed: azure_core::time::Duration::seconds(30),
@@ -196,7 +241,7 @@ pub(super) async fn open_consumer(cfg: &Resolved) -> Result<ConsumerClient, Stri
                 .await
         }
     };
-    r.map_err(|e| format!("open consumer: {e}"))
+    r.map_err(|e| format!("open consumer: {}", chain(&e)))
 }
 
 /// First-run positions. `latest` is pinned to each partition's current last sequence number,
@@ -239,23 +284,47 @@ async fn start_positions(inner: &Inner, client: &ConsumerClient) -> Result<Start
     Ok(StartPositions { per_partition, default })
 }
 
+/// An error with its causes (the SDK's top-level message alone often hides the reason, such
+/// as a 401 from the service), repeated messages left out.
+pub(super) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !parts.iter().any(|p| p.contains(&m)) {
+            parts.push(m);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
+}
+
+/// How long a claim lasts without renewal: three renewal intervals, plus 2 s because a blob's
+/// `Last-Modified` (the claim time other replicas see) has a resolution of one second and
+/// replicas' clocks differ a little. A stopped replica's partitions move after this long.
+pub(super) fn expiration(interval: Duration) -> Duration {
+    interval * 3 + Duration::from_secs(2)
+}
+
 /// One connection: the processor hands out partitions until shutdown or a failure.
 async fn session(inner: &Shared) -> Result<(), String> {
     let client = open_consumer(&inner.cfg).await?;
     let positions = start_positions(inner, &client).await?;
-    inner.store.clear_ownerships();
+    if !inner.store.is_shared() {
+        inner.store.clear_ownerships();
+    }
     let interval = Duration::from_millis(inner.cfg.config.ownership_interval_ms);
     let processor = EventProcessor::builder()
         .with_load_balancing_strategy(ProcessorStrategy::Greedy)
         .with_update_interval(azure_core::time::Duration::milliseconds(interval.as_millis() as i64))
         .with_partition_expiration_duration(azure_core::time::Duration::milliseconds(
-            interval.as_millis() as i64 * 3,
+            expiration(interval).as_millis() as i64,
         ))
         .with_start_positions(positions)
         .with_prefetch(inner.cfg.config.prefetch)
         .build(client, inner.store.clone())
         .await
-        .map_err(|e| format!("event processor: {e}"))?;
+        .map_err(|e| format!("event processor: {}", chain(&e)))?;
     tracing::info!(
         namespace = %inner.cfg.hub.namespace,
         event_hub = %inner.cfg.hub.event_hub,
@@ -293,15 +362,16 @@ async fn session(inner: &Shared) -> Result<(), String> {
                 run_done = true;
                 break Err(match r {
                     Ok(Ok(())) => "event processor stopped".to_string(),
-                    Ok(Err(e)) => format!("event processor: {e}"),
+                    Ok(Err(e)) => format!("event processor: {}", chain(&e)),
                     Err(e) => format!("event processor task: {e}"),
                 });
             }
             next = processor.next_partition_client() => match next {
                 Ok(pc) => {
+                    inner.ctx.health.source_ok(&inner.ctx.name);
                     partitions.spawn_local(read_partition(inner.clone(), pc, stop.clone(), stalled.clone()));
                 }
-                Err(e) => break Err(format!("next partition: {e}")),
+                Err(e) => break Err(format!("next partition: {}", chain(&e))),
             },
             Some(done) = partitions.join_next(), if !partitions.is_empty() => {
                 if let Err(e) = done {
@@ -343,11 +413,17 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
     let pid = pc.get_partition_id().to_string();
     let labels = EventHubMetrics::partition(&ctx.name, &pid);
     let mut builder = BatchBuilder::new(ctx.name.clone(), Arc::from(pid.as_str()), ctx.batch_max_events);
+    inner
+        .reading
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pid.clone());
     // Everything at or before this sequence number was already handed to the pipeline.
-    let mut last = inner.store.resume_point(&pid).map(|c| c.sequence_number);
+    let mut last = inner.store.resume_point(&pid).await.map(|c| c.sequence_number);
     let mut unsent: Option<Read> = None;
     tracing::info!(partition = %pid, resume_after = ?last, "partition opened");
     let mut received = false;
+    let mut stolen = false;
     {
         let stream = pc.stream_events();
         futures_util::pin_mut!(stream);
@@ -365,6 +441,17 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
                 Ok(None) => {
                     tracing::info!(partition = %pid, "partition stream ended");
                     ctx.metrics.eventhub.reconnects.get_or_create(&labels).inc();
+                    break;
+                }
+                Ok(Some(Err(e))) if matches!(e.kind, ErrorKind::ConsumerDisconnected(_)) => {
+                    // `amqp:link:stolen`: another receiver (a replica that claimed the
+                    // partition, or an epoch receiver) took it. Not a connection failure:
+                    // the processor reopens it only while this replica still owns it.
+                    ctx.metrics.eventhub.stolen.get_or_create(&labels).inc();
+                    // Not a stall: reconnecting would not get it back.
+                    inner.touch(&pid);
+                    tracing::info!(partition = %pid, "partition taken by another receiver; giving it up");
+                    stolen = true;
                     break;
                 }
                 Ok(Some(Err(e))) => {
@@ -405,12 +492,17 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
         }
     }
     flush(&inner, &pid, &mut builder, &mut unsent).await;
+    inner.reading.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
     // A partition that keeps failing before its first event has a broken connection under
     // it, which the client library does not always recover: reconnect from scratch.
     let failures = {
         let mut f = inner.failures.lock().unwrap_or_else(|e| e.into_inner());
         let n = f.entry(pid.clone()).or_insert(0);
-        *n = if received || stop.is_cancelled() { 0 } else { *n + 1 };
+        *n = if received || stolen || stop.is_cancelled() {
+            0
+        } else {
+            *n + 1
+        };
         *n
     };
     if failures >= FAILURES_BEFORE_RECONNECT {

@@ -1,7 +1,10 @@
 //! Event Hub input over AMQP (`azure_messaging_eventhubs`): every partition of a hub for one
 //! consumer group, through the SDK's `EventProcessor` with a checkpoint store over the
-//! forwarder's embedded store; checkpoints move only over the acknowledged prefix.
+//! forwarder's embedded store (one replica) or an Azure Blob Storage container (several
+//! replicas balance the partitions); checkpoints move only over the acknowledged prefix.
 
+pub mod blob;
+pub mod blobstore;
 mod consumer;
 mod store;
 mod watch;
@@ -15,7 +18,7 @@ use super::{Source, SourceConfig, SourceError};
 use crate::config::{typed, ConfigIssue, Secret};
 use crate::decode::InputFormat;
 
-pub use store::{EmbeddedStore, HubIdentity, StoredCheckpoint};
+pub use store::{HubIdentity, SourceStore, StoredCheckpoint};
 
 /// How the source authenticates to Event Hubs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -32,13 +35,72 @@ pub enum EventHubAuth {
     ManagedIdentity,
 }
 
-/// Where the checkpoints and partition ownership live.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Where the checkpoints and partition ownership live: `checkpoint_store = "embedded"` (the
+/// default) or a `[sources.NAME.checkpoint_store]` table with `type = "blob"`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum CheckpointStoreKind {
     /// The forwarder's own store (`data_dir`); one replica per hub and consumer group.
     #[default]
     Embedded,
+    /// An Azure Blob Storage container shared by every replica.
+    Blob(BlobStoreConfig),
+}
+
+impl CheckpointStoreKind {
+    pub fn blob(&self) -> Option<&BlobStoreConfig> {
+        match self {
+            CheckpointStoreKind::Blob(b) => Some(b),
+            CheckpointStoreKind::Embedded => None,
+        }
+    }
+}
+
+/// `[sources.NAME.checkpoint_store] type = "blob"`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobStoreConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The container (created when missing and the credential may).
+    pub container: String,
+    /// `DefaultEndpointsProtocol=...;AccountName=...;AccountKey=...` (or with
+    /// `SharedAccessSignature=`), written as `${ENV}` or `${file:PATH}`.
+    #[serde(default)]
+    pub connection_string: Option<Secret>,
+    /// `https://ACCOUNT.blob.core.windows.net`, with `sas_token` or else the source's Entra ID
+    /// credential (`auth`).
+    #[serde(default)]
+    pub account_url: Option<String>,
+    #[serde(default)]
+    pub sas_token: Option<Secret>,
+}
+
+impl<'de> Deserialize<'de> for CheckpointStoreKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Table(toml::Table),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Name(n) if n == "embedded" => Ok(CheckpointStoreKind::Embedded),
+            Raw::Name(n) => Err(D::Error::custom(format!(
+                "unknown checkpoint store `{n}`: expected \"embedded\" or a table with type = \"blob\""
+            ))),
+            Raw::Table(t) => match t.get("type").and_then(|v| v.as_str()) {
+                Some("embedded") if t.len() == 1 => Ok(CheckpointStoreKind::Embedded),
+                Some("blob") => toml::Value::Table(t)
+                    .try_into()
+                    .map(CheckpointStoreKind::Blob)
+                    .map_err(|e| D::Error::custom(e.message().to_string())),
+                _ => Err(D::Error::custom(
+                    "expected type = \"blob\" (with container and connection_string or account_url)",
+                )),
+            },
+        }
+    }
 }
 
 /// `[sources.NAME] type = "eventhub"`.
@@ -80,7 +142,8 @@ pub struct EventHubSourceConfig {
     pub format: InputFormat,
     #[serde(default)]
     pub checkpoint_store: CheckpointStoreKind,
-    /// How often the processor renews ownership and reopens partitions that closed.
+    /// How often the processor renews ownership and reopens partitions that closed. A claim
+    /// not renewed for 3 intervals + 2 s expires (another replica then takes the partition).
     #[serde(default = "default_ownership_interval")]
     pub ownership_interval_ms: u64,
     /// How often partition properties are read for the lag metric and stall detection.
@@ -137,6 +200,19 @@ pub struct Resolved {
     pub hub: HubIdentity,
     pub config: EventHubSourceConfig,
     pub start: Start,
+    /// This replica's AMQP connection name, which the SDK's load balancer uses as the owner
+    /// id of its partitions: unique per process (host, pid, random), kept across reconnects.
+    pub instance: String,
+}
+
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty());
+    format!(
+        "m365-forwarder-{}-{}-{:08x}",
+        host.as_deref().unwrap_or("host"),
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn SourceConfig>, ConfigIssue> {
@@ -236,6 +312,44 @@ fn resolve(c: &EventHubSourceConfig, prefix: &str) -> Result<Resolved, ConfigIss
             "lag_interval_ms must be at least 100 and stall_timeout_ms at least 1000",
         ));
     }
+    if let CheckpointStoreKind::Blob(b) = &c.checkpoint_store {
+        let path = format!("{prefix}.checkpoint_store");
+        if b.container.trim().is_empty() {
+            return Err(ConfigIssue::new(format!("{path}.container"), "must not be empty"));
+        }
+        match (&b.connection_string, &b.account_url) {
+            (Some(cs), None) => {
+                if b.sas_token.is_some() {
+                    return Err(ConfigIssue::new(
+                        format!("{path}.sas_token"),
+                        "only used with account_url (a connection string carries its own SAS)",
+                    ));
+                }
+                blob::parse_connection_string(cs.expose())
+                    .map_err(|e| ConfigIssue::new(format!("{path}.connection_string"), e.to_string()))?;
+            }
+            (None, Some(url)) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(ConfigIssue::new(
+                        format!("{path}.account_url"),
+                        "expected https://ACCOUNT.blob.core.windows.net",
+                    ));
+                }
+                if b.sas_token.is_none() && c.auth == EventHubAuth::ConnectionString {
+                    return Err(ConfigIssue::new(
+                        format!("{path}.sas_token"),
+                        "required with account_url when the source's auth is a connection string (or use an Entra ID auth)",
+                    ));
+                }
+            }
+            _ => {
+                return Err(ConfigIssue::new(
+                    path,
+                    "give exactly one of connection_string (\"${ENV_VAR}\") or account_url",
+                ))
+            }
+        }
+    }
     if let Some(e) = &c.custom_endpoint {
         if !(e.starts_with("amqp://") || e.starts_with("amqps://")) {
             return Err(ConfigIssue::new(
@@ -252,6 +366,7 @@ fn resolve(c: &EventHubSourceConfig, prefix: &str) -> Result<Resolved, ConfigIss
         },
         config: c.clone(),
         start,
+        instance: instance_id(),
     })
 }
 
@@ -261,7 +376,18 @@ impl SourceConfig for EventHubSourceConfig {
             source_name: name.to_string(),
             message: format!("{}: {}", e.path, e.message),
         })?;
-        Ok(Box::new(consumer::EventHubSource::new(Arc::new(resolved))))
+        let blob = match &self.checkpoint_store {
+            CheckpointStoreKind::Embedded => None,
+            CheckpointStoreKind::Blob(b) => {
+                Some(
+                    consumer::blob_store(b, &resolved).map_err(|message| SourceError::Fatal {
+                        source_name: name.to_string(),
+                        message: format!("checkpoint_store: {message}"),
+                    })?,
+                )
+            }
+        };
+        Ok(Box::new(consumer::EventHubSource::new(Arc::new(resolved), blob)))
     }
 
     fn is_finite(&self) -> bool {
@@ -317,6 +443,38 @@ mod tests {
         ] {
             let e = factory("eh", table(t), "sources.eh").unwrap_err();
             assert!(e.path.contains(path), "{t}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn checkpoint_store_is_embedded_or_a_blob_table() {
+        let base = r#"connection_string = "Endpoint=sb://ns1.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=a2V5;EntityPath=h"
+"#;
+        let ok = |extra: &str| factory("eh", table(&format!("{base}{extra}")), "sources.eh");
+        assert!(ok(r#"checkpoint_store = "embedded""#).is_ok());
+        let blob = r#"[checkpoint_store]
+type = "blob"
+container = "checkpoints"
+connection_string = "UseDevelopmentStorage=true"
+"#;
+        assert!(ok(blob).is_ok(), "{:?}", ok(blob));
+        for (extra, path) in [
+            (r#"checkpoint_store = "blob""#, "checkpoint_store"),
+            (
+                "[checkpoint_store]\ntype = 'blob'\ncontainer = 'c'\n",
+                "checkpoint_store",
+            ),
+            (
+                "[checkpoint_store]\ntype = 'blob'\ncontainer = 'c'\naccount_url = 'https://a.blob.core.windows.net'\n",
+                "checkpoint_store.sas_token",
+            ),
+            (
+                "[checkpoint_store]\ntype = 'blob'\ncontainer = 'c'\nconnection_string = 'x'\nlease = 1\n",
+                "checkpoint_store",
+            ),
+        ] {
+            let e = ok(extra).unwrap_err();
+            assert!(e.path.ends_with(path), "{extra}: {e:?}");
         }
     }
 

@@ -1,7 +1,9 @@
-//! The SDK's `CheckpointStore` over the project's embedded checkpoint store: checkpoints
-//! (offset and sequence number per partition) live in the forwarder's store, written by the
-//! pipeline's committer only for the acknowledged prefix; ownership claims are kept in
-//! process with ETag semantics (one replica owns the embedded store).
+//! The SDK's `CheckpointStore` of the source, over one of two backends. `embedded`: checkpoints
+//! (offset and sequence number per partition) live in the forwarder's store and ownership
+//! claims are kept in process with ETag semantics (one replica owns the embedded store).
+//! `blob`: both live in an Azure Blob Storage container shared by every replica (see
+//! `blobstore`). Either way the pipeline's committer writes checkpoints only for the
+//! acknowledged prefix, and what this process already read is remembered in process.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +13,7 @@ use azure_core::time::OffsetDateTime;
 use azure_messaging_eventhubs::models::{Checkpoint, Ownership};
 use serde::{Deserialize, Serialize};
 
+use super::blobstore::BlobStore;
 use crate::checkpoint::{CheckpointKey, CheckpointStore as Store};
 
 /// What the forwarder stores per partition: the position of the last message whose every
@@ -60,11 +63,19 @@ impl HubIdentity {
     }
 }
 
-/// The embedded `CheckpointStore` of one `eventhub` source.
-pub struct EmbeddedStore {
+/// Where checkpoints and claims are kept.
+pub enum Backend {
+    /// The forwarder's own store, with claims in process.
+    Embedded(Arc<dyn Store>),
+    /// A blob container shared by the replicas.
+    Blob(BlobStore),
+}
+
+/// The `CheckpointStore` of one `eventhub` source.
+pub struct SourceStore {
     source: String,
     hub: HubIdentity,
-    store: Arc<dyn Store>,
+    backend: Backend,
     ownerships: Mutex<HashMap<String, Ownership>>,
     /// Position read (and handed to the pipeline) in this process, per partition. A partition
     /// reopened inside the process continues after it, not after the (older) committed
@@ -72,9 +83,9 @@ pub struct EmbeddedStore {
     read_through: Mutex<HashMap<String, StoredCheckpoint>>,
 }
 
-impl std::fmt::Debug for EmbeddedStore {
+impl std::fmt::Debug for SourceStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("source", &self.source).finish()
+        f.debug_struct("SourceStore").field("source", &self.source).finish()
     }
 }
 
@@ -82,27 +93,44 @@ fn error(message: String) -> azure_core::Error {
     azure_core::Error::with_message(azure_core::error::ErrorKind::Other, message)
 }
 
-impl EmbeddedStore {
-    pub fn new(source: &str, hub: HubIdentity, store: Arc<dyn Store>) -> EmbeddedStore {
-        EmbeddedStore {
+impl SourceStore {
+    pub fn new(source: &str, hub: HubIdentity, backend: Backend) -> SourceStore {
+        SourceStore {
             source: source.to_string(),
             hub,
-            store,
+            backend,
             ownerships: Mutex::new(HashMap::new()),
             read_through: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Forget every claim: a new connection of this (single) replica starts over.
+    /// True when claims are shared with other replicas.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Blob(_))
+    }
+
+    /// Forget every in-process claim: a new connection of this (single) replica starts over.
     pub fn clear_ownerships(&self) {
         self.ownerships.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// The committed checkpoint of a partition, if any.
-    pub fn committed(&self, partition: &str) -> Option<StoredCheckpoint> {
-        let key = CheckpointKey::new(&self.source, None, partition);
-        let value = self.store.get(&key).ok()??;
-        StoredCheckpoint::decode(&value).filter(|c| self.hub.matches(&c.namespace, &c.event_hub, &c.consumer_group))
+    /// The committed checkpoint of a partition, if any (`None` too when it cannot be read).
+    pub async fn committed(&self, partition: &str) -> Option<StoredCheckpoint> {
+        match &self.backend {
+            Backend::Embedded(store) => {
+                let key = CheckpointKey::new(&self.source, None, partition);
+                let value = store.get(&key).ok()??;
+                StoredCheckpoint::decode(&value)
+                    .filter(|c| self.hub.matches(&c.namespace, &c.event_hub, &c.consumer_group))
+            }
+            Backend::Blob(b) => match b.checkpoint(&self.hub, partition).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "reading the checkpoint blob failed");
+                    None
+                }
+            },
+        }
     }
 
     pub fn read_through(&self, partition: &str) -> Option<StoredCheckpoint> {
@@ -122,8 +150,13 @@ impl EmbeddedStore {
 
     /// Where a (re)opened partition resumes: the newer of the committed checkpoint and what
     /// this process already read.
-    pub fn resume_point(&self, partition: &str) -> Option<StoredCheckpoint> {
-        match (self.committed(partition), self.read_through(partition)) {
+    pub async fn resume_point(&self, partition: &str) -> Option<StoredCheckpoint> {
+        let committed = self.committed(partition).await;
+        Self::newer(committed, self.read_through(partition))
+    }
+
+    fn newer(committed: Option<StoredCheckpoint>, read: Option<StoredCheckpoint>) -> Option<StoredCheckpoint> {
+        match (committed, read) {
             (Some(c), Some(r)) => Some(if r.sequence_number > c.sequence_number { r } else { c }),
             (c, r) => c.or(r),
         }
@@ -161,16 +194,24 @@ fn uuid_like() -> String {
 }
 
 #[async_trait::async_trait]
-impl azure_messaging_eventhubs::CheckpointStore for EmbeddedStore {
+impl azure_messaging_eventhubs::CheckpointStore for SourceStore {
     async fn claim_ownership(&self, ownerships: &[Ownership]) -> azure_core::Result<Vec<Ownership>> {
-        Ok(ownerships
-            .iter()
-            .filter(|o| {
-                self.hub
-                    .matches(&o.fully_qualified_namespace, &o.event_hub_name, &o.consumer_group)
-            })
-            .filter_map(|o| self.claim(o))
-            .collect())
+        let ours = ownerships.iter().filter(|o| {
+            self.hub
+                .matches(&o.fully_qualified_namespace, &o.event_hub_name, &o.consumer_group)
+        });
+        match &self.backend {
+            Backend::Embedded(_) => Ok(ours.filter_map(|o| self.claim(o)).collect()),
+            Backend::Blob(b) => {
+                let mut won = Vec::new();
+                for o in ours {
+                    if let Some(c) = b.claim(o).await.map_err(|e| error(e.to_string()))? {
+                        won.push(c);
+                    }
+                }
+                Ok(won)
+            }
+        }
     }
 
     async fn list_checkpoints(
@@ -182,13 +223,30 @@ impl azure_messaging_eventhubs::CheckpointStore for EmbeddedStore {
         if !self.hub.matches(namespace, event_hub_name, consumer_group) {
             return Ok(Vec::new());
         }
-        let mut partitions: Vec<String> = self
-            .store
-            .list(&self.source)
-            .map_err(|e| error(e.to_string()))?
-            .into_iter()
-            .map(|(k, _)| k.partition)
-            .collect();
+        let mut committed: HashMap<String, StoredCheckpoint> = HashMap::new();
+        match &self.backend {
+            Backend::Embedded(store) => {
+                for (k, v) in store.list(&self.source).map_err(|e| error(e.to_string()))? {
+                    if let Some(c) = StoredCheckpoint::decode(&v)
+                        .filter(|c| self.hub.matches(&c.namespace, &c.event_hub, &c.consumer_group))
+                    {
+                        committed.insert(k.partition, c);
+                    }
+                }
+            }
+            Backend::Blob(b) => {
+                for c in b
+                    .checkpoints(namespace, event_hub_name, consumer_group)
+                    .await
+                    .map_err(|e| error(e.to_string()))?
+                {
+                    if let Some(seq) = c.sequence_number {
+                        committed.insert(c.partition_id, self.hub.checkpoint(seq, c.offset));
+                    }
+                }
+            }
+        }
+        let mut partitions: Vec<String> = committed.keys().cloned().collect();
         partitions.extend(
             self.read_through
                 .lock()
@@ -201,7 +259,7 @@ impl azure_messaging_eventhubs::CheckpointStore for EmbeddedStore {
         Ok(partitions
             .into_iter()
             .filter_map(|p| {
-                let c = self.resume_point(&p)?;
+                let c = Self::newer(committed.get(&p).cloned(), self.read_through(&p))?;
                 Some(Checkpoint {
                     fully_qualified_namespace: namespace.to_string(),
                     event_hub_name: event_hub_name.to_string(),
@@ -223,6 +281,12 @@ impl azure_messaging_eventhubs::CheckpointStore for EmbeddedStore {
         if !self.hub.matches(namespace, event_hub_name, consumer_group) {
             return Ok(Vec::new());
         }
+        if let Backend::Blob(b) = &self.backend {
+            return b
+                .ownerships(namespace, event_hub_name, consumer_group)
+                .await
+                .map_err(|e| error(e.to_string()));
+        }
         let mut v: Vec<Ownership> = self
             .ownerships
             .lock()
@@ -240,9 +304,17 @@ impl azure_messaging_eventhubs::CheckpointStore for EmbeddedStore {
         let Some(seq) = checkpoint.sequence_number else {
             return Err(error("checkpoint without a sequence number".into()));
         };
-        let value = self.hub.checkpoint(seq, checkpoint.offset).encode();
-        let key = CheckpointKey::new(&self.source, None, &checkpoint.partition_id);
-        self.store.commit(&[(key, value)]).map_err(|e| error(e.to_string()))
+        let c = self.hub.checkpoint(seq, checkpoint.offset);
+        match &self.backend {
+            Backend::Embedded(store) => {
+                let key = CheckpointKey::new(&self.source, None, &checkpoint.partition_id);
+                store.commit(&[(key, c.encode())]).map_err(|e| error(e.to_string()))
+            }
+            Backend::Blob(b) => b
+                .write_checkpoint(&self.hub, &checkpoint.partition_id, &c)
+                .await
+                .map_err(|e| error(e.to_string())),
+        }
     }
 }
 
@@ -275,7 +347,7 @@ mod tests {
     #[tokio::test]
     async fn claims_follow_etags_and_checkpoints_take_the_newer_position() {
         let mem: Arc<dyn Store> = Arc::new(MemoryCheckpointStore::default());
-        let s = EmbeddedStore::new("eh", hub(), mem.clone());
+        let s = SourceStore::new("eh", hub(), Backend::Embedded(mem.clone()));
         let first = s.claim_ownership(&[ownership("0", None)]).await.unwrap();
         assert_eq!(first.len(), 1);
         // A second create of the same partition loses (If-None-Match: *).

@@ -57,12 +57,14 @@ pub(super) async fn watch(inner: Shared, opened: Instant, stop: CancellationToke
 /// Update the lag gauges; true when a partition with unread events is stalled.
 async fn check(inner: &Shared, client: &ConsumerClient, opened: Instant, stall: Duration) -> Result<bool, String> {
     let props = client.get_eventhub_properties().await.map_err(|e| e.to_string())?;
+    inner.ctx.health.source_ok(&inner.ctx.name);
     let mut stalled = false;
     for p in props.partition_ids {
         let pp = client.get_partition_properties(&p).await.map_err(|e| e.to_string())?;
         let done = inner
             .store
             .committed(&p)
+            .await
             .map(|c| c.sequence_number)
             .unwrap_or(pp.beginning_sequence_number - 1);
         let lag = if pp.is_empty {
@@ -77,7 +79,12 @@ async fn check(inner: &Shared, client: &ConsumerClient, opened: Instant, stall: 
             .partition_lag
             .get_or_create(&EventHubMetrics::partition(&inner.ctx.name, &p))
             .set(lag);
-        let read = inner.store.resume_point(&p).map(|c| c.sequence_number);
+        // With a shared store another replica may own the partition: only ours can stall here.
+        let ours = !inner.store.is_shared() || inner.reading.lock().unwrap_or_else(|e| e.into_inner()).contains(&p);
+        if !ours {
+            continue;
+        }
+        let read = inner.store.resume_point(&p).await.map(|c| c.sequence_number);
         let unread = !pp.is_empty && read.is_none_or(|r| pp.last_enqueued_sequence_number > r);
         let quiet_since = inner
             .progress

@@ -1,0 +1,233 @@
+//! Two replicas of the real binary on one Event Hub and one blob container, for
+//! tests/eventhub_scaleout.rs: their configs, start and stop, outputs, and the ownership
+//! blobs they write.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use m365_forwarder::sources::eventhub::blobstore::BlobStore;
+
+use super::azurite::Azurite;
+use super::eventhub_emulator::{EventHubEmulator, NAMESPACE};
+use super::{bin, count_ids, signin_record, unsafe_kill};
+
+pub const HUB: &str = "insights-logs-signinlogs";
+pub const GROUP: &str = "$Default";
+pub const CONTAINER: &str = "checkpoints";
+/// Ids of partition p are `p * STRIDE + i`.
+pub const STRIDE: u64 = 1_000_000;
+
+/// One replica of the binary: its own data directory, output file and API port.
+pub struct Replica {
+    pub config: PathBuf,
+    pub out: PathBuf,
+    pub log: PathBuf,
+    pub api_port: u16,
+    pub storage: String,
+    pub child: Option<std::process::Child>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // For debugging a failure: keep the logs where the variable says.
+        if let Ok(dir) = std::env::var("EVENTHUB_TEST_LOG_DIR") {
+            let name = self.log.parent().and_then(|p| p.file_name()).unwrap_or_default();
+            let _ = std::fs::copy(
+                &self.log,
+                Path::new(&dir).join(format!("{}.log", name.to_string_lossy())),
+            );
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn replica(dir: &Path, emu: &EventHubEmulator, az: &Azurite) -> Replica {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = dir.join("out.ndjson");
+    let api_port = free_port();
+    let text = format!(
+        r#"
+data_dir = "{data}"
+[api]
+address = "127.0.0.1:{api_port}"
+[pipeline]
+batch_max_events = 500
+checkpoint_interval_ms = 50
+drain_timeout_secs = 10
+[sources.eh]
+type = "eventhub"
+connection_string = "{cs}"
+custom_endpoint = "{endpoint}"
+ownership_interval_ms = 500
+lag_interval_ms = 200
+stall_timeout_ms = 5000
+[sources.eh.checkpoint_store]
+type = "blob"
+container = "{CONTAINER}"
+connection_string = "${{M365FWD_TEST_STORAGE}}"
+[sinks.out]
+type = "file"
+path = "{out}"
+encoding = "raw"
+"#,
+        data = dir.join("data").display(),
+        cs = emu.connection_string(),
+        endpoint = emu.endpoint(),
+        out = out.display(),
+    );
+    let config = dir.join("forwarder.toml");
+    std::fs::write(&config, text).unwrap();
+    Replica {
+        config,
+        out,
+        log: dir.join("run.log"),
+        api_port,
+        storage: az.connection_string(),
+        child: None,
+    }
+}
+
+impl Replica {
+    pub fn start(&mut self) {
+        let child = std::process::Command::new(bin())
+            .args(["--log-format", "json", "run", "-c"])
+            .arg(&self.config)
+            .env("M365FWD_TEST_STORAGE", &self.storage)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&self.log).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub async fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        unsafe_kill(child.id(), 15);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}\n{}", self.tail());
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Partitions this replica wrote events of.
+    pub fn partitions(&self) -> BTreeSet<u64> {
+        count_ids(&self.out).keys().map(|i| i / STRIDE).collect()
+    }
+}
+
+pub fn fill(emu: &EventHubEmulator, partitions: u64, first: u64, bodies: u64, per: u64) {
+    for p in 0..partitions {
+        for b in 0..bodies {
+            let base = p * STRIDE + first + b * per;
+            let records: Vec<String> = (base..base + per)
+                .map(|i| signin_record(&format!("evt-{i}"), i as u32))
+                .collect();
+            emu.enqueue(p as usize, format!("{{\"records\":[{}]}}", records.join(",")));
+        }
+    }
+}
+
+pub async fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}
+
+/// Partitions per owner in the blob store.
+pub async fn owners(s: &BlobStore) -> BTreeMap<String, BTreeSet<String>> {
+    let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for o in s.ownerships(NAMESPACE, HUB, GROUP).await.unwrap_or_default() {
+        if let Some(owner) = o.owner_id {
+            m.entry(owner).or_default().insert(o.partition_id);
+        }
+    }
+    m
+}
+
+pub fn merged(replicas: &[&Replica]) -> HashMap<u64, u32> {
+    let mut all = HashMap::new();
+    for r in replicas {
+        for (id, n) in count_ids(&r.out) {
+            *all.entry(id).or_insert(0) += n;
+        }
+    }
+    all
+}
+
+/// Ids of every partition in `first..end` that are missing, and the duplicates.
+pub fn check(all: &HashMap<u64, u32>, partitions: u64, end: u64) -> (Vec<u64>, Vec<u64>) {
+    let mut missing = Vec::new();
+    let mut dups = Vec::new();
+    for p in 0..partitions {
+        for i in 0..end {
+            match all.get(&(p * STRIDE + i)) {
+                None => missing.push(p * STRIDE + i),
+                Some(n) if *n > 1 => dups.push(p * STRIDE + i),
+                _ => {}
+            }
+        }
+    }
+    (missing, dups)
+}
+
+/// Wait until two owners hold two partitions each and nothing changes for a while.
+pub async fn settle(s: &BlobStore) {
+    let ok = wait_for(Duration::from_secs(60), || {
+        let o = futures_block(owners(s));
+        o.len() == 2 && o.values().all(|p| p.len() == 2)
+    })
+    .await;
+    assert!(ok, "ownership split: {:?}", owners(s).await);
+    // A claim takes effect when the new owner's receiver attaches and steals the link of the
+    // old one; until then the old owner still reads (the SDKs' in-flight window). Wait until
+    // the split has not changed for 3 s (several load-balancing cycles) before the data.
+    let mut settled = owners(s).await;
+    let mut since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while since.elapsed() < Duration::from_secs(3) {
+        assert!(Instant::now() < deadline, "the split keeps changing: {settled:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = owners(s).await;
+        if now != settled {
+            settled = now;
+            since = Instant::now();
+        }
+    }
+    assert!(
+        settled.len() == 2 && settled.values().all(|p| p.len() == 2),
+        "two partitions each: {settled:?}"
+    );
+}
+
+/// Run a future to completion from a synchronous closure on the test's runtime.
+pub fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
