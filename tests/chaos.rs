@@ -11,8 +11,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -47,75 +45,41 @@ fn ids_in(text: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Partitions of the chaos topic.
-const CHAOS_PARTITIONS: i32 = 4;
-
-/// Reads every message of a topic from the beginning by partition assignment (no consumer
-/// group), following it while the forwarder writes: tansu serves no fetch from the start of
-/// a partition once it holds tens of thousands of messages, so reading the backlog only at
-/// the end fails at CI size; a reader that keeps up never asks for a large backlog.
-struct TopicReader {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<String>>,
-}
-
-impl TopicReader {
-    fn start(bootstrap: &str, topic: &str, partitions: i32) -> TopicReader {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (bootstrap, topic, flag) = (bootstrap.to_string(), topic.to_string(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("group.id", "chaos-reader")
-                .set("enable.auto.commit", "false")
-                .set("max.partition.fetch.bytes", "65536")
-                .set("fetch.max.bytes", "1048576")
-                .set("message.max.bytes", "1048576")
-                .create()
-                .unwrap();
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..partitions {
-                tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
-            }
-            consumer.assign(&tpl).unwrap();
-            let mut next = vec![0i64; partitions as usize];
-            let mut out = Vec::new();
-            let mut caught_up_at: Option<Instant> = None;
-            loop {
-                match consumer.poll(Duration::from_millis(200)) {
-                    Some(Ok(m)) => {
-                        next[m.partition() as usize] = m.offset() + 1;
-                        out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-                        continue;
-                    }
-                    Some(Err(e)) => eprintln!("kafka read error: {e}"),
-                    None => {}
-                }
-                if !flag.load(Ordering::Relaxed) {
-                    continue;
-                }
-                // Asked to stop: read up to the high watermarks (or give up after 3 min).
-                let start = *caught_up_at.get_or_insert_with(Instant::now);
-                let high: Vec<i64> = (0..partitions)
-                    .map(|p| {
-                        consumer
-                            .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                            .map_or(i64::MAX, |(_, h)| h)
-                    })
-                    .collect();
-                if (0..partitions as usize).all(|p| next[p] >= high[p]) || start.elapsed() > Duration::from_secs(180) {
-                    eprintln!("kafka: read {} messages, high watermarks {high:?}", out.len());
-                    return out;
-                }
-            }
-        });
-        TopicReader { stop, thread }
+/// Every message of a topic, read by partition assignment from the beginning up to the
+/// high watermark (no consumer group).
+fn read_topic(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "chaos-reader")
+        .set("enable.auto.commit", "false")
+        .set("max.partition.fetch.bytes", "65536")
+        .set("fetch.max.bytes", "1048576")
+        .set("message.max.bytes", "1048576")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut high = Vec::new();
+    for p in 0..partitions {
+        let (_, h) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+        high.push(h);
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
     }
-
-    fn finish(self) -> Vec<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap()
+    consumer.assign(&tpl).unwrap();
+    let mut next = vec![0i64; partitions as usize];
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while (0..partitions as usize).any(|p| next[p] < high[p]) && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                next[m.partition() as usize] = m.offset() + 1;
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+            }
+            Some(Err(e)) => eprintln!("kafka read error: {e}"),
+            None => {}
+        }
     }
+    eprintln!("kafka: read {} messages, high watermarks {high:?}", out.len());
+    out
 }
 
 /// (missing, duplicates) of one output.
@@ -150,8 +114,7 @@ fn sigkill_loop_every_output_gets_every_event() {
 
     std::fs::create_dir_all(dir.path().join("broker")).unwrap();
     let broker = Broker::start(&dir.path().join("broker"));
-    broker.create_topic("chaos", CHAOS_PARTITIONS as u32);
-    let reader = TopicReader::start(&broker.bootstrap(), "chaos", CHAOS_PARTITIONS);
+    broker.create_topic("chaos", 2);
     let syslog = SyslogNg::start(&dir.path().join("syslog"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let hec = rt.block_on(HecEmulator::start(
@@ -250,7 +213,11 @@ acknowledgements.poll_interval_ms = 100
     let mut report = Vec::new();
     let file = tally(ids_in(&std::fs::read_to_string(&file_out).unwrap()));
     report.push(("file", check("file", &file, total)));
-    let kafka = tally(reader.finish().iter().flat_map(|p| ids_in(p)));
+    let kafka = tally(
+        read_topic(&broker.bootstrap(), "chaos", 2)
+            .iter()
+            .flat_map(|p| ids_in(p)),
+    );
     report.push(("kafka", check("kafka", &kafka, total)));
     let lines = syslog.wait_for("tcp", Duration::from_secs(60), |l| {
         tally(l.iter().flat_map(|x| ids_in(x))).len() >= total
