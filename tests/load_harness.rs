@@ -4,7 +4,7 @@
 //! only that every event arrived and that the probes produced plausible readings.
 
 #[allow(dead_code, unused_imports)]
-#[path = "support/eventhub_emulator.rs"]
+#[path = "support/eventhub_emulator/mod.rs"]
 mod eventhub_emulator;
 #[allow(dead_code)]
 #[path = "support/hec_emulator.rs"]

@@ -12,7 +12,7 @@ mod s4;
 mod scenarios;
 
 #[allow(dead_code, unused_imports)]
-#[path = "../../tests/support/eventhub_emulator.rs"]
+#[path = "../../tests/support/eventhub_emulator/mod.rs"]
 mod eventhub_emulator;
 #[allow(dead_code)]
 #[path = "../../tests/support/hec_emulator.rs"]
