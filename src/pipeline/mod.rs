@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::AckTracker;
+use crate::buffer::DiskBuffer;
 use crate::checkpoint::{CheckpointError, CheckpointStore, FileCheckpointStore};
 use crate::config::{Config, SinkCommon};
 use crate::deadletter::DeadLetter;
@@ -32,6 +33,12 @@ pub enum PipelineError {
         address: SocketAddr,
         #[source]
         source: std::io::Error,
+    },
+    #[error("sink {name}: {source}")]
+    Buffer {
+        name: String,
+        #[source]
+        source: crate::buffer::log::LogError,
     },
     #[error("sink {name}: {source}")]
     SinkBuild {
@@ -189,7 +196,32 @@ impl Pipeline {
                 health: health.clone(),
                 force: force.clone(),
             };
-            sink_tasks.spawn(driver.run(rx));
+            let disk = common
+                .buffer
+                .validate(&format!("sinks.{}.buffer", driver.name))
+                .map_err(|i| PipelineError::SinkBuild {
+                    name: driver.name.to_string(),
+                    source: SinkError::Build(format!("{}: {}", i.path, i.message)),
+                })?;
+            match disk {
+                None => {
+                    sink_tasks.spawn(driver.run(rx));
+                }
+                Some(settings) => {
+                    let buffer = DiskBuffer::open(
+                        driver.name.clone(),
+                        &config.data_dir,
+                        settings,
+                        metrics.clone(),
+                        dead_letter.clone(),
+                    )
+                    .map_err(|source| PipelineError::Buffer {
+                        name: driver.name.to_string(),
+                        source,
+                    })?;
+                    sink_tasks.spawn(buffer.run(rx, driver));
+                }
+            }
         }
 
         let (router_tx, router_rx) = mpsc::channel(pc.channel_capacity);
