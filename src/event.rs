@@ -258,7 +258,9 @@ impl Normalized {
         }
     }
 
-    pub(crate) fn decode(r: &mut crate::buffer::wire::Reader<'_>) -> Result<Normalized, crate::buffer::wire::WireError> {
+    pub(crate) fn decode(
+        r: &mut crate::buffer::wire::Reader<'_>,
+    ) -> Result<Normalized, crate::buffer::wire::WireError> {
         let class_uid = r.u32()?;
         match r.u8()? {
             1 => Ok(Normalized::from_tree(class_uid, crate::normalize::Obj::decode(r, 0)?)),

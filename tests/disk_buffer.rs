@@ -78,13 +78,19 @@ fsync = "batch"
     let text = scrape(port);
     assert!(written, "all events written to the buffer: {text}");
     assert!(
-        wait_until(Duration::from_secs(10), || dir.path().join("data/checkpoints.json").exists()),
+        wait_until(Duration::from_secs(10), || dir
+            .path()
+            .join("data/checkpoints.json")
+            .exists()),
         "a checkpoint was committed"
     );
     std::thread::sleep(Duration::from_millis(300)); // a few more commit intervals
     assert!(hec.indexed_ids().is_empty(), "nothing can be indexed during the outage");
     let buffered = dir_bytes(&buffer_dir);
-    assert!(child.try_wait().unwrap().is_none(), "still running (retrying the collector)");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running (retrying the collector)"
+    );
     kill9(&mut child);
     assert!(buffered > 1_000_000, "the events are on disk: {buffered} bytes");
 
@@ -98,13 +104,22 @@ fsync = "batch"
         kill9(&mut child);
     }
     assert!(done, "run 2 ends by itself: {}", std::fs::read_to_string(&log).unwrap());
-    assert!(child.wait().unwrap().success(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        child.wait().unwrap().success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     let mut counts: HashMap<u64, u32> = HashMap::new();
     for id in hec.indexed_ids() {
         *counts.entry(id).or_default() += 1;
     }
     let missing: Vec<u64> = (0..total as u64).filter(|i| !counts.contains_key(i)).collect();
-    assert!(missing.is_empty(), "{} ids missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} ids missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     let twice = counts.values().filter(|c| **c > 1).count();
     assert_eq!(
         twice, 0,

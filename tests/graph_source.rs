@@ -320,7 +320,10 @@ async fn e_retry_after_is_honoured() {
 /// elapsed, and every incident and alert is still forwarded, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2_throttle_storm_never_sends_early_and_forwards_everything() {
-    let seed: u64 = std::env::var("STORM_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let seed: u64 = std::env::var("STORM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
     let emu = emulator_with_samples().await;
     emu.set_storm(TA, seed, 80, 1);
     let dir = tempfile::tempdir().unwrap();
@@ -333,10 +336,15 @@ async fn e2_throttle_storm_never_sends_early_and_forwards_everything() {
     );
     let run = start(cfg, open_store(dir.path()), usize::MAX);
     // Enough requests for the share to mean something (each 429 costs a 1 s wait).
-    let want: usize = std::env::var("STORM_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
-    wait_until("11 events and the storm's requests", Duration::from_secs(60 + want as u64 * 2), || {
-        run.count() >= 11 && emu.requests(TA).len() >= want
-    })
+    let want: usize = std::env::var("STORM_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    wait_until(
+        "11 events and the storm's requests",
+        Duration::from_secs(60 + want as u64 * 2),
+        || run.count() >= 11 && emu.requests(TA).len() >= want,
+    )
     .await;
     let got = run.got();
     let waits = run.metric("graph_throttle_waits", &["graph", TA]);
@@ -359,7 +367,10 @@ async fn e2_throttle_storm_never_sends_early_and_forwards_everything() {
     assert_eq!(ids(&got, EventKind::Incident), ["3106", "3107", "3108", "3109", "3110"]);
     assert_eq!(ids(&got, EventKind::Alert).len(), 6);
     assert!(tally(&got).values().all(|&n| n == 1), "{:?}", tally(&got));
-    assert!(waits >= throttled as f64 - 1.0, "every 429 was waited out: {waits} waits, {throttled} 429s");
+    assert!(
+        waits >= throttled as f64 - 1.0,
+        "every 429 was waited out: {waits} waits, {throttled} 429s"
+    );
     eprintln!(
         "throttle storm (seed {seed}): {} requests, {throttled} answered 429, 11 events forwarded once",
         reqs.len()

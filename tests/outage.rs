@@ -36,7 +36,7 @@ fn append(f: &mut std::fs::File, from: u64, n: u64) {
 fn memory_stays_flat_while_the_disk_buffer_absorbs_a_collector_outage() {
     let outage = Duration::from_secs(env_or("OUTAGE_SECS", 60));
     let rate = env_or("OUTAGE_RATE", 200); // events per second appended
-    // Bound on RSS growth during the outage; the memory path holds at most a few batches.
+                                           // Bound on RSS growth during the outage; the memory path holds at most a few batches.
     let rss_slack_kib = env_or("OUTAGE_RSS_SLACK_MB", 40) * 1024;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let hec = rt.block_on(HecEmulator::start(

@@ -135,7 +135,10 @@ pub fn decode_batch(payload: &[u8], finalizer: &Finalizer) -> Result<Vec<Event>,
 }
 
 fn kind_index(k: EventKind) -> u8 {
-    EventKind::ALL.iter().position(|x| *x == k).unwrap_or(EventKind::ALL.len() - 1) as u8
+    EventKind::ALL
+        .iter()
+        .position(|x| *x == k)
+        .unwrap_or(EventKind::ALL.len() - 1) as u8
 }
 
 #[cfg(test)]
@@ -192,7 +195,9 @@ mod tests {
                 meta.changed_fields = Some(Arc::from(vec!["status".to_string()]));
                 meta.change_type = Some(Arc::from("updated"));
                 let raw = serde_json::to_vec(rec).unwrap();
-                let Ok(n) = normalizer.normalize(&meta, &raw) else { continue };
+                let Ok(n) = normalizer.normalize(&meta, &raw) else {
+                    continue;
+                };
                 meta.severity_id = n.severity_id;
                 meta.event_ms = n.event_ms;
                 meta.entity_key = n.entity_key.map(Arc::from);
@@ -226,7 +231,10 @@ mod tests {
         }
         for (a, b) in events.iter().zip(&back) {
             assert_eq!(format!("{:?}", a.meta), format!("{:?}", b.meta));
-            assert_eq!(a.normalized.as_ref().unwrap().ocsf(), b.normalized.as_ref().unwrap().ocsf());
+            assert_eq!(
+                a.normalized.as_ref().unwrap().ocsf(),
+                b.normalized.as_ref().unwrap().ocsf()
+            );
         }
     }
 
@@ -236,7 +244,10 @@ mod tests {
         let mut payload = Vec::new();
         encode_batch(&events[..3], &mut payload);
         for cut in [0, 1, 5, payload.len() / 2, payload.len() - 1] {
-            assert!(decode_batch(&payload[..cut], &Finalizer::noop()).is_err(), "cut at {cut}");
+            assert!(
+                decode_batch(&payload[..cut], &Finalizer::noop()).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut extra = payload.clone();
         extra.push(0);

@@ -197,7 +197,8 @@ impl Log {
     /// Make everything appended so far durable.
     pub fn sync(&mut self) -> Result<(), LogError> {
         if let Some(f) = &self.write_file {
-            f.sync_data().map_err(io_err(&segment_path(&self.dir, self.write_seg)))?;
+            f.sync_data()
+                .map_err(io_err(&segment_path(&self.dir, self.write_seg)))?;
         }
         Ok(())
     }

@@ -82,7 +82,11 @@ impl DiskBuffer {
             tracing::info!(sink = %name, dir = %dir.display(), bytes = pending, "disk buffer holds unacknowledged records from an earlier run; replaying them");
         }
         let labels = BufferMetrics::sink(&name);
-        metrics.buffer.max_bytes.get_or_create(&labels).set(settings.max_bytes as i64);
+        metrics
+            .buffer
+            .max_bytes
+            .get_or_create(&labels)
+            .set(settings.max_bytes as i64);
         metrics.buffer.bytes.get_or_create(&labels).set(pending as i64);
         Ok(DiskBuffer {
             shared: Arc::new(Shared {
@@ -205,7 +209,10 @@ fn has_space(shared: &Shared, len: u64) -> bool {
 
 async fn wait_for_space(shared: &Shared, len: u64, force: &CancellationToken) -> bool {
     let started = Instant::now();
-    tracing::warn!(max_bytes = shared.settings.max_bytes, "disk buffer full; writes wait for the sink (backpressure)");
+    tracing::warn!(
+        max_bytes = shared.settings.max_bytes,
+        "disk buffer full; writes wait for the sink (backpressure)"
+    );
     let blocked = shared
         .metrics
         .buffer
@@ -222,7 +229,10 @@ async fn wait_for_space(shared: &Shared, len: u64, force: &CancellationToken) ->
         blocked.inc_by(last.elapsed().as_secs_f64());
         last = Instant::now();
     }
-    tracing::info!(waited_ms = started.elapsed().as_millis() as u64, "disk buffer has room again");
+    tracing::info!(
+        waited_ms = started.elapsed().as_millis() as u64,
+        "disk buffer has room again"
+    );
     true
 }
 

@@ -43,7 +43,10 @@ fn log_appends_replays_and_deletes_acknowledged_segments() {
     let (good, bad, _) = read_all(dir.path(), &log, log.ack_pos());
     assert_eq!(good, (0..10u8).map(|i| vec![i; 40]).collect::<Vec<_>>());
     assert!(bad.is_empty());
-    assert_eq!(ends[9].seg, 9, "52-byte records, 100-byte segments: one record per segment");
+    assert_eq!(
+        ends[9].seg, 9,
+        "52-byte records, 100-byte segments: one record per segment"
+    );
     // The sink acknowledged the first six records: their segments go.
     log.ack_to(ends[5]).unwrap();
     assert!(!segment_file(dir.path(), 5).exists());
@@ -106,7 +109,10 @@ fn corrupt_bytes_are_skipped_up_to_the_next_record() {
 #[test]
 fn config_is_validated_with_key_names() {
     let cfg: BufferConfig = toml::from_str("type = \"disk\"\nmax_bytes = 10").unwrap();
-    assert_eq!(cfg.validate("sinks.s.buffer").unwrap_err().path, "sinks.s.buffer.max_bytes");
+    assert_eq!(
+        cfg.validate("sinks.s.buffer").unwrap_err().path,
+        "sinks.s.buffer.max_bytes"
+    );
     let cfg: BufferConfig = toml::from_str("fsync = \"always\"").unwrap();
     assert_eq!(cfg.validate("sinks.s.buffer").unwrap_err().path, "sinks.s.buffer.fsync");
     let cfg: BufferConfig = toml::from_str("type = \"disk\"\nfsync_interval_ms = 5").unwrap();
@@ -195,14 +201,25 @@ impl Rig {
             while raw.len() < size {
                 raw.push('.');
             }
-            let meta = EventMeta::new(Arc::from("src"), "SignInLogs", EventKind::SignIn, Position::at(part.clone(), i, 0));
+            let meta = EventMeta::new(
+                Arc::from("src"),
+                "SignInLogs",
+                EventKind::SignIn,
+                Position::at(part.clone(), i, 0),
+            );
             Event::new(Bytes::from(raw), meta, Finalizer::new(n.clone()))
         })
         .collect()
     }
 
     fn got(&self) -> Vec<String> {
-        self.sink.got.lock().unwrap().iter().map(|s| s.trim_end_matches('.').to_string()).collect()
+        self.sink
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.trim_end_matches('.').to_string())
+            .collect()
     }
 }
 
@@ -224,13 +241,20 @@ fn ids(range: std::ops::Range<u64>) -> Vec<String> {
 async fn upstream_is_acknowledged_while_the_sink_is_down_and_everything_arrives_later() {
     let sink = Scripted::default();
     sink.down.store(true, Ordering::SeqCst);
-    let mut rig = start(tempfile::tempdir().unwrap(), DiskSettings::new(None, 1 << 20, Fsync::Always), sink);
+    let mut rig = start(
+        tempfile::tempdir().unwrap(),
+        DiskSettings::new(None, 1 << 20, Fsync::Always),
+        sink,
+    );
     for k in 0..5 {
         let b = rig.batch(k * 10..k * 10 + 10, 50);
         rig.tx.send(b).await.unwrap();
     }
     let up = rig.upstream.clone();
-    assert!(until(|| up.in_flight() == 0).await, "every batch acknowledged upstream once on disk");
+    assert!(
+        until(|| up.in_flight() == 0).await,
+        "every batch acknowledged upstream once on disk"
+    );
     assert_eq!(up.take_ready().last().unwrap().value, "5");
     assert!(rig.got().is_empty(), "the sink is still down");
     rig.sink.down.store(false, Ordering::SeqCst);
@@ -245,7 +269,11 @@ async fn upstream_is_acknowledged_while_the_sink_is_down_and_everything_arrives_
         .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
         .map(|e| e.metadata().unwrap().len())
         .collect();
-    assert_eq!(segs.len(), 1, "acknowledged segments are deleted but the one written last: {segs:?}");
+    assert_eq!(
+        segs.len(),
+        1,
+        "acknowledged segments are deleted but the one written last: {segs:?}"
+    );
     assert!(rig.metrics.encode().contains("m365fwd_buffer_bytes{sink=\"s\"} 0"));
     let log = Log::open(&rig.dir.path().join("buffers/s"), 1 << 20).unwrap();
     assert_eq!(log.pending_bytes(), 0, "a restart replays nothing");
@@ -301,7 +329,11 @@ async fn a_full_buffer_blocks_writes_and_drops_nothing() {
     // 1 MiB limit, 256 KiB segments, ~100 KiB records.
     let sink = Scripted::default();
     sink.down.store(true, Ordering::SeqCst);
-    let mut rig = start(tempfile::tempdir().unwrap(), DiskSettings::new(None, 1 << 20, Fsync::Batch), sink);
+    let mut rig = start(
+        tempfile::tempdir().unwrap(),
+        DiskSettings::new(None, 1 << 20, Fsync::Batch),
+        sink,
+    );
     let mut sent = 0u64;
     let mut blocked = false;
     for k in 0..40u64 {
@@ -318,7 +350,10 @@ async fn a_full_buffer_blocks_writes_and_drops_nothing() {
         }
     }
     assert!(blocked, "writes stop while the sink is down and the buffer is full");
-    assert!((9..=13).contains(&sent), "about 1 MiB went in before blocking: {sent} batches");
+    assert!(
+        (9..=13).contains(&sent),
+        "about 1 MiB went in before blocking: {sent} batches"
+    );
     let text = rig.metrics.encode();
     let bytes: u64 = text
         .lines()
@@ -326,7 +361,10 @@ async fn a_full_buffer_blocks_writes_and_drops_nothing() {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap();
     assert!(bytes <= 1 << 20, "never above max_bytes: {bytes}");
-    assert!(rig.upstream.in_flight() >= 1, "the blocked batch is not acknowledged upstream");
+    assert!(
+        rig.upstream.in_flight() >= 1,
+        "the blocked batch is not acknowledged upstream"
+    );
     // The sink comes back: everything, including the blocked batches, arrives.
     rig.sink.down.store(false, Ordering::SeqCst);
     for k in sent..40 {
@@ -334,9 +372,19 @@ async fn a_full_buffer_blocks_writes_and_drops_nothing() {
         rig.tx.send(b).await.unwrap();
     }
     drop(rig.tx);
-    tokio::time::timeout(Duration::from_secs(20), rig.task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), rig.task)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rig.sink.got.lock().unwrap().len(), 400);
-    let mut got: Vec<String> = rig.sink.got.lock().unwrap().iter().map(|s| s.trim_end_matches('.').to_string()).collect();
+    let mut got: Vec<String> = rig
+        .sink
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.trim_end_matches('.').to_string())
+        .collect();
     got.dedup();
     assert_eq!(got, ids(0..400), "in order, nothing lost, nothing twice");
     assert_eq!(rig.upstream.in_flight(), 0);

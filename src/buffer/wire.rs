@@ -107,10 +107,11 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        let end = self.at.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or(WireError::Short {
-            wanted: n,
-            at: self.at,
-        })?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or(WireError::Short { wanted: n, at: self.at })?;
         let s = &self.buf[self.at..end];
         self.at = end;
         Ok(s)
@@ -214,7 +215,10 @@ mod tests {
         put_value(&mut out, &v);
         let back = Reader::new(&out).value().unwrap();
         assert_eq!(back, v);
-        assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&v).unwrap());
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            serde_json::to_string(&v).unwrap()
+        );
         assert!(Reader::new(&out[..out.len() - 1]).value().is_err(), "truncated");
     }
 }

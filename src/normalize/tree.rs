@@ -282,7 +282,10 @@ impl Obj {
     }
 
     /// Read what [`Obj::encode`] wrote.
-    pub(crate) fn decode(r: &mut crate::buffer::wire::Reader<'_>, depth: u32) -> Result<Obj, crate::buffer::wire::WireError> {
+    pub(crate) fn decode(
+        r: &mut crate::buffer::wire::Reader<'_>,
+        depth: u32,
+    ) -> Result<Obj, crate::buffer::wire::WireError> {
         use crate::buffer::wire::WireError;
         if depth > 64 {
             return Err(WireError::Invalid("object nested too deep"));
