@@ -86,12 +86,15 @@ pub struct Log {
     write_seg: u64,
     write_file: Option<File>,
     ack: Pos,
+    /// Held open with an exclusive `flock`: one process per buffer directory.
+    _lock: File,
 }
 
 impl Log {
     /// Open (or create) the log in `dir`; the writer starts a new segment.
     pub fn open(dir: &Path, segment_max: u64) -> Result<Log, LogError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = lock_dir(dir)?;
         let mut segments = BTreeMap::new();
         for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
             let entry = entry.map_err(io_err(dir))?;
@@ -118,6 +121,7 @@ impl Log {
             write_seg,
             write_file: None,
             ack: stored,
+            _lock: lock,
         };
         // The pointer may name a segment already deleted (or nothing yet).
         if !log.segments.contains_key(&log.ack.seg) {
@@ -383,6 +387,30 @@ impl LogReader {
             .and_then(|_| f.read_exact(buf))
             .map_err(io_err(&path))
     }
+}
+
+/// Take the directory's lock file, or fail if another process holds it.
+fn lock_dir(dir: &Path) -> Result<File, LogError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // SAFETY: flock on a file descriptor this function owns; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        let e = if e.kind() == std::io::ErrorKind::WouldBlock {
+            std::io::Error::other("the buffer directory is in use by another process (two sinks or two forwarders with the same buffer path?)")
+        } else {
+            e
+        };
+        return Err(io_err(&path)(e));
+    }
+    Ok(f)
 }
 
 /// Path of segment `seg` in `dir` (tests, dead-letter records).

@@ -107,6 +107,16 @@ fn corrupt_bytes_are_skipped_up_to_the_next_record() {
 }
 
 #[test]
+fn a_directory_is_used_by_one_log_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Log::open(dir.path(), 1 << 20).unwrap();
+    let err = Log::open(dir.path(), 1 << 20).unwrap_err().to_string();
+    assert!(err.contains("in use by another process"), "{err}");
+    drop(first);
+    Log::open(dir.path(), 1 << 20).unwrap();
+}
+
+#[test]
 fn config_is_validated_with_key_names() {
     let cfg: BufferConfig = toml::from_str("type = \"disk\"\nmax_bytes = 10").unwrap();
     assert_eq!(
@@ -157,6 +167,8 @@ struct Rig {
     metrics: Arc<Metrics>,
     tx: mpsc::Sender<Batch>,
     task: tokio::task::JoinHandle<()>,
+    /// The driver's drain-timeout token: stops everything without delivering more.
+    force: CancellationToken,
     next_batch: u64,
 }
 
@@ -164,6 +176,7 @@ fn start(dir: tempfile::TempDir, settings: DiskSettings, sink: Scripted) -> Rig 
     let metrics = Arc::new(Metrics::new());
     let dead_letter = Arc::new(DeadLetter::new(&dir.path().join("dl.ndjson"), metrics.clone()));
     let name: Arc<str> = Arc::from("s");
+    let force = CancellationToken::new();
     let buffer = DiskBuffer::open(name.clone(), dir.path(), settings, metrics.clone(), dead_letter.clone()).unwrap();
     let driver = SinkDriver {
         name,
@@ -175,7 +188,7 @@ fn start(dir: tempfile::TempDir, settings: DiskSettings, sink: Scripted) -> Rig 
         dead_letter,
         metrics: metrics.clone(),
         health: Arc::new(Health::default()),
-        force: CancellationToken::new(),
+        force: force.clone(),
     };
     let (tx, rx) = mpsc::channel(1);
     let task = tokio::spawn(buffer.run(rx, driver));
@@ -186,6 +199,7 @@ fn start(dir: tempfile::TempDir, settings: DiskSettings, sink: Scripted) -> Rig 
         metrics,
         tx,
         task,
+        force,
         next_batch: 0,
     }
 }
@@ -293,8 +307,9 @@ async fn a_flipped_byte_goes_to_the_dead_letter_file_and_the_rest_is_delivered()
     }
     let up = rig.upstream.clone();
     assert!(until(|| up.in_flight() == 0).await);
-    rig.task.abort();
-    let _ = rig.task.await;
+    // Stopped as at the end of a drain timeout: the sink never got the records.
+    rig.force.cancel();
+    rig.task.await.unwrap();
     let dir = rig.dir;
     // Flip one byte inside the second record's payload.
     let seg = segment_file(&dir.path().join("buffers/s"), 0);
@@ -388,4 +403,44 @@ async fn a_full_buffer_blocks_writes_and_drops_nothing() {
     got.dedup();
     assert_eq!(got, ids(0..400), "in order, nothing lost, nothing twice");
     assert_eq!(rig.upstream.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn an_undecodable_record_with_a_good_crc_is_dead_lettered_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = DiskSettings::new(None, 1 << 20, Fsync::Always);
+    // Records as a future version or a bug might leave them: framed, but not a batch.
+    let mut log = Log::open(&dir.path().join("buffers/s"), settings.segment_max_bytes).unwrap();
+    let mut good = Vec::new();
+    let mut rig_events = Vec::new();
+    for i in 0..2u64 {
+        let meta = EventMeta::new(
+            Arc::from("src"),
+            "SignInLogs",
+            EventKind::SignIn,
+            Position::at(Arc::from("p"), i, 0),
+        );
+        rig_events.push(Event::new(Bytes::from(format!("evt-{i}")), meta, Finalizer::noop()));
+    }
+    codec::encode_batch(&rig_events[..1], &mut good);
+    log.append(&frame(&good)).unwrap();
+    log.append(&frame(b"\x09 not a batch")).unwrap();
+    good.clear();
+    codec::encode_batch(&rig_events[1..], &mut good);
+    log.append(&frame(&good)).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let rig = start(dir, settings, Scripted::default());
+    let got = rig.sink.got.clone();
+    assert!(until(|| got.lock().unwrap().len() == 2).await);
+    assert_eq!(rig.got(), ids(0..2));
+    let dl = std::fs::read_to_string(rig.dir.path().join("dl.ndjson")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(dl.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["reason"], "undecodable");
+    assert!(
+        rec["detail"].as_str().unwrap().contains("unknown payload version"),
+        "{rec}"
+    );
+    drop(rig.tx);
+    rig.task.await.unwrap();
 }
