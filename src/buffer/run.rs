@@ -23,6 +23,9 @@ use crate::telemetry::{BufferMetrics, BufferReasonLabels, Metrics};
 /// The acknowledgment partition the reader registers records under.
 const PARTITION: &str = "disk_buffer";
 
+/// fsync at the latest after this many bytes were appended (`batch` and `interval`).
+const SYNC_BYTES: usize = 8 << 20;
+
 /// How long a waiting task sleeps before looking again when no notification came.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -132,6 +135,7 @@ async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Batch>, force: C
     let written = shared.metrics.buffer.written_events.get_or_create(&labels).clone();
     // Written, not yet fsynced (their acknowledgments wait), and since when.
     let mut unsynced: Vec<Event> = Vec::new();
+    let mut unsynced_bytes = 0usize;
     let mut since = Instant::now();
     loop {
         let next = if unsynced.is_empty() {
@@ -141,6 +145,14 @@ async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Batch>, force: C
             }
         } else {
             match shared.settings.fsync {
+                // While batches keep coming, still fsync every few MiB (bounded memory and
+                // acknowledgment delay), whatever the policy.
+                _ if unsynced_bytes >= SYNC_BYTES => {
+                    if !sync_and_release(&shared, &mut unsynced, &force).await {
+                        break;
+                    }
+                    continue;
+                }
                 Fsync::Always | Fsync::Batch => match rx.try_recv() {
                     Ok(b) => Some(b),
                     Err(_) => {
@@ -183,6 +195,7 @@ async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Batch>, force: C
                 break;
             }
         }
+        let record_len = record.len();
         if !append(&shared, record, &force).await {
             break;
         }
@@ -191,7 +204,9 @@ async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Batch>, force: C
         shared.publish_bytes();
         if unsynced.is_empty() {
             since = Instant::now();
+            unsynced_bytes = 0;
         }
+        unsynced_bytes += record_len;
         unsynced.extend(batch);
         if shared.settings.fsync == Fsync::Always && !sync_and_release(&shared, &mut unsynced, &force).await {
             break;

@@ -444,3 +444,32 @@ async fn an_undecodable_record_with_a_good_crc_is_dead_lettered_and_skipped() {
     drop(rig.tx);
     rig.task.await.unwrap();
 }
+
+#[tokio::test]
+async fn with_an_fsync_interval_upstream_acknowledgments_wait_for_the_fsync() {
+    let sink = Scripted::default();
+    sink.down.store(true, Ordering::SeqCst);
+    let settings = DiskSettings::new(None, 1 << 20, Fsync::Interval(Duration::from_millis(600)));
+    let mut rig = start(tempfile::tempdir().unwrap(), settings, sink);
+    let b = rig.batch(0..5, 20);
+    rig.tx.send(b).await.unwrap();
+    let written = rig.metrics.clone();
+    assert!(
+        until(|| written
+            .encode()
+            .contains("m365fwd_buffer_written_events_total{sink=\"s\"} 5"))
+        .await
+    );
+    assert_eq!(
+        rig.upstream.in_flight(),
+        1,
+        "appended, not yet fsynced: not acknowledged"
+    );
+    let up = rig.upstream.clone();
+    assert!(
+        until(|| up.in_flight() == 0).await,
+        "acknowledged after the interval's fsync"
+    );
+    rig.force.cancel();
+    rig.task.await.unwrap();
+}
