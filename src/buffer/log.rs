@@ -413,6 +413,17 @@ fn lock_dir(dir: &Path) -> Result<File, LogError> {
     Ok(f)
 }
 
+/// Bytes of segment files in `dir` (0 when there is none): what a sink that is no longer
+/// disk-buffered left behind.
+pub fn leftover_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 /// Path of segment `seg` in `dir` (tests, dead-letter records).
 pub fn segment_file(dir: &Path, seg: u64) -> PathBuf {
     segment_path(dir, seg)

@@ -205,6 +205,11 @@ impl Pipeline {
                 })?;
             match disk {
                 None => {
+                    let dir = config.data_dir.join("buffers").join(&*driver.name);
+                    let left = crate::buffer::log::leftover_bytes(&dir);
+                    if left > 0 {
+                        tracing::error!(sink = %driver.name, dir = %dir.display(), bytes = left, "a disk buffer of this sink holds records, but the sink is not disk-buffered now; they are not sent (set buffer.type = \"disk\" again to deliver them)");
+                    }
                     sink_tasks.spawn(driver.run(rx));
                 }
                 Some(settings) => {
