@@ -245,6 +245,34 @@ impl Normalized {
         }
     }
 
+    /// Binary form for the disk buffer (`crate::buffer`): what every encoder reads, restored
+    /// exactly by [`Normalized::decode`] (tree members in order, values bit for bit).
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        use crate::buffer::wire;
+        wire::put_u32(out, self.class_uid);
+        match &self.tree {
+            Some(t) => {
+                wire::put_u8(out, 1);
+                t.encode(out);
+            }
+            None => {
+                wire::put_u8(out, 0);
+                wire::put_value(out, self.ocsf());
+            }
+        }
+    }
+
+    pub(crate) fn decode(
+        r: &mut crate::buffer::wire::Reader<'_>,
+    ) -> Result<Normalized, crate::buffer::wire::WireError> {
+        let class_uid = r.u32()?;
+        match r.u8()? {
+            1 => Ok(Normalized::from_tree(class_uid, crate::normalize::Obj::decode(r, 0)?)),
+            0 => Ok(Normalized::from_value(class_uid, r.value()?)),
+            _ => Err(crate::buffer::wire::WireError::Invalid("normalized tag")),
+        }
+    }
+
     /// `metadata.uid`.
     pub fn event_uid(&self) -> Option<&str> {
         match &self.tree {

@@ -5,6 +5,7 @@
 //! acknowledgments flow back through each event's finalizer to the source's checkpoint.
 
 pub mod ack;
+pub mod buffer;
 pub mod checkpoint;
 pub mod config;
 pub mod deadletter;

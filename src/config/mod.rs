@@ -227,6 +227,10 @@ pub struct SinkCommon {
     /// output never holds back the others; nothing is dropped).
     #[serde(default)]
     pub when_full: WhenFull,
+    /// `[sinks.NAME.buffer]`: `type = "memory"` (default) or `"disk"` with `max_bytes`,
+    /// `fsync` and `path` (see `crate::buffer`).
+    #[serde(default)]
+    pub buffer: crate::buffer::BufferConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -254,11 +258,12 @@ impl Default for SinkCommon {
             rate_limit_eps: None,
             buffer_max_batches: None,
             when_full: WhenFull::Block,
+            buffer: Default::default(),
         }
     }
 }
 
-const SINK_COMMON_KEYS: [&str; 7] = [
+const SINK_COMMON_KEYS: [&str; 8] = [
     "inputs",
     "filter",
     "retry_initial_ms",
@@ -266,6 +271,7 @@ const SINK_COMMON_KEYS: [&str; 7] = [
     "rate_limit_eps",
     "buffer_max_batches",
     "when_full",
+    "buffer",
 ];
 
 pub struct SourceEntry {
@@ -398,6 +404,9 @@ impl Config {
                 }
             }
             if let Err(i) = common.filter.validate(&format!("{prefix}.filter")) {
+                issues.push(i);
+            }
+            if let Err(i) = common.buffer.validate(&format!("{prefix}.buffer")) {
                 issues.push(i);
             }
             match sinks::build_config(&ty, &name, toml::Value::Table(table), &prefix) {

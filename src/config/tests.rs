@@ -117,3 +117,31 @@ tenants = [{ client_secret = "literal", client_id = "x" }]
         ]
     );
 }
+
+#[test]
+fn disk_buffer_keys_are_checked_with_file_and_key_in_the_error() {
+    let ok = load(&format!(
+        "{BASE}[sinks.out.buffer]\ntype = \"disk\"\nmax_bytes = 2097152\nfsync = \"always\"\n"
+    ))
+    .unwrap();
+    let disk = ok.sinks[0].common.buffer.validate("sinks.out.buffer").unwrap().unwrap();
+    assert_eq!(disk.max_bytes, 2 << 20);
+    assert_eq!(disk.fsync, crate::buffer::Fsync::Always);
+
+    let i = issues(&format!("{BASE}[sinks.out.buffer]\ntype = \"disk\"\nmax_bytes = 100\n"));
+    assert_eq!(i[0].path, "sinks.out.buffer.max_bytes");
+    let i = issues(&format!(
+        "{BASE}[sinks.out.buffer]\ntype = \"disk\"\nfsync = \"sometimes\"\n"
+    ));
+    assert_eq!(i[0].path, "sinks.out.buffer.fsync", "{i:?}");
+    let i = issues(&format!("{BASE}[sinks.out.buffer]\ntype = \"disk\"\nmax_size = 1\n"));
+    assert!(i[0].message.contains("max_size"), "{i:?}");
+    let e = load(&format!("{BASE}[sinks.out.buffer]\nmax_bytes = 2097152\n"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("/etc/m365/forwarder.toml: sinks.out.buffer.max_bytes: only for type = \"disk\""),
+        "{e}"
+    );
+}

@@ -260,6 +260,51 @@ impl Obj {
     }
 }
 
+impl Obj {
+    /// Binary form for the disk buffer: members in order, each a key and either a value
+    /// (tag 0) or a nested tree object (tag 1), so [`Obj::decode`] rebuilds the same tree.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        use crate::buffer::wire;
+        wire::put_u32(out, self.items.len() as u32);
+        for (k, n) in &self.items {
+            wire::put_str(out, k);
+            match n {
+                Node::Val(v) => {
+                    wire::put_u8(out, 0);
+                    wire::put_value(out, v);
+                }
+                Node::Obj(o) => {
+                    wire::put_u8(out, 1);
+                    o.encode(out);
+                }
+            }
+        }
+    }
+
+    /// Read what [`Obj::encode`] wrote.
+    pub(crate) fn decode(
+        r: &mut crate::buffer::wire::Reader<'_>,
+        depth: u32,
+    ) -> Result<Obj, crate::buffer::wire::WireError> {
+        use crate::buffer::wire::WireError;
+        if depth > 64 {
+            return Err(WireError::Invalid("object nested too deep"));
+        }
+        let n = r.u32()? as usize;
+        let mut o = Obj::new();
+        for _ in 0..n {
+            let k = Cow::Owned(r.str()?.to_owned());
+            let node = match r.u8()? {
+                0 => Node::Val(r.value()?),
+                1 => Node::Obj(Obj::decode(r, depth + 1)?),
+                _ => return Err(WireError::Invalid("tree node tag")),
+            };
+            o.put(k, node);
+        }
+        Ok(o)
+    }
+}
+
 impl Node {
     fn into_value(self) -> Value {
         match self {

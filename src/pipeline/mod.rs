@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::AckTracker;
+use crate::buffer::DiskBuffer;
 use crate::checkpoint::{CheckpointError, CheckpointStore, FileCheckpointStore};
 use crate::config::{Config, SinkCommon};
 use crate::deadletter::DeadLetter;
@@ -34,6 +35,12 @@ pub enum PipelineError {
         address: SocketAddr,
         #[source]
         source: std::io::Error,
+    },
+    #[error("sink {name}: {source}")]
+    Buffer {
+        name: String,
+        #[source]
+        source: crate::buffer::log::LogError,
     },
     #[error("sink {name}: {source}")]
     SinkBuild {
@@ -195,7 +202,37 @@ impl Pipeline {
                 health: health.clone(),
                 force: force.clone(),
             };
-            sink_tasks.spawn(driver.run(rx));
+            let disk = common
+                .buffer
+                .validate(&format!("sinks.{}.buffer", driver.name))
+                .map_err(|i| PipelineError::SinkBuild {
+                    name: driver.name.to_string(),
+                    source: SinkError::Build(format!("{}: {}", i.path, i.message)),
+                })?;
+            match disk {
+                None => {
+                    let dir = config.data_dir.join("buffers").join(&*driver.name);
+                    let left = crate::buffer::log::leftover_bytes(&dir);
+                    if left > 0 {
+                        tracing::error!(sink = %driver.name, dir = %dir.display(), bytes = left, "a disk buffer of this sink holds records, but the sink is not disk-buffered now; they are not sent (set buffer.type = \"disk\" again to deliver them)");
+                    }
+                    sink_tasks.spawn(driver.run(rx));
+                }
+                Some(settings) => {
+                    let buffer = DiskBuffer::open(
+                        driver.name.clone(),
+                        &config.data_dir,
+                        settings,
+                        metrics.clone(),
+                        dead_letter.clone(),
+                    )
+                    .map_err(|source| PipelineError::Buffer {
+                        name: driver.name.to_string(),
+                        source,
+                    })?;
+                    sink_tasks.spawn(buffer.run(rx, driver));
+                }
+            }
         }
 
         let (router_tx, router_rx) = mpsc::channel(pc.channel_capacity);

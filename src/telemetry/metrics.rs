@@ -134,6 +134,7 @@ pub struct Metrics {
     pub sink_buffer_capacity: Family<SinkLabels, Gauge>,
     pub graph: GraphMetrics,
     pub eventhub: EventHubMetrics,
+    pub buffer: super::buffer::BufferMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -338,6 +339,7 @@ impl Metrics {
             sink_buffer_capacity: Family::default(),
             graph: GraphMetrics::default(),
             eventhub: EventHubMetrics::default(),
+            buffer: Default::default(),
         };
         r.register(
             "component_received_events",
@@ -492,6 +494,7 @@ impl Metrics {
         );
         m.graph.register(&mut r);
         m.eventhub.register(&mut r);
+        m.buffer.register(&mut r);
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         m
     }

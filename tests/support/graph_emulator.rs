@@ -60,6 +60,29 @@ pub struct TenantData {
     pub expand_failures: usize,
     /// Ignore `lt`/`le` clauses of `$filter` (a server that does not honour an upper bound).
     pub ignore_upper_bounds: bool,
+    /// A throttle storm: once the scripted faults are used up, this share of data requests
+    /// answers 429 with `Retry-After` (seeded, so a run can be repeated).
+    pub storm: Option<Storm>,
+}
+
+/// A seeded 429 storm (see [`TenantData::storm`]).
+#[derive(Clone, Debug)]
+pub struct Storm {
+    /// splitmix64 state.
+    pub state: u64,
+    /// Percentage of requests throttled.
+    pub percent: u64,
+    pub retry_after_secs: u64,
+}
+
+impl Storm {
+    fn throttle_next(&mut self) -> bool {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % 100 < self.percent
+    }
 }
 
 /// One Graph data request as received.
@@ -76,6 +99,8 @@ pub struct Logged {
     pub status: u16,
     pub client_request_id: Option<String>,
     pub prefer: Option<String>,
+    /// The `Retry-After` header of the answer, if any.
+    pub retry_after: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -251,6 +276,17 @@ impl Emulator {
         f(st.tenants.get_mut(tenant).expect("known tenant"))
     }
 
+    /// Throttle `percent` % of this tenant's data requests (seeded) from now on.
+    pub fn set_storm(&self, tenant: &str, seed: u64, percent: u64, retry_after_secs: u64) {
+        self.with_tenant(tenant, |t| {
+            t.storm = Some(Storm {
+                state: seed,
+                percent,
+                retry_after_secs,
+            })
+        });
+    }
+
     pub fn push_fault(&self, tenant: &str, fault: Fault) {
         self.with_tenant(tenant, |t| t.faults.push_back(fault));
     }
@@ -394,10 +430,16 @@ fn data(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         prefer: headers.get("prefer").and_then(|v| v.to_str().ok()).map(str::to_string),
+        retry_after: None,
     };
     let respond = |st: &mut EmuState, log: Logged, r: Response| {
         let mut log = log;
         log.status = r.status().as_u16();
+        log.retry_after = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         st.requests.push(log);
         r
     };
@@ -416,7 +458,15 @@ fn data(
             return respond(&mut st, log, r);
         }
     };
-    let fault = st.tenants.get_mut(&tenant).and_then(|t| t.faults.pop_front());
+    let fault = st.tenants.get_mut(&tenant).and_then(|t| {
+        t.faults.pop_front().or_else(|| {
+            let storm = t.storm.as_mut()?;
+            storm.throttle_next().then(|| Fault::Throttle {
+                status: 429,
+                retry_after: Some(storm.retry_after_secs.to_string()),
+            })
+        })
+    });
     let mut hide = Vec::new();
     let mut warning = None;
     match fault {

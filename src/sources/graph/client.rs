@@ -97,6 +97,9 @@ pub struct GraphClient {
     pub source: Arc<str>,
     pub tenant: Arc<str>,
     pub shutdown: CancellationToken,
+    /// No request of this tenant before this instant: the last 429/503's `Retry-After` (or
+    /// backoff) also holds after the retries of that request ran out, for the next poll.
+    not_before: std::sync::Mutex<Option<Instant>>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +167,7 @@ impl GraphClient {
             source,
             tenant,
             shutdown,
+            not_before: std::sync::Mutex::new(None),
         }
     }
 
@@ -195,8 +199,14 @@ impl GraphClient {
         }
     }
 
-    /// Wait for the tenant's request budget.
+    /// Wait for the tenant's request budget, and out the last `Retry-After`.
     async fn budget(&self) -> Result<(), GraphError> {
+        let hold = *self.not_before.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = hold.and_then(|t| t.checked_duration_since(Instant::now())) {
+            tracing::debug!(tenant = %self.tenant, wait_ms = d.as_millis() as u64, "waiting out the last Retry-After");
+            self.count_wait(d);
+            self.sleep(d).await?;
+        }
         let start = Instant::now();
         tokio::select! {
             _ = self.shutdown.cancelled() => return Err(GraphError::ShuttingDown),
@@ -294,6 +304,10 @@ impl GraphClient {
                 429 | 500 | 502 | 503 | 504 => {
                     attempts += 1;
                     let detail = describe(status, &headers, &body, &request_id);
+                    let told = retry_after(&headers);
+                    if let Some(t) = told {
+                        *self.not_before.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + t);
+                    }
                     if attempts > self.retry.max_retries {
                         return Err(GraphError::Exhausted {
                             last: format!("{status} ({detail})"),
@@ -301,7 +315,6 @@ impl GraphClient {
                             status: Some(status),
                         });
                     }
-                    let told = retry_after(&headers);
                     let d = told.unwrap_or_else(|| self.retry.backoff(attempts));
                     tracing::warn!(
                         tenant = %self.tenant, status, retry_after_ms = d.as_millis() as u64,
