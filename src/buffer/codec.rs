@@ -123,6 +123,8 @@ pub fn decode_batch(payload: &[u8], finalizer: &Finalizer) -> Result<Vec<Event>,
             repaired,
             change_type,
             changed_fields,
+            // Only the router reads it; buffered events were routed already.
+            duplicate: false,
         };
         let mut e = Event::new(raw, meta, finalizer.clone());
         e.normalized = normalized;

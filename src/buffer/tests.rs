@@ -180,7 +180,7 @@ fn start(dir: tempfile::TempDir, settings: DiskSettings, sink: Scripted) -> Rig 
     let buffer = DiskBuffer::open(name.clone(), dir.path(), settings, metrics.clone(), dead_letter.clone()).unwrap();
     let driver = SinkDriver {
         name,
-        sink: Box::new(sink.clone()),
+        sinks: vec![Box::new(sink.clone())],
         retry: RetryPolicy {
             initial: Duration::from_millis(5),
             max: Duration::from_millis(20),

@@ -10,7 +10,7 @@ use m365_forwarder::sources::eventhub::blobstore::BlobStore;
 
 use super::azurite::Azurite;
 use super::eventhub_emulator::{EventHubEmulator, NAMESPACE};
-use super::{bin, count_ids, signin_record, unsafe_kill};
+use super::{bin, count_ids, free_port, signin_record, unsafe_kill};
 
 pub const HUB: &str = "insights-logs-signinlogs";
 pub const GROUP: &str = "$Default";
@@ -43,14 +43,6 @@ impl Drop for Replica {
             );
         }
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub fn replica(dir: &Path, emu: &EventHubEmulator, az: &Azurite) -> Replica {

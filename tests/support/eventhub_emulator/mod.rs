@@ -75,6 +75,8 @@ pub struct Stats {
     pub delivered: u64,
     pub stolen: u64,
     pub drops: u64,
+    /// Times `restart` closed and reopened the port.
+    pub restarts: u64,
 }
 
 /// A receiver link on a partition: (link id, epoch, steal signal).
@@ -121,6 +123,25 @@ impl Shared {
 pub struct EventHubEmulator {
     pub port: u16,
     shared: Arc<Shared>,
+    /// Cancels the current accept loop (closes the port).
+    listening: Mutex<CancellationToken>,
+}
+
+/// Accepts connections until `token` fires (then the listener is dropped: port closed).
+async fn accept_loop(listener: TcpListener, s: Arc<Shared>, token: CancellationToken) {
+    loop {
+        let tcp = tokio::select! {
+            _ = token.cancelled() => break,
+            a = listener.accept() => match a {
+                Ok((tcp, _)) => tcp,
+                Err(_) => continue,
+            },
+        };
+        let kill = s.stop.child_token();
+        s.conns.lock().unwrap().push(kill.clone());
+        s.hub().stats.connections += 1;
+        tokio::spawn(serve_connection(s.clone(), tcp, kill));
+    }
 }
 
 impl Drop for EventHubEmulator {
@@ -154,23 +175,26 @@ impl EventHubEmulator {
             next_link: AtomicU64::new(1),
             stop: CancellationToken::new(),
         });
-        let s = shared.clone();
-        tokio::spawn(async move {
-            loop {
-                let tcp = tokio::select! {
-                    _ = s.stop.cancelled() => break,
-                    a = listener.accept() => match a {
-                        Ok((tcp, _)) => tcp,
-                        Err(_) => continue,
-                    },
-                };
-                let kill = s.stop.child_token();
-                s.conns.lock().unwrap().push(kill.clone());
-                s.hub().stats.connections += 1;
-                tokio::spawn(serve_connection(s.clone(), tcp, kill));
-            }
-        });
-        EventHubEmulator { port, shared }
+        let listening = shared.stop.child_token();
+        tokio::spawn(accept_loop(listener, shared.clone(), listening.clone()));
+        EventHubEmulator {
+            port,
+            shared,
+            listening: Mutex::new(listening),
+        }
+    }
+
+    /// A restart of the service: the port closes and every connection drops, for `down`;
+    /// then it listens again on the same port with the same stored events.
+    pub async fn restart(&self, down: Duration) {
+        self.listening.lock().unwrap().cancel();
+        self.shared.drop_all();
+        tokio::time::sleep(down).await;
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let token = self.shared.stop.child_token();
+        *self.listening.lock().unwrap() = token.clone();
+        self.shared.hub().stats.restarts += 1;
+        tokio::spawn(accept_loop(listener, self.shared.clone(), token));
     }
 
     pub fn endpoint(&self) -> String {
