@@ -135,6 +135,27 @@ fn service_principal_risk_events() {
     assert_eq!(e["status_id"], 2);
 }
 
+/// A Graph `servicePrincipalRiskDetection` (same fields as the stream's `properties`) is a
+/// Detection Finding for the service principal, and the same detection seen on Event Hub
+/// is correlated to it by risk event id.
+#[test]
+fn graph_service_principal_risk_detections() {
+    let n = normalizer();
+    let recs = records(SP_RISK);
+    let rec: serde_json::Value = serde_json::from_str(&recs[0]).unwrap();
+    let mut graph = rec["properties"].clone();
+    graph["@odata.type"] = "#microsoft.graph.servicePrincipalRiskDetection".into();
+    let o = run(&n, "GraphServicePrincipalRiskDetection", &graph.to_string());
+    let e = ocsf(&o);
+    assert_eq!(e["class_uid"], 2004);
+    assert_eq!(e["metadata"]["log_provider"], "Microsoft Graph");
+    assert_eq!(e["finding_info"]["title"], "Suspicious sign-ins");
+    assert_eq!(e["actor"]["user"]["name"], "Fabrikam Payroll Sync");
+    assert_eq!(e["actor"]["user"]["type_id"], 99);
+    let eh = run(&n, "ServicePrincipalRiskEvents", &recs[0]);
+    assert_eq!(eh.correlated.map(|c| c.via), Some(crate::normalize::Via::Graph));
+}
+
 #[test]
 fn graph_detections_and_restore() {
     let n = normalizer();

@@ -310,7 +310,9 @@ fn dispatch(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
         "ProvisioningLogs" => entra_audit::map_provisioning(ctx, raw),
         "UserRiskEvents" | "ServicePrincipalRiskEvents" => identity_protection::map_detection_eventhub(ctx, raw),
         "RiskyUsers" | "RiskyServicePrincipals" => identity_protection::map_state_eventhub(ctx, raw),
-        "GraphRiskDetection" => identity_protection::map_detection_graph(ctx, raw),
+        "GraphRiskDetection" | "GraphServicePrincipalRiskDetection" => {
+            identity_protection::map_detection_graph(ctx, raw)
+        }
         "GraphRiskyUser" | "GraphRiskyServicePrincipal" => identity_protection::map_state_graph(ctx, raw),
         "MicrosoftGraphActivityLogs" => graph_activity::map(ctx, raw),
         "GraphIncident" => graph::map_incident(ctx, raw),
