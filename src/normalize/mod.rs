@@ -67,6 +67,10 @@ impl Default for NormalizeOptions {
     }
 }
 
+/// Opaque key of a (tenant, user object id) in the restoration cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserKey(u128);
+
 /// The result of normalizing one record.
 #[derive(Clone, Debug)]
 pub struct NormalizeOutput {
@@ -87,8 +91,9 @@ pub struct NormalizeOutput {
     /// the router drops when `normalize.suppress_duplicate_detections` is on.
     pub duplicate: bool,
     /// A user object id was looked up in the restoration cache and not found: a record
-    /// normalized in parallel (an earlier sign-in) may still teach it; see `run_normalize`.
-    pub user_unrestored: bool,
+    /// normalized in parallel (an earlier sign-in) may still teach it (the first such key;
+    /// see `run_normalize`).
+    pub user_unrestored: Option<UserKey>,
 }
 
 /// Why a record could not be normalized (the pipeline quarantines it).
@@ -138,7 +143,7 @@ pub(crate) struct Ctx<'m> {
     users: &'m UserCache,
     pub seen: &'m SeenCache,
     /// A user lookup found nothing (the record may be restorable later).
-    missed_user: std::cell::Cell<bool>,
+    missed_user: std::cell::Cell<Option<UserKey>>,
 }
 
 impl Ctx<'_> {
@@ -164,8 +169,9 @@ impl Ctx<'_> {
 
     pub fn known_user(&self, tenant: Option<&str>, object_id: &str) -> Option<KnownUser> {
         let k = self.users.lookup(self.cache_tenant(tenant), object_id);
-        if k.is_none() {
-            self.missed_user.set(true);
+        if k.is_none() && self.missed_user.get().is_none() {
+            let key = user_cache::user_key(self.cache_tenant(tenant), object_id);
+            self.missed_user.set(Some(UserKey(key)));
         }
         k
     }
@@ -204,6 +210,11 @@ impl Normalizer {
         }
     }
 
+    /// Whether the restoration cache knows the user behind `key` now.
+    pub fn knows_user(&self, key: UserKey) -> bool {
+        self.users.contains(key.0)
+    }
+
     /// Number of users currently cached for restoration (for a gauge).
     pub fn cached_users(&self) -> usize {
         self.users.len()
@@ -227,7 +238,7 @@ impl Normalizer {
             meta,
             users: &self.users,
             seen: &self.seen,
-            missed_user: std::cell::Cell::new(false),
+            missed_user: std::cell::Cell::new(None),
         };
         let draft = dispatch(&ctx, raw)?;
         let mut out = self.finish(meta, raw, draft);
@@ -293,7 +304,7 @@ impl Normalizer {
             time_assumed_utc,
             correlated,
             duplicate,
-            user_unrestored: false,
+            user_unrestored: None,
         }
     }
 }

@@ -135,6 +135,11 @@ impl UserCache {
         g.insert(k, merged);
     }
 
+    /// Whether a key is cached (no promotion).
+    pub fn contains(&self, k: u128) -> bool {
+        self.shard(k).read().unwrap_or_else(|e| e.into_inner()).get(k).is_some()
+    }
+
     /// Look a user up by tenant and object id.
     pub fn lookup(&self, tenant: &str, object_id: &str) -> Option<KnownUser> {
         let k = user_key(tenant, object_id);

@@ -16,12 +16,12 @@ use crate::checkpoint::{split_partition_id, CheckpointKey, CheckpointStore};
 use crate::config::WhenFull;
 use crate::deadletter::DeadLetter;
 use crate::event::{Batch, Event};
-use crate::normalize::Normalizer;
+use crate::normalize::{Normalizer, UserKey};
 use crate::telemetry::Metrics;
 
 /// Normalize one batch; a failure (or a panic) quarantines that event only. Also returns
 /// the indexes of events whose user was not in the restoration cache.
-pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Batch) -> (Batch, Vec<usize>) {
+pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Batch) -> (Batch, Vec<(usize, UserKey)>) {
     let mut unrestored = Vec::new();
     let mut assumed_utc: BTreeMap<Arc<str>, u64> = BTreeMap::new();
     let mut correlated: BTreeMap<Arc<str>, u64> = BTreeMap::new();
@@ -44,8 +44,8 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
                     e.meta.tenant = out.tenant.map(Arc::from);
                 }
                 e.meta.duplicate = out.duplicate;
-                if out.user_unrestored {
-                    unrestored.push(i);
+                if let Some(k) = out.user_unrestored {
+                    unrestored.push((i, k));
                 }
                 if out.correlated.is_some() {
                     *correlated.entry(e.meta.source.clone()).or_default() += 1;
@@ -79,12 +79,14 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
 /// were first normalized). Called in input order, once every earlier batch is done, so a
 /// sign-in or risk record read before the alert has taught the cache by now, whichever
 /// worker normalized it.
-fn restore_late(normalizer: &Normalizer, batch: &mut Batch, indexes: &[usize]) {
-    for &i in indexes {
+fn restore_late(normalizer: &Normalizer, batch: &mut Batch, missed: &[(usize, UserKey)]) {
+    // Only records whose user the cache knows by now: a record of a user never seen is not
+    // normalized twice.
+    for &(i, _) in missed.iter().filter(|(_, k)| normalizer.knows_user(*k)) {
         let e = &mut batch[i];
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| normalizer.normalize(&e.meta, &e.raw)));
         if let Ok(Ok(out)) = res {
-            if !out.user_unrestored {
+            if out.user_unrestored.is_none() {
                 e.normalized = Some(Arc::new(out.normalized));
             }
         }
