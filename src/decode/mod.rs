@@ -120,25 +120,10 @@ pub fn decode_unit(format: InputFormat, body: Bytes) -> Result<DecodedUnit, Deco
     if !text.starts_with('{') {
         return Err(DecodeError::NotRecords("top level is a scalar".into()));
     }
-    let env: Envelope = serde_json::from_str(text).map_err(|e| DecodeError::NotRecords(e.to_string()))?;
-    match (env.records, env.value) {
-        (Some(records), _) if format != InputFormat::Graph => {
-            for r in records {
-                push_eventhub_record(&body, r, &mut unit)?;
-            }
-        }
-        (_, Some(value)) if format != InputFormat::Eventhub => {
-            unit.is_graph_page = true;
-            unit.next_link = env.next_link.map(Cow::into_owned);
-            for item in value {
-                graph::push_graph_item(&body, item, &mut unit)?;
-            }
-        }
-        _ => {
-            let whole: &RawValue = serde_json::from_str(text).map_err(|e| DecodeError::NotRecords(e.to_string()))?;
-            push_item(format, &body, whole, &mut unit)?;
-        }
-    }
+    // A repaired object body: the same one-pass decoding.
+    let mut unit = decode_object(format, &body)
+        .map_err(|e| e.unwrap_or_else(|| DecodeError::NotJson("the repaired body does not parse".into())))?;
+    unit.repaired = repaired;
     Ok(unit)
 }
 
@@ -205,16 +190,6 @@ fn decode_object(format: InputFormat, body: &Bytes) -> Result<DecodedUnit, Optio
         }
     }
     Ok(unit)
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow, default)]
-    records: Option<Vec<&'a RawValue>>,
-    #[serde(borrow, default)]
-    value: Option<Vec<&'a RawValue>>,
-    #[serde(borrow, default, rename = "@odata.nextLink")]
-    next_link: Option<Cow<'a, str>>,
 }
 
 fn push_item(format: InputFormat, body: &Bytes, item: &RawValue, unit: &mut DecodedUnit) -> Result<(), DecodeError> {
