@@ -27,7 +27,7 @@ use scenarios::{Figure, Opts};
 fn usage() -> ! {
     eprintln!(
         "usage: cargo bench --bench load -- [--scenarios s1,s1-peer,s2,s2-peer,s2-broker,s3,s4] [--events N] \
-         [--mix 1.6k|3.6k] [--core N] [--latency-secs S] [--out FILE]"
+         [--mix 1.6k|3.6k] [--core N] [--latency-secs S] [--out FILE] [--forwarder BINARY]"
     );
     std::process::exit(2)
 }
@@ -56,6 +56,8 @@ fn main() {
             "--core" => opts.core = Some(val().parse().unwrap_or_else(|_| usage())),
             "--latency-secs" => opts.latency_secs = val().parse().unwrap_or_else(|_| usage()),
             "--out" => out = PathBuf::from(val()),
+            // Another build of the forwarder (A/B comparisons of two commits).
+            "--forwarder" => opts.forwarder = PathBuf::from(val()),
             // cargo bench passes --bench to every bench target.
             "--bench" => {}
             _ => usage(),

@@ -70,6 +70,7 @@ pub(crate) fn text_at<'a>(v: &'a Value, path: &str) -> Option<Cow<'a, str>> {
 /// place, no `Value` built).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Field<'a> {
+    Str(&'a str),
     Val(&'a Value),
     Obj(&'a Obj),
 }
@@ -77,6 +78,7 @@ pub(crate) enum Field<'a> {
 impl<'a> From<&'a Node> for Field<'a> {
     fn from(n: &'a Node) -> Field<'a> {
         match n {
+            Node::Str(s) => Field::Str(s),
             Node::Val(v) => Field::Val(v),
             Node::Obj(o) => Field::Obj(o),
         }
@@ -96,7 +98,7 @@ impl<'a> Field<'a> {
             Field::Obj(o) => o.get(seg).map(Field::from),
             Field::Val(Value::Object(m)) => m.get(seg).map(Field::Val),
             Field::Val(Value::Array(a)) => a.get(seg.parse::<usize>().ok()?).map(Field::Val),
-            Field::Val(_) => None,
+            Field::Val(_) | Field::Str(_) => None,
         }
     }
 
@@ -114,11 +116,38 @@ impl<'a> Field<'a> {
         }
     }
 
-    /// The JSON value, when this node is one (not a tree object).
+    /// The JSON value, when this node is one (not a tree object or string).
     pub fn value(self) -> Option<&'a Value> {
         match self {
             Field::Val(v) => Some(v),
+            Field::Obj(_) | Field::Str(_) => None,
+        }
+    }
+
+    /// The string, when this node is one (empty strings included).
+    pub fn as_str(self) -> Option<&'a str> {
+        match self {
+            Field::Str(s) => Some(s),
+            Field::Val(v) => v.as_str(),
             Field::Obj(_) => None,
+        }
+    }
+
+    /// An integer (number, or a string holding one).
+    fn as_i64(self) -> Option<i64> {
+        match self {
+            Field::Str(s) => s.trim().parse().ok(),
+            Field::Val(v) => as_i64(v),
+            Field::Obj(_) => None,
+        }
+    }
+
+    /// A string or number as text.
+    fn as_text(self) -> Option<Cow<'a, str>> {
+        match self {
+            Field::Str(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
+            Field::Val(v) => as_text(v),
+            _ => None,
         }
     }
 
@@ -126,7 +155,7 @@ impl<'a> Field<'a> {
         match self {
             Field::Obj(o) => o.iter().for_each(|(k, n)| f(k, Field::from(n))),
             Field::Val(Value::Object(m)) => m.iter().for_each(|(k, v)| f(k, Field::Val(v))),
-            Field::Val(_) => {}
+            Field::Val(_) | Field::Str(_) => {}
         }
     }
 
@@ -221,7 +250,7 @@ impl<'a> View<'a> {
         let ocsf = ocsf.into();
         let mut top = Top::default();
         let (mut class_uid, mut activity_id, mut type_uid, mut severity, mut time) = (None, None, None, None, None);
-        let int = |f: Field<'a>| f.value().and_then(as_i64);
+        let int = |f: Field<'a>| f.as_i64();
         ocsf.each(|k, v| match k {
             "class_uid" => class_uid = int(v),
             "activity_id" => activity_id = int(v),
@@ -264,17 +293,18 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The JSON value at a dotted path (`None` for an object of the normalizer's tree).
+    /// The JSON value at a dotted path (`None` for an object or a string of the normalizer's
+    /// tree: use [`View::str`] for strings).
     pub fn get(&self, path: &str) -> Option<&'a Value> {
         self.node(path)?.value()
     }
 
     pub fn str(&self, path: &str) -> Option<&'a str> {
-        self.get(path)?.as_str().filter(|s| !s.is_empty())
+        self.node(path)?.as_str().filter(|s| !s.is_empty())
     }
 
     pub fn int(&self, path: &str) -> Option<i64> {
-        as_i64(self.get(path)?)
+        self.node(path)?.as_i64()
     }
 
     pub fn first(&self, paths: &[&str]) -> Option<&'a str> {
@@ -327,7 +357,7 @@ impl<'a> View<'a> {
 
     /// The finding uid (incident or alert id) as text.
     pub fn finding_uid(&self) -> Option<Cow<'a, str>> {
-        self.get("finding_info.uid").and_then(as_text).or_else(|| {
+        self.node("finding_info.uid").and_then(Field::as_text).or_else(|| {
             let key = self.meta.entity_key.as_deref().filter(|k| !k.is_empty());
             (self.class_uid() == 2005).then_some(Cow::Borrowed(key?))
         })
@@ -390,7 +420,7 @@ pub(crate) struct UserRef<'a> {
 
 impl<'a> UserRef<'a> {
     pub fn of(v: Option<Field<'a>>) -> UserRef<'a> {
-        let s = |u: Field<'a>, k: &str| u.member(k)?.value()?.as_str().filter(|s| !s.is_empty());
+        let s = |u: Field<'a>, k: &str| u.member(k)?.as_str().filter(|s| !s.is_empty());
         match v.filter(|u| u.is_object()) {
             Some(u) => UserRef {
                 name: s(u, "name").or_else(|| s(u, "email_addr")),

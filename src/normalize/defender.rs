@@ -145,8 +145,8 @@ struct Row<'a> {
     LogonId: Str<'a>,
 }
 
-fn parse<'a>(raw: &'a [u8]) -> Result<(Envelope<'a, Row<'a>>, Row<'a>), NormalizeError> {
-    let mut env: Envelope<'a, Row<'a>> = serde_json::from_slice(raw).map_err(NormalizeError::from_serde)?;
+fn parse<'a>(raw: &'a str) -> Result<(Envelope<'a, Row<'a>>, Row<'a>), NormalizeError> {
+    let mut env: Envelope<'a, Row<'a>> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
     let row = env.properties.0.take().unwrap_or_default();
     Ok((env, row))
 }
@@ -198,7 +198,7 @@ fn new_finding(
     Ok((d, env.tenant()))
 }
 
-pub(crate) fn map_alert_info(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
+pub(crate) fn map_alert_info(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let (env, r) = parse(raw)?;
     let (mut d, tenant) = new_finding(ctx, &env, &r)?;
     let t = tenant.as_deref();
@@ -229,7 +229,7 @@ pub(crate) fn map_alert_info(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, Normali
     Ok(d)
 }
 
-pub(crate) fn map_alert_evidence(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
+pub(crate) fn map_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let (env, r) = parse(raw)?;
     let (mut d, tenant) = new_finding(ctx, &env, &r)?;
     let t = tenant.as_deref();
@@ -434,7 +434,7 @@ fn logon_type(t: Option<&str>) -> Option<(u8, String)> {
     Some((id, t.to_owned()))
 }
 
-pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
+pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let (env, r) = parse(raw)?;
     let (time, original) = pick_time(&[("Timestamp", &r.Timestamp), ("time", &env.time)])?;
     let tenant = env.tenant();

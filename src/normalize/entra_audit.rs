@@ -188,8 +188,8 @@ fn target_summary(t: &Target<'_>) -> Value {
     o.into_value()
 }
 
-pub(crate) fn map_audit(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
-    let env: Envelope<'_, Audit<'_>> = serde_json::from_slice(raw).map_err(NormalizeError::from_serde)?;
+pub(crate) fn map_audit(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
+    let env: Envelope<'_, Audit<'_>> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = Audit::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
     let (time, original) = pick_time(&[("activityDateTime", &p.activity_time), ("time", &env.time)])?;
@@ -391,8 +391,8 @@ struct ProvStatus<'a> {
     error: Option<&'a RawValue>,
 }
 
-pub(crate) fn map_provisioning(_ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
-    let env: Envelope<'_, Provisioning<'_>> = serde_json::from_slice(raw).map_err(NormalizeError::from_serde)?;
+pub(crate) fn map_provisioning(_ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
+    let env: Envelope<'_, Provisioning<'_>> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = Provisioning::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
     let (time, original) = pick_time(&[("activityDateTime", &p.activity_time), ("time", &env.time)])?;

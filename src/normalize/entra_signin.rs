@@ -163,8 +163,8 @@ fn auth_protocol(p: Option<&str>) -> Option<(u8, String)> {
     Some((id, caption))
 }
 
-pub(crate) fn map(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
-    let env: Envelope<'_, SignIn<'_>> = serde_json::from_slice(raw).map_err(NormalizeError::from_serde)?;
+pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
+    let env: Envelope<'_, SignIn<'_>> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = SignIn::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
     let (time, original) = pick_time(&[("createdDateTime", &p.created), ("time", &env.time)])?;

@@ -91,8 +91,8 @@ fn hunting_observables(p: &Map<String, Value>, o: &mut Observables) {
     }
 }
 
-pub(crate) fn map(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
-    let v: Value = serde_json::from_slice(raw).map_err(NormalizeError::InvalidJson)?;
+pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
+    let v: Value = serde_json::from_str(raw).map_err(NormalizeError::InvalidJson)?;
     let Value::Object(mut rec) = v else {
         return Err(NormalizeError::NotAnObject);
     };
@@ -121,7 +121,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
     }
     d.severity_id = if hunting { 1 } else { 0 };
     let mut h = Fnv128::default();
-    h.write(raw);
+    h.write(raw.as_bytes());
     d.uid = uid_of(&[
         "generic",
         category,

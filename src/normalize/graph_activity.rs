@@ -98,8 +98,8 @@ fn split_url(u: &str) -> UrlParts<'_> {
     }
 }
 
-pub(crate) fn map(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
-    let env: Envelope<'_, Activity<'_>> = serde_json::from_slice(raw).map_err(NormalizeError::from_serde)?;
+pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
+    let env: Envelope<'_, Activity<'_>> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = Activity::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
     let (time, original) = pick_time(&[("timeGenerated", &p.time_generated), ("time", &env.time)])?;

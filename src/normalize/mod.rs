@@ -18,6 +18,9 @@ mod seen;
 mod tree;
 mod user_cache;
 
+use bytes::Bytes;
+use bytestring::ByteString;
+
 use crate::decode::time::TimeError;
 use crate::event::{EventMeta, Normalized};
 
@@ -223,12 +226,29 @@ impl Normalizer {
     /// Normalize one record: one element of an Event Hub `records` array, or one Graph
     /// object (incident with its alerts, alert, risk detection, risky user / service
     /// principal), as selected by `meta.category`. Unknown categories become a Base Event.
+    /// Copies the record once; [`Normalizer::normalize_bytes`] shares it instead.
     pub fn normalize(&self, meta: &EventMeta, raw: &[u8]) -> Result<NormalizeOutput, NormalizeError> {
-        match raw.iter().find(|b| !b.is_ascii_whitespace()) {
+        self.normalize_bytes(meta, &Bytes::copy_from_slice(raw))
+    }
+
+    /// [`Normalizer::normalize`] for a record in a shared buffer: the output's string
+    /// attributes that are text of the record (ids, names, addresses, `raw_data`) are slices
+    /// of that buffer, not copies. The record is checked for UTF-8 once; invalid sequences
+    /// are replaced (U+FFFD) rather than failing the record.
+    pub fn normalize_bytes(&self, meta: &EventMeta, raw: &Bytes) -> Result<NormalizeOutput, NormalizeError> {
+        let text = match ByteString::try_from(raw.clone()) {
+            Ok(t) => t,
+            Err(_) => ByteString::from(String::from_utf8_lossy(raw).into_owned()),
+        };
+        tree::with_source(&text, || self.normalize_text(meta, raw, &text))
+    }
+
+    fn normalize_text(&self, meta: &EventMeta, raw: &[u8], text: &str) -> Result<NormalizeOutput, NormalizeError> {
+        match text.bytes().find(|b| !b.is_ascii_whitespace()) {
             None => return Err(NormalizeError::Empty),
             Some(b'{') => {}
             Some(_) => {
-                return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(raw) {
+                return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
                     Ok(_) => NormalizeError::NotAnObject,
                     Err(e) => NormalizeError::InvalidJson(e),
                 })
@@ -240,13 +260,13 @@ impl Normalizer {
             seen: &self.seen,
             missed_user: std::cell::Cell::new(None),
         };
-        let draft = dispatch(&ctx, raw)?;
-        let mut out = self.finish(meta, raw, draft);
+        let draft = dispatch(&ctx, text)?;
+        let mut out = self.finish(meta, raw, text, draft);
         out.user_unrestored = ctx.missed_user.get();
         Ok(out)
     }
 
-    fn finish(&self, meta: &EventMeta, raw: &[u8], mut d: Draft) -> NormalizeOutput {
+    fn finish(&self, meta: &EventMeta, raw: &[u8], text: &str, mut d: Draft) -> NormalizeOutput {
         let severity_id = d.severity_id;
         let event_ms = Some(d.time.ms);
         let time_assumed_utc = d.time.assumed_utc;
@@ -289,11 +309,7 @@ impl Normalizer {
         o.ov("observables", observables.into_value());
         o.v("raw_data_size", raw.len() as u64);
         if keep && fits {
-            let text = match std::str::from_utf8(raw) {
-                Ok(t) => t.to_owned(),
-                Err(_) => String::from_utf8_lossy(raw).into_owned(),
-            };
-            o.v("raw_data", text);
+            o.s("raw_data", Some(text));
         }
         NormalizeOutput {
             normalized: Normalized::from_tree(class_uid, o),
@@ -309,7 +325,7 @@ impl Normalizer {
     }
 }
 
-fn dispatch(ctx: &Ctx<'_>, raw: &[u8]) -> Result<Draft, NormalizeError> {
+fn dispatch(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let category: &str = &ctx.meta.category;
     match category {
         "SignInLogs"
@@ -466,6 +482,23 @@ mod tests {
     fn normalizer_is_send_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Normalizer>();
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_fatal_and_raw_size_is_the_input_size() {
+        let n = Normalizer::new(NormalizeOptions {
+            raw_data: RawData::Keep,
+            ..NormalizeOptions::default()
+        });
+        let m = testutil::meta("SignInLogs");
+        let mut rec = br#"{"time":"2026-11-27T09:14:05Z","properties":{"id":"a","userPrincipalName":"k"#.to_vec();
+        rec.extend_from_slice(&[0xff, 0xfe]);
+        rec.extend_from_slice(br#"m@x.example"}}"#);
+        let o = n.normalize(&m, &rec).expect("normalized despite invalid UTF-8");
+        let v = o.normalized.ocsf();
+        assert_eq!(v["user"]["name"], "k\u{fffd}\u{fffd}m@x.example");
+        assert_eq!(v["raw_data_size"], rec.len());
+        assert!(v["raw_data"].as_str().unwrap().contains('\u{fffd}'));
     }
 
     #[test]

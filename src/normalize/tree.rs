@@ -1,17 +1,59 @@
 //! `Obj`: the JSON object the mappers build. An insertion-ordered list of (key, node) instead
 //! of a `serde_json::Map`: no tree inserts, no allocation for literal keys, and the OCSF JSON
 //! line is written straight from it. A `serde_json::Value` is only built when an encoder asks
-//! for one (`Normalized::ocsf`).
+//! for one (`Normalized::ocsf`). String members that are slices of the record being
+//! normalized (set with [`with_source`]) share its buffer instead of being copied.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
+use bytestring::ByteString;
 use serde_json::{Map, Value};
 
-/// A member of an [`Obj`]: a JSON value, or a nested object under construction.
+/// A member of an [`Obj`]: a string, another JSON value, or a nested object under
+/// construction.
 #[derive(Debug, Clone)]
 pub(crate) enum Node {
+    /// A string: a slice of the source record (no copy) or an owned buffer.
+    Str(ByteString),
     Val(Value),
     Obj(Obj),
+}
+
+thread_local! {
+    /// The record being normalized on this thread: strings inside it are shared, not copied.
+    static SOURCE: RefCell<Option<ByteString>> = const { RefCell::new(None) };
+}
+
+/// Restores the previous source when a normalization ends (also on unwind).
+struct SourceGuard(Option<ByteString>);
+
+impl Drop for SourceGuard {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        SOURCE.with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+/// Runs `f` with `source` as this thread's record: string members built by `f` that are
+/// slices of `source` share its buffer.
+pub(crate) fn with_source<R>(source: &ByteString, f: impl FnOnce() -> R) -> R {
+    let prev = SOURCE.with(|c| c.borrow_mut().replace(source.clone()));
+    let _guard = SourceGuard(prev);
+    f()
+}
+
+/// `v` as a shared slice of the current source when it lies inside it, else a copy.
+fn text(v: &str) -> ByteString {
+    SOURCE.with(|c| match &*c.borrow() {
+        Some(src) if !v.is_empty() && contains(src, v) => src.slice_ref(v),
+        _ => ByteString::from(v),
+    })
+}
+
+fn contains(outer: &str, inner: &str) -> bool {
+    let (o, i) = (outer.as_ptr() as usize, inner.as_ptr() as usize);
+    i >= o && i + inner.len() <= o + outer.len()
 }
 
 /// A JSON object under construction. Keys are unique: inserting an existing key replaces its
@@ -20,10 +62,10 @@ pub(crate) enum Node {
 pub(crate) struct Obj {
     items: Vec<(Cow<'static, str>, Node)>,
     /// One bit per key hash: a key whose bit is clear is certainly new (no scan).
-    mask: [u64; 4],
+    mask: u64,
 }
 
-fn bit(k: &str) -> (usize, u64) {
+fn bit(k: &str) -> u64 {
     let b = k.as_bytes();
     let at = |i: usize| usize::from(b.get(i).copied().unwrap_or(0));
     let n = b.len();
@@ -31,8 +73,8 @@ fn bit(k: &str) -> (usize, u64) {
         ^ at(0).wrapping_mul(7)
         ^ at(n / 2).wrapping_mul(13)
         ^ at(n.wrapping_sub(1)).wrapping_mul(3))
-        & 255;
-    (h >> 6, 1u64 << (h & 63))
+        & 63;
+    1u64 << h
 }
 
 /// JSON escape of each byte: 0 none, `u` as `\u00XX`, else the letter after the backslash.
@@ -106,16 +148,17 @@ impl Obj {
     }
 
     fn put(&mut self, k: Cow<'static, str>, n: Node) {
-        let (w, b) = bit(&k);
-        if self.mask[w] & b != 0 {
+        let b = bit(&k);
+        if self.mask & b != 0 {
             if let Some(slot) = self.items.iter_mut().find(|(x, _)| *x == k) {
                 slot.1 = n;
                 return;
             }
         }
-        self.mask[w] |= b;
+        self.mask |= b;
         if self.items.capacity() == 0 {
-            self.items.reserve(16);
+            // Most objects are small (a product, a user, an endpoint); grown by doubling.
+            self.items.reserve(4);
         }
         self.items.push((k, n));
     }
@@ -123,7 +166,7 @@ impl Obj {
     /// Insert a string when present.
     pub fn s(&mut self, k: &'static str, v: Option<&str>) -> &mut Obj {
         if let Some(v) = v {
-            self.put(Cow::Borrowed(k), Node::Val(Value::String(v.to_owned())));
+            self.put(Cow::Borrowed(k), Node::Str(text(v)));
         }
         self
     }
@@ -185,13 +228,11 @@ impl Obj {
         self.items.is_empty()
     }
     pub fn has(&self, k: &str) -> bool {
-        let (w, b) = bit(k);
-        self.mask[w] & b != 0 && self.items.iter().any(|(x, _)| x == k)
+        self.mask & bit(k) != 0 && self.items.iter().any(|(x, _)| x == k)
     }
     /// A member by key.
     pub fn get(&self, k: &str) -> Option<&Node> {
-        let (w, b) = bit(k);
-        if self.mask[w] & b == 0 {
+        if self.mask & bit(k) == 0 {
             return None;
         }
         self.items.iter().find(|(x, _)| x == k).map(|(_, n)| n)
@@ -203,6 +244,7 @@ impl Obj {
     /// A string member.
     pub fn get_str(&self, k: &str) -> Option<&str> {
         self.items.iter().find_map(|(x, n)| match n {
+            Node::Str(s) if x == k => Some(&**s),
             Node::Val(Value::String(s)) if x == k => Some(s.as_str()),
             _ => None,
         })
@@ -232,6 +274,7 @@ impl Obj {
         let mut m = Map::new();
         for (k, n) in &self.items {
             let v = match n {
+                Node::Str(s) => Value::String(s.to_string()),
                 Node::Val(v) => v.clone(),
                 Node::Obj(o) => o.to_value(),
             };
@@ -250,6 +293,7 @@ impl Obj {
             write_str(out, k);
             out.push(b':');
             match n {
+                Node::Str(s) => write_str(out, s),
                 Node::Val(Value::String(s)) => write_str(out, s),
                 Node::Val(v) => serde_json::to_writer(&mut *out, v)?,
                 Node::Obj(o) => o.write_json(out)?,
@@ -262,13 +306,17 @@ impl Obj {
 
 impl Obj {
     /// Binary form for the disk buffer: members in order, each a key and either a value
-    /// (tag 0) or a nested tree object (tag 1), so [`Obj::decode`] rebuilds the same tree.
+    /// (tag 0), a nested tree object (tag 1) or a string (tag 2), so [`Obj::decode`] rebuilds the same tree.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         use crate::buffer::wire;
         wire::put_u32(out, self.items.len() as u32);
         for (k, n) in &self.items {
             wire::put_str(out, k);
             match n {
+                Node::Str(s) => {
+                    wire::put_u8(out, 2);
+                    wire::put_str(out, s);
+                }
                 Node::Val(v) => {
                     wire::put_u8(out, 0);
                     wire::put_value(out, v);
@@ -297,6 +345,7 @@ impl Obj {
             let node = match r.u8()? {
                 0 => Node::Val(r.value()?),
                 1 => Node::Obj(Obj::decode(r, depth + 1)?),
+                2 => Node::Str(ByteString::from(r.str()?)),
                 _ => return Err(WireError::Invalid("tree node tag")),
             };
             o.put(k, node);
@@ -308,6 +357,7 @@ impl Obj {
 impl Node {
     fn into_value(self) -> Value {
         match self {
+            Node::Str(s) => Value::String(s.into()),
             Node::Val(v) => v,
             Node::Obj(o) => o.into_value(),
         }
@@ -365,6 +415,40 @@ mod tests {
         o.write_json(&mut out).unwrap();
         let back: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn strings_inside_the_source_are_shared_and_others_copied() {
+        let src = ByteString::from("{\"upn\":\"kim@fabrikam.example\"}");
+        let upn = &src[8..28];
+        let other = String::from("kim@fabrikam.example");
+        let ptr_of = |o: &Obj, k: &str| o.get_str(k).map(|s| s.as_ptr() as usize);
+        let o = with_source(&src, || {
+            let mut o = Obj::new();
+            o.s("shared", Some(upn)).s("copied", Some(&other)).s("empty", Some(""));
+            // A nested normalization gets its own source and gives the outer one back.
+            let inner = ByteString::from("x");
+            with_source(&inner, || Obj::new().s("x", Some(&inner[..])).is_empty());
+            o.s("again", Some(upn));
+            o
+        });
+        assert_eq!(ptr_of(&o, "shared"), Some(upn.as_ptr() as usize));
+        assert_eq!(ptr_of(&o, "again"), Some(upn.as_ptr() as usize));
+        assert_ne!(ptr_of(&o, "copied"), Some(other.as_ptr() as usize));
+        assert_eq!(o.get_str("copied"), Some("kim@fabrikam.example"));
+        assert_eq!(o.get_str("empty"), Some(""));
+        // Outside a source nothing is shared.
+        let mut p = Obj::new();
+        p.s("upn", Some(upn));
+        assert_ne!(ptr_of(&p, "upn"), Some(upn.as_ptr() as usize));
+        // The shared slices keep the buffer alive and render like any string.
+        drop(src);
+        let mut out = Vec::new();
+        o.write_json(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"shared":"kim@fabrikam.example","copied":"kim@fabrikam.example","empty":"","again":"kim@fabrikam.example"}"#
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
         if e.quarantine.is_some() {
             continue;
         }
-        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| normalizer.normalize(&e.meta, &e.raw)));
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            normalizer.normalize_bytes(&e.meta, &e.raw)
+        }));
         match res {
             Ok(Ok(out)) => {
                 if out.time_assumed_utc {
@@ -84,7 +86,9 @@ fn restore_late(normalizer: &Normalizer, batch: &mut Batch, missed: &[(usize, Us
     // normalized twice.
     for &(i, _) in missed.iter().filter(|(_, k)| normalizer.knows_user(*k)) {
         let e = &mut batch[i];
-        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| normalizer.normalize(&e.meta, &e.raw)));
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            normalizer.normalize_bytes(&e.meta, &e.raw)
+        }));
         if let Ok(Ok(out)) = res {
             if out.user_unrestored.is_none() {
                 e.normalized = Some(Arc::new(out.normalized));
