@@ -73,6 +73,7 @@ pub(crate) enum Field<'a> {
     Str(&'a str),
     Val(&'a Value),
     Obj(&'a Obj),
+    Arr(&'a [Node]),
 }
 
 impl<'a> From<&'a Node> for Field<'a> {
@@ -81,6 +82,7 @@ impl<'a> From<&'a Node> for Field<'a> {
             Node::Str(s) => Field::Str(s),
             Node::Val(v) => Field::Val(v),
             Node::Obj(o) => Field::Obj(o),
+            Node::Arr(a) => Field::Arr(a),
         }
     }
 }
@@ -98,6 +100,7 @@ impl<'a> Field<'a> {
             Field::Obj(o) => o.get(seg).map(Field::from),
             Field::Val(Value::Object(m)) => m.get(seg).map(Field::Val),
             Field::Val(Value::Array(a)) => a.get(seg.parse::<usize>().ok()?).map(Field::Val),
+            Field::Arr(a) => a.get(seg.parse::<usize>().ok()?).map(Field::from),
             Field::Val(_) | Field::Str(_) => None,
         }
     }
@@ -120,7 +123,7 @@ impl<'a> Field<'a> {
     pub fn value(self) -> Option<&'a Value> {
         match self {
             Field::Val(v) => Some(v),
-            Field::Obj(_) | Field::Str(_) => None,
+            Field::Obj(_) | Field::Str(_) | Field::Arr(_) => None,
         }
     }
 
@@ -129,7 +132,7 @@ impl<'a> Field<'a> {
         match self {
             Field::Str(s) => Some(s),
             Field::Val(v) => v.as_str(),
-            Field::Obj(_) => None,
+            Field::Obj(_) | Field::Arr(_) => None,
         }
     }
 
@@ -138,7 +141,7 @@ impl<'a> Field<'a> {
         match self {
             Field::Str(s) => s.trim().parse().ok(),
             Field::Val(v) => as_i64(v),
-            Field::Obj(_) => None,
+            Field::Obj(_) | Field::Arr(_) => None,
         }
     }
 
@@ -155,7 +158,7 @@ impl<'a> Field<'a> {
         match self {
             Field::Obj(o) => o.iter().for_each(|(k, n)| f(k, Field::from(n))),
             Field::Val(Value::Object(m)) => m.iter().for_each(|(k, v)| f(k, Field::Val(v))),
-            Field::Val(_) | Field::Str(_) => {}
+            Field::Val(_) | Field::Str(_) | Field::Arr(_) => {}
         }
     }
 

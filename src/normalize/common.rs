@@ -2,9 +2,14 @@
 //! builders (user, location, endpoint, OS; the object type itself is `tree::Obj`), enum maps,
 //! the stable FNV-1a 128 hash and the observables collector.
 
-pub(crate) use super::tree::Obj;
+use std::borrow::Cow;
+
+use bytestring::ByteString;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+pub(crate) use super::tree::Obj;
+use super::tree::{self, Node};
 
 use super::lenient::{Nest, Num, Str};
 use super::NormalizeError;
@@ -357,43 +362,48 @@ pub(crate) fn hex128(v: u128) -> String {
 /// path of the first occurrence.
 #[derive(Default, Debug)]
 pub(crate) struct Observables {
-    items: Vec<(u8, String, String)>,
+    items: Vec<(u8, Cow<'static, str>, ByteString)>,
 }
 
 impl Observables {
-    pub fn add(&mut self, type_id: u8, name: &str, value: Option<&str>) {
+    /// Adds an observable unless one of the same type and value is there. `name` is the
+    /// attribute path (a literal, or a `String` for indexed paths).
+    pub fn add(&mut self, type_id: u8, name: impl Into<Cow<'static, str>>, value: Option<&str>) {
         let Some(value) = value else { return };
-        if self.items.iter().any(|(t, _, v)| *t == type_id && v == value) {
+        if self.items.iter().any(|(t, _, v)| *t == type_id && &**v == value) {
             return;
         }
-        self.items.push((type_id, name.to_owned(), value.to_owned()));
+        self.items.push((type_id, name.into(), tree::text(value)));
     }
     pub fn extend(&mut self, other: Observables) {
         for (t, n, v) in other.items {
-            self.add(t, &n, Some(&v));
+            if !self.items.iter().any(|(t2, _, v2)| *t2 == t && *v2 == v) {
+                self.items.push((t, n, v));
+            }
         }
     }
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.items.len()
     }
-    pub fn into_value(self) -> Option<Value> {
-        if self.items.is_empty() {
-            return None;
-        }
-        Some(Value::Array(
-            self.items
-                .into_iter()
-                .map(|(t, n, v)| {
-                    let mut o = Map::new();
-                    o.insert("name".into(), Value::String(n));
-                    o.insert("type_id".into(), Value::from(t));
-                    o.insert("type".into(), Value::String(observable_caption(t).into()));
-                    o.insert("value".into(), Value::String(v));
-                    Value::Object(o)
-                })
-                .collect(),
-        ))
+    /// The OCSF `observables` array as tree nodes (empty when there are none).
+    pub fn into_nodes(self) -> Vec<Node> {
+        self.items
+            .into_iter()
+            .map(|(t, n, v)| {
+                let name = match n {
+                    Cow::Borrowed(s) => ByteString::from_static(s),
+                    Cow::Owned(s) => ByteString::from(s),
+                };
+                // Members in the order the JSON output always had (sorted).
+                let mut o = Obj::new();
+                o.text("name", name)
+                    .text("type", ByteString::from_static(observable_caption(t)))
+                    .v("type_id", t)
+                    .text("value", v);
+                Node::Obj(o)
+            })
+            .collect()
     }
 }
 
@@ -430,10 +440,10 @@ fn observable_caption(t: u8) -> &'static str {
 /// Add the observables of an OCSF `user` object found at `path`.
 pub(crate) fn observe_user(obs: &mut Observables, path: &str, user: &Obj) {
     if let Some(n) = user.get_str("name") {
-        obs.add(obs::USER_NAME, &format!("{path}.name"), Some(n));
+        obs.add(obs::USER_NAME, format!("{path}.name"), Some(n));
     }
     if let Some(e) = user.get_str("email_addr") {
-        obs.add(obs::EMAIL, &format!("{path}.email_addr"), Some(e));
+        obs.add(obs::EMAIL, format!("{path}.email_addr"), Some(e));
     }
 }
 

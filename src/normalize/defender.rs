@@ -334,7 +334,7 @@ pub(crate) fn map_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Norm
     for (alg, h) in [(1, &r.MD5), (2, &r.SHA1), (3, &r.SHA256)] {
         if let Some(h) = h.get() {
             hashes.push(hash_obj(alg, h));
-            d.observables.add(obs::HASH, &format!("{file_path}.hashes"), Some(h));
+            d.observables.add(obs::HASH, format!("{file_path}.hashes"), Some(h));
         }
     }
     file.s("name", r.FileName.get())
@@ -366,7 +366,7 @@ pub(crate) fn map_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Norm
         e.o("file", file);
     }
     d.observables
-        .add(obs::FILE_NAME, &format!("{file_path}.name"), r.FileName.get());
+        .add(obs::FILE_NAME, format!("{file_path}.name"), r.FileName.get());
     d.observables.add(
         obs::COMMAND_LINE,
         "evidences[0].process.cmd_line",

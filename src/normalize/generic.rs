@@ -87,7 +87,7 @@ fn hunting_observables(p: &Map<String, Value>, o: &mut Observables) {
         ("ProcessCommandLine", obs::COMMAND_LINE),
     ];
     for (col, t) in COLS {
-        o.add(*t, &format!("unmapped.properties.{col}"), str_at(p, col));
+        o.add(*t, format!("unmapped.properties.{col}"), str_at(p, col));
     }
 }
 

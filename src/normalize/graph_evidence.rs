@@ -250,9 +250,9 @@ fn file_obj(f: &FileDetails<'_>) -> Obj {
 }
 
 fn observe_file(obs_: &mut Observables, path: &str, f: &FileDetails<'_>) {
-    obs_.add(obs::FILE_NAME, &format!("{path}.name"), f.name.get());
+    obs_.add(obs::FILE_NAME, format!("{path}.name"), f.name.get());
     for h in [&f.sha256, &f.sha1, &f.md5] {
-        obs_.add(obs::HASH, &format!("{path}.hashes"), h.get());
+        obs_.add(obs::HASH, format!("{path}.hashes"), h.get());
     }
 }
 
@@ -352,18 +352,18 @@ pub(crate) fn map_evidence(ctx: &Ctx<'_>, tenant: Option<&str>, items: &[&RawVal
                 );
                 let dst = it.roles.0.iter().any(|r| r.is("destination"));
                 let side = if dst { "dst_endpoint" } else { "src_endpoint" };
-                out.observables.add(obs::IP, &format!("{path}.{side}.ip"), it.ip.get());
+                out.observables.add(obs::IP, format!("{path}.{side}.ip"), it.ip.get());
                 e.o(side, ep);
             }
             "deviceEvidence" => {
                 let dv = device_obj(&it);
                 out.observables.add(
                     obs::HOSTNAME,
-                    &format!("{path}.device.hostname"),
+                    format!("{path}.device.hostname"),
                     it.dns_name.get().or(it.host_name.get()),
                 );
                 out.observables
-                    .add(obs::IP, &format!("{path}.device.ip"), it.last_ip.get());
+                    .add(obs::IP, format!("{path}.device.ip"), it.last_ip.get());
                 if out.device.is_none() && !dv.is_empty() {
                     out.device = Some(dv.clone());
                 }
@@ -394,11 +394,8 @@ pub(crate) fn map_evidence(ctx: &Ctx<'_>, tenant: Option<&str>, items: &[&RawVal
                 if let Some(a) = it.user_account.as_ref() {
                     p.o("user", account_user(a));
                 }
-                out.observables.add(
-                    obs::COMMAND_LINE,
-                    &format!("{path}.process.cmd_line"),
-                    it.cmd_line.get(),
-                );
+                out.observables
+                    .add(obs::COMMAND_LINE, format!("{path}.process.cmd_line"), it.cmd_line.get());
                 e.o("process", p);
                 let mut dv = Obj::new();
                 dv.s("uid", it.mde_device_id.get());
@@ -424,7 +421,7 @@ pub(crate) fn map_evidence(ctx: &Ctx<'_>, tenant: Option<&str>, items: &[&RawVal
                 u.s("url_string", it.url.get());
                 e.o("url", u);
                 out.observables
-                    .add(obs::URL, &format!("{path}.url.url_string"), it.url.get());
+                    .add(obs::URL, format!("{path}.url.url_string"), it.url.get());
             }
             "mailboxEvidence" => {
                 let mut u = user_obj(
@@ -452,7 +449,7 @@ pub(crate) fn map_evidence(ctx: &Ctx<'_>, tenant: Option<&str>, items: &[&RawVal
                 src.s("ip", it.sender_ip.get());
                 e.o("src_endpoint", src);
                 out.observables
-                    .add(obs::IP, &format!("{path}.src_endpoint.ip"), it.sender_ip.get());
+                    .add(obs::IP, format!("{path}.src_endpoint.ip"), it.sender_ip.get());
             }
             "oauthApplicationEvidence" | "cloudApplicationEvidence" | "servicePrincipalEvidence" => {
                 let mut a = Obj::new();

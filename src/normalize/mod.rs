@@ -306,7 +306,7 @@ impl Normalizer {
         }
         let class_uid = d.class.uid();
         let (mut o, observables) = d.into_ocsf(&meta.category, meta.received_ms);
-        o.ov("observables", observables.into_value());
+        o.nodes("observables", observables.into_nodes());
         o.v("raw_data_size", raw.len() as u64);
         if keep && fits {
             o.s("raw_data", Some(text));

@@ -18,6 +18,8 @@ pub(crate) enum Node {
     Str(ByteString),
     Val(Value),
     Obj(Obj),
+    /// An array of tree nodes (observables, lists of objects built by the mappers).
+    Arr(Vec<Node>),
 }
 
 thread_local! {
@@ -44,7 +46,7 @@ pub(crate) fn with_source<R>(source: &ByteString, f: impl FnOnce() -> R) -> R {
 }
 
 /// `v` as a shared slice of the current source when it lies inside it, else a copy.
-fn text(v: &str) -> ByteString {
+pub(crate) fn text(v: &str) -> ByteString {
     SOURCE.with(|c| match &*c.borrow() {
         Some(src) if !v.is_empty() && contains(src, v) => src.slice_ref(v),
         _ => ByteString::from(v),
@@ -208,6 +210,18 @@ impl Obj {
         }
         self
     }
+    /// Insert a string already held as a [`ByteString`] (shared or static: no copy).
+    pub fn text(&mut self, k: &'static str, v: ByteString) -> &mut Obj {
+        self.put(Cow::Borrowed(k), Node::Str(v));
+        self
+    }
+    /// Insert a non-empty array of tree nodes.
+    pub fn nodes(&mut self, k: &'static str, v: Vec<Node>) -> &mut Obj {
+        if !v.is_empty() {
+            self.put(Cow::Borrowed(k), Node::Arr(v));
+        }
+        self
+    }
     /// Move every member of `other` in (replacing equal keys).
     pub fn append(&mut self, other: Obj) {
         for (k, n) in other.items {
@@ -273,12 +287,7 @@ impl Obj {
     pub fn to_value(&self) -> Value {
         let mut m = Map::new();
         for (k, n) in &self.items {
-            let v = match n {
-                Node::Str(s) => Value::String(s.to_string()),
-                Node::Val(v) => v.clone(),
-                Node::Obj(o) => o.to_value(),
-            };
-            m.insert(k.to_string(), v);
+            m.insert(k.to_string(), n.to_value());
         }
         Value::Object(m)
     }
@@ -292,12 +301,7 @@ impl Obj {
             }
             write_str(out, k);
             out.push(b':');
-            match n {
-                Node::Str(s) => write_str(out, s),
-                Node::Val(Value::String(s)) => write_str(out, s),
-                Node::Val(v) => serde_json::to_writer(&mut *out, v)?,
-                Node::Obj(o) => o.write_json(out)?,
-            }
+            n.write_json(out)?;
         }
         out.push(b'}');
         Ok(())
@@ -305,27 +309,14 @@ impl Obj {
 }
 
 impl Obj {
-    /// Binary form for the disk buffer: members in order, each a key and either a value
-    /// (tag 0), a nested tree object (tag 1) or a string (tag 2), so [`Obj::decode`] rebuilds the same tree.
+    /// Binary form for the disk buffer: members in order, each a key and its node (see
+    /// `Node::encode` for the tags), so [`Obj::decode`] rebuilds the same tree.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         use crate::buffer::wire;
         wire::put_u32(out, self.items.len() as u32);
         for (k, n) in &self.items {
             wire::put_str(out, k);
-            match n {
-                Node::Str(s) => {
-                    wire::put_u8(out, 2);
-                    wire::put_str(out, s);
-                }
-                Node::Val(v) => {
-                    wire::put_u8(out, 0);
-                    wire::put_value(out, v);
-                }
-                Node::Obj(o) => {
-                    wire::put_u8(out, 1);
-                    o.encode(out);
-                }
-            }
+            n.encode(out);
         }
     }
 
@@ -342,13 +333,7 @@ impl Obj {
         let mut o = Obj::new();
         for _ in 0..n {
             let k = Cow::Owned(r.str()?.to_owned());
-            let node = match r.u8()? {
-                0 => Node::Val(r.value()?),
-                1 => Node::Obj(Obj::decode(r, depth + 1)?),
-                2 => Node::Str(ByteString::from(r.str()?)),
-                _ => return Err(WireError::Invalid("tree node tag")),
-            };
-            o.put(k, node);
+            o.put(k, Node::decode(r, depth)?);
         }
         Ok(o)
     }
@@ -360,7 +345,82 @@ impl Node {
             Node::Str(s) => Value::String(s.into()),
             Node::Val(v) => v,
             Node::Obj(o) => o.into_value(),
+            Node::Arr(a) => Value::Array(a.into_iter().map(Node::into_value).collect()),
         }
+    }
+
+    fn to_value(&self) -> Value {
+        match self {
+            Node::Str(s) => Value::String(s.to_string()),
+            Node::Val(v) => v.clone(),
+            Node::Obj(o) => o.to_value(),
+            Node::Arr(a) => Value::Array(a.iter().map(Node::to_value).collect()),
+        }
+    }
+
+    fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        match self {
+            Node::Str(s) => write_str(out, s),
+            Node::Val(Value::String(s)) => write_str(out, s),
+            Node::Val(v) => serde_json::to_writer(&mut *out, v)?,
+            Node::Obj(o) => o.write_json(out)?,
+            Node::Arr(a) => {
+                out.push(b'[');
+                for (i, n) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    n.write_json(out)?;
+                }
+                out.push(b']');
+            }
+        }
+        Ok(())
+    }
+
+    /// Tags: 0 a JSON value, 1 a tree object, 2 a string, 3 an array of nodes.
+    fn encode(&self, out: &mut Vec<u8>) {
+        use crate::buffer::wire;
+        match self {
+            Node::Val(v) => {
+                wire::put_u8(out, 0);
+                wire::put_value(out, v);
+            }
+            Node::Obj(o) => {
+                wire::put_u8(out, 1);
+                o.encode(out);
+            }
+            Node::Str(s) => {
+                wire::put_u8(out, 2);
+                wire::put_str(out, s);
+            }
+            Node::Arr(a) => {
+                wire::put_u8(out, 3);
+                wire::put_u32(out, a.len() as u32);
+                a.iter().for_each(|n| n.encode(out));
+            }
+        }
+    }
+
+    fn decode(r: &mut crate::buffer::wire::Reader<'_>, depth: u32) -> Result<Node, crate::buffer::wire::WireError> {
+        use crate::buffer::wire::WireError;
+        Ok(match r.u8()? {
+            0 => Node::Val(r.value()?),
+            1 => Node::Obj(Obj::decode(r, depth + 1)?),
+            2 => Node::Str(ByteString::from(r.str()?)),
+            3 => {
+                if depth > 64 {
+                    return Err(WireError::Invalid("array nested too deep"));
+                }
+                let n = r.u32()? as usize;
+                let mut a = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    a.push(Node::decode(r, depth + 1)?);
+                }
+                Node::Arr(a)
+            }
+            _ => return Err(WireError::Invalid("tree node tag")),
+        })
     }
 }
 

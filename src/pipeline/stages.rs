@@ -105,12 +105,15 @@ pub async fn run_normalize(
     metrics: Arc<Metrics>,
     workers: usize,
 ) {
+    if workers <= 1 {
+        return run_normalize_inline(rx, tx, &normalizer, &metrics).await;
+    }
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
         .map(|batch| {
             let (n, m) = (normalizer.clone(), metrics.clone());
             tokio::task::spawn_blocking(move || normalize_batch(&n, &m, batch))
         })
-        .buffered(workers.max(1));
+        .buffered(workers);
     futures_util::pin_mut!(stream);
     while let Some(res) = stream.next().await {
         match res {
@@ -126,6 +129,27 @@ pub async fn run_normalize(
             // were dropped unacknowledged, so their checkpoint does not move.
             Err(e) => tracing::error!(error = %e, "normalization worker failed"),
         }
+    }
+}
+
+/// One worker: normalizes each batch on this task's thread. With a single core a blocking
+/// pool thread only adds a thread switch per batch, and the trees are then allocated and
+/// freed (by the sinks, after acknowledgment) on the same thread, which the allocator serves
+/// from its local free lists. Batches are bounded (`pipeline.batch_max_events`), so the runtime is
+/// held for one batch at a time.
+async fn run_normalize_inline(
+    mut rx: mpsc::Receiver<Batch>,
+    tx: mpsc::Sender<Batch>,
+    normalizer: &Normalizer,
+    metrics: &Metrics,
+) {
+    while let Some(batch) = rx.recv().await {
+        let (batch, _) = normalize_batch(normalizer, metrics, batch);
+        if tx.send(batch).await.is_err() {
+            break;
+        }
+        // Let the sources and sinks run between batches.
+        tokio::task::yield_now().await;
     }
 }
 
