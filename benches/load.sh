@@ -13,7 +13,7 @@ mkdir -p target/load
 cargo bench --bench load --no-run
 run() { taskset -c 0 cargo bench --bench load -- --core 1 --events "$EVENTS" --out "$OUT" "$@"; }
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
-run --mix 1.6k --latency-secs 10 --scenarios s1,s1-peer
+run --mix 1.6k --latency-secs 10 --scenarios s1,s1-peer,s1-memory
 run --mix 3.6k --latency-secs 10 --scenarios s1,s1-peer
 run --mix 1.6k --latency-secs 0 --scenarios s2,s2-peer,s3,s4
 if command -v tansu >/dev/null || [ -x "$HOME/.cargo/bin/tansu" ]; then

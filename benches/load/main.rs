@@ -6,6 +6,7 @@
 //! ```
 //! `benches/load.sh` runs the whole set that BENCHMARKS.md reports.
 
+mod memory;
 mod probe;
 mod records;
 mod s4;
@@ -26,7 +27,7 @@ use scenarios::{Figure, Opts};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: cargo bench --bench load -- [--scenarios s1,s1-peer,s2,s2-peer,s2-broker,s3,s4] [--events N] \
+        "usage: cargo bench --bench load -- [--scenarios s1,s1-peer,s1-memory,s2,s2-peer,s2-broker,s3,s4] [--events N] \
          [--mix 1.6k|3.6k] [--core N] [--latency-secs S] [--out FILE] [--forwarder BINARY]"
     );
     std::process::exit(2)
@@ -69,6 +70,8 @@ fn main() {
         eprintln!("== {s} ({} events, mix {})", opts.events, opts.mix.label());
         let f = match s.as_str() {
             "s1" => scenarios::s1_forwarder(&opts),
+            // Resident memory with 100k events in flight (`--events` at least twice that).
+            "s1-memory" => memory::s1_memory(&opts, 100_000),
             "s1-peer" => scenarios::s1_syslog_ng(&opts, &root.join("benches/load/syslog-ng-s1.conf")),
             "s2" => scenarios::s2_forwarder(&opts),
             "s2-peer" => scenarios::s2_syslog_ng(&opts, &root.join("benches/load/syslog-ng-s2.conf")),
@@ -113,6 +116,18 @@ fn main() {
         figures.push(f);
     }
     print_table(&figures);
+    for f in figures.iter().filter(|f| f.in_flight_events.is_some()) {
+        println!(
+            "{}: {} events in flight ({:.1} MB of records): resident {:.1} MB ({:.2}x the payload), idle {:.1} MB, peak {:.1} MB",
+            f.scenario,
+            f.in_flight_events.unwrap_or(0),
+            f.in_flight_payload_mb.unwrap_or(0.0),
+            f.stalled_rss_mb.unwrap_or(0.0),
+            f.stalled_rss_mb.unwrap_or(0.0) / f.in_flight_payload_mb.unwrap_or(f64::NAN),
+            f.idle_rss_mb,
+            f.peak_rss_mb
+        );
+    }
     let mut lines = String::new();
     for f in &figures {
         lines.push_str(&serde_json::to_string(f).unwrap());

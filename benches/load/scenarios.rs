@@ -47,6 +47,14 @@ pub struct Figure {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub latency_rate: Option<f64>,
+    /// Memory scenario: events inside the process when its input stalled, the input bytes
+    /// they hold, and the resident memory at that moment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight_events: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight_payload_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled_rss_mb: Option<f64>,
 }
 
 fn pinned(opts: &Opts, program: &Path) -> Command {
@@ -98,7 +106,7 @@ fn feed_paced(gen: &mut Generator, w: &mut impl Write, rate: f64, secs: u64) -> 
     sent
 }
 
-fn write_config(opts: &Opts, name: &str, sink: &str) -> PathBuf {
+pub(crate) fn write_config(opts: &Opts, name: &str, sink: &str) -> PathBuf {
     let dir = opts.work.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -113,13 +121,13 @@ fn write_config(opts: &Opts, name: &str, sink: &str) -> PathBuf {
     path
 }
 
-struct Forwarder {
+pub(crate) struct Forwarder {
     child: Child,
-    stdin: Option<ChildStdin>,
+    pub(crate) stdin: Option<ChildStdin>,
 }
 
 impl Forwarder {
-    fn start(opts: &Opts, config: &Path) -> Forwarder {
+    pub(crate) fn start(opts: &Opts, config: &Path) -> Forwarder {
         let mut child = pinned(opts, &opts.forwarder)
             .arg("run")
             .arg("--config")
@@ -135,11 +143,11 @@ impl Forwarder {
         std::thread::sleep(Duration::from_millis(500));
         Forwarder { child, stdin }
     }
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
     /// Closes the input and waits for the process to drain and exit.
-    fn finish(mut self) -> Instant {
+    pub(crate) fn finish(mut self) -> Instant {
         drop(self.stdin.take());
         let status = self.child.wait().expect("wait for the forwarder");
         assert!(status.success(), "forwarder exited with {status}");
@@ -147,7 +155,7 @@ impl Forwarder {
     }
 }
 
-fn figure(scenario: &str, subject: &str, opts: &Opts, avg: usize, secs: f64, cpu: f64) -> Figure {
+pub(crate) fn figure(scenario: &str, subject: &str, opts: &Opts, avg: usize, secs: f64, cpu: f64) -> Figure {
     let eps = opts.events as f64 / secs;
     Figure {
         scenario: scenario.into(),

@@ -329,7 +329,7 @@ async fn read_stdin(ctx: &SourceContext, config: &ReplayConfig) -> Result<(), So
 /// How long a partial batch waits for more input before it is sent.
 const FLUSH_IDLE: Duration = Duration::from_millis(2);
 /// The longest a batch collects events from a continuous stream before it is sent.
-const BATCH_MAX_AGE: Duration = Duration::from_millis(10);
+const BATCH_MAX_AGE: Duration = Duration::from_millis(5);
 /// A read this large means the input is arriving in bulk.
 const BULK_READ: usize = 32 * 1024;
 
