@@ -1,4 +1,4 @@
-//! The Microsoft Graph + Entra ID login emulator of the tests (`tests/support/graph_emulator.rs`)
+//! The Microsoft Graph + Entra ID login emulator of the tests (`tests/support/graph_emulator/`)
 //! as a standalone HTTPS server, so the `demo` compose profile runs with no Microsoft account.
 //! It serves one tenant with the bundled sample incidents (with alerts), risk detections and
 //! risky users, and changes one incident every `EMULATOR_UPDATE_SECS` so the live poll has
@@ -16,7 +16,7 @@
 //! `EMULATOR_TENANT_ID`, `EMULATOR_CLIENT_ID`, `EMULATOR_CLIENT_SECRET` (required),
 //! `EMULATOR_UPDATE_SECS` (default 60, 0 = never).
 
-#[path = "../tests/support/graph_emulator.rs"]
+#[path = "../tests/support/graph_emulator/mod.rs"]
 mod graph_emulator;
 
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! against the Graph + login emulator: progress lines, the window filter, and resuming after
 //! an interruption (a scripted Graph outage, and SIGKILL) without duplicates or loss.
 
-#[path = "support/graph_emulator.rs"]
+#[path = "support/graph_emulator/mod.rs"]
 mod graph_emulator;
 
 use std::collections::{BTreeMap, BTreeSet};

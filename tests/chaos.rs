@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use support::forwarder::Forwarder;
 use support::hec_emulator::{HecEmulator, Script};
 use support::kafka_broker::Broker;
 use support::syslog_ng::{self, SyslogNg};
@@ -148,10 +149,9 @@ fn sigkill_loop_every_output_gets_every_event() {
     ));
 
     let file_out = dir.path().join("out.ndjson");
-    let config = dir.path().join("forwarder.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let mut child = Forwarder::write(
+        dir.path(),
+        &format!(
             r#"
 data_dir = "{data}"
 [api]
@@ -204,16 +204,15 @@ buffer.max_bytes = 1073741824
             hec_disk = hec_disk.url(),
         ),
     )
-    .unwrap();
-    std::env::set_var("CHAOS_HEC_TOKEN", TOKEN);
-    let log = dir.path().join("run.log");
+    .env("CHAOS_HEC_TOKEN", TOKEN);
+    let log = child.log.clone();
 
     let started = Instant::now();
     let mut rng = rand::rng();
     let mut kills = 0;
     let mut finished = false;
     while kills < kills_wanted {
-        let mut child = spawn_run(&config, &log);
+        child.spawn();
         // Kill after a random 0.3-2.5 s of work, if it is still running by then.
         let at = Duration::from_millis(rng.random_range(300..2500));
         let deadline = Instant::now() + at;
@@ -221,7 +220,7 @@ buffer.max_bytes = 1073741824
             std::thread::sleep(Duration::from_millis(10));
         }
         if child.try_wait().unwrap().is_none() {
-            kill9(&mut child);
+            child.kill9();
             kills += 1;
         } else {
             finished = true;
@@ -229,7 +228,7 @@ buffer.max_bytes = 1073741824
         }
     }
     // Run to completion.
-    let mut child = spawn_run(&config, &log);
+    child.spawn();
     assert!(
         wait_until(Duration::from_secs(600), || child.try_wait().unwrap().is_some()),
         "final run ends by itself"

@@ -8,6 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use support::forwarder::Forwarder;
 use support::hec_emulator::{HecEmulator, Script};
 use support::*;
 
@@ -33,10 +34,9 @@ fn sigkill_during_a_collector_outage_then_restart_delivers_every_id_from_the_buf
     write_ndjson(&input, total);
     let port = free_port();
     let buffer_dir = dir.path().join("data/buffers/hec");
-    let config = dir.path().join("forwarder.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let mut child = Forwarder::write(
+        dir.path(),
+        &format!(
             r#"
 data_dir = "{data}"
 [api]
@@ -65,13 +65,12 @@ fsync = "batch"
             input = input.display(),
             hec = hec.url(),
         ),
-    )
-    .unwrap();
-    let log = dir.path().join("run.log");
+    );
+    let log = child.log.clone();
 
     // Run 1: the collector is down. Everything goes to the disk buffer and is acknowledged
     // upstream there; the source's checkpoint reaches the end of the file.
-    let mut child = spawn_run(&config, &log);
+    child.spawn();
     let written = wait_until(Duration::from_secs(60), || {
         metric_sum(&scrape(port), "m365fwd_buffer_written_events_total") as usize >= total
     });
@@ -91,17 +90,17 @@ fsync = "batch"
         child.try_wait().unwrap().is_none(),
         "still running (retrying the collector)"
     );
-    kill9(&mut child);
+    child.kill9();
     assert!(buffered > 1_000_000, "the events are on disk: {buffered} bytes");
 
     // Run 2: the collector answers again; the buffer replays everything, the source has
     // nothing left to read (its checkpoint moved in run 1), and the run ends by itself.
     hec.script(|s| s.busy_next = 0);
     let started = Instant::now();
-    let mut child = spawn_run(&config, &log);
+    child.spawn();
     let done = wait_until(Duration::from_secs(120), || child.try_wait().unwrap().is_some());
     if !done {
-        kill9(&mut child);
+        child.kill9();
     }
     assert!(done, "run 2 ends by itself: {}", std::fs::read_to_string(&log).unwrap());
     assert!(

@@ -8,15 +8,13 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::eventhub_emulator::EventHubEmulator;
+use support::eventhub_pipeline::{ids_in, Pipeline};
+use support::scaleout::{fill, wait_for, HUB};
 use support::*;
-
-const HUB: &str = "insights-logs-signinlogs";
 
 /// One Event Hub body of sign-in records with ids `evt-first ..`.
 fn body(first: u64, n: u64) -> String {
@@ -26,219 +24,49 @@ fn body(first: u64, n: u64) -> String {
     format!("{{\"records\":[{}]}}", records.join(","))
 }
 
-/// Enqueue `bodies` bodies of `per` records on a partition; ids start at `first`.
-fn fill(emu: &EventHubEmulator, partition: usize, first: u64, bodies: u64, per: u64) {
-    for b in 0..bodies {
-        emu.enqueue(partition, body(first + b * per, per));
-    }
+/// The emulator with 2 partitions of `bodies` bodies of 10 records each (ids `0..` and
+/// `1_000_000..`).
+async fn emulator_with(bodies: u64) -> EventHubEmulator {
+    let emu = EventHubEmulator::start(HUB, 2).await;
+    fill(&emu, 2, 0, bodies, 10);
+    emu
 }
 
-struct Setup {
-    config: PathBuf,
-    out: PathBuf,
-    data: PathBuf,
-    log: PathBuf,
-    api_port: u16,
-}
-
-fn setup(dir: &Path, emu: &EventHubEmulator) -> Setup {
-    let out = dir.join("out.ndjson");
-    let data = dir.join("data");
-    let api_port = free_port();
-    let text = format!(
-        r#"
-data_dir = "{data}"
-[api]
-address = "127.0.0.1:{api_port}"
-[pipeline]
-batch_max_events = 500
-checkpoint_interval_ms = 50
-drain_timeout_secs = 10
-[sources.eh]
-type = "eventhub"
-connection_string = "{cs}"
-custom_endpoint = "{endpoint}"
-ownership_interval_ms = 500
-lag_interval_ms = 200
-stall_timeout_ms = 2000
-[sinks.out]
-type = "file"
-path = "{out}"
-encoding = "raw"
-"#,
-        data = data.display(),
-        cs = emu.connection_string(),
-        endpoint = emu.endpoint(),
-        out = out.display(),
-    );
-    let config = dir.join("forwarder.toml");
-    std::fs::write(&config, text).unwrap();
-    Setup {
-        config,
-        out,
-        data,
-        log: dir.join("run.log"),
-        api_port,
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let log = std::fs::read_to_string(path).unwrap_or_default();
-    // For debugging a failure: keep the whole log where the variable says.
-    if let Ok(dir) = std::env::var("EVENTHUB_TEST_LOG_DIR") {
-        let _ = std::fs::write(Path::new(&dir).join("eventhub-run.log"), &log);
-    }
-    let all: Vec<&str> = log.lines().collect();
-    // A panic's message first (its backtrace would push it out of the tail).
-    let mut out: Vec<&str> = Vec::new();
-    for (i, l) in all.iter().enumerate() {
-        if l.contains("panicked at") {
-            out.extend(all[i..(i + 3).min(all.len())].iter());
-        }
-    }
-    out.extend(all[all.len().saturating_sub(25)..].iter());
-    out.join("\n")
-}
-
-/// `partition -> (sequence_number, offset)` from the embedded checkpoint file.
-fn checkpoints(data: &Path) -> HashMap<String, (i64, String)> {
-    let text = std::fs::read_to_string(data.join("checkpoints.json")).unwrap_or_default();
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return HashMap::new();
-    };
-    let mut out = HashMap::new();
-    for e in v["checkpoints"].as_array().into_iter().flatten() {
-        if e["source"] != "eh" {
-            continue;
-        }
-        let c: serde_json::Value = serde_json::from_str(e["value"].as_str().unwrap()).unwrap();
-        out.insert(
-            e["partition"].as_str().unwrap().to_string(),
-            (
-                c["sequence_number"].as_i64().unwrap(),
-                c["offset"].as_str().unwrap_or_default().to_string(),
-            ),
-        );
-    }
-    out
-}
-
-/// Wait without blocking the emulator's runtime.
-async fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    f()
-}
-
-/// The binary under test; killed if a test fails before stopping it.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn start(s: &Setup) -> Running {
-    Running(spawn_run(&s.config, &s.log))
-}
-
-async fn stop(child: &mut Running) {
-    let child = &mut child.0;
-    unsafe_kill(child.id(), 15);
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn ids_in(range: std::ops::Range<u64>, counts: &HashMap<u64, u32>) -> (Vec<u64>, u32) {
-    let missing: Vec<u64> = range.clone().filter(|i| !counts.contains_key(i)).collect();
-    let dups = range.filter_map(|i| counts.get(&i)).map(|c| c - 1).sum();
-    (missing, dups)
-}
-
-async fn metrics(port: u16) -> String {
-    let client = reqwest::Client::new();
-    match client.get(format!("http://127.0.0.1:{port}/metrics")).send().await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
-}
-
+/// (a) 2 partitions × 10k records arrive once each with per-partition checkpoints, and
 /// (a) 2 partitions × 10k records arrive once each with per-partition checkpoints, and
 /// (b) a restart resumes from the checkpoints with no loss and nothing read twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_partitions_of_10k_arrive_once_and_a_restart_resumes_from_the_checkpoints() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let emu = EventHubEmulator::start(HUB, 2).await;
-    fill(&emu, 0, 0, 1000, 10);
-    fill(&emu, 1, 1_000_000, 1000, 10);
-    let s = setup(dir.path(), &emu);
-
-    let mut child = start(&s);
-    let all = |c: &HashMap<u64, u32>| c.len();
-    let ok = wait_for(Duration::from_secs(120), || all(&count_ids(&s.out)) >= 20_000).await;
-    assert!(ok, "20k events: got {}\n{}", lines(&s.out), log_tail(&s.log));
+    let emu = emulator_with(1000).await;
+    let mut s = Pipeline::start(dir.path(), &emu);
+    s.wait_ids(20_000, 120, "20k events").await;
     // Both checkpoints reach the last message of their partition.
     let ok = wait_for(Duration::from_secs(10), || {
-        let c = checkpoints(&s.data);
-        c.get("0").map(|x| x.0) == Some(999) && c.get("1").map(|x| x.0) == Some(999)
+        s.checkpoint("0") == Some(999) && s.checkpoint("1") == Some(999)
     })
     .await;
-    assert!(ok, "checkpoints: {:?}", checkpoints(&s.data));
-    let lag = metrics(s.api_port).await;
-    stop(&mut child).await;
-    let counts = count_ids(&s.out);
-    for (range, p) in [(0..10_000, 0), (1_000_000..1_010_000, 1)] {
-        let (missing, dups) = ids_in(range, &counts);
-        assert!(
-            missing.is_empty() && dups == 0,
-            "partition {p}: {} missing, {dups} duplicates",
-            missing.len()
-        );
-    }
-    assert_eq!(lines(&s.out), 20_000, "nothing else written");
+    assert!(ok, "checkpoints: {:?}", s.checkpoints());
+    let lag = s.metrics().await;
+    s.stop().await;
+    s.assert_exactly_once(10_000);
+    assert_eq!(s.lines(), 20_000, "nothing else written");
     assert!(lag.contains("eventhub_partition_lag"), "lag metric exported");
     let first_run = started.elapsed();
 
     // More data while it is down; the restart continues after the checkpoints.
-    fill(&emu, 0, 10_000, 100, 10);
-    fill(&emu, 1, 1_010_000, 100, 10);
+    fill(&emu, 2, 10_000, 100, 10);
     let before = emu.stats().receivers.len();
-    let mut child = start(&s);
-    let ok = wait_for(Duration::from_secs(60), || count_ids(&s.out).len() >= 22_000).await;
-    assert!(ok, "after restart: {}\n{}", count_ids(&s.out).len(), log_tail(&s.log));
+    s.restart();
+    s.wait_ids(22_000, 60, "after restart").await;
     let ok = wait_for(Duration::from_secs(10), || {
-        let c = checkpoints(&s.data);
-        c.get("0").map(|x| x.0) == Some(1099) && c.get("1").map(|x| x.0) == Some(1099)
+        s.checkpoint("0") == Some(1099) && s.checkpoint("1") == Some(1099)
     })
     .await;
-    assert!(ok, "checkpoints after restart: {:?}", checkpoints(&s.data));
-    stop(&mut child).await;
-    let counts = count_ids(&s.out);
-    for (range, p) in [(0..11_000, 0), (1_000_000..1_011_000, 1)] {
-        let (missing, dups) = ids_in(range, &counts);
-        assert!(
-            missing.is_empty() && dups == 0,
-            "partition {p}: {} missing, {dups} duplicates",
-            missing.len()
-        );
-    }
+    assert!(ok, "checkpoints after restart: {:?}", s.checkpoints());
+    s.stop().await;
+    s.assert_exactly_once(11_000);
     // The restarted receivers asked for what follows the checkpointed offsets.
     let stats = emu.stats();
     let resumed: Vec<&(String, String, Option<i64>)> = stats.receivers[before..].iter().collect();
@@ -264,14 +92,6 @@ fn gzip(text: &str) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-fn dead_letters(data: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(data.join("dead-letter.ndjson"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// (c) a poison body is quarantined once with its position and does not block its partition;
 /// (e) a gzip body decodes; (g) an unknown category is forwarded and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,34 +109,20 @@ async fn poison_is_quarantined_once_gzip_decodes_and_unknown_categories_are_forw
     emu.enqueue(0, unknown);
     emu.enqueue(0, body(11, 5));
     emu.enqueue(1, body(100, 5));
-    let s = setup(dir.path(), &emu);
+    let mut s = Pipeline::start(dir.path(), &emu);
 
-    let mut child = start(&s);
     let want: Vec<u64> = (0..16).chain(100..105).collect();
-    let ok = wait_for(Duration::from_secs(60), || {
-        let c = count_ids(&s.out);
+    s.wait(60, "events after the poison body arrive", || {
+        let c = s.counts();
         want.iter().all(|i| c.contains_key(i))
     })
     .await;
-    assert!(
-        ok,
-        "events after the poison body arrive: {:?}\n{}",
-        count_ids(&s.out),
-        log_tail(&s.log)
-    );
-    let ok = wait_for(Duration::from_secs(10), || {
-        checkpoints(&s.data).get("0").map(|x| x.0) == Some(4)
-    })
-    .await;
-    assert!(
-        ok,
-        "the checkpoint moves past the poison body: {:?}",
-        checkpoints(&s.data)
-    );
-    let m = metrics(s.api_port).await;
-    stop(&mut child).await;
+    let ok = wait_for(Duration::from_secs(10), || s.checkpoint("0") == Some(4)).await;
+    assert!(ok, "the checkpoint moves past the poison body: {:?}", s.checkpoints());
+    let m = s.metrics().await;
+    s.stop().await;
 
-    let dl = dead_letters(&s.data);
+    let dl = s.dead_letters();
     assert_eq!(dl.len(), 1, "{dl:?}");
     let r = &dl[0];
     assert_eq!(r["partition"], "0");
@@ -338,12 +144,11 @@ async fn poison_is_quarantined_once_gzip_decodes_and_unknown_categories_are_forw
 
     // A restart does not quarantine the poison body again.
     emu.enqueue(0, body(20, 1));
-    let mut child = start(&s);
-    let ok = wait_for(Duration::from_secs(60), || count_ids(&s.out).contains_key(&20)).await;
-    assert!(ok, "after restart\n{}", log_tail(&s.log));
-    stop(&mut child).await;
-    assert_eq!(dead_letters(&s.data).len(), 1, "quarantined once");
-    let (missing, dups) = ids_in(0..16, &count_ids(&s.out));
+    s.restart();
+    s.wait(60, "after restart", || s.counts().contains_key(&20)).await;
+    s.stop().await;
+    assert_eq!(s.dead_letters().len(), 1, "quarantined once");
+    let (missing, dups) = ids_in(0..16, &s.counts());
     assert!(missing.is_empty() && dups == 0, "{missing:?} {dups}");
     eprintln!("eventhub poison/gzip/unknown: {:?}", started.elapsed());
 }
@@ -353,40 +158,27 @@ async fn poison_is_quarantined_once_gzip_decodes_and_unknown_categories_are_forw
 async fn a_dropped_connection_mid_stream_reconnects_without_loss() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let emu = EventHubEmulator::start(HUB, 2).await;
-    fill(&emu, 0, 0, 500, 10);
-    fill(&emu, 1, 1_000_000, 500, 10);
+    let emu = emulator_with(500).await;
     emu.drop_after_deliveries(300);
-    let s = setup(dir.path(), &emu);
-    let mut child = start(&s);
-    let ok = wait_for(Duration::from_secs(60), || emu.stats().drops >= 1).await;
-    assert!(ok, "the emulator dropped the connection\n{}", log_tail(&s.log));
+    let mut s = Pipeline::start(dir.path(), &emu);
+    s.wait(60, "the emulator dropped the connection", || emu.stats().drops >= 1)
+        .await;
     // Drop once more while events are flowing again.
     emu.drop_after_deliveries(200);
-    let ok = wait_for(Duration::from_secs(120), || count_ids(&s.out).len() >= 10_000).await;
+    s.wait_ids(10_000, 120, "after reconnect").await;
     let stats = emu.stats();
-    assert!(
-        ok,
-        "after reconnect: {} events, {stats:?}\n{}",
-        count_ids(&s.out).len(),
-        log_tail(&s.log)
-    );
-    stop(&mut child).await;
-    let counts = count_ids(&s.out);
-    let (m0, d0) = ids_in(0..5_000, &counts);
-    let (m1, d1) = ids_in(1_000_000..1_005_000, &counts);
-    assert!(m0.is_empty() && m1.is_empty(), "missing {} + {}", m0.len(), m1.len());
+    s.stop().await;
+    let (missing, dups) = s.missing_and_dups(5_000);
+    assert!(missing.is_empty(), "missing {}", missing.len());
     assert!(stats.drops >= 2 && stats.connections >= 3, "{stats:?}");
     eprintln!(
-        "eventhub connection drops: {} drops, {} connections, {} duplicates, {:?}",
+        "eventhub connection drops: {} drops, {} connections, {dups} duplicates, {:?}",
         stats.drops,
         stats.connections,
-        d0 + d1,
         started.elapsed()
     );
     assert_eq!(
-        d0 + d1,
-        0,
+        dups, 0,
         "events re-sent after a reconnect are skipped, not forwarded twice"
     );
 }
@@ -396,29 +188,17 @@ async fn a_dropped_connection_mid_stream_reconnects_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_restarting_mid_stream_causes_a_reconnect_not_a_loss() {
     let dir = tempfile::tempdir().unwrap();
-    let emu = EventHubEmulator::start(HUB, 2).await;
-    fill(&emu, 0, 0, 500, 10);
-    fill(&emu, 1, 1_000_000, 500, 10);
-    let s = setup(dir.path(), &emu);
-    let mut child = start(&s);
-    let ok = wait_for(Duration::from_secs(60), || lines(&s.out) >= 2_000).await;
-    assert!(ok, "first events\n{}", log_tail(&s.log));
+    let emu = emulator_with(500).await;
+    let mut s = Pipeline::start(dir.path(), &emu);
+    s.wait(60, "first events", || s.lines() >= 2_000).await;
     emu.restart(Duration::from_secs(3)).await;
-    let ok = wait_for(Duration::from_secs(120), || count_ids(&s.out).len() >= 10_000).await;
+    s.wait_ids(10_000, 120, "after the restart").await;
     let stats = emu.stats();
-    assert!(
-        ok,
-        "after the restart: {} events, {stats:?}\n{}",
-        count_ids(&s.out).len(),
-        log_tail(&s.log)
-    );
-    stop(&mut child).await;
-    let counts = count_ids(&s.out);
-    let (m0, d0) = ids_in(0..5_000, &counts);
-    let (m1, d1) = ids_in(1_000_000..1_005_000, &counts);
-    assert!(m0.is_empty() && m1.is_empty(), "missing {} + {}", m0.len(), m1.len());
+    s.stop().await;
+    let (missing, dups) = s.missing_and_dups(5_000);
+    assert!(missing.is_empty(), "missing {}", missing.len());
     assert!(stats.restarts == 1 && stats.connections >= 2, "{stats:?}");
-    assert_eq!(d0 + d1, 0, "events sent again after the restart are skipped");
+    assert_eq!(dups, 0, "events sent again after the restart are skipped");
 }
 
 /// `kill -9` of the binary mid-stream, then a restart: nothing is lost (at least once).
@@ -426,37 +206,21 @@ async fn the_service_restarting_mid_stream_causes_a_reconnect_not_a_loss() {
 async fn kill_9_mid_stream_then_restart_loses_nothing() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let emu = EventHubEmulator::start(HUB, 2).await;
-    fill(&emu, 0, 0, 500, 10);
-    fill(&emu, 1, 1_000_000, 500, 10);
-    let s = setup(dir.path(), &emu);
-    let mut child = start(&s);
-    let ok = wait_for(Duration::from_secs(60), || lines(&s.out) >= 3_000).await;
-    assert!(ok, "first events\n{}", log_tail(&s.log));
-    kill9(&mut child.0);
-    let at_kill = lines(&s.out);
-    let mut child = start(&s);
-    let ok = wait_for(Duration::from_secs(90), || count_ids(&s.out).len() >= 10_000).await;
-    assert!(ok, "after restart: {}\n{}", count_ids(&s.out).len(), log_tail(&s.log));
-    stop(&mut child).await;
-    let counts = count_ids(&s.out);
-    let (m0, d0) = ids_in(0..5_000, &counts);
-    let (m1, d1) = ids_in(1_000_000..1_005_000, &counts);
-    assert!(m0.is_empty() && m1.is_empty(), "missing {} + {}", m0.len(), m1.len());
+    let emu = emulator_with(500).await;
+    let mut s = Pipeline::start(dir.path(), &emu);
+    s.wait(60, "first events", || s.lines() >= 3_000).await;
+    s.fwd.kill9();
+    let at_kill = s.lines();
+    s.restart();
+    s.wait_ids(10_000, 90, "after restart").await;
+    s.stop().await;
+    let (missing, dups) = s.missing_and_dups(5_000);
+    assert!(missing.is_empty(), "missing {}", missing.len());
     eprintln!(
-        "eventhub kill -9 at {at_kill} lines: {} duplicates re-read, {:?}",
-        d0 + d1,
+        "eventhub kill -9 at {at_kill} lines: {dups} duplicates re-read, {:?}",
         started.elapsed()
     );
-    assert!((d0 + d1) as usize <= at_kill, "re-reads stay within what was in flight");
-}
-
-async fn ready(port: u16) -> (u16, String) {
-    let client = reqwest::Client::new();
-    match client.get(format!("http://127.0.0.1:{port}/ready")).send().await {
-        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-        Err(_) => (0, String::new()),
-    }
+    assert!(dups as usize <= at_kill, "re-reads stay within what was in flight");
 }
 
 /// A CBS put-token answered 401: the source logs a clear error and `/ready` fails (no silent
@@ -468,14 +232,12 @@ async fn a_refused_token_is_a_clear_error_and_fails_readiness_until_accepted() {
     let emu = EventHubEmulator::start(HUB, 2).await;
     // The SAS token the client builds names its key: `...&skn=listen`.
     emu.reject_tokens_containing("skn=listen");
-    fill(&emu, 0, 0, 10, 10);
-    fill(&emu, 1, 1_000_000, 10, 10);
-    let s = setup(dir.path(), &emu);
-    let mut child = start(&s);
+    fill(&emu, 2, 0, 10, 10);
+    let mut s = Pipeline::start(dir.path(), &emu);
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut last = (0, String::new());
     while Instant::now() < deadline {
-        last = ready(s.api_port).await;
+        last = s.ready().await;
         if last.0 == 503 && last.1.contains("source eh failing") {
             break;
         }
@@ -484,9 +246,9 @@ async fn a_refused_token_is_a_clear_error_and_fails_readiness_until_accepted() {
     assert!(
         last.0 == 503 && last.1.contains("source eh failing"),
         "readiness fails while tokens are refused: {last:?}\n{}",
-        log_tail(&s.log)
+        s.log_tail()
     );
-    let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+    let log = s.fwd.log_text();
     let refused = log
         .lines()
         .find(|l| l.contains("event hub connection failed"))
@@ -497,30 +259,22 @@ async fn a_refused_token_is_a_clear_error_and_fails_readiness_until_accepted() {
         "the error names the refusal: {refused}\nready: {last:?}"
     );
     assert!(emu.stats().rejected_tokens >= 1);
-    assert_eq!(lines(&s.out), 0, "nothing read without authorization");
+    assert_eq!(s.lines(), 0, "nothing read without authorization");
     assert!(!log.contains("SharedAccessSignature sr="), "no token in the log");
 
     emu.accept_all_tokens();
-    let ok = wait_for(Duration::from_secs(90), || count_ids(&s.out).len() >= 200).await;
-    assert!(ok, "reads once the token is accepted\n{}", log_tail(&s.log));
+    s.wait_ids(200, 90, "reads once the token is accepted").await;
     let mut r = (0, String::new());
     for _ in 0..100 {
-        r = ready(s.api_port).await;
+        r = s.ready().await;
         if r.0 == 200 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(r.0, 200, "ready again: {r:?}");
-    stop(&mut child).await;
-    let counts = count_ids(&s.out);
-    let (m0, d0) = ids_in(0..100, &counts);
-    let (m1, d1) = ids_in(1_000_000..1_000_100, &counts);
-    assert!(
-        m0.is_empty() && m1.is_empty() && d0 + d1 == 0,
-        "{m0:?} {m1:?} {}",
-        d0 + d1
-    );
+    s.stop().await;
+    s.assert_exactly_once(100);
     eprintln!("eventhub 401: readiness {last:?}; recovered in {:?}", started.elapsed());
 }
 
@@ -532,59 +286,41 @@ async fn a_refused_token_is_a_clear_error_and_fails_readiness_until_accepted() {
 async fn a_stolen_partition_is_given_up_and_resumed_without_loss() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let emu = EventHubEmulator::start(HUB, 2).await;
-    fill(&emu, 0, 0, 100, 10);
-    fill(&emu, 1, 1_000_000, 100, 10);
-    let s = setup(dir.path(), &emu);
-    let mut child = start(&s);
-    let ok = wait_for(Duration::from_secs(60), || count_ids(&s.out).len() >= 2_000).await;
-    assert!(ok, "first events\n{}", log_tail(&s.log));
+    let emu = emulator_with(100).await;
+    let mut s = Pipeline::start(dir.path(), &emu);
+    s.wait_ids(2_000, 60, "first events").await;
 
     let other = emu.steal("$Default", 0, 10);
     let ok = wait_for(Duration::from_secs(10), || emu.stats().stolen >= 1).await;
     assert!(ok, "the source's receiver was detached");
-    fill(&emu, 0, 1_000, 50, 10);
-    fill(&emu, 1, 1_001_000, 50, 10);
+    fill(&emu, 2, 1_000, 50, 10);
     // Partition 1 goes on; partition 0 stays with the other consumer.
-    let ok = wait_for(Duration::from_secs(30), || {
-        let c = count_ids(&s.out);
+    s.wait(30, "partition 1 is still read", || {
+        let c = s.counts();
         (1_001_000..1_001_500).all(|i| c.contains_key(&i))
     })
     .await;
-    assert!(ok, "partition 1 is still read\n{}", log_tail(&s.log));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let c = count_ids(&s.out);
+    let c = s.counts();
     assert!(
         !(1_000..1_500).any(|i| c.contains_key(&i)),
         "partition 0 is not read while another receiver holds it"
     );
-    let log = std::fs::read_to_string(&s.log).unwrap_or_default();
-    assert!(
-        log.contains("partition taken by another receiver"),
-        "{}",
-        log_tail(&s.log)
-    );
+    let log = s.fwd.log_text();
+    assert!(log.contains("partition taken by another receiver"), "{}", s.log_tail());
 
     emu.release(other);
-    let ok = wait_for(Duration::from_secs(60), || count_ids(&s.out).len() >= 3_000).await;
-    assert!(
-        ok,
-        "partition 0 resumes: {}\n{}",
-        count_ids(&s.out).len(),
-        log_tail(&s.log)
-    );
-    let m = metrics(s.api_port).await;
-    stop(&mut child).await;
-    let counts = count_ids(&s.out);
-    let (m0, d0) = ids_in(0..1_500, &counts);
-    let (m1, d1) = ids_in(1_000_000..1_001_500, &counts);
-    assert!(m0.is_empty() && m1.is_empty(), "missing {} + {}", m0.len(), m1.len());
-    assert_eq!(d0 + d1, 0, "the resumed partition continues after what was read");
+    s.wait_ids(3_000, 60, "partition 0 resumes").await;
+    let m = s.metrics().await;
+    s.stop().await;
+    let (missing, dups) = s.missing_and_dups(1_500);
+    assert!(missing.is_empty(), "missing {}", missing.len());
+    assert_eq!(dups, 0, "the resumed partition continues after what was read");
     let stolen = m
         .lines()
         .find(|l| l.starts_with("m365fwd_eventhub_partitions_stolen_total") && l.contains("partition=\"0\""));
     assert!(stolen.is_some(), "stolen counted");
-    let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+    let log = s.fwd.log_text();
     let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
     assert_eq!(
         count("event hub connection failed"),

@@ -2,7 +2,7 @@
 //! paging, late alerts, overlap re-reads, shared timestamps, throttling, partial results,
 //! many tenants, restarts, certificate assertions and Identity Protection state changes.
 
-#[path = "support/graph_emulator.rs"]
+#[path = "support/graph_emulator/mod.rs"]
 mod graph_emulator;
 #[path = "support/graph_harness.rs"]
 mod graph_harness;

@@ -2,7 +2,7 @@
 //! assertions, managed and workload identity, token expiry, noise filters and the Identity
 //! Protection sources (risk detections, risky users) with their state changes.
 
-#[path = "support/graph_emulator.rs"]
+#[path = "support/graph_emulator/mod.rs"]
 mod graph_emulator;
 #[path = "support/graph_harness.rs"]
 mod graph_harness;

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use support::forwarder::Forwarder;
 use support::hec_emulator::{HecEmulator, Script};
 use support::*;
 
@@ -56,10 +57,9 @@ fn memory_stays_flat_while_the_disk_buffer_absorbs_a_collector_outage() {
     let mut file = std::fs::File::create(&input).unwrap();
     let port = free_port();
     let buffer_dir = dir.path().join("data/buffers/hec");
-    let config = dir.path().join("forwarder.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let mut child = Forwarder::start(
+        dir.path(),
+        &format!(
             r#"
 data_dir = "{data}"
 [api]
@@ -89,10 +89,8 @@ fsync = "batch"
             input = input.display(),
             hec = hec.url(),
         ),
-    )
-    .unwrap();
-    let log = dir.path().join("run.log");
-    let mut child = spawn_run(&config, &log);
+    );
+    let log = child.log.clone();
     let pid = child.id();
 
     // Warm-up with the collector answering: a first batch of events goes through.
@@ -149,10 +147,10 @@ fsync = "batch"
     let drained = wait_until(Duration::from_secs(30), || {
         metric_sum(&scrape(port), "m365fwd_buffer_bytes") == 0.0
     });
-    unsafe_kill(pid, 15);
-    let exited = wait_until(Duration::from_secs(30), || child.try_wait().unwrap().is_some());
+    child.terminate();
+    let exited = child.exits_within(Duration::from_secs(30));
     if !exited {
-        kill9(&mut child);
+        child.kill9();
     }
 
     eprintln!("outage samples (s, rss KiB, buffer bytes): {samples:?}");

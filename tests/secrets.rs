@@ -3,9 +3,9 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::forwarder::Forwarder;
 use support::*;
 
 const HEC_TOKEN: &str = "hec-4c1f9a7e-secret-token-value";
@@ -21,10 +21,9 @@ fn no_secret_in_any_log_line() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let config = dir.path().join("forwarder.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let mut fwd = Forwarder::write(
+        dir.path(),
+        &format!(
             r#"
 data_dir = "{data}"
 [api]
@@ -62,34 +61,22 @@ librdkafka_options = {{ "security.protocol" = "SASL_PLAINTEXT", "sasl.mechanism"
             input = input.display(),
         ),
     )
-    .unwrap();
-    let with_env = |cmd: &mut Command| {
-        cmd.env("M365FWD_TEST_HEC_TOKEN", HEC_TOKEN)
-            .env("M365FWD_TEST_KAFKA_PASSWORD", KAFKA_PASSWORD)
-            .env("M365FWD_TEST_GRAPH_SECRET", GRAPH_SECRET)
-            .env("RUST_LOG", "trace");
-    };
-    let mut validate = Command::new(bin());
-    validate.args(["validate", "-c"]).arg(&config);
-    with_env(&mut validate);
-    let out = validate.output().unwrap();
+    .env("M365FWD_TEST_HEC_TOKEN", HEC_TOKEN)
+    .env("M365FWD_TEST_KAFKA_PASSWORD", KAFKA_PASSWORD)
+    .env("M365FWD_TEST_GRAPH_SECRET", GRAPH_SECRET)
+    .env("RUST_LOG", "trace")
+    .capture_stdout();
+    let out = fwd.command(&["validate"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut all = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
 
-    let log = dir.path().join("run.log");
-    let mut run = Command::new(bin());
-    run.args(["--log-format", "json", "run", "-c"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
-    with_env(&mut run);
-    let child = run.spawn().unwrap();
+    fwd.spawn();
     // Let the sinks fail and retry, and the Graph poller fail to get a token, for a while.
     std::thread::sleep(Duration::from_secs(4));
-    unsafe_kill(child.id(), 15);
-    let out = child.wait_with_output().unwrap();
+    fwd.terminate();
+    let out = fwd.wait_with_output().unwrap();
     all += &String::from_utf8_lossy(&out.stdout);
-    let run_log = std::fs::read_to_string(&log).unwrap();
+    let run_log = std::fs::read_to_string(&fwd.log).unwrap();
     assert!(run_log.lines().count() > 20, "trace logging produced output: {run_log}");
     assert!(run_log.contains("send failed"), "the failing sinks were logged");
     all += &run_log;

@@ -3,6 +3,8 @@
 
 pub mod azurite;
 pub mod eventhub_emulator;
+pub mod eventhub_pipeline;
+pub mod forwarder;
 pub mod hec_emulator;
 pub mod kafka_broker;
 pub mod scaleout;
