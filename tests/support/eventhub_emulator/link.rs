@@ -170,13 +170,19 @@ pub(super) async fn serve_partition(
     'outer: loop {
         // Everything available now, each pre-settled, as credit allows.
         loop {
+            // A stolen or killed link delivers nothing more (like the service, which detaches
+            // it at once); `biased` so a ready send never wins over a cancellation.
+            if steal.is_cancelled() || kill.is_cancelled() {
+                break 'outer;
+            }
             let event = s.hub().partitions[pidx].get(next).cloned();
             let Some(event) = event else { break };
             let sendable = Sendable::builder().message(event_message(&event)).settled(true).build();
             tokio::select! {
-                r = sender.send(sendable) => if r.is_err() { break 'outer },
+                biased;
                 _ = steal.cancelled() => break 'outer,
                 _ = kill.cancelled() => break 'outer,
+                r = sender.send(sendable) => if r.is_err() { break 'outer },
             }
             next += 1;
             let drop_all = {
