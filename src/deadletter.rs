@@ -1,5 +1,7 @@
 //! Dead-letter (quarantine) file: one NDJSON record per rejected event with the reason,
 //! the source position and the original bytes, fsynced before the event counts as done.
+//! An event refused by a sink after the pipeline encoded it ahead and let its record go
+//! carries the refused message instead (`message`); the position finds the record again.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,11 @@ struct Record<'a> {
     /// The original bytes in base64, when they are not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     original_base64: Option<String>,
+    /// The message the sink refused, when the record itself was let go after encoding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_base64: Option<String>,
 }
 
 /// Appends quarantine records. Shared by the router and every sink.
@@ -73,7 +80,11 @@ impl DeadLetter {
         let mut buf = Vec::with_capacity(events.iter().map(|e| e.raw.len() + 256).sum());
         for e in events {
             let q = e.quarantine.as_ref();
-            let text = std::str::from_utf8(&e.raw).ok();
+            // The record, unless it was let go after encoding: then the refused message.
+            let released = e.raw.is_empty() && e.normalized.is_none();
+            let sent = e.encoded.as_ref().filter(|_| released).map(|enc| &enc.data[..]);
+            let text = std::str::from_utf8(&e.raw).ok().filter(|_| sent.is_none());
+            let message = sent.and_then(|m| std::str::from_utf8(m).ok());
             let rec = Record {
                 time: now.clone(),
                 stage: q.map_or("unknown", |q| &q.stage),
@@ -88,9 +99,12 @@ impl DeadLetter {
                 index: e.meta.position.index,
                 repaired: e.meta.repaired,
                 original: text,
-                original_base64: text
-                    .is_none()
+                original_base64: (text.is_none() && sent.is_none())
                     .then(|| base64::engine::general_purpose::STANDARD.encode(&e.raw)),
+                message,
+                message_base64: sent
+                    .filter(|_| message.is_none())
+                    .map(|m| base64::engine::general_purpose::STANDARD.encode(m)),
             };
             serde_json::to_writer(&mut buf, &rec).expect("record serializes");
             buf.push(b'\n');

@@ -152,15 +152,25 @@ pub struct EventMeta {
     /// Normalization found this detection's creation already forwarded through the other
     /// input (Graph or Event Hub); the router drops it when suppression is configured.
     pub duplicate: bool,
+    /// OCSF `class_uid`, once normalized: what sinks need of the normalized form after the
+    /// pipeline has encoded the event and let the form go (Kafka topic and headers).
+    pub class_uid: Option<u32>,
+    /// OCSF `metadata.uid`, once normalized (the Kafka key of an event without entity key).
+    pub uid: Option<Arc<str>>,
 }
 
 impl EventMeta {
     /// Metadata of an event just read: received now, everything learned later unset.
     pub fn new(source: Arc<str>, category: &str, kind: EventKind, position: Position) -> EventMeta {
+        EventMeta::shared(source, Arc::from(category), kind, position)
+    }
+
+    /// [`EventMeta::new`] with a category shared with other events.
+    pub fn shared(source: Arc<str>, category: Arc<str>, kind: EventKind, position: Position) -> EventMeta {
         EventMeta {
             source,
             tenant: None,
-            category: Arc::from(category),
+            category,
             kind,
             position,
             received_ms: now_ms(),
@@ -171,6 +181,8 @@ impl EventMeta {
             change_type: None,
             changed_fields: None,
             duplicate: false,
+            class_uid: None,
+            uid: None,
         }
     }
 }
@@ -290,6 +302,10 @@ pub struct Event {
     pub meta: EventMeta,
     pub normalized: Option<Arc<Normalized>>,
     pub quarantine: Option<Quarantine>,
+    /// This event's message(s) for the one sink it is routed to, encoded by the pipeline
+    /// right after routing; once set, `raw` and `normalized` may have been let go, and the
+    /// sink sends these bytes as they are.
+    pub encoded: Option<crate::encode::Encoded>,
     pub finalizer: Finalizer,
 }
 
@@ -300,6 +316,7 @@ impl Event {
             meta,
             normalized: None,
             quarantine: None,
+            encoded: None,
             finalizer,
         }
     }
@@ -312,6 +329,7 @@ impl Event {
             meta: self.meta.clone(),
             normalized: self.normalized.clone(),
             quarantine: self.quarantine.clone(),
+            encoded: self.encoded.clone(),
             finalizer: self.finalizer.clone(),
         }
     }

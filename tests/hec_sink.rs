@@ -300,6 +300,11 @@ async fn invalid_event_is_dead_lettered_with_its_hec_code_and_the_rest_indexed()
         "{rec}"
     );
     assert!(rec.contains("evt-7"), "the dead-lettered record is evt-7: {rec}");
+    // The pipeline encoded the event ahead and let its record go: the record keeps the HEC
+    // envelope the collector refused, and the position to find the record again.
+    let refused: Value = serde_json::from_str(dl[0]["message"].as_str().expect("message")).unwrap();
+    assert!(refused["event"].to_string().contains("evt-7"), "{refused}");
+    assert!(dl[0]["partition"].is_string() && dl[0]["offset"].is_u64(), "{rec}");
     assert_eq!(
         metric(&r.metrics, "sink_rejected_events_total", "sink=\"splunk\",code=\"6\""),
         1.0

@@ -125,6 +125,8 @@ pub fn decode_batch(payload: &[u8], finalizer: &Finalizer) -> Result<Vec<Event>,
             changed_fields,
             // Only the router reads it; buffered events were routed already.
             duplicate: false,
+            class_uid: None,
+            uid: None,
         };
         let mut e = Event::new(raw, meta, finalizer.clone());
         e.normalized = normalized;

@@ -22,6 +22,7 @@ pub mod syslog;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::event::Event;
@@ -188,6 +189,27 @@ pub trait Encoder: Send + Sync {
 
     /// The payload format.
     fn format(&self) -> Format;
+}
+
+/// An event's message(s) for one sink, encoded ahead of the sink (the pipeline does it right
+/// after routing, so only these bytes wait in the sink's buffer): exactly what
+/// [`Encoder::encode`] appended, with its report.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    pub data: Bytes,
+    pub report: EncodeReport,
+}
+
+/// Appends `event`'s message(s) to `out`: the bytes encoded ahead when there are some
+/// ([`Event::encoded`]), else `encoder`'s output. Sinks call this instead of `encode`.
+pub fn append(encoder: &dyn Encoder, event: &Event, out: &mut Vec<u8>) -> Result<EncodeReport, EncodeError> {
+    match &event.encoded {
+        Some(enc) => {
+            out.extend_from_slice(&enc.data);
+            Ok(enc.report)
+        }
+        None => encoder.encode(event, out),
+    }
 }
 
 /// The encoder of a payload format (no syslog header or framing).

@@ -17,14 +17,16 @@ use crate::buffer::DiskBuffer;
 use crate::checkpoint::{CheckpointError, CheckpointStore, FileCheckpointStore};
 use crate::config::{Config, SinkCommon};
 use crate::deadletter::DeadLetter;
+use crate::encode::Encoder;
 use crate::normalize::{NormalizeOptions, Normalizer};
 use crate::sinks::driver::{RetryPolicy, SinkDriver};
 use crate::sinks::{Sink, SinkError};
 use crate::sources::{Source, SourceContext};
 use crate::telemetry::{Health, Metrics, Summary};
 
-/// A sink's name, common options and its concurrent instances.
-type SinkInstances = (String, SinkCommon, Vec<Box<dyn Sink>>);
+/// A sink's name, common options, its concurrent instances and the encoder the router runs
+/// for it.
+type SinkInstances = (String, SinkCommon, Vec<Box<dyn Sink>>, Option<Box<dyn Encoder>>);
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
@@ -154,25 +156,30 @@ impl Pipeline {
                     name: entry.name.clone(),
                     source,
                 })?;
-            sinks.push((entry.name.clone(), entry.common.clone(), instances));
+            sinks.push((
+                entry.name.clone(),
+                entry.common.clone(),
+                instances,
+                entry.config.encoder(),
+            ));
         }
         let sinks: Vec<_> = sinks
             .into_iter()
-            .chain(extra_sinks.into_iter().map(|(n, c, s)| (n, c, vec![s])))
-            .map(|(name, common, instances)| match common.rate_limit_eps {
+            .chain(extra_sinks.into_iter().map(|(n, c, s)| (n, c, vec![s], None)))
+            .map(|(name, common, instances, encoder)| match common.rate_limit_eps {
                 Some(eps) => {
                     let limited = crate::sinks::ratelimit::RateLimited::shared(instances, eps)
                         .into_iter()
                         .map(|s| Box::new(s) as Box<dyn Sink>)
                         .collect();
-                    (name, common, limited)
+                    (name, common, limited, encoder)
                 }
-                None => (name, common, instances),
+                None => (name, common, instances, encoder),
             })
             .collect();
         let mut routes = Vec::new();
         let mut sink_tasks = JoinSet::new();
-        for (name, common, instances) in sinks {
+        for (name, common, instances, encoder) in sinks {
             let (tx, rx) = mpsc::channel(common.buffer_max_batches.map_or(pc.channel_capacity, |n| n.get()));
             let filter =
                 common
@@ -182,14 +189,25 @@ impl Pipeline {
                         name: name.clone(),
                         source: SinkError::Build(format!("{}: {}", i.path, i.message)),
                     })?;
+            let disk =
+                common
+                    .buffer
+                    .validate(&format!("sinks.{name}.buffer"))
+                    .map_err(|i| PipelineError::SinkBuild {
+                        name: name.clone(),
+                        source: SinkError::Build(format!("{}: {}", i.path, i.message)),
+                    })?;
             let name: Arc<str> = Arc::from(name);
-            routes.push(stages::Route {
-                sink: name.clone(),
-                inputs: common.inputs.clone(),
+            // A disk buffer stores the normalized form: its sink encodes after the buffer.
+            let encoder = if disk.is_some() { None } else { encoder };
+            routes.push(stages::Route::new(
+                name.clone(),
+                common.inputs.clone(),
                 filter,
-                when_full: common.when_full,
+                common.when_full,
                 tx,
-            });
+                encoder,
+            ));
             let driver = SinkDriver {
                 name,
                 sinks: instances,
@@ -202,13 +220,6 @@ impl Pipeline {
                 health: health.clone(),
                 force: force.clone(),
             };
-            let disk = common
-                .buffer
-                .validate(&format!("sinks.{}.buffer", driver.name))
-                .map_err(|i| PipelineError::SinkBuild {
-                    name: driver.name.to_string(),
-                    source: SinkError::Build(format!("{}: {}", i.path, i.message)),
-                })?;
             match disk {
                 None => {
                     let dir = config.data_dir.join("buffers").join(&*driver.name);

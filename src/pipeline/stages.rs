@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,7 @@ use crate::ack::{AckTracker, Status};
 use crate::checkpoint::{split_partition_id, CheckpointKey, CheckpointStore};
 use crate::config::WhenFull;
 use crate::deadletter::DeadLetter;
+use crate::encode::{Encoded, Encoder};
 use crate::event::{Batch, Event};
 use crate::normalize::{Normalizer, UserKey};
 use crate::telemetry::Metrics;
@@ -46,6 +48,8 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
                     e.meta.tenant = out.tenant.map(Arc::from);
                 }
                 e.meta.duplicate = out.duplicate;
+                e.meta.class_uid = Some(out.normalized.class_uid);
+                e.meta.uid = out.normalized.event_uid().map(Arc::from);
                 if let Some(k) = out.user_unrestored {
                     unrestored.push((i, k));
                 }
@@ -160,11 +164,85 @@ pub struct Route {
     pub filter: CompiledFilter,
     pub when_full: WhenFull,
     pub tx: mpsc::Sender<Batch>,
+    /// The sink's encoder, run here so that only the encoded bytes wait in the sink's
+    /// buffer; `None` when the sink encodes itself (a disk buffer stores the normalized
+    /// form; sinks added by code).
+    pub encoder: Option<Box<dyn Encoder>>,
+    /// Encoded bytes per event of the last batch: sizes the next batch's buffer.
+    pub bytes_per_event: usize,
 }
 
 impl Route {
+    pub fn new(
+        sink: Arc<str>,
+        inputs: Vec<String>,
+        filter: CompiledFilter,
+        when_full: WhenFull,
+        tx: mpsc::Sender<Batch>,
+        encoder: Option<Box<dyn Encoder>>,
+    ) -> Route {
+        Route {
+            sink,
+            inputs,
+            filter,
+            when_full,
+            tx,
+            encoder,
+            bytes_per_event: 1024,
+        }
+    }
+
     fn takes(&self, e: &Event) -> bool {
         (self.inputs.is_empty() || self.inputs.iter().any(|i| **i == *e.meta.source)) && self.filter.matches(&e.meta)
+    }
+
+    /// Encodes `copies` for this route's sink into one buffer shared by the batch; each event
+    /// keeps its slice ([`Event::encoded`]) and lets its record and normalized form go
+    /// (unless the route dead-letters when full: the dead-letter record needs the record).
+    /// Returns the events that cannot be encoded, quarantined as the sink would have done.
+    fn encode_ahead(&mut self, copies: &mut Batch) -> Batch {
+        let Some(encoder) = &self.encoder else {
+            return Vec::new();
+        };
+        let mut buf = Vec::with_capacity(self.bytes_per_event * copies.len());
+        let results: Vec<_> = copies
+            .iter()
+            .map(|e| {
+                let start = buf.len();
+                encoder.encode(e, &mut buf).map(|r| (start..buf.len(), r))
+            })
+            .collect();
+        // A little over the last average, so the next buffer rarely grows.
+        let encoded = results.iter().filter(|r| r.is_ok()).count();
+        self.bytes_per_event = buf.len() / encoded.max(1) + 64;
+        if buf.capacity() - buf.len() > buf.len() / 8 {
+            buf.shrink_to_fit();
+        }
+        let data = Bytes::from(buf);
+        let release = self.when_full == WhenFull::Block;
+        let mut failed = Vec::new();
+        let mut kept = Vec::with_capacity(copies.len());
+        for (mut e, res) in copies.drain(..).zip(results) {
+            match res {
+                Ok((range, report)) => {
+                    e.encoded = Some(Encoded {
+                        data: data.slice(range),
+                        report,
+                    });
+                    if release {
+                        e.raw = Bytes::new();
+                        e.normalized = None;
+                    }
+                    kept.push(e);
+                }
+                Err(err) => {
+                    e.quarantine(format!("sink:{}", self.sink), err.reason(), err.to_string());
+                    failed.push(e);
+                }
+            }
+        }
+        *copies = kept;
+        failed
     }
 }
 
@@ -178,21 +256,31 @@ pub async fn run_router(
     force: CancellationToken,
     suppress_duplicates: bool,
 ) {
+    let mut routes = routes;
     while let Some(batch) = rx.recv().await {
         let mut tallies: BTreeMap<(Arc<str>, Arc<str>), u64> = BTreeMap::new();
+        // Runs of one source and category (the usual batch) are counted before the map.
+        let mut run: Option<(Arc<str>, Arc<str>, u64)> = None;
+        // The lag of the last event of each source in the batch.
+        let mut lags: Vec<(Arc<str>, i64)> = Vec::new();
         let mut quarantined = Vec::new();
         let mut good = Vec::with_capacity(batch.len());
         for mut e in batch {
-            *tallies
-                .entry((e.meta.source.clone(), e.meta.category.clone()))
-                .or_default() += 1;
+            match &mut run {
+                Some((s, c, n)) if Arc::ptr_eq(s, &e.meta.source) && Arc::ptr_eq(c, &e.meta.category) => *n += 1,
+                _ => {
+                    if let Some((s, c, n)) = run.take() {
+                        *tallies.entry((s, c)).or_default() += n;
+                    }
+                    run = Some((e.meta.source.clone(), e.meta.category.clone(), 1));
+                }
+            }
             if let Some(t) = e.meta.event_ms {
-                metrics
-                    .source_lag_seconds
-                    .get_or_create(&crate::telemetry::SourceLabels {
-                        source: e.meta.source.to_string(),
-                    })
-                    .set((e.meta.received_ms - t) as f64 / 1000.0);
+                let lag = e.meta.received_ms - t;
+                match lags.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &e.meta.source)) {
+                    Some(l) => l.1 = lag,
+                    None => lags.push((e.meta.source.clone(), lag)),
+                }
             }
             if e.quarantine.is_some() {
                 quarantined.push(e);
@@ -208,23 +296,37 @@ pub async fn run_router(
                 good.push(e);
             }
         }
+        if let Some((s, c, n)) = run.take() {
+            *tallies.entry((s, c)).or_default() += n;
+        }
         metrics.categories(&tallies);
+        for (source, lag) in lags {
+            metrics
+                .source_lag_seconds
+                .get_or_create(&crate::telemetry::SourceLabels {
+                    source: source.to_string(),
+                })
+                .set(lag as f64 / 1000.0);
+        }
 
         if !quarantined.is_empty() && !dead_letter_until_written(&dead_letter, &mut quarantined, &force).await {
             return;
         }
 
         let mut routed = vec![false; good.len()];
-        for route in &routes {
-            let copies: Batch = good
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| route.takes(e))
-                .map(|(i, e)| {
-                    routed[i] = true;
-                    e.fan_out()
-                })
-                .collect();
+        for route in &mut routes {
+            let mut copies: Batch = Vec::with_capacity(good.len());
+            for (i, e) in good.iter().enumerate().filter(|(_, e)| route.takes(e)) {
+                routed[i] = true;
+                copies.push(e.fan_out());
+            }
+            if copies.is_empty() {
+                continue;
+            }
+            let mut failed = route.encode_ahead(&mut copies);
+            if !failed.is_empty() && !dead_letter_until_written(&dead_letter, &mut failed, &force).await {
+                return;
+            }
             if copies.is_empty() {
                 continue;
             }
@@ -347,5 +449,83 @@ async fn commit_ready(source: &Arc<str>, acks: &AckTracker, store: &Arc<dyn Chec
             tracing::error!(source = %source, error = %e, "checkpoint commit failed; will retry with the next acknowledgments");
         }
         Err(e) => tracing::error!(source = %source, error = %e, "checkpoint commit task failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::testutil::{alert_ocsf, event};
+    use crate::encode::{CefEncoder, EncoderOptions, OcsfEncoder};
+    use crate::event::EventKind;
+
+    fn route(encoder: Box<dyn Encoder>, when_full: WhenFull) -> Route {
+        let (tx, _rx) = mpsc::channel(1);
+        Route::new(
+            Arc::from("siem"),
+            Vec::new(),
+            CompiledFilter::default(),
+            when_full,
+            tx,
+            Some(encoder),
+        )
+    }
+
+    #[test]
+    fn encoding_ahead_keeps_only_the_sinks_bytes_and_quarantines_what_cannot_be_encoded() {
+        let opts = EncoderOptions::default();
+        let raw = r#"{"id":"da637"}"#;
+        let good = event(EventKind::Alert, "GraphAlert", raw, Some(alert_ocsf()));
+        // No normalized form: the OCSF encoder refuses it, as the sink would.
+        let bad = event(EventKind::Alert, "GraphAlert", raw, None);
+        let mut expected = Vec::new();
+        let report = OcsfEncoder::new(&opts).encode(&good, &mut expected).unwrap();
+
+        let mut r = route(Box::new(OcsfEncoder::new(&opts)), WhenFull::Block);
+        let mut copies = vec![good.fan_out(), bad.fan_out(), good.fan_out()];
+        let failed = r.encode_ahead(&mut copies);
+
+        assert_eq!(copies.len(), 2);
+        for e in &copies {
+            let enc = e.encoded.as_ref().expect("encoded");
+            assert_eq!(&enc.data[..], &expected[..], "the same bytes the sink would write");
+            assert_eq!(enc.report, report);
+            assert!(e.raw.is_empty() && e.normalized.is_none(), "record and tree let go");
+            assert_eq!(e.meta.position, good.meta.position, "the position stays");
+        }
+        assert_eq!(failed.len(), 1);
+        let q = failed[0].quarantine.as_ref().expect("quarantined");
+        assert_eq!((&*q.stage, q.reason), ("sink:siem", "not_normalized"));
+        assert_eq!(
+            &failed[0].raw[..],
+            raw.as_bytes(),
+            "the dead-letter record has the record"
+        );
+        // The next batch's buffer is sized from this one.
+        assert!(r.bytes_per_event >= expected.len());
+    }
+
+    #[test]
+    fn a_route_that_dead_letters_when_full_keeps_the_record() {
+        let opts = EncoderOptions::default();
+        let mut r = route(Box::new(CefEncoder::new(&opts)), WhenFull::DeadLetter);
+        let mut copies = vec![event(EventKind::Alert, "GraphAlert", "{}", Some(alert_ocsf()))];
+        assert!(r.encode_ahead(&mut copies).is_empty());
+        let e = &copies[0];
+        assert!(e.encoded.as_ref().unwrap().data.starts_with(b"CEF:0|"));
+        assert_eq!(&e.raw[..], b"{}", "kept for a sink_buffer_full dead-letter record");
+    }
+
+    #[test]
+    fn a_sink_sends_the_bytes_encoded_ahead() {
+        let opts = EncoderOptions::default();
+        let mut e = event(EventKind::Alert, "GraphAlert", "{}", Some(alert_ocsf()));
+        e.encoded = Some(Encoded {
+            data: Bytes::from_static(b"ahead\n"),
+            report: crate::encode::EncodeReport::default(),
+        });
+        let mut out = b"x".to_vec();
+        crate::encode::append(&CefEncoder::new(&opts), &e, &mut out).unwrap();
+        assert_eq!(out, b"xahead\n");
     }
 }

@@ -69,6 +69,10 @@ impl SinkConfig for FileSinkConfig {
             buf: Vec::new(),
         }))
     }
+
+    fn encoder(&self) -> Option<Box<dyn Encoder>> {
+        Some(encode::encoder(self.encoding, &self.encoder))
+    }
 }
 
 impl SinkConfig for ConsoleSinkConfig {
@@ -102,7 +106,7 @@ impl LineSink {
         let mut rejected = Vec::new();
         for (index, e) in events.iter().enumerate() {
             let mark = self.buf.len();
-            if let Err(err) = self.encoder.encode(e, &mut self.buf) {
+            if let Err(err) = encode::append(&*self.encoder, e, &mut self.buf) {
                 self.buf.truncate(mark);
                 rejected.push(Rejection {
                     index,

@@ -182,6 +182,10 @@ impl SinkConfig for KafkaSinkConfig {
             buf: Vec::new(),
         }))
     }
+
+    fn encoder(&self) -> Option<Box<dyn Encoder>> {
+        Some(encode::encoder(self.encoding, &self.encoder))
+    }
 }
 
 struct KafkaSink {
@@ -208,11 +212,7 @@ impl KafkaSink {
 
 /// A Kafka topic name from the template, with characters Kafka refuses replaced by `_`.
 pub fn render_topic(template: &str, e: &Event) -> String {
-    let class = e
-        .normalized
-        .as_ref()
-        .map(|n| n.class_uid.to_string())
-        .unwrap_or_else(|| "0".into());
+    let class = class_uid(e).unwrap_or(0).to_string();
     let mut out = String::with_capacity(template.len() + 16);
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -252,11 +252,19 @@ pub fn message_key(e: &Event) -> Option<String> {
             None => k.to_string(),
         });
     }
-    e.normalized.as_ref().and_then(|n| n.event_uid()).map(str::to_string)
+    match &e.normalized {
+        Some(n) => n.event_uid().map(str::to_string),
+        None => e.meta.uid.as_deref().map(str::to_string),
+    }
+}
+
+/// The OCSF class, from the normalized form or, once that is let go, from the metadata.
+fn class_uid(e: &Event) -> Option<u32> {
+    e.normalized.as_ref().map(|n| n.class_uid).or(e.meta.class_uid)
 }
 
 fn headers_of(e: &Event) -> OwnedHeaders {
-    let class = e.normalized.as_ref().map(|n| n.class_uid.to_string());
+    let class = class_uid(e).map(|c| c.to_string());
     let mut h = OwnedHeaders::new_with_capacity(6)
         .insert(Header {
             key: "source",
@@ -314,7 +322,7 @@ impl Sink for KafkaSink {
         self.buf.clear();
         for (index, e) in events.iter().enumerate() {
             let start = self.buf.len();
-            match self.encoder.encode(e, &mut self.buf) {
+            match encode::append(&*self.encoder, e, &mut self.buf) {
                 Ok(_) => {
                     // Line formats end with '\n': not part of a Kafka message.
                     let mut end = self.buf.len();

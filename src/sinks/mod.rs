@@ -111,6 +111,14 @@ pub trait SinkConfig: Send + Sync + fmt::Debug {
     fn concurrency(&self) -> usize {
         1
     }
+
+    /// The encoder whose output this sink sends for each event, run by the pipeline right
+    /// after routing so that only the encoded bytes, not the record and its normalized form,
+    /// wait in the sink's buffer ([`crate::event::Event::encoded`]). `None` (default): the
+    /// sink encodes in `send`. The sink must send exactly what this encoder appends.
+    fn encoder(&self) -> Option<Box<dyn crate::encode::Encoder>> {
+        None
+    }
 }
 
 type Factory = crate::config::Factory<Box<dyn SinkConfig>>;

@@ -139,7 +139,12 @@ pub struct BatchBuilder {
     pending: Vec<PendingEvent>,
     last_checkpoint: Option<String>,
     max_events: usize,
+    /// Categories seen, shared by their events (a handful per source).
+    categories: Vec<Arc<str>>,
 }
+
+/// More distinct categories than this are not kept for sharing.
+const MAX_SHARED_CATEGORIES: usize = 64;
 
 impl BatchBuilder {
     pub fn new(source: Arc<str>, partition: Arc<str>, max_events: usize) -> BatchBuilder {
@@ -149,11 +154,22 @@ impl BatchBuilder {
             pending: Vec::new(),
             last_checkpoint: None,
             max_events,
+            categories: Vec::new(),
         }
     }
 
-    fn meta(&self, offset: u64, index: u32, category: &str, kind: EventKind) -> EventMeta {
-        EventMeta::new(
+    fn meta(&mut self, offset: u64, index: u32, category: &str, kind: EventKind) -> EventMeta {
+        let category = match self.categories.iter().find(|c| ***c == *category) {
+            Some(c) => c.clone(),
+            None => {
+                let c: Arc<str> = Arc::from(category);
+                if self.categories.len() < MAX_SHARED_CATEGORIES {
+                    self.categories.push(c.clone());
+                }
+                c
+            }
+        };
+        EventMeta::shared(
             self.source.clone(),
             category,
             kind,

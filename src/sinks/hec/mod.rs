@@ -171,6 +171,10 @@ impl SinkConfig for HecSinkConfig {
         self.concurrency
     }
 
+    fn encoder(&self) -> Option<Box<dyn Encoder>> {
+        Some(Box::new(HecEncoder::new(&self.encoder)))
+    }
+
     fn build(&self, name: &str) -> Result<Box<dyn Sink>, SinkError> {
         let tls = if self.endpoint.starts_with("https://") {
             if self.tls.insecure_skip_verify {
@@ -314,7 +318,7 @@ impl Sink for HecSink {
         let mut rejected = Vec::new();
         for (index, e) in events.iter().enumerate() {
             let start = self.buf.len();
-            match self.encoder.encode(e, &mut self.buf) {
+            match crate::encode::append(&self.encoder, e, &mut self.buf) {
                 Ok(_) => spans.push((index, start..self.buf.len())),
                 Err(err) => rejected.push(Rejection {
                     index,

@@ -176,8 +176,9 @@ pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn 
     Ok(Box::new(c))
 }
 
-impl SinkConfig for SyslogSinkConfig {
-    fn build(&self, name: &str) -> Result<Box<dyn Sink>, SinkError> {
+impl SyslogSinkConfig {
+    /// The payload encoder wrapped in the syslog header and framing this sink sends.
+    fn syslog_encoder(&self) -> Box<dyn Encoder> {
         let mut opts = self.encoder.clone();
         if opts.syslog.hostname.is_none() {
             opts.syslog.hostname = Some(local_hostname());
@@ -186,6 +187,16 @@ impl SinkConfig for SyslogSinkConfig {
             // One message per datagram: frame by count, then send each frame's body.
             opts.syslog.framing = Framing::OctetCounting;
         }
+        encode::syslog_encoder(self.encoding, &opts)
+    }
+}
+
+impl SinkConfig for SyslogSinkConfig {
+    fn encoder(&self) -> Option<Box<dyn Encoder>> {
+        Some(self.syslog_encoder())
+    }
+
+    fn build(&self, name: &str) -> Result<Box<dyn Sink>, SinkError> {
         let tls = match self.mode {
             Mode::Tls => {
                 if self.tls.insecure_skip_verify {
@@ -209,7 +220,7 @@ impl SinkConfig for SyslogSinkConfig {
             name: name.into(),
             address: self.address.clone(),
             mode: self.mode,
-            encoder: encode::syslog_encoder(self.encoding, &opts),
+            encoder: self.syslog_encoder(),
             tls,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             write_timeout: Duration::from_millis(self.write_timeout_ms),
@@ -271,7 +282,7 @@ impl SyslogSink {
         let mut total = EncodeReport::default();
         let mut split = 0;
         for (index, e) in events.iter().enumerate() {
-            match self.encoder.encode(e, &mut self.buf) {
+            match encode::append(&*self.encoder, e, &mut self.buf) {
                 Ok(r) => {
                     split += r.split as u64;
                     total.add(r);
