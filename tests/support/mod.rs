@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod eventhub_config;
 pub mod eventhub_emulator;
 pub mod eventhub_pipeline;
 pub mod forwarder;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use m365_forwarder::sources::eventhub::blobstore::BlobStore;
 
 use super::azurite::Azurite;
+use super::eventhub_config::EventHubConfig;
 use super::eventhub_emulator::{EventHubEmulator, NAMESPACE};
 use super::{bin, count_ids, free_port, signin_record, unsafe_kill};
 
@@ -49,36 +50,15 @@ pub fn replica(dir: &Path, emu: &EventHubEmulator, az: &Azurite) -> Replica {
     std::fs::create_dir_all(dir).unwrap();
     let out = dir.join("out.ndjson");
     let api_port = free_port();
-    let text = format!(
-        r#"
-data_dir = "{data}"
-[api]
-address = "127.0.0.1:{api_port}"
-[pipeline]
-batch_max_events = 500
-checkpoint_interval_ms = 50
-drain_timeout_secs = 10
-[sources.eh]
-type = "eventhub"
-connection_string = "{cs}"
-custom_endpoint = "{endpoint}"
-ownership_interval_ms = 500
-lag_interval_ms = 200
-stall_timeout_ms = 5000
-[sources.eh.checkpoint_store]
-type = "blob"
-container = "{CONTAINER}"
-connection_string = "${{M365FWD_TEST_STORAGE}}"
-[sinks.out]
-type = "file"
-path = "{out}"
-encoding = "raw"
-"#,
-        data = dir.join("data").display(),
-        cs = emu.connection_string(),
-        endpoint = emu.endpoint(),
-        out = out.display(),
-    );
+    let text = EventHubConfig {
+        emu,
+        data: &dir.join("data"),
+        out: &out,
+        api_port,
+        stall_timeout_ms: 5000,
+        blob_container: Some(CONTAINER),
+    }
+    .text();
     let config = dir.join("forwarder.toml");
     std::fs::write(&config, text).unwrap();
     Replica {
