@@ -6,10 +6,11 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
+use support::forwarder::Forwarder;
 use support::*;
 
-fn write_config(dir: &Path, input: &Path, output: &Path, follow: bool) -> std::path::PathBuf {
-    let text = format!(
+fn config_text(dir: &Path, input: &Path, output: &Path, follow: bool) -> String {
+    format!(
         r#"
 data_dir = "{data}"
 [api]
@@ -30,10 +31,7 @@ encoding = "raw"
         data = dir.join("data").display(),
         input = input.display(),
         output = output.display(),
-    );
-    let p = dir.join("forwarder.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    )
 }
 
 #[test]
@@ -43,34 +41,26 @@ fn sigkill_mid_run_then_restart_loses_nothing() {
     let output = dir.path().join("out.ndjson");
     let total = 40_000usize;
     write_ndjson(&input, total);
-    let config = write_config(dir.path(), &input, &output, false);
-    let log = dir.path().join("run.log");
+    let mut fwd = Forwarder::write(dir.path(), &config_text(dir.path(), &input, &output, false));
 
     // Kill it three times at growing points of progress.
     let mut kills = 0;
     for threshold in [2_000usize, 12_000, 25_000] {
-        let mut child = spawn_run(&config, &log);
+        fwd.spawn();
         let reached = wait_until(Duration::from_secs(60), || lines(&output) >= threshold);
-        let status = child.try_wait().unwrap();
+        let status = fwd.try_wait().unwrap();
         if reached && status.is_none() {
-            kill9(&mut child);
+            fwd.kill9();
             kills += 1;
         } else {
-            let _ = child.wait();
+            let _ = fwd.wait();
         }
     }
     assert!(kills >= 1, "the forwarder was killed at least once mid-run");
     // Final run to completion.
-    let mut child = spawn_run(&config, &log);
-    assert!(
-        wait_until(Duration::from_secs(120), || child.try_wait().unwrap().is_some()),
-        "final run ends by itself"
-    );
-    assert!(
-        child.wait().unwrap().success(),
-        "{}",
-        std::fs::read_to_string(&log).unwrap()
-    );
+    fwd.spawn();
+    assert!(fwd.exits_within(Duration::from_secs(120)), "final run ends by itself");
+    assert!(fwd.wait().unwrap().success(), "{}", fwd.log_text());
 
     let counts = count_ids(&output);
     let missing: Vec<u64> = (0..total as u64).filter(|i| !counts.contains_key(i)).collect();
@@ -100,21 +90,16 @@ fn sigterm_drains_commits_and_exits_zero() {
     let input = dir.path().join("in.ndjson");
     let output = dir.path().join("out.ndjson");
     write_ndjson(&input, 3_000);
-    let config = write_config(dir.path(), &input, &output, true);
-    let log = dir.path().join("run.log");
-    let mut child = spawn_run(&config, &log);
+    let mut fwd = Forwarder::start(dir.path(), &config_text(dir.path(), &input, &output, true));
     assert!(
         wait_until(Duration::from_secs(60), || lines(&output) >= 3_000),
         "all events delivered while following"
     );
-    unsafe_kill(child.id(), 15);
-    assert!(
-        wait_until(Duration::from_secs(30), || child.try_wait().unwrap().is_some()),
-        "stops after SIGTERM"
-    );
-    let status = child.wait().unwrap();
+    fwd.terminate();
+    assert!(fwd.exits_within(Duration::from_secs(30)), "stops after SIGTERM");
+    let status = fwd.wait().unwrap();
     assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
-    let log_text = std::fs::read_to_string(&log).unwrap();
+    let log_text = fwd.log_text();
     assert!(log_text.contains("SIGTERM"), "{log_text}");
     // The checkpoint covers the whole file: a restart forwards nothing again.
     let store = m365_forwarder::checkpoint::FileCheckpointStore::open(&dir.path().join("data")).unwrap();

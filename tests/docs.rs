@@ -65,17 +65,19 @@ fn names_in_source() -> BTreeSet<String> {
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect::<Vec<_>>()
         .join("\n");
+    // Every family is a `("name", "help", family)` tuple in a `register_families!` call.
+    let code: String = src
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut names = BTreeSet::new();
-    for chunk in src.split("register(").skip(1) {
-        if let Some(q) = chunk.trim_start().strip_prefix('"') {
-            names.insert(format!("m365fwd_{}", &q[..q.find('"').unwrap()]));
-        }
-    }
-    // The table-driven sink families.
-    for line in src.lines() {
-        let t = line.trim();
-        if t.starts_with("\"sink_") && t.ends_with("\",") {
-            names.insert(format!("m365fwd_{}", t.trim_matches(|c| c == '"' || c == ',')));
+    for call in code.split("register_families!(").skip(1) {
+        let call = &call[..call.find(");").unwrap()];
+        for tuple in call.split('(').skip(1) {
+            if let Some(q) = tuple.trim_start().strip_prefix('"') {
+                names.insert(format!("m365fwd_{}", &q[..q.find('"').unwrap()]));
+            }
         }
     }
     names

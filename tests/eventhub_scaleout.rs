@@ -283,7 +283,7 @@ async fn two_replicas_split_the_partitions_and_one_takes_over_when_the_other_sto
     );
     assert!(dups.len() <= b_lines, "{} duplicates", dups.len());
     for r in [&a, &b] {
-        let log = std::fs::read_to_string(&r.log).unwrap();
+        let log = std::fs::read_to_string(&r.fwd.log).unwrap();
         assert!(!log.contains(azurite::KEY), "no account key in a log line");
     }
     let stats = emu.stats();
@@ -315,7 +315,7 @@ async fn a_killed_replica_is_replaced_with_duplicates_only_from_its_in_flight_wi
     let ok = wait_for(Duration::from_secs(60), || lines(&b.out) >= 1_000).await;
     assert!(ok, "B reads\n{}", b.tail());
     // B's partitions, by its owner id (`m365-forwarder-HOST-PID-random`).
-    let pid = format!("-{}-", b.child.as_ref().unwrap().id());
+    let pid = format!("-{}-", b.fwd.id());
     let pb: BTreeSet<u64> = owners(&s)
         .await
         .into_iter()
@@ -324,8 +324,7 @@ async fn a_killed_replica_is_replaced_with_duplicates_only_from_its_in_flight_wi
         .map(|p| p.parse::<u64>().unwrap())
         .collect();
     assert_eq!(pb.len(), 2, "B owns two partitions");
-    kill9(b.child.as_mut().unwrap());
-    b.child = None;
+    b.fwd.kill9();
     let b_lines = lines(&b.out);
     let ok = wait_for(Duration::from_secs(120), || merged(&[&a, &b]).len() >= 12_000).await;
     assert!(
@@ -357,9 +356,11 @@ async fn an_unreachable_blob_store_fails_readiness_with_a_clear_error() {
     let az = Azurite::start();
     let emu = EventHubEmulator::start(HUB, 2).await;
     fill(&emu, 2, 0, 10, 10);
-    let mut r = replica(dir.path(), &emu, &az);
     let port = free_port();
-    r.storage = r.storage.replace(&format!(":{}/", az.port), &format!(":{port}/"));
+    let storage = az
+        .connection_string()
+        .replace(&format!(":{}/", az.port), &format!(":{port}/"));
+    let mut r = replica_with_storage(dir.path(), &emu, &storage);
     r.start();
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use support::forwarder::Forwarder;
 use support::kafka_broker::Broker;
 use support::*;
 
@@ -39,7 +40,10 @@ fn produce_bodies(bootstrap: &str, topic: &str, first: usize, bodies: usize, per
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
-fn write_config(dir: &Path, name: &str, bootstrap: &str, topic: &str, output: &Path) -> std::path::PathBuf {
+/// A forwarder in `dir/name/` (config, log and data) reading `topic` into `output`; not started.
+fn forwarder(dir: &Path, name: &str, bootstrap: &str, topic: &str, output: &Path) -> Forwarder {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
     let text = format!(
         r#"
 data_dir = "{data}"
@@ -60,12 +64,10 @@ type = "file"
 path = "{output}"
 encoding = "raw"
 "#,
-        data = dir.join(format!("data-{name}")).display(),
+        data = dir.join("data").display(),
         output = output.display(),
     );
-    let p = dir.join(format!("{name}.toml"));
-    std::fs::write(&p, text).unwrap();
-    p
+    Forwarder::write(&dir, &text)
 }
 
 #[test]
@@ -75,32 +77,31 @@ fn offsets_are_committed_after_delivery_and_a_restart_does_not_reread() {
     broker.create_topic("insights-logs-signinlogs", 2);
     produce_bodies(&broker.bootstrap(), "insights-logs-signinlogs", 0, 100, 10);
     let out = dir.path().join("out.ndjson");
-    let config = write_config(dir.path(), "a", &broker.bootstrap(), "insights-logs-signinlogs", &out);
-    let log = dir.path().join("a.log");
+    let mut fwd = forwarder(dir.path(), "a", &broker.bootstrap(), "insights-logs-signinlogs", &out);
 
-    let mut child = spawn_run(&config, &log);
+    fwd.spawn();
     assert!(
         wait_until(Duration::from_secs(90), || lines(&out) >= 1000),
         "first 1000 events: {}",
-        std::fs::read_to_string(&log).unwrap()
+        fwd.log_text()
     );
     std::thread::sleep(Duration::from_millis(500)); // let the last commit happen
-    unsafe_kill(child.id(), 15);
-    assert!(child.wait().unwrap().success());
+    fwd.terminate();
+    assert!(fwd.wait().unwrap().success());
     let first = count_ids(&out);
     assert_eq!(first.len(), 1000);
 
     // More data while it is down; the restart reads only what was not committed.
     produce_bodies(&broker.bootstrap(), "insights-logs-signinlogs", 1000, 50, 10);
-    let mut child = spawn_run(&config, &log);
+    fwd.spawn();
     assert!(
         wait_until(Duration::from_secs(90), || count_ids(&out).len() >= 1500),
         "after restart: {}",
-        std::fs::read_to_string(&log).unwrap()
+        fwd.log_text()
     );
     std::thread::sleep(Duration::from_millis(500));
-    unsafe_kill(child.id(), 15);
-    assert!(child.wait().unwrap().success());
+    fwd.terminate();
+    assert!(fwd.wait().unwrap().success());
     let counts = count_ids(&out);
     assert_eq!(counts.len(), 1500, "every event once");
     let dups: u32 = counts.values().map(|c| c - 1).sum();
@@ -116,10 +117,10 @@ fn two_replicas_share_partitions_and_a_stopped_one_hands_over_without_loss() {
     let broker = Broker::start(dir.path());
     broker.create_topic("insights-logs-riskyusers", 2);
     let (out_a, out_b) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
-    let config_a = write_config(dir.path(), "a", &broker.bootstrap(), "insights-logs-riskyusers", &out_a);
-    let config_b = write_config(dir.path(), "b", &broker.bootstrap(), "insights-logs-riskyusers", &out_b);
-    let mut a = spawn_run(&config_a, &dir.path().join("a.log"));
-    let mut b = spawn_run(&config_b, &dir.path().join("b.log"));
+    let mut a = forwarder(dir.path(), "a", &broker.bootstrap(), "insights-logs-riskyusers", &out_a);
+    let mut b = forwarder(dir.path(), "b", &broker.bootstrap(), "insights-logs-riskyusers", &out_b);
+    a.spawn();
+    b.spawn();
     // Give the group time to assign one partition to each, then produce.
     std::thread::sleep(Duration::from_secs(8));
     produce_bodies(&broker.bootstrap(), "insights-logs-riskyusers", 0, 200, 10);
@@ -134,7 +135,7 @@ fn two_replicas_share_partitions_and_a_stopped_one_hands_over_without_loss() {
     // reassigned only when the broker expires its session; the tansu broker used here does
     // not do that reliably, so that case is not asserted here.)
     produce_bodies(&broker.bootstrap(), "insights-logs-riskyusers", 2000, 100, 10);
-    unsafe_kill(a.id(), 15);
+    a.terminate();
     assert!(a.wait().unwrap().success());
     produce_bodies(&broker.bootstrap(), "insights-logs-riskyusers", 3000, 100, 10);
     let all = || {
@@ -145,12 +146,12 @@ fn two_replicas_share_partitions_and_a_stopped_one_hands_over_without_loss() {
         c
     };
     let done = wait_until(Duration::from_secs(120), || all().len() >= 4000);
-    unsafe_kill(b.id(), 15);
+    b.terminate();
     let _ = b.wait();
     let counts = all();
     let missing: Vec<u64> = (0..4000).filter(|i| !counts.contains_key(i)).collect();
     if !missing.is_empty() {
-        let log = std::fs::read_to_string(dir.path().join("b.log")).unwrap_or_default();
+        let log = b.log_text();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
         eprintln!("b.log tail:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
         eprintln!("a got {}, b got {}", count_ids(&out_a).len(), count_ids(&out_b).len());

@@ -2,7 +2,7 @@
 //! of that instant parses back to the same millisecond.
 #![no_main]
 
-use m365_forwarder::decode::time::parse_time;
+use m365_forwarder::decode::time::{civil_from_days, parse_time};
 
 libfuzzer_sys::fuzz_target!(|text: &str| {
     let Ok(t) = parse_time(text) else { return };
@@ -10,7 +10,7 @@ libfuzzer_sys::fuzz_target!(|text: &str| {
     assert!((-62_135_596_800_000..=253_402_300_799_999).contains(&t.ms), "{text:?} -> {}", t.ms);
     let days = t.ms.div_euclid(86_400_000);
     let rem = t.ms.rem_euclid(86_400_000);
-    let (y, m, d) = civil(days);
+    let (y, m, d) = civil_from_days(days);
     let iso = format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3_600_000,
@@ -22,16 +22,3 @@ libfuzzer_sys::fuzz_target!(|text: &str| {
     assert_eq!(back.ms, t.ms, "{text:?} -> {iso}");
     assert!(!back.assumed_utc);
 });
-
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}

@@ -110,6 +110,9 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The inverse of [`days_from_civil`] (defined with the encoders, which format dates).
+pub use crate::encode::numfmt::civil_from_days;
+
 enum Fail {
     Format,
     Range,

@@ -15,7 +15,7 @@ mod framing;
 pub mod hec;
 mod json;
 pub mod leef;
-mod numfmt;
+pub(crate) mod numfmt;
 pub mod parse;
 mod record;
 pub mod syslog;

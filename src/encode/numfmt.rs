@@ -2,7 +2,8 @@
 //! zero-padded and plain integers without `fmt`, and cutting UTF-8 text at a byte limit.
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+/// Public as `decode::time::civil_from_days`, next to its inverse.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

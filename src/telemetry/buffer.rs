@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::metrics::register_families;
 use super::SinkLabels;
 
 /// A sink and why a disk-buffer record was skipped.
@@ -30,35 +31,38 @@ pub struct BufferMetrics {
 
 impl BufferMetrics {
     pub(super) fn register(&self, r: &mut Registry) {
-        r.register(
-            "buffer_bytes",
-            "Bytes in the sink's disk buffer not yet acknowledged by the sink",
-            self.bytes.clone(),
-        );
-        r.register(
-            "buffer_max_bytes",
-            "Configured size limit of the sink's disk buffer",
-            self.max_bytes.clone(),
-        );
-        r.register(
-            "buffer_written_events",
-            "Events written to the sink's disk buffer (their upstream acknowledgments released)",
-            self.written_events.clone(),
-        );
-        r.register(
-            "buffer_replayed_events",
-            "Events read back from a disk buffer written by an earlier run",
-            self.replayed_events.clone(),
-        );
-        r.register(
-            "buffer_corrupt_records",
-            "Disk-buffer records skipped as torn or corrupt and written to the dead-letter file",
-            self.corrupt_records.clone(),
-        );
-        r.register(
-            "buffer_blocked_seconds",
-            "Time writes to the disk buffer waited because it was full (backpressure)",
-            self.blocked_seconds.clone(),
+        register_families!(
+            r,
+            (
+                "buffer_bytes",
+                "Bytes in the sink's disk buffer not yet acknowledged by the sink",
+                self.bytes
+            ),
+            (
+                "buffer_max_bytes",
+                "Configured size limit of the sink's disk buffer",
+                self.max_bytes
+            ),
+            (
+                "buffer_written_events",
+                "Events written to the sink's disk buffer (their upstream acknowledgments released)",
+                self.written_events
+            ),
+            (
+                "buffer_replayed_events",
+                "Events read back from a disk buffer written by an earlier run",
+                self.replayed_events
+            ),
+            (
+                "buffer_corrupt_records",
+                "Disk-buffer records skipped as torn or corrupt and written to the dead-letter file",
+                self.corrupt_records
+            ),
+            (
+                "buffer_blocked_seconds",
+                "Time writes to the disk buffer waited because it was full (backpressure)",
+                self.blocked_seconds
+            ),
         );
     }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::eventhub_config::EventHubConfig;
 use super::eventhub_emulator::EventHubEmulator;
 use super::forwarder::Forwarder;
 use super::scaleout::{wait_for, STRIDE};
@@ -26,32 +27,15 @@ impl Pipeline {
         let out = dir.join("out.ndjson");
         let data = dir.join("data");
         let api_port = free_port();
-        let text = format!(
-            r#"
-data_dir = "{data}"
-[api]
-address = "127.0.0.1:{api_port}"
-[pipeline]
-batch_max_events = 500
-checkpoint_interval_ms = 50
-drain_timeout_secs = 10
-[sources.eh]
-type = "eventhub"
-connection_string = "{cs}"
-custom_endpoint = "{endpoint}"
-ownership_interval_ms = 500
-lag_interval_ms = 200
-stall_timeout_ms = 2000
-[sinks.out]
-type = "file"
-path = "{out}"
-encoding = "raw"
-"#,
-            data = data.display(),
-            cs = emu.connection_string(),
-            endpoint = emu.endpoint(),
-            out = out.display(),
-        );
+        let text = EventHubConfig {
+            emu,
+            data: &data,
+            out: &out,
+            api_port,
+            stall_timeout_ms: 2000,
+            blob_container: None,
+        }
+        .text();
         Pipeline {
             fwd: Forwarder::start(dir, &text),
             out,

@@ -115,13 +115,14 @@ impl Forwarder {
         wait_until(timeout, || child.try_wait().unwrap().is_some())
     }
 
-    /// SIGTERM, then wait up to 30 s without blocking the runtime; the exit must be a success.
+    /// SIGTERM, then wait up to 30 s without blocking the runtime; the exit must be a success
+    /// (else the test fails with the log's tail).
     pub async fn stop(&mut self) {
         self.terminate();
         let start = Instant::now();
         loop {
             if let Some(status) = self.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
+                assert!(status.success(), "exit status {status}\n{}", self.log_tail(20));
                 return;
             }
             assert!(start.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
@@ -133,15 +134,27 @@ impl Forwarder {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
 
-impl Drop for Forwarder {
-    fn drop(&mut self) {
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log_text();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// SIGKILL and reap the process if it was started and still runs; otherwise nothing.
+    pub fn kill_if_running(&mut self) {
         if let Some(c) = self.child.as_mut() {
             if let Ok(None) = c.try_wait() {
                 let _ = c.kill();
                 let _ = c.wait();
             }
         }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.kill_if_running();
     }
 }

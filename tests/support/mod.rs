@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod azurite;
+pub mod eventhub_config;
 pub mod eventhub_emulator;
 pub mod eventhub_pipeline;
 pub mod forwarder;
@@ -14,7 +15,7 @@ pub mod syslog_ng;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub fn bin() -> PathBuf {
@@ -76,21 +77,6 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
-}
-
-pub fn spawn_run(config: &Path, log: &Path) -> Child {
-    Command::new(bin())
-        .args(["--log-format", "json", "run", "-c"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-pub fn kill9(child: &mut Child) {
-    unsafe_kill(child.id(), 9);
-    let _ = child.wait();
 }
 
 pub fn unsafe_kill(pid: u32, sig: i32) {

@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 use m365_forwarder::sources::eventhub::blobstore::BlobStore;
 
 use super::azurite::Azurite;
+use super::eventhub_config::EventHubConfig;
 use super::eventhub_emulator::{EventHubEmulator, NAMESPACE};
-use super::{bin, count_ids, free_port, signin_record, unsafe_kill};
+use super::forwarder::Forwarder;
+use super::{count_ids, free_port, signin_record};
 
 pub const HUB: &str = "insights-logs-signinlogs";
 pub const GROUP: &str = "$Default";
@@ -20,108 +22,62 @@ pub const STRIDE: u64 = 1_000_000;
 
 /// One replica of the binary: its own data directory, output file and API port.
 pub struct Replica {
-    pub config: PathBuf,
     pub out: PathBuf,
-    pub log: PathBuf,
     pub api_port: u16,
-    pub storage: String,
-    pub child: Option<std::process::Child>,
+    pub fwd: Forwarder,
 }
 
 impl Drop for Replica {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.fwd.kill_if_running();
         // For debugging a failure: keep the logs where the variable says.
         if let Ok(dir) = std::env::var("EVENTHUB_TEST_LOG_DIR") {
-            let name = self.log.parent().and_then(|p| p.file_name()).unwrap_or_default();
-            let _ = std::fs::copy(
-                &self.log,
-                Path::new(&dir).join(format!("{}.log", name.to_string_lossy())),
-            );
+            let log = &self.fwd.log;
+            let name = log.parent().and_then(|p| p.file_name()).unwrap_or_default();
+            let _ = std::fs::copy(log, Path::new(&dir).join(format!("{}.log", name.to_string_lossy())));
         }
     }
 }
 
+/// A replica in `dir` on `emu`, checkpointing to the container in `az`; not started.
 pub fn replica(dir: &Path, emu: &EventHubEmulator, az: &Azurite) -> Replica {
+    replica_with_storage(dir, emu, &az.connection_string())
+}
+
+/// A replica in `dir` on `emu`, checkpointing to the blob store `storage` (a connection
+/// string); not started.
+pub fn replica_with_storage(dir: &Path, emu: &EventHubEmulator, storage: &str) -> Replica {
     std::fs::create_dir_all(dir).unwrap();
     let out = dir.join("out.ndjson");
     let api_port = free_port();
-    let text = format!(
-        r#"
-data_dir = "{data}"
-[api]
-address = "127.0.0.1:{api_port}"
-[pipeline]
-batch_max_events = 500
-checkpoint_interval_ms = 50
-drain_timeout_secs = 10
-[sources.eh]
-type = "eventhub"
-connection_string = "{cs}"
-custom_endpoint = "{endpoint}"
-ownership_interval_ms = 500
-lag_interval_ms = 200
-stall_timeout_ms = 5000
-[sources.eh.checkpoint_store]
-type = "blob"
-container = "{CONTAINER}"
-connection_string = "${{M365FWD_TEST_STORAGE}}"
-[sinks.out]
-type = "file"
-path = "{out}"
-encoding = "raw"
-"#,
-        data = dir.join("data").display(),
-        cs = emu.connection_string(),
-        endpoint = emu.endpoint(),
-        out = out.display(),
-    );
-    let config = dir.join("forwarder.toml");
-    std::fs::write(&config, text).unwrap();
-    Replica {
-        config,
-        out,
-        log: dir.join("run.log"),
+    let text = EventHubConfig {
+        emu,
+        data: &dir.join("data"),
+        out: &out,
         api_port,
-        storage: az.connection_string(),
-        child: None,
+        stall_timeout_ms: 5000,
+        blob_container: Some(CONTAINER),
+    }
+    .text();
+    Replica {
+        out,
+        api_port,
+        fwd: Forwarder::write(dir, &text).env("M365FWD_TEST_STORAGE", storage),
     }
 }
 
 impl Replica {
     pub fn start(&mut self) {
-        let child = std::process::Command::new(bin())
-            .args(["--log-format", "json", "run", "-c"])
-            .arg(&self.config)
-            .env("M365FWD_TEST_STORAGE", &self.storage)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&self.log).unwrap())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        self.fwd.spawn();
     }
 
+    /// SIGTERM; the process must exit with success within 30 s.
     pub async fn stop(&mut self) {
-        let mut child = self.child.take().expect("running");
-        unsafe_kill(child.id(), 15);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}\n{}", self.tail());
-                return;
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        self.fwd.stop().await;
     }
 
     pub fn tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(20)..].join("\n")
+        self.fwd.log_tail(20)
     }
 
     /// Partitions this replica wrote events of.

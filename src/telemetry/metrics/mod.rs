@@ -23,6 +23,17 @@ pub use labels::{
 pub use record::Summary;
 pub use sources::{EventHubMetrics, GraphMetrics};
 
+/// Registers metric families in order, each with its name (without the `m365fwd_` prefix) and
+/// help text: `register_families!(registry, ("name", "help", family), ...)`. The registry gets
+/// a clone of each family, which shares its samples. tests/docs.rs reads the names out of these
+/// tuples.
+macro_rules! register_families {
+    ($registry:expr, $(($name:literal, $help:literal, $family:expr)),+ $(,)?) => {
+        $($registry.register($name, $help, $family.clone());)+
+    };
+}
+pub(crate) use register_families;
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~9 hours.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -133,156 +144,150 @@ impl Metrics {
             eventhub: EventHubMetrics::default(),
             buffer: Default::default(),
         };
-        r.register(
-            "component_received_events",
-            "Events a component received",
-            m.events_in.clone(),
-        );
-        r.register(
-            "component_received_bytes",
-            "Bytes of raw records a component received",
-            m.bytes_in.clone(),
-        );
-        r.register(
-            "component_sent_events",
-            "Events a component delivered (acknowledged by the receiver)",
-            m.events_out.clone(),
-        );
-        r.register(
-            "component_sent_bytes",
-            "Encoded bytes a component delivered",
-            m.bytes_out.clone(),
-        );
-        r.register("component_errors", "Errors by component and type", m.errors.clone());
-        r.register(
-            "quarantined_events",
-            "Events written to the dead-letter file, by stage and reason",
-            m.quarantined.clone(),
-        );
-        r.register(
-            "repaired_bodies",
-            "Malformed bodies repaired before parsing, by repair",
-            m.repaired_bodies.clone(),
-        );
-        r.register(
-            "source_events_by_category",
-            "Events read, by source and category",
-            m.events_by_category.clone(),
-        );
-        r.register(
-            "unrouted_events",
-            "Events no sink took (filtered out everywhere)",
-            m.unrouted.clone(),
-        );
-        r.register(
-            "detections_correlated",
-            "Detections seen first through the other input (Graph or Event Hub)",
-            m.detections_correlated.clone(),
-        );
-        r.register(
-            "detections_suppressed",
-            "Duplicate detections dropped (normalize.suppress_duplicate_detections)",
-            m.detections_suppressed.clone(),
-        );
-        r.register(
-            "source_lag_seconds",
-            "Receive time minus event time of the newest event read",
-            m.source_lag_seconds.clone(),
-        );
-        r.register(
-            "checkpoint_commits",
-            "Checkpoint writes per source",
-            m.checkpoint_commits.clone(),
-        );
-        r.register(
-            "time_assumed_utc",
-            "Event times without a zone (e.g. `3/9/2026 7:43:05 AM`), read as UTC",
-            m.time_assumed_utc.clone(),
-        );
-        r.register(
-            "sink_retries",
-            "Send attempts that failed and were retried",
-            m.sink_retries.clone(),
-        );
-        r.register(
-            "event_to_ack_seconds",
-            "Event time to sink acknowledgment",
-            m.latency_event_to_ack.clone(),
-        );
-        r.register(
-            "receive_to_ack_seconds",
-            "Time from reading an event to its sink acknowledgment",
-            m.latency_receive_to_ack.clone(),
-        );
-        let sink_families: [(&str, &str, &Family<SinkLabels, Counter>); 6] = [
+        register_families!(
+            r,
+            ("component_received_events", "Events a component received", m.events_in),
+            (
+                "component_received_bytes",
+                "Bytes of raw records a component received",
+                m.bytes_in
+            ),
+            (
+                "component_sent_events",
+                "Events a component delivered (acknowledged by the receiver)",
+                m.events_out
+            ),
+            (
+                "component_sent_bytes",
+                "Encoded bytes a component delivered",
+                m.bytes_out
+            ),
+            ("component_errors", "Errors by component and type", m.errors),
+            (
+                "quarantined_events",
+                "Events written to the dead-letter file, by stage and reason",
+                m.quarantined
+            ),
+            (
+                "repaired_bodies",
+                "Malformed bodies repaired before parsing, by repair",
+                m.repaired_bodies
+            ),
+            (
+                "source_events_by_category",
+                "Events read, by source and category",
+                m.events_by_category
+            ),
+            (
+                "unrouted_events",
+                "Events no sink took (filtered out everywhere)",
+                m.unrouted
+            ),
+            (
+                "detections_correlated",
+                "Detections seen first through the other input (Graph or Event Hub)",
+                m.detections_correlated
+            ),
+            (
+                "detections_suppressed",
+                "Duplicate detections dropped (normalize.suppress_duplicate_detections)",
+                m.detections_suppressed
+            ),
+            (
+                "source_lag_seconds",
+                "Receive time minus event time of the newest event read",
+                m.source_lag_seconds
+            ),
+            (
+                "checkpoint_commits",
+                "Checkpoint writes per source",
+                m.checkpoint_commits
+            ),
+            (
+                "time_assumed_utc",
+                "Event times without a zone (e.g. `3/9/2026 7:43:05 AM`), read as UTC",
+                m.time_assumed_utc
+            ),
+            (
+                "sink_retries",
+                "Send attempts that failed and were retried",
+                m.sink_retries
+            ),
+            (
+                "event_to_ack_seconds",
+                "Event time to sink acknowledgment",
+                m.latency_event_to_ack
+            ),
+            (
+                "receive_to_ack_seconds",
+                "Time from reading an event to its sink acknowledgment",
+                m.latency_receive_to_ack
+            ),
             (
                 "sink_messages",
                 "Messages written by message-oriented sinks",
-                &m.sink_messages,
+                m.sink_messages
             ),
             (
                 "sink_truncated_messages",
                 "Messages cut to fit a size limit, each carrying a truncation marker",
-                &m.sink_truncated,
+                m.sink_truncated
             ),
             (
                 "sink_split_events",
                 "Events split into several messages (incident parts)",
-                &m.sink_split,
+                m.sink_split
             ),
             (
                 "sink_altered_messages",
                 "Messages with characters replaced because the format cannot carry them",
-                &m.sink_altered,
+                m.sink_altered
             ),
             (
                 "sink_connections",
                 "Connections (re)established by stream sinks",
-                &m.sink_connects,
+                m.sink_connects
             ),
             (
                 "sink_replayed_messages",
                 "Messages written again after a connection loss",
-                &m.sink_replayed,
+                m.sink_replayed
             ),
-        ];
-        for (name, help, f) in sink_families {
-            r.register(name, help, f.clone());
-        }
-        r.register(
-            "sink_requests",
-            "Requests by HTTP status (error: no response)",
-            m.sink_requests.clone(),
-        );
-        r.register(
-            "sink_ack_timeouts",
-            "Requests sent again because their indexer acknowledgment did not come in time",
-            m.sink_ack_timeouts.clone(),
-        );
-        r.register(
-            "sink_acks_pending",
-            "Requests waiting for an indexer acknowledgment",
-            m.sink_acks_pending.clone(),
-        );
-        r.register(
-            "sink_rejected_events",
-            "Events the receiver refused for good (dead-lettered), by reply code",
-            m.sink_rejected.clone(),
-        );
-        r.register(
-            "sink_throttled_seconds",
-            "Time spent waiting for the rate limit",
-            m.sink_throttled_seconds.clone(),
-        );
-        r.register(
-            "sink_buffered_batches",
-            "Batches waiting in the sink's bounded buffer (compare with sink_buffer_capacity_batches)",
-            m.sink_buffered_batches.clone(),
-        );
-        r.register(
-            "sink_buffer_capacity_batches",
-            "Size of the sink's bounded buffer in batches",
-            m.sink_buffer_capacity.clone(),
+            (
+                "sink_requests",
+                "Requests by HTTP status (error: no response)",
+                m.sink_requests
+            ),
+            (
+                "sink_ack_timeouts",
+                "Requests sent again because their indexer acknowledgment did not come in time",
+                m.sink_ack_timeouts
+            ),
+            (
+                "sink_acks_pending",
+                "Requests waiting for an indexer acknowledgment",
+                m.sink_acks_pending
+            ),
+            (
+                "sink_rejected_events",
+                "Events the receiver refused for good (dead-lettered), by reply code",
+                m.sink_rejected
+            ),
+            (
+                "sink_throttled_seconds",
+                "Time spent waiting for the rate limit",
+                m.sink_throttled_seconds
+            ),
+            (
+                "sink_buffered_batches",
+                "Batches waiting in the sink's bounded buffer (compare with sink_buffer_capacity_batches)",
+                m.sink_buffered_batches
+            ),
+            (
+                "sink_buffer_capacity_batches",
+                "Size of the sink's bounded buffer in batches",
+                m.sink_buffer_capacity
+            ),
         );
         m.graph.register(&mut r);
         m.eventhub.register(&mut r);

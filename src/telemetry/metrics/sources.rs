@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::{CategoryLabels, PartitionLabels, TenantLabels, TenantValueLabels};
+use super::{register_families, CategoryLabels, PartitionLabels, TenantLabels, TenantValueLabels};
 
 /// Metrics of the Event Hub (AMQP) input, per source and partition. Events, bytes,
 /// repaired and quarantined bodies use the shared component families.
@@ -28,30 +28,33 @@ pub struct EventHubMetrics {
 
 impl EventHubMetrics {
     pub(super) fn register(&self, r: &mut Registry) {
-        r.register(
-            "eventhub_partition_lag",
-            "Last enqueued sequence number of the partition minus the checkpointed sequence number",
-            self.partition_lag.clone(),
-        );
-        r.register(
-            "eventhub_unknown_categories",
-            "Records with a category the forwarder does not know, forwarded as generic events",
-            self.unknown_categories.clone(),
-        );
-        r.register(
-            "eventhub_redelivered",
-            "Events received again after a reconnect and skipped because they were already read",
-            self.redelivered.clone(),
-        );
-        r.register(
-            "eventhub_reconnects",
-            "Partition receive streams reopened after an error or a disconnect",
-            self.reconnects.clone(),
-        );
-        r.register(
-            "eventhub_partitions_stolen",
-            "Partitions another receiver took from this replica (amqp:link:stolen)",
-            self.stolen.clone(),
+        register_families!(
+            r,
+            (
+                "eventhub_partition_lag",
+                "Last enqueued sequence number of the partition minus the checkpointed sequence number",
+                self.partition_lag
+            ),
+            (
+                "eventhub_unknown_categories",
+                "Records with a category the forwarder does not know, forwarded as generic events",
+                self.unknown_categories
+            ),
+            (
+                "eventhub_redelivered",
+                "Events received again after a reconnect and skipped because they were already read",
+                self.redelivered
+            ),
+            (
+                "eventhub_reconnects",
+                "Partition receive streams reopened after an error or a disconnect",
+                self.reconnects
+            ),
+            (
+                "eventhub_partitions_stolen",
+                "Partitions another receiver took from this replica (amqp:link:stolen)",
+                self.stolen
+            ),
         );
     }
 
@@ -82,61 +85,64 @@ pub struct GraphMetrics {
 
 impl GraphMetrics {
     pub(super) fn register(&self, r: &mut Registry) {
-        r.register(
-            "graph_requests",
-            "Graph and token requests by HTTP status (`error` when no response came)",
-            self.requests.clone(),
-        );
-        r.register(
-            "graph_token_requests",
-            "Token requests by outcome (ok, or the OAuth error code)",
-            self.token_requests.clone(),
-        );
-        r.register(
-            "graph_throttle_waits",
-            "Waits imposed by a 429/503 answer or the per-tenant request budget",
-            self.throttle_waits.clone(),
-        );
-        r.register(
-            "graph_throttle_wait_seconds",
-            "Time spent waiting on Retry-After, backoff and the per-tenant request budget",
-            self.throttle_wait_seconds.clone(),
-        );
-        r.register(
-            "graph_watermark_age_seconds",
-            "Now minus the tenant's watermark (newest last-updated time fully read)",
-            self.watermark_age_seconds.clone(),
-        );
-        r.register("graph_pages", "Graph list pages read", self.pages.clone());
-        r.register(
-            "graph_partial_pages",
-            "206 Partial Content pages (the watermark was held)",
-            self.partial_pages.clone(),
-        );
-        r.register(
-            "graph_items",
-            "Graph objects read (incidents, alerts, risk records)",
-            self.items.clone(),
-        );
-        r.register(
-            "graph_unchanged_items",
-            "Objects read again with nothing new (overlap re-reads, untracked changes)",
-            self.unchanged_items.clone(),
-        );
-        r.register(
-            "graph_change_events",
-            "Change events emitted, by change type",
-            self.change_events.clone(),
-        );
-        r.register(
-            "graph_filtered",
-            "Objects dropped by the noise filters, by the filter that dropped them",
-            self.filtered.clone(),
-        );
-        r.register(
-            "graph_poll_errors",
-            "Poll cycles that ended in an error, by error kind",
-            self.poll_errors.clone(),
+        register_families!(
+            r,
+            (
+                "graph_requests",
+                "Graph and token requests by HTTP status (`error` when no response came)",
+                self.requests
+            ),
+            (
+                "graph_token_requests",
+                "Token requests by outcome (ok, or the OAuth error code)",
+                self.token_requests
+            ),
+            (
+                "graph_throttle_waits",
+                "Waits imposed by a 429/503 answer or the per-tenant request budget",
+                self.throttle_waits
+            ),
+            (
+                "graph_throttle_wait_seconds",
+                "Time spent waiting on Retry-After, backoff and the per-tenant request budget",
+                self.throttle_wait_seconds
+            ),
+            (
+                "graph_watermark_age_seconds",
+                "Now minus the tenant's watermark (newest last-updated time fully read)",
+                self.watermark_age_seconds
+            ),
+            ("graph_pages", "Graph list pages read", self.pages),
+            (
+                "graph_partial_pages",
+                "206 Partial Content pages (the watermark was held)",
+                self.partial_pages
+            ),
+            (
+                "graph_items",
+                "Graph objects read (incidents, alerts, risk records)",
+                self.items
+            ),
+            (
+                "graph_unchanged_items",
+                "Objects read again with nothing new (overlap re-reads, untracked changes)",
+                self.unchanged_items
+            ),
+            (
+                "graph_change_events",
+                "Change events emitted, by change type",
+                self.change_events
+            ),
+            (
+                "graph_filtered",
+                "Objects dropped by the noise filters, by the filter that dropped them",
+                self.filtered
+            ),
+            (
+                "graph_poll_errors",
+                "Poll cycles that ended in an error, by error kind",
+                self.poll_errors
+            ),
         );
     }
 
