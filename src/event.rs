@@ -301,7 +301,8 @@ pub struct Event {
     pub raw: Bytes,
     pub meta: EventMeta,
     pub normalized: Option<Arc<Normalized>>,
-    pub quarantine: Option<Quarantine>,
+    /// Boxed: rare, and every event in flight carries the slot.
+    pub quarantine: Option<Box<Quarantine>>,
     /// This event's message(s) for the one sink it is routed to, encoded by the pipeline
     /// right after routing; once set, `raw` and `normalized` may have been let go, and the
     /// sink sends these bytes as they are.
@@ -335,11 +336,11 @@ impl Event {
     }
 
     pub fn quarantine(&mut self, stage: impl Into<Arc<str>>, reason: &'static str, detail: String) {
-        self.quarantine = Some(Quarantine {
+        self.quarantine = Some(Box::new(Quarantine {
             stage: stage.into(),
             reason,
             detail,
-        });
+        }));
     }
 }
 

@@ -246,15 +246,13 @@ impl Pipeline {
             }
         }
 
-        let (router_tx, router_rx) = mpsc::channel(pc.channel_capacity);
-        let router = tokio::spawn(stages::run_router(
-            router_rx,
+        let router = stages::Router {
             routes,
-            dead_letter.clone(),
-            metrics.clone(),
-            force.clone(),
-            config.normalize.suppress_duplicate_detections,
-        ));
+            dead_letter: dead_letter.clone(),
+            metrics: metrics.clone(),
+            force: force.clone(),
+            suppress_duplicates: config.normalize.suppress_duplicate_detections,
+        };
         let (src_tx, src_rx) = mpsc::channel(pc.channel_capacity);
         let workers = if pc.normalize_workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -263,7 +261,7 @@ impl Pipeline {
         };
         let normalize = tokio::spawn(stages::run_normalize(
             src_rx,
-            router_tx,
+            router,
             normalizer,
             metrics.clone(),
             workers,
@@ -342,7 +340,6 @@ impl Pipeline {
         // Drain: the channels close stage by stage as each ends.
         let drain = async {
             let _ = normalize.await;
-            let _ = router.await;
             while sink_tasks.join_next().await.is_some() {}
         };
         let timeout = Duration::from_secs(pc.drain_timeout_secs);

@@ -101,17 +101,33 @@ fn restore_late(normalizer: &Normalizer, batch: &mut Batch, missed: &[(usize, Us
     }
 }
 
-/// Runs normalization on up to `workers` batches at once, emitting them in input order.
+/// Runs normalization on up to `workers` batches at once and routes them in input order.
+/// With one worker both happen on this task, so a batch's normalized trees live only until
+/// the router has encoded it; with more, the router runs as its own task behind a channel
+/// of one batch.
 pub async fn run_normalize(
+    rx: mpsc::Receiver<Batch>,
+    router: Router,
+    normalizer: Arc<Normalizer>,
+    metrics: Arc<Metrics>,
+    workers: usize,
+) {
+    if workers <= 1 {
+        return run_normalize_inline(rx, router, &normalizer, &metrics).await;
+    }
+    let (tx, router_rx) = mpsc::channel(1);
+    let routing = tokio::spawn(run_router(router_rx, router));
+    run_normalize_pool(rx, tx, normalizer, metrics, workers).await;
+    let _ = routing.await;
+}
+
+async fn run_normalize_pool(
     rx: mpsc::Receiver<Batch>,
     tx: mpsc::Sender<Batch>,
     normalizer: Arc<Normalizer>,
     metrics: Arc<Metrics>,
     workers: usize,
 ) {
-    if workers <= 1 {
-        return run_normalize_inline(rx, tx, &normalizer, &metrics).await;
-    }
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
         .map(|batch| {
             let (n, m) = (normalizer.clone(), metrics.clone());
@@ -143,13 +159,13 @@ pub async fn run_normalize(
 /// held for one batch at a time.
 async fn run_normalize_inline(
     mut rx: mpsc::Receiver<Batch>,
-    tx: mpsc::Sender<Batch>,
+    mut router: Router,
     normalizer: &Normalizer,
     metrics: &Metrics,
 ) {
     while let Some(batch) = rx.recv().await {
         let (batch, _) = normalize_batch(normalizer, metrics, batch);
-        if tx.send(batch).await.is_err() {
+        if !router.route(batch).await {
             break;
         }
         // Let the sources and sinks run between batches.
@@ -214,8 +230,8 @@ impl Route {
             .collect();
         // A little over the last average, so the next buffer rarely grows.
         let encoded = results.iter().filter(|r| r.is_ok()).count();
-        self.bytes_per_event = buf.len() / encoded.max(1) + 64;
-        if buf.capacity() - buf.len() > buf.len() / 8 {
+        self.bytes_per_event = buf.len() / encoded.max(1) + 16;
+        if buf.capacity() - buf.len() > buf.len() / 32 {
             buf.shrink_to_fit();
         }
         let data = Bytes::from(buf);
@@ -246,18 +262,36 @@ impl Route {
     }
 }
 
-/// Routes normalized batches to the sinks; `suppress_duplicates` drops (acknowledged and
-/// counted) the events normalization marked duplicate detections.
-pub async fn run_router(
-    mut rx: mpsc::Receiver<Batch>,
-    routes: Vec<Route>,
-    dead_letter: Arc<DeadLetter>,
-    metrics: Arc<Metrics>,
-    force: CancellationToken,
-    suppress_duplicates: bool,
-) {
-    let mut routes = routes;
+/// Routes normalized batches to the sinks: quarantined events to the dead-letter file,
+/// duplicate detections dropped (acknowledged and counted) when `suppress_duplicates`,
+/// every other event copied, encoded ahead, to each sink that takes it.
+pub struct Router {
+    pub routes: Vec<Route>,
+    pub dead_letter: Arc<DeadLetter>,
+    pub metrics: Arc<Metrics>,
+    pub force: CancellationToken,
+    pub suppress_duplicates: bool,
+}
+
+async fn run_router(mut rx: mpsc::Receiver<Batch>, mut router: Router) {
     while let Some(batch) = rx.recv().await {
+        if !router.route(batch).await {
+            return;
+        }
+    }
+}
+
+impl Router {
+    /// Route one batch; false when forced to stop (what is left stays unacknowledged).
+    pub async fn route(&mut self, batch: Batch) -> bool {
+        let Router {
+            routes,
+            dead_letter,
+            metrics,
+            force,
+            suppress_duplicates,
+        } = self;
+        let suppress_duplicates = *suppress_duplicates;
         let mut tallies: BTreeMap<(Arc<str>, Arc<str>), u64> = BTreeMap::new();
         // Runs of one source and category (the usual batch) are counted before the map.
         let mut run: Option<(Arc<str>, Arc<str>, u64)> = None;
@@ -309,12 +343,15 @@ pub async fn run_router(
                 .set(lag as f64 / 1000.0);
         }
 
-        if !quarantined.is_empty() && !dead_letter_until_written(&dead_letter, &mut quarantined, &force).await {
-            return;
+        if !quarantined.is_empty() && !dead_letter_until_written(dead_letter, &mut quarantined, force).await {
+            return false;
         }
 
+        // Copies for every route first, encoded; then the originals (records and trees)
+        // are let go before waiting on any sink.
         let mut routed = vec![false; good.len()];
-        for route in &mut routes {
+        let mut outgoing: Vec<(usize, Batch)> = Vec::with_capacity(routes.len());
+        for (r, route) in routes.iter_mut().enumerate() {
             let mut copies: Batch = Vec::with_capacity(good.len());
             for (i, e) in good.iter().enumerate().filter(|(_, e)| route.takes(e)) {
                 routed[i] = true;
@@ -324,12 +361,33 @@ pub async fn run_router(
                 continue;
             }
             let mut failed = route.encode_ahead(&mut copies);
-            if !failed.is_empty() && !dead_letter_until_written(&dead_letter, &mut failed, &force).await {
-                return;
+            if !failed.is_empty() && !dead_letter_until_written(dead_letter, &mut failed, force).await {
+                return false;
             }
-            if copies.is_empty() {
-                continue;
+            if !copies.is_empty() {
+                outgoing.push((r, copies));
             }
+        }
+        let mut unrouted: BTreeMap<Arc<str>, u64> = BTreeMap::new();
+        for (e, r) in good.iter_mut().zip(routed) {
+            if !r {
+                *unrouted.entry(e.meta.source.clone()).or_default() += 1;
+            }
+            // The original is done; the copies decide.
+            e.finalizer.mark(Status::Delivered);
+        }
+        drop(good);
+        for (source, n) in unrouted {
+            metrics
+                .unrouted
+                .get_or_create(&crate::telemetry::SourceLabels {
+                    source: source.to_string(),
+                })
+                .inc_by(n);
+        }
+
+        for (r, copies) in outgoing {
+            let route = &routes[r];
             let copies = match route.when_full {
                 WhenFull::Block => copies,
                 WhenFull::DeadLetter => match route.tx.try_send(copies) {
@@ -347,7 +405,7 @@ pub async fn run_router(
                                 "the sink's buffer was full (when_full = \"dead_letter\")".into(),
                             );
                         }
-                        dead_letter_until_written(&dead_letter, &mut copies, &force).await;
+                        dead_letter_until_written(dead_letter, &mut copies, force).await;
                         continue;
                     }
                 },
@@ -359,22 +417,7 @@ pub async fn run_router(
             let cap = route.tx.max_capacity();
             metrics.sink_buffer(&route.sink, cap - route.tx.capacity(), cap);
         }
-        let mut unrouted: BTreeMap<Arc<str>, u64> = BTreeMap::new();
-        for (e, r) in good.iter_mut().zip(routed) {
-            if !r {
-                *unrouted.entry(e.meta.source.clone()).or_default() += 1;
-            }
-            // The original is done; the copies decide.
-            e.finalizer.mark(Status::Delivered);
-        }
-        for (source, n) in unrouted {
-            metrics
-                .unrouted
-                .get_or_create(&crate::telemetry::SourceLabels {
-                    source: source.to_string(),
-                })
-                .inc_by(n);
-        }
+        true
     }
 }
 

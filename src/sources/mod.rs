@@ -139,12 +139,30 @@ pub struct BatchBuilder {
     pending: Vec<PendingEvent>,
     last_checkpoint: Option<String>,
     max_events: usize,
-    /// Categories seen, shared by their events (a handful per source).
-    categories: Vec<Arc<str>>,
+    /// Categories and tenants seen, shared by their events (a handful per source).
+    categories: Interned,
+    tenants: Interned,
 }
 
-/// More distinct categories than this are not kept for sharing.
-const MAX_SHARED_CATEGORIES: usize = 64;
+/// Strings many events carry (categories, tenants): one allocation each, shared.
+#[derive(Default)]
+struct Interned(Vec<Arc<str>>);
+
+impl Interned {
+    /// More distinct strings than this are not kept for sharing.
+    const MAX: usize = 64;
+
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.iter().find(|a| ***a == *s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        if self.0.len() < Self::MAX {
+            self.0.push(a.clone());
+        }
+        a
+    }
+}
 
 impl BatchBuilder {
     pub fn new(source: Arc<str>, partition: Arc<str>, max_events: usize) -> BatchBuilder {
@@ -154,24 +172,15 @@ impl BatchBuilder {
             pending: Vec::new(),
             last_checkpoint: None,
             max_events,
-            categories: Vec::new(),
+            categories: Interned::default(),
+            tenants: Interned::default(),
         }
     }
 
     fn meta(&mut self, offset: u64, index: u32, category: &str, kind: EventKind) -> EventMeta {
-        let category = match self.categories.iter().find(|c| ***c == *category) {
-            Some(c) => c.clone(),
-            None => {
-                let c: Arc<str> = Arc::from(category);
-                if self.categories.len() < MAX_SHARED_CATEGORIES {
-                    self.categories.push(c.clone());
-                }
-                c
-            }
-        };
         EventMeta::shared(
             self.source.clone(),
-            category,
+            self.categories.get(category),
             kind,
             Position::at(self.partition.clone(), offset, index),
         )
@@ -212,7 +221,7 @@ impl BatchBuilder {
                 }
                 for (i, r) in unit.records.into_iter().enumerate() {
                     let mut meta = self.meta(offset, i as u32, &r.category, r.kind);
-                    meta.tenant = r.tenant.map(Arc::from);
+                    meta.tenant = r.tenant.map(|t| self.tenants.get(&t));
                     meta.entity_key = r.entity_key.map(Arc::from);
                     meta.repaired = unit.repaired.is_some();
                     self.pending.push((r.raw, meta, None));
@@ -232,7 +241,7 @@ impl BatchBuilder {
     /// [`BatchBuilder::set_checkpoint`].
     pub fn push_record(&mut self, offset: u64, index: u32, record: DecodedRecord, change: Option<Change>) {
         let mut meta = self.meta(offset, index, &record.category, record.kind);
-        meta.tenant = record.tenant.map(Arc::from);
+        meta.tenant = record.tenant.map(|t| self.tenants.get(&t));
         meta.entity_key = record.entity_key.map(Arc::from);
         if let Some(c) = change {
             meta.change_type = Some(c.change_type);
