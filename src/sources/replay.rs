@@ -350,7 +350,7 @@ async fn read_stream<R: AsyncRead + Unpin>(
     let trickle = !checkpointed || config.follow;
     loop {
         // Cut every complete line out of the buffer.
-        while let Some(nl) = buf.iter().position(|&c| c == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', &buf) {
             if b.is_empty() {
                 started = Some(Instant::now());
             }
@@ -437,7 +437,7 @@ async fn read_stream<R: AsyncRead + Unpin>(
         if n == 0 {
             eof = true;
             // Send a partly filled batch rather than wait for more input.
-        } else if !b.is_empty() && buf.iter().all(|&c| c != b'\n') && b.len() >= ctx.batch_max_events / 2 {
+        } else if !b.is_empty() && memchr::memchr(b'\n', &buf).is_none() && b.len() >= ctx.batch_max_events / 2 {
             ctx.send(b.take(&ctx.acks)).await?;
         }
     }
