@@ -87,7 +87,8 @@ pub fn s1_memory(opts: &Opts, target: u64) -> Figure {
     let sink = format!(
         "[sinks.out]\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\nmode = \"tcp\"\nencoding = \"cef\"\n\
          buffer_max_batches = {}\n\
-         [sinks.out.encoder.syslog]\nheader = \"none\"\nframing = \"lf\"\n",
+         [sinks.out.encoder.syslog]\nheader = \"none\"\nframing = \"lf\"\n\
+         [pipeline]\nbatch_max_events = {batch}\n",
         rx.port,
         (target / batch).max(1)
     );

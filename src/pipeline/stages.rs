@@ -1,6 +1,6 @@
-//! The middle stages: normalization on a worker pool (order kept) and the router that
-//! fans events out to sinks, sends quarantined events to the dead-letter file, and
-//! checkpoints committed from acknowledgments.
+//! The middle stages: normalization on a worker pool (order kept), the router that fans
+//! events out to sinks, encoded ahead for each, and sends quarantined events to the
+//! dead-letter file, and checkpoints committed from acknowledgments.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
