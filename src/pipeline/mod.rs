@@ -181,22 +181,18 @@ impl Pipeline {
         let mut sink_tasks = JoinSet::new();
         for (name, common, instances, encoder) in sinks {
             let (tx, rx) = mpsc::channel(common.buffer_max_batches.map_or(pc.channel_capacity, |n| n.get()));
-            let filter =
-                common
-                    .filter
-                    .validate(&format!("sinks.{name}.filter"))
-                    .map_err(|i| PipelineError::SinkBuild {
-                        name: name.clone(),
-                        source: SinkError::Build(format!("{}: {}", i.path, i.message)),
-                    })?;
-            let disk =
-                common
-                    .buffer
-                    .validate(&format!("sinks.{name}.buffer"))
-                    .map_err(|i| PipelineError::SinkBuild {
-                        name: name.clone(),
-                        source: SinkError::Build(format!("{}: {}", i.path, i.message)),
-                    })?;
+            let invalid = |i: crate::config::ConfigIssue| PipelineError::SinkBuild {
+                name: name.clone(),
+                source: SinkError::Build(format!("{}: {}", i.path, i.message)),
+            };
+            let filter = common
+                .filter
+                .validate(&format!("sinks.{name}.filter"))
+                .map_err(invalid)?;
+            let disk = common
+                .buffer
+                .validate(&format!("sinks.{name}.buffer"))
+                .map_err(invalid)?;
             let name: Arc<str> = Arc::from(name);
             // A disk buffer stores the normalized form: its sink encodes after the buffer.
             let encoder = if disk.is_some() { None } else { encoder };

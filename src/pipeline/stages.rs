@@ -63,20 +63,10 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
         }
     }
     for (source, n) in correlated {
-        metrics
-            .detections_correlated
-            .get_or_create(&crate::telemetry::SourceLabels {
-                source: source.to_string(),
-            })
-            .inc_by(n);
+        Metrics::source_count(&metrics.detections_correlated, &source, n);
     }
     for (source, n) in assumed_utc {
-        metrics
-            .time_assumed_utc
-            .get_or_create(&crate::telemetry::SourceLabels {
-                source: source.to_string(),
-            })
-            .inc_by(n);
+        Metrics::source_count(&metrics.time_assumed_utc, &source, n);
     }
     (batch, unrestored)
 }
@@ -319,12 +309,7 @@ impl Router {
             if e.quarantine.is_some() {
                 quarantined.push(e);
             } else if suppress_duplicates && e.meta.duplicate {
-                metrics
-                    .detections_suppressed
-                    .get_or_create(&crate::telemetry::SourceLabels {
-                        source: e.meta.source.to_string(),
-                    })
-                    .inc();
+                Metrics::source_count(&metrics.detections_suppressed, &e.meta.source, 1);
                 e.finalizer.mark(Status::Delivered);
             } else {
                 good.push(e);
@@ -378,12 +363,7 @@ impl Router {
         }
         drop(good);
         for (source, n) in unrouted {
-            metrics
-                .unrouted
-                .get_or_create(&crate::telemetry::SourceLabels {
-                    source: source.to_string(),
-                })
-                .inc_by(n);
+            Metrics::source_count(&metrics.unrouted, &source, n);
         }
 
         for (r, copies) in outgoing {
@@ -479,12 +459,7 @@ async fn commit_ready(source: &Arc<str>, acks: &AckTracker, store: &Arc<dyn Chec
     let res = tokio::task::spawn_blocking(move || store.commit(&values)).await;
     match res {
         Ok(Ok(())) => {
-            metrics
-                .checkpoint_commits
-                .get_or_create(&crate::telemetry::SourceLabels {
-                    source: source.to_string(),
-                })
-                .inc();
+            Metrics::source_count(&metrics.checkpoint_commits, source, 1);
             tracing::debug!(source = %source, partitions = n, "checkpoint committed");
         }
         Ok(Err(e)) => {

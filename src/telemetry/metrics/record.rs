@@ -7,7 +7,7 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use super::{CategoryLabels, ComponentLabels, ErrorLabels, Metrics, SinkCodeLabels, SinkLabels};
+use super::{CategoryLabels, ComponentLabels, ErrorLabels, Metrics, SinkCodeLabels, SinkLabels, SourceLabels};
 
 /// Totals for the end-of-run summary of `demo` and `convert`.
 #[derive(Clone, Debug, Default)]
@@ -118,6 +118,17 @@ impl Metrics {
                 error_type: repair.to_string(),
             })
             .inc();
+    }
+
+    /// Adds `n` to a per-source counter family.
+    pub fn source_count(family: &Family<SourceLabels, Counter>, source: &str, n: u64) {
+        if n > 0 {
+            family
+                .get_or_create(&SourceLabels {
+                    source: source.to_string(),
+                })
+                .inc_by(n);
+        }
     }
 
     /// Adds `n` to a per-sink counter family.
