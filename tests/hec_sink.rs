@@ -352,11 +352,13 @@ async fn configuration_errors_are_retried_never_dropped() {
     );
 }
 
-/// Concurrent instances overlap the wait for indexer acknowledgment, each on its own
-/// channel; `concurrency = 1` keeps one channel and the input order.
+/// Concurrent instances post on their own channels; `concurrency = 1` keeps one channel and
+/// the input order. The wait for indexer acknowledgment never holds the posting: with one
+/// instance and a slow indexer, several batches wait for their ackIds at once, never more
+/// than `acknowledgements.max_pending_batches`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_overlap_ack_waits_and_concurrency_one_keeps_order() {
-    for (concurrency, ack_ms) in [(4usize, 400u64), (1, 20)] {
+    for (concurrency, ack_ms, max_pending) in [(4usize, 400u64, 16usize), (1, 20, 16), (1, 400, 3)] {
         let dir = tempfile::tempdir().unwrap();
         let emu = HecEmulator::start(
             &[(TOKEN, true)],
@@ -366,7 +368,10 @@ async fn concurrent_requests_overlap_ack_waits_and_concurrency_one_keeps_order()
             },
         )
         .await;
-        let extra = format!("concurrency = {concurrency}\nbatch.max_events = 50\nbatch.max_wait_ms = 10\n");
+        let extra = format!(
+            "concurrency = {concurrency}\nbatch.max_events = 50\nbatch.max_wait_ms = 10\n\
+             acknowledgements.max_pending_batches = {max_pending}\n"
+        );
         let r = run(dir.path(), 1000, &sink_toml(&emu.url(), TOKEN, &extra), "", None).await;
         assert_eq!(r.report.unacknowledged_batches, 0);
         let indexed = emu.indexed();
@@ -376,8 +381,24 @@ async fn concurrent_requests_overlap_ack_waits_and_concurrency_one_keeps_order()
         let channels: std::collections::HashSet<_> = log.iter().map(|l| l.channel.clone().unwrap()).collect();
         if concurrency == 1 {
             assert_eq!(channels.len(), 1, "one instance, one channel");
-            let order: Vec<u64> = indexed.iter().filter_map(evt_id).collect();
-            assert!(order.windows(2).all(|w| w[0] < w[1]), "in input order");
+            // Posted in input order (the emulator indexes a request when its ackId is
+            // reported, so the order of indexing is that of the acknowledgments).
+            let order: Vec<u64> = log
+                .iter()
+                .filter(|l| l.status == 200)
+                .flat_map(|l| l.ids.clone())
+                .collect();
+            assert_eq!(order.len(), 1000);
+            assert!(order.windows(2).all(|w| w[0] < w[1]), "posted in input order");
+            if ack_ms == 400 {
+                // One request per batch (50 events): requests accepted and not yet
+                // acknowledged at one time = batches waiting for their acknowledgment.
+                let most = emu.max_pending_acks();
+                assert!(
+                    most > 1 && most <= max_pending,
+                    "{most} requests waited for their ackIds at once (at most {max_pending})"
+                );
+            }
         } else {
             assert!(
                 channels.len() > 1 && channels.len() <= concurrency,

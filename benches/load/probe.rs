@@ -120,8 +120,17 @@ impl LineReceiver {
         self.state.measure.store(on, Ordering::Relaxed);
     }
 
+    /// Latencies in arrival order; with `LOAD_LATENCY_DUMP=path` also written there, one
+    /// per line (to see when a tail happens).
     pub fn latencies_us(&self) -> Vec<u32> {
-        self.state.latencies_us.lock().unwrap().clone()
+        let l = self.state.latencies_us.lock().unwrap().clone();
+        if let Ok(path) = std::env::var("LOAD_LATENCY_DUMP") {
+            let text: String = l.iter().map(|v| format!("{v}\n")).collect();
+            if let Err(e) = std::fs::write(&path, text) {
+                eprintln!("LOAD_LATENCY_DUMP {path}: {e}");
+            }
+        }
+        l
     }
 
     /// Waits until `n` lines arrived or `timeout` passed; true when they all did.

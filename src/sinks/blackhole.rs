@@ -31,6 +31,7 @@ impl Sink for Blackhole {
         Ok(SendReport {
             bytes: events.iter().map(|e| e.raw.len() as u64).sum(),
             rejected: Vec::new(),
+            settle: None,
         })
     }
 }

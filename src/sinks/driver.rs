@@ -1,10 +1,12 @@
 //! Runs one sink: takes batches from its bounded channel, sends them with retry and
 //! exponential backoff, dead-letters what the receiver refuses for good, and marks every
-//! event's finalizer only after the receiver (or the dead-letter file) has it. A sink type
-//! that allows it (`SinkConfig::concurrency`, e.g. HEC waiting for indexer acknowledgment)
-//! runs several instances, each delivering its own batch, so one request waiting for its
-//! acknowledgment does not hold the ones behind it.
-
+//! event's finalizer only after the receiver (or the dead-letter file) has it. A batch the
+//! sink has written but the receiver has yet to acknowledge (`SendReport::settle`: a TCP
+//! acknowledgment, a HEC indexer acknowledgment) waits on its own while the sink sends the
+//! next, up to `Sink::max_unsettled` batches; one whose acknowledgment fails is sent again
+//! before any new batch. A sink type that allows it (`SinkConfig::concurrency`) runs
+//! several instances, each sending its own batch.
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{BatchLimits, Sink, SinkContext, SinkError};
+use super::{BatchLimits, SendReport, Settle, Sink, SinkContext, SinkError};
 use crate::ack::Status;
 use crate::deadletter::DeadLetter;
 use crate::event::{now_ms, Batch, Event};
@@ -96,49 +98,86 @@ impl SinkDriver {
                 idle.push(sink);
             }
             let limits = idle.first().and_then(|s| s.batch_limits());
-            let mut busy: JoinSet<(Box<dyn Sink>, bool)> = JoinSet::new();
+            let max_unsettled = idle.first().map_or(1, |s| s.max_unsettled().max(1));
+            let mut busy: JoinSet<(Box<dyn Sink>, Sent)> = JoinSet::new();
+            // Batches written and waiting for the receiver's acknowledgment; a failed one
+            // comes back (`Some(batch)`) to be sent again, before any new input.
+            let mut settling: JoinSet<Option<Batch>> = JoinSet::new();
+            let mut again: VecDeque<Batch> = VecDeque::new();
             let mut stop = false;
-            while !stop {
-                // Take back the instances that are done; wait for one when none is idle.
-                let done = if idle.is_empty() {
-                    busy.join_next().await
-                } else {
-                    busy.try_join_next()
+            let mut input_open = true;
+            loop {
+                while let Some(r) = busy.try_join_next() {
+                    sent(&shared, r, &mut idle, &mut settling, &mut stop);
+                }
+                while let Some(r) = settling.try_join_next() {
+                    settled(r, &mut again, &mut stop);
+                }
+                if stop {
+                    break;
+                }
+                // Another send needs an idle instance and room among the batches waiting
+                // for their acknowledgment (backpressure otherwise).
+                let can_send = !idle.is_empty() && settling.len() < max_unsettled;
+                let next = match again.pop_front() {
+                    Some(b) if can_send => Some(b),
+                    Some(b) => {
+                        again.push_front(b);
+                        None
+                    }
+                    None => None,
                 };
-                match done {
-                    Some(Ok((sink, ok))) => {
-                        idle.push(sink);
-                        stop = !ok;
-                        continue;
+                let batch = match next {
+                    Some(b) => b,
+                    None => {
+                        if !input_open && again.is_empty() && busy.is_empty() && settling.is_empty() {
+                            break;
+                        }
+                        tokio::select! {
+                            biased;
+                            Some(r) = busy.join_next(), if !busy.is_empty() => {
+                                sent(&shared, r, &mut idle, &mut settling, &mut stop);
+                                continue;
+                            }
+                            Some(r) = settling.join_next(), if !settling.is_empty() => {
+                                settled(r, &mut again, &mut stop);
+                                continue;
+                            }
+                            b = rx.recv(), if can_send && input_open && again.is_empty() => match b {
+                                Some(mut b) => {
+                                    if let Some(l) = limits {
+                                        coalesce(&mut b, &mut rx, l, &shared.force).await;
+                                    }
+                                    b
+                                }
+                                None => {
+                                    input_open = false;
+                                    continue;
+                                }
+                            },
+                            else => break,
+                        }
                     }
-                    Some(Err(e)) => {
-                        tracing::error!(error = %e, "sink delivery task failed");
-                        stop = true;
-                        continue;
-                    }
-                    None if idle.is_empty() => break,
-                    None => {}
-                }
-                let Some(mut batch) = rx.recv().await else { break };
-                if let Some(l) = limits {
-                    coalesce(&mut batch, &mut rx, l, &shared.force).await;
-                }
+                };
                 shared.metrics.sink_buffer(&shared.name, rx.len(), rx.max_capacity());
                 let mut sink = idle.pop().expect("an idle instance");
                 let sh = shared.clone();
                 busy.spawn(
                     async move {
-                        let ok = deliver(&sh, &mut sink, batch).await;
-                        (sink, ok)
+                        let sent = deliver(&sh, &mut sink, batch).await;
+                        (sink, sent)
                     }
                     .in_current_span(),
                 );
             }
+            // Forced to stop, or the input is closed and everything settled: let the
+            // instances still working finish (the force token ends them).
             while let Some(r) = busy.join_next().await {
                 if let Ok((sink, _)) = r {
                     idle.push(sink);
                 }
             }
+            while settling.join_next().await.is_some() {}
             for sink in &mut idle {
                 if let Err(e) = sink.close().await {
                     tracing::error!(error = %e, "closing sink failed");
@@ -151,15 +190,89 @@ impl SinkDriver {
     }
 }
 
-/// Deliver one batch; false when forced to stop (the batch stays unacknowledged).
-async fn deliver(sh: &Shared, sink: &mut Box<dyn Sink>, mut batch: Batch) -> bool {
+/// How one delivery ended.
+enum Sent {
+    /// Delivered (and dead-lettered where refused), every finalizer marked.
+    Done,
+    /// Forced to stop: the batch stays unacknowledged.
+    Stopped,
+    /// Written; delivered once `Settle` resolves.
+    Written(Batch, SendReport, Settle),
+}
+
+/// Takes back an instance that finished a delivery; a batch written but not yet
+/// acknowledged starts waiting for its acknowledgment.
+fn sent(
+    shared: &Arc<Shared>,
+    r: Result<(Box<dyn Sink>, Sent), tokio::task::JoinError>,
+    idle: &mut Vec<Box<dyn Sink>>,
+    settling: &mut JoinSet<Option<Batch>>,
+    stop: &mut bool,
+) {
+    match r {
+        Ok((sink, sent)) => {
+            idle.push(sink);
+            match sent {
+                Sent::Done => {}
+                Sent::Stopped => *stop = true,
+                Sent::Written(batch, report, settle) => {
+                    settling.spawn(settle_batch(shared.clone(), batch, report, settle).in_current_span());
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sink delivery task failed");
+            *stop = true;
+        }
+    }
+}
+
+/// Takes the result of one settling batch: a failed one is queued to be sent again.
+fn settled(r: Result<Option<Batch>, tokio::task::JoinError>, again: &mut VecDeque<Batch>, stop: &mut bool) {
+    match r {
+        Ok(Some(b)) if !b.is_empty() => again.push_back(b),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "sink acknowledgment task failed");
+            *stop = true;
+        }
+    }
+}
+
+/// Waits for a written batch's acknowledgment, then finishes it; gives the batch back when
+/// the acknowledgment failed (it is sent again), or keeps it unacknowledged when forced.
+async fn settle_batch(sh: Arc<Shared>, batch: Batch, report: SendReport, settle: Settle) -> Option<Batch> {
+    let r = tokio::select! {
+        biased;
+        _ = sh.force.cancelled() => return None,
+        r = settle.0 => r,
+    };
+    match r {
+        Ok(()) => {
+            if finish(&sh, batch, report, Instant::now()).await {
+                sh.health.sink_ok(&sh.name);
+            }
+            None
+        }
+        Err(e) => {
+            sh.metrics.error(&sh.name, e.kind());
+            Metrics::sink_count(&sh.metrics.sink_retries, &sh.name, 1);
+            sh.health.sink_failing(&sh.name, &e.to_string());
+            tracing::warn!(error = %e, events = batch.len(), "batch written but not acknowledged; sending it again");
+            Some(batch)
+        }
+    }
+}
+
+/// Deliver one batch: send it with retry and backoff until the sink takes it.
+async fn deliver(sh: &Shared, sink: &mut Box<dyn Sink>, batch: Batch) -> Sent {
     let n = batch.len();
     let received = Instant::now();
     let mut attempt = 0u32;
-    let report = loop {
+    let mut report = loop {
         let res = tokio::select! {
             biased;
-            _ = sh.force.cancelled() => return false,
+            _ = sh.force.cancelled() => return Sent::Stopped,
             r = sink.send(&batch) => r,
         };
         match res {
@@ -167,17 +280,12 @@ async fn deliver(sh: &Shared, sink: &mut Box<dyn Sink>, mut batch: Batch) -> boo
             Err(e) => {
                 attempt += 1;
                 sh.metrics.error(&sh.name, e.kind());
-                sh.metrics
-                    .sink_retries
-                    .get_or_create(&SinkLabels {
-                        sink: sh.name.to_string(),
-                    })
-                    .inc();
+                Metrics::sink_count(&sh.metrics.sink_retries, &sh.name, 1);
                 sh.health.sink_failing(&sh.name, &e.to_string());
                 let delay = sh.retry.delay(attempt);
                 log_failure(&e, attempt, delay, n);
                 tokio::select! {
-                    _ = sh.force.cancelled() => return false,
+                    _ = sh.force.cancelled() => return Sent::Stopped,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
@@ -186,8 +294,20 @@ async fn deliver(sh: &Shared, sink: &mut Box<dyn Sink>, mut batch: Batch) -> boo
     if attempt > 0 {
         tracing::info!(attempts = attempt + 1, "sink recovered");
     }
+    if let Some(settle) = report.settle.take() {
+        return Sent::Written(batch, report, settle);
+    }
     sh.health.sink_ok(&sh.name);
+    if finish(sh, batch, report, received).await {
+        Sent::Done
+    } else {
+        Sent::Stopped
+    }
+}
 
+/// The receiver has the batch: refused events go to the dead-letter file, then every
+/// finalizer is marked. False when forced to stop while the dead-letter file failed.
+async fn finish(sh: &Shared, mut batch: Batch, report: SendReport, received: Instant) -> bool {
     // Refused events go to the dead-letter file before anything is acknowledged.
     let mut rejected: Vec<Event> = Vec::new();
     if !report.rejected.is_empty() {
@@ -273,6 +393,134 @@ fn log_failure(e: &SinkError, attempt: u32, delay: Duration, events: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ack::{AckTracker, Finalizer};
+    use crate::event::{EventKind, EventMeta, Position};
+    use bytes::Bytes;
+    use std::sync::Mutex;
+    use tokio::sync::oneshot;
+
+    type Sent = Arc<Mutex<Vec<(String, Option<oneshot::Sender<bool>>)>>>;
+
+    /// A sink whose batches are written at once and acknowledged when the test says so.
+    struct Later {
+        sent: Sent,
+        max: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for Later {
+        async fn send(&mut self, events: &[Event]) -> Result<SendReport, SinkError> {
+            let (tx, rx) = oneshot::channel();
+            let raw = events
+                .iter()
+                .map(|e| String::from_utf8_lossy(&e.raw))
+                .collect::<Vec<_>>()
+                .join(",");
+            self.sent.lock().unwrap().push((raw, Some(tx)));
+            Ok(SendReport {
+                bytes: 0,
+                rejected: Vec::new(),
+                settle: Some(Settle::new(async move {
+                    match rx.await {
+                        Ok(true) => Ok(()),
+                        _ => Err(SinkError::Unavailable {
+                            kind: "test",
+                            message: "not acknowledged".into(),
+                        }),
+                    }
+                })),
+            })
+        }
+
+        fn max_unsettled(&self) -> usize {
+            self.max
+        }
+    }
+
+    fn ack(sent: &Sent, i: usize, ok: bool) {
+        let tx = sent.lock().unwrap()[i].1.take().expect("not answered yet");
+        tx.send(ok).unwrap();
+    }
+
+    async fn until(f: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("condition not reached in 2.5 s");
+    }
+
+    /// Written batches wait for their acknowledgment without holding the sink, up to
+    /// `max_unsettled`; nothing is acknowledged upstream before the receiver's
+    /// acknowledgment, and a batch whose acknowledgment fails is sent again before new input.
+    #[tokio::test]
+    async fn written_batches_settle_later_and_a_failed_one_is_sent_again_first() {
+        let sent: Sent = Arc::default();
+        let metrics = Arc::new(Metrics::new());
+        let dir = tempfile::tempdir().unwrap();
+        let driver = SinkDriver {
+            name: Arc::from("s"),
+            sinks: vec![Box::new(Later {
+                sent: sent.clone(),
+                max: 2,
+            })],
+            retry: RetryPolicy {
+                initial: Duration::from_millis(5),
+                max: Duration::from_millis(20),
+            },
+            dead_letter: Arc::new(DeadLetter::new(&dir.path().join("dl.ndjson"), metrics.clone())),
+            metrics,
+            health: Arc::new(Health::default()),
+            force: CancellationToken::new(),
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let task = tokio::spawn(driver.run(rx));
+        let upstream = AckTracker::new();
+        let part: Arc<str> = Arc::from("p");
+        for i in 0..4u64 {
+            let n = upstream.register(&part, Some(i.to_string()));
+            let meta = EventMeta::new(
+                Arc::from("src"),
+                "SignInLogs",
+                EventKind::SignIn,
+                Position::at(part.clone(), i, 0),
+            );
+            let e = Event::new(Bytes::from(format!("b{i}")), meta, Finalizer::new(n));
+            tx.send(vec![e]).await.unwrap();
+        }
+        let count = || sent.lock().unwrap().len();
+        until(|| count() == 2).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            count(),
+            2,
+            "at most max_unsettled batches wait for their acknowledgment"
+        );
+        assert_eq!(upstream.in_flight(), 4, "written is not delivered");
+        ack(&sent, 1, true);
+        ack(&sent, 0, false);
+        until(|| count() == 4).await;
+        {
+            let s = sent.lock().unwrap();
+            assert_eq!(s[2].0, "b0", "the batch whose acknowledgment failed goes first");
+            assert_eq!(s[3].0, "b2");
+        }
+        until(|| upstream.in_flight() == 3).await;
+        assert!(upstream.take_ready().is_empty(), "b0 not delivered yet: no checkpoint");
+        ack(&sent, 2, true);
+        ack(&sent, 3, true);
+        until(|| count() == 5).await;
+        ack(&sent, 4, true);
+        until(|| upstream.in_flight() == 0).await;
+        assert_eq!(upstream.take_ready()[0].value, "3");
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -156,6 +156,10 @@ impl Sink for LineSink {
                 self.buf = data;
             }
         }
-        Ok(SendReport { bytes, rejected })
+        Ok(SendReport {
+            bytes,
+            rejected,
+            settle: None,
+        })
     }
 }

@@ -49,11 +49,33 @@ pub struct Rejection {
     pub detail: String,
 }
 
-/// What a successful `send` reports: bytes written and events refused for good.
+/// What a successful `send` reports: bytes written, events refused for good and, for a
+/// sink whose receiver acknowledges later, the wait for that acknowledgment.
 #[derive(Debug, Default)]
 pub struct SendReport {
     pub bytes: u64,
     pub rejected: Vec<Rejection>,
+    /// `Some`: the batch is written but not yet acknowledged (a TCP acknowledgment, a HEC
+    /// indexer acknowledgment). The driver lets the sink send the next batch meanwhile
+    /// and counts this one delivered only when the future resolves `Ok`; an `Err` sends
+    /// the whole batch again. `None`: delivered when `send` returns.
+    pub settle: Option<Settle>,
+}
+
+/// The wait for a receiver's acknowledgment of a batch already written (see
+/// [`SendReport::settle`]). It must not borrow the sink: the sink sends on meanwhile.
+pub struct Settle(pub std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send>>);
+
+impl Settle {
+    pub fn new(f: impl std::future::Future<Output = Result<(), SinkError>> + Send + 'static) -> Settle {
+        Settle(Box::pin(f))
+    }
+}
+
+impl fmt::Debug for Settle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Settle(..)")
+    }
 }
 
 /// What a sink gets from the pipeline when it starts: its name, the process metrics and
@@ -77,8 +99,9 @@ pub struct BatchLimits {
     pub max_wait: Duration,
 }
 
-/// One output. `send` returns only once the receiver has the events (written and flushed,
-/// acknowledged by the broker or the indexer); an `Err` means nothing of the batch is
+/// One output. `send` returns once the receiver has the events (written and flushed,
+/// acknowledged by the broker or the indexer), or once they are written with the wait for
+/// the acknowledgment in [`SendReport::settle`]; an `Err` means nothing of the batch is
 /// known to be delivered and the driver sends the whole batch again.
 #[async_trait::async_trait]
 pub trait Sink: Send {
@@ -94,6 +117,12 @@ pub trait Sink: Send {
     /// per `send`.
     fn batch_limits(&self) -> Option<BatchLimits> {
         None
+    }
+
+    /// How many batches may wait for their [`SendReport::settle`] at once; when that many
+    /// wait, the driver sends nothing more until one settles (backpressure). Default 8.
+    fn max_unsettled(&self) -> usize {
+        8
     }
 
     /// Flush and release resources at shutdown.

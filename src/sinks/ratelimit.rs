@@ -80,6 +80,10 @@ impl Sink for RateLimited {
         self.inner.batch_limits()
     }
 
+    fn max_unsettled(&self) -> usize {
+        self.inner.max_unsettled()
+    }
+
     async fn close(&mut self) -> Result<(), SinkError> {
         self.inner.close().await
     }

@@ -53,11 +53,35 @@ pub struct Logged {
     pub gzip: bool,
     pub channel: Option<String>,
     pub ack_id: Option<u64>,
+    /// The `evt-N` ids of its envelopes, in order (not kept with `count_only`).
+    pub ids: Vec<u64>,
 }
 
 struct PendingAck {
     ready_at: Option<Instant>,
-    envelopes: Vec<Value>,
+    envelopes: Vec<Envelope>,
+}
+
+/// A member that is there, `null` included (a plain `Option` reads `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// One accepted envelope: its `evt-N` id, and the whole envelope unless `count_only`.
+struct Envelope {
+    id: Option<u64>,
+    value: Option<Value>,
+}
+
+/// What validation reads of an envelope (other members are skipped without being built).
+#[derive(serde::Deserialize)]
+struct EnvelopeHead<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    event: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    time: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    index: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(Default)]
@@ -135,12 +159,13 @@ impl Emu {
         }
     }
 
-    fn index(&mut self, envelopes: Vec<Value>) {
+    fn index(&mut self, envelopes: Vec<Envelope>) {
         self.indexed_count += envelopes.len() as u64;
-        if self.script.count_only {
-            self.indexed_ids.extend(envelopes.iter().filter_map(evt_id));
-        } else {
-            self.indexed.extend(envelopes);
+        for e in envelopes {
+            match e.value {
+                Some(v) => self.indexed.push(v),
+                None => self.indexed_ids.extend(e.id),
+            }
         }
     }
 
@@ -163,7 +188,7 @@ impl Emu {
     }
 
     /// Validates the envelopes; `Err` is the reply.
-    fn envelopes(&self, body: &[u8]) -> Result<Vec<Value>, Response> {
+    fn envelopes(&self, body: &[u8]) -> Result<Vec<Envelope>, Response> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(reply(400, 5, "No data"));
         }
@@ -186,24 +211,35 @@ impl Emu {
             }) {
                 return Err(invalid(n));
             }
-            let v: Value = serde_json::from_str(raw.get()).map_err(|_| invalid(n))?;
-            let Some(obj) = v.as_object() else {
+            if !raw.get().starts_with('{') {
                 return Err(invalid(n));
-            };
-            match obj.get("event") {
+            }
+            let head: EnvelopeHead = serde_json::from_str(raw.get()).map_err(|_| invalid(n))?;
+            match head.event.map(RawValue::get) {
                 None => return Err(reply(400, 12, "Event field is required")),
-                Some(Value::Null) => return Err(reply(400, 13, "Event field cannot be blank")),
-                Some(Value::String(s)) if s.is_empty() => return Err(reply(400, 13, "Event field cannot be blank")),
+                Some("null") | Some("\"\"") => return Err(reply(400, 13, "Event field cannot be blank")),
                 _ => {}
             }
-            if obj.get("time").is_some_and(|t| !t.is_number()) {
+            if head
+                .time
+                .is_some_and(|t| !t.get().starts_with(|c: char| c == '-' || c.is_ascii_digit()))
+            {
                 return Err(invalid(n));
             }
-            if let (Some(allowed), Some(idx)) = (&self.indexes, obj.get("index").and_then(Value::as_str)) {
+            if let (Some(allowed), Some(idx)) = (&self.indexes, head.index.as_deref()) {
                 if !allowed.iter().any(|a| a == idx) {
                     return Err(reply(400, 7, "Incorrect index"));
                 }
             }
+            let value = if self.script.count_only {
+                None
+            } else {
+                Some(serde_json::from_str::<Value>(raw.get()).map_err(|_| invalid(n))?)
+            };
+            let v = Envelope {
+                id: id_in(raw.get()),
+                value,
+            };
             out.push(v);
         }
         Ok(out)
@@ -222,6 +258,7 @@ async fn event(State(st): State<Arc<Mutex<Emu>>>, uri: Uri, headers: HeaderMap, 
         gzip,
         channel: channel.clone(),
         ack_id: None,
+        ids: Vec::new(),
     };
     let resp = (|| {
         let ack = emu.auth(&headers)?;
@@ -245,6 +282,9 @@ async fn event(State(st): State<Arc<Mutex<Emu>>>, uri: Uri, headers: HeaderMap, 
         };
         let envelopes = emu.envelopes(data)?;
         log.events = envelopes.len();
+        if !emu.script.count_only {
+            log.ids = envelopes.iter().filter_map(|e| e.id).collect();
+        }
         emu.accepted += 1;
         if !ack {
             emu.index(envelopes);
@@ -394,7 +434,11 @@ impl HecEmulator {
 
 /// The `evt-N` number inside an envelope, if any.
 pub fn evt_id(v: &Value) -> Option<u64> {
-    let s = v.to_string();
+    id_in(&v.to_string())
+}
+
+/// The first `evt-N` id in JSON text.
+fn id_in(s: &str) -> Option<u64> {
     let i = s.find("evt-")? + 4;
     let rest = &s[i..];
     let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());

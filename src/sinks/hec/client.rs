@@ -139,6 +139,7 @@ pub enum ClientError {
     AckReply(String),
 }
 
+#[derive(Clone)]
 pub struct HecClient {
     http: reqwest::Client,
     event_url: String,

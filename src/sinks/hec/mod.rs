@@ -4,7 +4,9 @@
 //!
 //! Delivery: with acknowledgments on (default), every request carries the sink's channel
 //! (`X-Splunk-Request-Channel`); a reply with an `ackId` is delivered only once
-//! `/services/collector/ack` reports it `true`; a request not acknowledged within
+//! `/services/collector/ack` reports it `true`. The wait for that does not hold the sink:
+//! up to `acknowledgements.max_pending_batches` batches wait for their acknowledgments
+//! while later ones are posted. A batch not acknowledged within
 //! `acknowledgements.timeout_secs` is sent again (duplicates possible, never loss). A reply
 //! without `ackId` (token without ack, Splunk Cloud) is delivered on code 0.
 //! 503/429/5xx and network errors: the driver retries the batch with backoff. Token, index
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::tls::TlsOptions;
-use super::{BatchLimits, Rejection, SendReport, Sink, SinkConfig, SinkContext, SinkError};
+use super::{BatchLimits, Rejection, SendReport, Settle, Sink, SinkConfig, SinkContext, SinkError};
 use crate::config::{typed, ConfigIssue, Secret};
 use crate::encode::Encoder;
 use crate::encode::{EncoderOptions, HecEncoder};
@@ -68,8 +70,13 @@ pub struct AckOptions {
     pub enabled: bool,
     /// Delay between `/services/collector/ack` queries. Default 1000 ms.
     pub poll_interval_ms: u64,
-    /// A request not acknowledged this long after it was sent is sent again. Default 60.
+    /// A batch not acknowledged this long after it was sent is sent again. Default 60.
     pub timeout_secs: u64,
+    /// Batches (of up to `batch.max_events`) posted and waiting for their acknowledgment at
+    /// once; when that many wait, the sink posts nothing more until one is acknowledged.
+    /// Throughput is at most about this × `batch.max_events` per `poll_interval_ms` plus
+    /// the indexer's delay. Default 16.
+    pub max_pending_batches: usize,
 }
 
 impl Default for AckOptions {
@@ -78,6 +85,7 @@ impl Default for AckOptions {
             enabled: true,
             poll_interval_ms: 1000,
             timeout_secs: 60,
+            max_pending_batches: 16,
         }
     }
 }
@@ -107,8 +115,9 @@ pub struct HecSinkConfig {
     /// `GET /services/collector/health` at start. Default true.
     #[serde(default = "yes")]
     pub healthcheck: bool,
-    /// Requests in flight at once, each on its own HEC channel, so the wait for indexer
-    /// acknowledgment overlaps. Default 8; 1 delivers batches strictly in order.
+    /// Batches posted at once, each by its own instance on its own HEC channel. Default 8;
+    /// 1 posts batches one after the other, in order (their acknowledgments are awaited
+    /// meanwhile, see `acknowledgements.max_pending_batches`).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
 }
@@ -153,10 +162,10 @@ pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn 
     if c.concurrency == 0 || c.concurrency > 256 {
         return Err(issue("concurrency", "must be between 1 and 256".into()));
     }
-    if a.poll_interval_ms == 0 || a.timeout_secs == 0 || c.request_timeout_ms == 0 {
+    if a.poll_interval_ms == 0 || a.timeout_secs == 0 || a.max_pending_batches == 0 || c.request_timeout_ms == 0 {
         return Err(issue(
             "acknowledgements",
-            "poll_interval_ms, timeout_secs and request_timeout_ms must be > 0".into(),
+            "poll_interval_ms, timeout_secs, max_pending_batches and request_timeout_ms must be > 0".into(),
         ));
     }
     c.encoder.validate().map_err(|m| issue("encoder", m))?;
@@ -215,14 +224,6 @@ impl SinkConfig for HecSinkConfig {
     }
 }
 
-/// A request waiting for its acknowledgment.
-struct Pending {
-    ack_id: u64,
-    /// Indexes into the spans of the batch.
-    spans: Vec<usize>,
-    deadline: Instant,
-}
-
 pub struct HecSink {
     name: String,
     channel: String,
@@ -275,14 +276,61 @@ impl HecSink {
         }
     }
 
-    fn set_pending(&self, n: usize) {
-        if let Some(m) = &self.metrics {
+    /// The wait for the indexer to acknowledge `ids` (this sink's channel): queried every
+    /// `poll_interval_ms`; fails after `timeout_secs` so that the batch is sent again.
+    fn settle(&self, mut ids: Vec<u64>) -> Settle {
+        let client = self.client.clone();
+        let poll = Duration::from_millis(self.ack.poll_interval_ms);
+        let timeout_secs = self.ack.timeout_secs;
+        let metrics = self.metrics.clone();
+        let name = self.name.clone();
+        let gauge = metrics.as_ref().map(|m| {
             m.sink_acks_pending
-                .get_or_create(&SinkLabels {
-                    sink: self.name.clone(),
-                })
-                .set(n as i64);
+                .get_or_create(&SinkLabels { sink: name.clone() })
+                .clone()
+        });
+        if let Some(g) = &gauge {
+            g.inc_by(ids.len() as i64);
         }
+        Settle::new(async move {
+            let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+            let result = loop {
+                tokio::time::sleep(poll).await;
+                match client.query_acks(&ids).await {
+                    Ok(acks) => {
+                        let before = ids.len();
+                        ids.retain(|id| !acks.get(id).copied().unwrap_or(false));
+                        if let Some(g) = &gauge {
+                            g.dec_by((before - ids.len()) as i64);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, pending = ids.len(), "HEC acknowledgment query failed; will ask again")
+                    }
+                }
+                if ids.is_empty() {
+                    break Ok(());
+                }
+                if Instant::now() >= deadline {
+                    tracing::warn!(
+                        ack_ids = ?ids,
+                        timeout_secs,
+                        "HEC requests not acknowledged in time; sending the batch again"
+                    );
+                    if let Some(m) = &metrics {
+                        Metrics::sink_count(&m.sink_ack_timeouts, &name, ids.len() as u64);
+                    }
+                    break Err(unavailable(
+                        "hec_ack_timeout",
+                        format!("{} request(s) not acknowledged within {timeout_secs} s", ids.len()),
+                    ));
+                }
+            };
+            if let Some(g) = &gauge {
+                g.dec_by(ids.len() as i64);
+            }
+            result
+        })
     }
 }
 
@@ -328,106 +376,80 @@ impl Sink for HecSink {
             }
         }
         let mut queue = self.requests(&spans);
-        let mut pending: Vec<Pending> = Vec::new();
+        let mut pending: Vec<u64> = Vec::new();
         let mut bytes = 0u64;
-        let ack_timeout = Duration::from_secs(self.ack.timeout_secs);
-        loop {
-            while let Some(req) = queue.pop_front() {
-                let body = self.body(&spans, &req);
-                let reply = match self.client.post_events(&body).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        self.count_request("error");
-                        return Err(unavailable("hec_unavailable", e.to_string()));
-                    }
-                };
-                self.count_request(&reply.status.to_string());
-                match classify(&reply) {
-                    Outcome::Accepted { ack_id } => {
-                        bytes += body.len() as u64;
-                        if let Some(ack_id) = ack_id.filter(|_| self.ack.enabled) {
-                            pending.push(Pending {
-                                ack_id,
-                                spans: req,
-                                deadline: Instant::now() + ack_timeout,
-                            });
-                        }
-                    }
-                    Outcome::Retry(m) => return Err(unavailable("hec_unavailable", m)),
-                    Outcome::Config(m) => {
-                        tracing::error!(reply = %m, "HEC refused the request: check token, index and channel settings");
-                        return Err(unavailable("hec_config", m));
-                    }
-                    Outcome::Data {
-                        code,
-                        reason,
-                        detail,
-                        invalid_event,
-                    } => {
-                        let bad = match invalid_event.filter(|&k| k < req.len()) {
-                            Some(k) => Some(k),
-                            None if req.len() == 1 => Some(0),
-                            None => None,
-                        };
-                        match bad {
-                            Some(k) => {
-                                let (index, _) = spans[req[k]];
-                                tracing::warn!(reply = %detail, event = index, "HEC refused an event; dead-lettering it");
-                                if let Some(m) = &self.metrics {
-                                    let code = code.map_or_else(|| reply.status.to_string(), |c| c.to_string());
-                                    Metrics::sink_code(&m.sink_rejected, &self.name, &code, 1);
-                                }
-                                rejected.push(Rejection { index, reason, detail });
-                                let rest: Vec<usize> = req
-                                    .iter()
-                                    .enumerate()
-                                    .filter(|&(j, _)| j != k)
-                                    .map(|(_, &s)| s)
-                                    .collect();
-                                if !rest.is_empty() {
-                                    queue.push_front(rest);
-                                }
-                            }
-                            None => {
-                                // Find the bad event(s): send each half on its own.
-                                let (a, b) = req.split_at(req.len() / 2);
-                                queue.push_front(b.to_vec());
-                                queue.push_front(a.to_vec());
-                            }
-                        }
-                    }
-                }
-            }
-            if pending.is_empty() {
-                break;
-            }
-            self.set_pending(pending.len());
-            tokio::time::sleep(Duration::from_millis(self.ack.poll_interval_ms)).await;
-            let ids: Vec<u64> = pending.iter().map(|p| p.ack_id).collect();
-            match self.client.query_acks(&ids).await {
-                Ok(acks) => pending.retain(|p| !acks.get(&p.ack_id).copied().unwrap_or(false)),
+        while let Some(req) = queue.pop_front() {
+            let body = self.body(&spans, &req);
+            let reply = match self.client.post_events(&body).await {
+                Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(error = %e, pending = ids.len(), "HEC acknowledgment query failed; will ask again")
+                    self.count_request("error");
+                    return Err(unavailable("hec_unavailable", e.to_string()));
                 }
-            }
-            let now = Instant::now();
-            let (late, waiting): (Vec<Pending>, Vec<Pending>) = pending.into_iter().partition(|p| p.deadline <= now);
-            pending = waiting;
-            for p in late {
-                tracing::warn!(
-                    ack_id = p.ack_id,
-                    events = p.spans.len(),
-                    timeout_secs = self.ack.timeout_secs,
-                    "HEC request not acknowledged in time; sending it again"
-                );
-                if let Some(m) = &self.metrics {
-                    Metrics::sink_count(&m.sink_ack_timeouts, &self.name, 1);
+            };
+            self.count_request(&reply.status.to_string());
+            match classify(&reply) {
+                Outcome::Accepted { ack_id } => {
+                    bytes += body.len() as u64;
+                    if let Some(ack_id) = ack_id.filter(|_| self.ack.enabled) {
+                        pending.push(ack_id);
+                    }
                 }
-                queue.push_back(p.spans);
+                Outcome::Retry(m) => return Err(unavailable("hec_unavailable", m)),
+                Outcome::Config(m) => {
+                    tracing::error!(reply = %m, "HEC refused the request: check token, index and channel settings");
+                    return Err(unavailable("hec_config", m));
+                }
+                Outcome::Data {
+                    code,
+                    reason,
+                    detail,
+                    invalid_event,
+                } => {
+                    let bad = match invalid_event.filter(|&k| k < req.len()) {
+                        Some(k) => Some(k),
+                        None if req.len() == 1 => Some(0),
+                        None => None,
+                    };
+                    match bad {
+                        Some(k) => {
+                            let (index, _) = spans[req[k]];
+                            tracing::warn!(reply = %detail, event = index, "HEC refused an event; dead-lettering it");
+                            if let Some(m) = &self.metrics {
+                                let code = code.map_or_else(|| reply.status.to_string(), |c| c.to_string());
+                                Metrics::sink_code(&m.sink_rejected, &self.name, &code, 1);
+                            }
+                            rejected.push(Rejection { index, reason, detail });
+                            let rest: Vec<usize> = req
+                                .iter()
+                                .enumerate()
+                                .filter(|&(j, _)| j != k)
+                                .map(|(_, &s)| s)
+                                .collect();
+                            if !rest.is_empty() {
+                                queue.push_front(rest);
+                            }
+                        }
+                        None => {
+                            // Find the bad event(s): send each half on its own.
+                            let (a, b) = req.split_at(req.len() / 2);
+                            queue.push_front(b.to_vec());
+                            queue.push_front(a.to_vec());
+                        }
+                    }
+                }
             }
         }
-        self.set_pending(0);
-        Ok(SendReport { bytes, rejected })
+        let settle = (!pending.is_empty()).then(|| self.settle(pending));
+        Ok(SendReport {
+            bytes,
+            rejected,
+            settle,
+        })
+    }
+
+    fn max_unsettled(&self) -> usize {
+        self.ack.max_pending_batches
     }
 }
 

@@ -2,10 +2,15 @@
 //! read side is watched by a task, so that a receiver closing or resetting the connection
 //! is noticed at once (syslog receivers never send anything), and whose kernel send queue
 //! can be checked to know when the receiver's TCP has acknowledged every byte written.
+//! Bytes handed to the socket are counted (below TLS), so the acknowledgment of one batch
+//! can be awaited while later batches are written ([`Stream::settle`]).
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -48,21 +53,93 @@ impl Closed {
 
 type Writer = Box<dyn AsyncWrite + Send + Sync + Unpin>;
 
+/// What a connection shares with the waits for its acknowledgments.
+#[derive(Debug)]
+struct Shared {
+    closed: Closed,
+    /// Bytes handed to the socket (TLS records included).
+    written: AtomicU64,
+    /// A duplicate of the socket's descriptor, to read its send queue.
+    fd: OwnedFd,
+    /// Bytes acknowledged when the connection was found lost: fixed from then on, so that
+    /// what is written again from the replay window and what is sent again for a failed
+    /// acknowledgment never leave a gap.
+    frozen: OnceLock<u64>,
+}
+
+impl Shared {
+    /// Bytes the receiver's TCP has acknowledged (a lower bound).
+    fn acked(&self) -> io::Result<u64> {
+        if let Some(f) = self.frozen.get() {
+            return Ok(*f);
+        }
+        // `written` first: bytes written after it only make the queue longer.
+        let written = self.written.load(Ordering::SeqCst);
+        let queued = unsent_bytes(self.fd.as_raw_fd())? as u64;
+        Ok(written.saturating_sub(queued))
+    }
+
+    /// Fixes the acknowledged count (first call wins) and returns it.
+    fn freeze(&self) -> u64 {
+        *self.frozen.get_or_init(|| {
+            let written = self.written.load(Ordering::SeqCst);
+            let queued = unsent_bytes(self.fd.as_raw_fd()).map_or(written, |q| q as u64);
+            written.saturating_sub(queued)
+        })
+    }
+}
+
+/// Counts the bytes the socket accepts.
+struct Counted<T> {
+    inner: T,
+    shared: Arc<Shared>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.shared.written.fetch_add(*n as u64, Ordering::SeqCst);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// A TCP or TLS connection to the receiver.
 pub struct Stream {
     writer: Writer,
-    closed: Arc<Closed>,
+    shared: Arc<Shared>,
     reader: JoinHandle<()>,
-    fd: RawFd,
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
         self.reader.abort();
+        // Waits still running end now (their batches are sent again, or replayed).
+        self.shared.closed.mark();
+        self.shared.freeze();
     }
 }
 
-fn watch<R: AsyncRead + Send + Unpin + 'static>(mut r: R, closed: Arc<Closed>) -> JoinHandle<()> {
+fn watch<R: AsyncRead + Send + Unpin + 'static>(mut r: R, shared: Arc<Shared>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = [0u8; 1024];
         loop {
@@ -72,7 +149,7 @@ fn watch<R: AsyncRead + Send + Unpin + 'static>(mut r: R, closed: Arc<Closed>) -
                 Ok(_) => {}
             }
         }
-        closed.mark();
+        shared.closed.mark();
     })
 }
 
@@ -87,31 +164,28 @@ impl Stream {
             let target = resolve(addr).await?;
             let tcp = TcpStream::connect(target).await?;
             tcp.set_nodelay(true)?;
-            let fd = tcp.as_raw_fd();
-            let closed = Arc::new(Closed::default());
-            Ok(match tls {
+            let shared = Arc::new(Shared {
+                closed: Closed::default(),
+                written: AtomicU64::new(0),
+                fd: tcp.as_fd().try_clone_to_owned()?,
+                frozen: OnceLock::new(),
+            });
+            let tcp = Counted {
+                inner: tcp,
+                shared: shared.clone(),
+            };
+            let (reader, writer): (JoinHandle<()>, Writer) = match tls {
                 None => {
-                    let (r, w) = tcp.into_split();
-                    let reader = watch(r, closed.clone());
-                    Stream {
-                        writer: Box::new(w),
-                        closed,
-                        reader,
-                        fd,
-                    }
+                    let (r, w) = tokio::io::split(tcp);
+                    (watch(r, shared.clone()), Box::new(w))
                 }
                 Some((connector, name)) => {
                     let s = connector.connect(name.clone(), tcp).await?;
                     let (r, w) = tokio::io::split(s);
-                    let reader = watch(r, closed.clone());
-                    Stream {
-                        writer: Box::new(w),
-                        closed,
-                        reader,
-                        fd,
-                    }
+                    (watch(r, shared.clone()), Box::new(w))
                 }
-            })
+            };
+            Ok(Stream { writer, shared, reader })
         };
         tokio::time::timeout(timeout, fut)
             .await
@@ -120,12 +194,68 @@ impl Stream {
 
     /// When the receiver closed or reset the connection, if it did.
     pub fn closed_at(&self) -> Option<Instant> {
-        self.closed.at()
+        self.shared.closed.at()
+    }
+
+    /// Bytes handed to the socket so far: the end of what was last written.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::SeqCst)
+    }
+
+    /// Fixes and returns the bytes acknowledged by the receiver when the connection is
+    /// found lost: written data up to there was delivered, data after it was not.
+    pub fn acked_at_loss(&self) -> u64 {
+        self.shared.closed.mark();
+        self.shared.freeze()
+    }
+
+    /// Waits until the receiver's TCP has acknowledged the first `end` bytes, without
+    /// holding the stream (later batches are written meanwhile). Fails when the connection
+    /// is lost first, or makes no progress for `stall` (the connection is then given up).
+    pub fn settle(
+        &self,
+        end: u64,
+        stall: Duration,
+    ) -> impl std::future::Future<Output = io::Result<()>> + Send + 'static {
+        let shared = self.shared.clone();
+        async move {
+            let mut last = shared.acked()?;
+            let mut progress = Instant::now();
+            let mut pause = Duration::from_micros(200);
+            loop {
+                if last >= end {
+                    return Ok(());
+                }
+                if shared.closed.at().is_some() {
+                    let acked = shared.freeze();
+                    if acked >= end {
+                        return Ok(());
+                    }
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        format!("connection lost with {} bytes of the batch unacknowledged", end - acked),
+                    ));
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(5));
+                let now = shared.acked()?;
+                if now > last {
+                    progress = Instant::now();
+                } else if progress.elapsed() > stall {
+                    shared.closed.mark();
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("{} bytes not acknowledged by the receiver for {stall:?}", end - now),
+                    ));
+                }
+                last = now;
+            }
+        }
     }
 
     /// Writes and flushes `data` within `timeout`.
     pub async fn write(&mut self, data: &[u8], timeout: Duration) -> io::Result<()> {
-        if self.closed.at().is_some() {
+        if self.shared.closed.at().is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 "receiver closed the connection",
@@ -144,11 +274,12 @@ impl Stream {
     /// queue is empty). Fails when the connection closes meanwhile or the queue makes no
     /// progress for `stall`.
     pub async fn wait_delivered(&self, stall: Duration) -> io::Result<()> {
-        let mut last = unsent_bytes(self.fd)?;
+        let fd = self.shared.fd.as_raw_fd();
+        let mut last = unsent_bytes(fd)?;
         let mut progress = Instant::now();
         let mut pause = Duration::from_micros(200);
         while last > 0 {
-            if self.closed.at().is_some() {
+            if self.shared.closed.at().is_some() {
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionReset,
                     format!("receiver closed the connection with {last} bytes unacknowledged"),
@@ -156,7 +287,7 @@ impl Stream {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(20));
-            let now = unsent_bytes(self.fd)?;
+            let now = unsent_bytes(fd)?;
             if now < last {
                 progress = Instant::now();
             } else if progress.elapsed() > stall {

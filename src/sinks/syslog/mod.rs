@@ -3,11 +3,14 @@
 //!
 //! Delivery: UDP is fire-and-forget (one message per datagram; no guarantee). On TCP and TLS
 //! a batch counts as delivered once written, flushed and acknowledged by the receiver's TCP
-//! (the kernel send queue is empty). Syslog has no application acknowledgment, so the last
-//! `replay_window_ms` of delivered data is kept; when the receiver closes or resets the
-//! connection, what was written in that window before the close is written again first on
-//! the next connection (duplicates are possible, limited to that window). Connection errors
-//! make the driver retry the batch with backoff, reconnecting each time.
+//! (the bytes up to its end have left the kernel send queue); the next batch is written
+//! while one waits for that acknowledgment, so a receiver's delayed ACK does not hold the
+//! stream. Syslog has no application acknowledgment, so the last `replay_window_ms` of
+//! delivered data is kept; when the receiver closes or resets the connection, what was
+//! acknowledged in that window before the close is written again first on the next
+//! connection (duplicates are possible, limited to that window), and batches not yet
+//! acknowledged are sent again by the driver. Connection errors make the driver retry the
+//! batch with backoff, reconnecting each time.
 //!
 //! Size: `encoder.max_message_bytes` (default 1472 on UDP, 8192 on TCP/TLS) bounds every
 //! message including its syslog header; incidents are split into one message per alert and
@@ -27,7 +30,7 @@ use tokio::net::UdpSocket;
 use tokio_rustls::TlsConnector;
 
 use super::tls::TlsOptions;
-use super::{Rejection, SendReport, Sink, SinkConfig, SinkContext, SinkError};
+use super::{Rejection, SendReport, Settle, Sink, SinkConfig, SinkContext, SinkError};
 use crate::config::{typed, ConfigIssue};
 use crate::encode::syslog::octet_frames;
 use crate::encode::{self, EncodeReport, Encoder, EncoderOptions, Format, Framing};
@@ -238,11 +241,13 @@ impl SinkConfig for SyslogSinkConfig {
     }
 }
 
-/// Bytes of one delivered batch, with its message count.
+/// Bytes of one written batch, with its message count.
 struct Chunk {
     at: Instant,
     data: Bytes,
     messages: u64,
+    /// Bytes written on its connection up to the end of this batch (TLS records included).
+    end: u64,
 }
 
 pub struct SyslogSink {
@@ -323,9 +328,15 @@ impl SyslogSink {
     /// it are queued to be written again.
     fn lost(&mut self, at: Instant, why: &str) {
         let cutoff = at.checked_sub(self.replay_window);
+        // What the receiver's TCP had not acknowledged is sent again by the driver (its
+        // acknowledgment fails); without that wait every written batch counted as delivered.
+        let acked = match (&self.stream, self.wait_for_tcp_ack) {
+            (Some(s), true) => s.acked_at_loss(),
+            _ => u64::MAX,
+        };
         let mut replay = 0u64;
         for c in self.window.drain(..) {
-            if cutoff.is_none_or(|cut| c.at >= cut) {
+            if c.end <= acked && cutoff.is_none_or(|cut| c.at >= cut) {
                 replay += c.messages;
                 self.pending.push_back(c);
             }
@@ -363,8 +374,10 @@ impl SyslogSink {
                     .map_err(|e| unavailable("replay", e))?;
             }
             let now = Instant::now();
+            let end = s.written();
             for mut c in std::mem::take(&mut self.pending) {
                 c.at = now;
+                c.end = end;
                 self.push_window(c);
             }
             self.count(|m| &m.sink_replayed, messages);
@@ -393,7 +406,8 @@ impl SyslogSink {
         }
     }
 
-    async fn send_stream(&mut self, data: Bytes, messages: u64) -> Result<(), SinkError> {
+    /// Writes one batch; with `wait_for_tcp_ack`, returns the wait for its acknowledgment.
+    async fn send_stream(&mut self, data: Bytes, messages: u64) -> Result<Option<Settle>, SinkError> {
         if let Some(at) = self.stream.as_ref().and_then(Stream::closed_at) {
             self.lost(at, "receiver closed the connection");
         }
@@ -401,18 +415,20 @@ impl SyslogSink {
             self.connect().await?;
         }
         let s = self.stream.as_mut().expect("connected above");
-        let mut r = s.write(&data, self.write_timeout).await;
-        if r.is_ok() && self.wait_for_tcp_ack {
-            r = s.wait_delivered(self.write_timeout).await;
-        }
-        match r {
+        match s.write(&data, self.write_timeout).await {
             Ok(()) => {
+                let end = s.written();
+                let settle = self.wait_for_tcp_ack.then(|| {
+                    let wait = s.settle(end, self.write_timeout);
+                    Settle::new(async move { wait.await.map_err(|e| unavailable("tcp_ack", e)) })
+                });
                 self.push_window(Chunk {
                     at: Instant::now(),
                     data,
                     messages,
+                    end,
                 });
-                Ok(())
+                Ok(settle)
             }
             Err(e) => {
                 let at = s.closed_at().unwrap_or_else(Instant::now);
@@ -433,11 +449,12 @@ impl Sink for SyslogSink {
     async fn send(&mut self, events: &[Event]) -> Result<SendReport, SinkError> {
         let (rejected, report, split) = self.encode(events);
         let bytes = self.buf.len() as u64;
+        let mut settle = None;
         if !self.buf.is_empty() {
             let data = Bytes::copy_from_slice(&self.buf);
             match self.mode {
                 Mode::Udp => self.send_udp(&data).await?,
-                Mode::Tcp | Mode::Tls => self.send_stream(data, report.messages as u64).await?,
+                Mode::Tcp | Mode::Tls => settle = self.send_stream(data, report.messages as u64).await?,
             }
         }
         // Counted once delivered, so retries do not count twice.
@@ -451,7 +468,11 @@ impl Sink for SyslogSink {
                 "messages cut to max_message_bytes, with a marker"
             );
         }
-        Ok(SendReport { bytes, rejected })
+        Ok(SendReport {
+            bytes,
+            rejected,
+            settle,
+        })
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {
@@ -511,6 +532,98 @@ mod tests {
         assert!(
             std::str::from_utf8(frames[1]).unwrap().contains("cs5=second-batch"),
             "{got}"
+        );
+    }
+
+    /// The next batch is written while one waits for the receiver's TCP acknowledgment; a
+    /// batch the receiver never acknowledged fails its wait (the driver sends it again) and
+    /// is not in the replay of the next connection, while acknowledged ones are.
+    #[tokio::test]
+    async fn later_batches_are_written_while_one_waits_for_its_tcp_acknowledgment() {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        // A small receive window: a receiver that does not read acknowledges only this much.
+        sock.set_recv_buffer_size(2048).unwrap();
+        sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = sock.local_addr().unwrap().to_string();
+        let l = sock.listen(4).unwrap();
+        let table = format!(
+            "address = \"{addr}\"\nencoding = \"raw\"\nwrite_timeout_ms = 3000\nencoder.syslog.hostname = \"h\"\n"
+        );
+        let mut sink = factory("s", toml::from_str(&table).unwrap(), "sinks.s")
+            .unwrap()
+            .build("s")
+            .unwrap();
+        // Small batches fit the window; big ones (4 x 3 KB) do not.
+        let batch = |tag: &str, n: usize| -> Vec<Event> {
+            let pad = if n > 1 { 3000 } else { 100 };
+            (0..n)
+                .map(|i| {
+                    let raw = format!("{{\"tag\":\"{tag}-{i}\",\"pad\":\"{}\"}}", "x".repeat(pad));
+                    event(EventKind::SignIn, "SignInLogs", &raw, None)
+                })
+                .collect()
+        };
+        let accept = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            (l, s)
+        });
+        let small = sink.send(&batch("small", 1)).await.unwrap();
+        let (l, mut receiver) = accept.await.unwrap();
+        small.settle.expect("a wait on TCP").0.await.unwrap();
+        // 12 KB against a window of a few KB: written, not acknowledged while nobody reads.
+        let big = sink.send(&batch("big", 4)).await.unwrap();
+        let mut big_wait = big.settle.unwrap().0;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut big_wait)
+                .await
+                .is_err(),
+            "acknowledged although the receiver's window is full"
+        );
+        // The sink is not held: the next batch is written meanwhile.
+        let next = tokio::time::timeout(Duration::from_secs(2), sink.send(&batch("next", 1)))
+            .await
+            .expect("send not held by the pending acknowledgment")
+            .unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while !(got.ends_with(b"}") && String::from_utf8_lossy(&got).contains("next-0")) {
+                let n = receiver.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            receiver
+        });
+        big_wait.await.unwrap();
+        next.settle.unwrap().0.await.unwrap();
+        let receiver = reader.await.unwrap();
+        // Now a batch the receiver never acknowledges, and the receiver dies.
+        let lost = sink.send(&batch("lost", 4)).await.unwrap();
+        let mut lost_wait = lost.settle.unwrap().0;
+        assert!(tokio::time::timeout(Duration::from_millis(200), &mut lost_wait)
+            .await
+            .is_err());
+        drop(receiver);
+        let e = tokio::time::timeout(Duration::from_secs(5), lost_wait)
+            .await
+            .expect("the wait ends with the connection")
+            .unwrap_err();
+        assert!(e.to_string().contains("unacknowledged"), "{e}");
+        let second = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let last = sink.send(&batch("last", 1)).await.unwrap();
+        last.settle.unwrap().0.await.unwrap();
+        sink.close().await.unwrap();
+        let got = String::from_utf8(second.await.unwrap()).unwrap();
+        for tag in ["small-0", "big-3", "next-0", "last-0"] {
+            assert!(got.contains(tag), "{tag} missing from the second connection");
+        }
+        assert!(
+            !got.contains("lost-"),
+            "an unacknowledged batch was replayed (the driver sends it)"
         );
     }
 
