@@ -149,7 +149,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            batch_max_events: 250,
+            batch_max_events: 128,
             channel_capacity: 4,
             normalize_workers: 0,
             checkpoint_interval_ms: 1000,

@@ -31,7 +31,7 @@ fn defaults_fill_in() {
     assert_eq!(c.sources[0].name, "eh");
     assert_eq!(c.sinks[0].name, "out");
     assert!(c.sinks[0].common.inputs.is_empty());
-    assert_eq!(c.pipeline.batch_max_events, 250);
+    assert_eq!(c.pipeline.batch_max_events, 128);
     assert_eq!(
         c.dead_letter_path(),
         Path::new("/var/lib/m365-forwarder/dead-letter.ndjson")

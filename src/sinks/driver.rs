@@ -370,6 +370,7 @@ async fn coalesce(batch: &mut Batch, rx: &mut mpsc::Receiver<Batch>, l: BatchLim
                 continue;
             }
             Err(mpsc::error::TryRecvError::Disconnected) => return,
+            Err(mpsc::error::TryRecvError::Empty) if l.max_wait.is_zero() => return,
             Err(mpsc::error::TryRecvError::Empty) => {}
         }
         tokio::select! {
@@ -450,6 +451,39 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         panic!("condition not reached in 2.5 s");
+    }
+
+    /// With no wait (the Kafka sink), the batches already queued are merged up to the limit
+    /// and nothing is waited for.
+    #[tokio::test]
+    async fn coalescing_without_wait_takes_only_what_is_queued() {
+        let ev = |i: u64| {
+            let meta = EventMeta::new(
+                Arc::from("src"),
+                "SignInLogs",
+                EventKind::SignIn,
+                Position::at(Arc::from("p"), i, 0),
+            );
+            Event::new(Bytes::from(format!("e{i}")), meta, Finalizer::noop())
+        };
+        let (tx, mut rx) = mpsc::channel(8);
+        for i in 1..4 {
+            tx.send(vec![ev(2 * i), ev(2 * i + 1)]).await.unwrap();
+        }
+        let l = BatchLimits {
+            max_events: 6,
+            max_wait: Duration::ZERO,
+        };
+        let force = CancellationToken::new();
+        let mut batch = vec![ev(0), ev(1)];
+        coalesce(&mut batch, &mut rx, l, &force).await;
+        assert_eq!(batch.len(), 6, "two queued batches merged, up to max_events");
+        let mut next = rx.recv().await.unwrap();
+        let started = std::time::Instant::now();
+        coalesce(&mut next, &mut rx, l, &force).await;
+        assert_eq!(next.len(), 2, "nothing else queued");
+        assert!(started.elapsed() < Duration::from_millis(50), "did not wait for more");
+        drop(tx);
     }
 
     /// Written batches wait for their acknowledgment without holding the sink, up to

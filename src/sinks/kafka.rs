@@ -11,7 +11,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use serde::Deserialize;
 
-use super::{Rejection, SendReport, Sink, SinkConfig, SinkError};
+use super::{BatchLimits, Rejection, SendReport, Sink, SinkConfig, SinkError};
 use crate::config::{typed, ConfigIssue, Secret};
 use crate::encode::{self, Encoder, EncoderOptions, Format};
 use crate::event::Event;
@@ -188,6 +188,9 @@ impl SinkConfig for KafkaSinkConfig {
     }
 }
 
+/// Most events one `send` takes from pipeline batches already waiting (see `batch_limits`).
+const COALESCE_MAX_EVENTS: usize = 2000;
+
 struct KafkaSink {
     producer: FutureProducer,
     /// To build a new producer after a fatal error (e.g. the broker lost the idempotent
@@ -315,6 +318,17 @@ fn is_permanent(e: &KafkaError) -> bool {
 
 #[async_trait::async_trait]
 impl Sink for KafkaSink {
+    /// Pipeline batches that queued while the previous send waited for its delivery reports
+    /// go out together (never waiting for more): one `linger.ms` and one delivery wait per
+    /// send instead of per pipeline batch, so small batches keep latency low without
+    /// costing throughput.
+    fn batch_limits(&self) -> Option<BatchLimits> {
+        Some(BatchLimits {
+            max_events: COALESCE_MAX_EVENTS,
+            max_wait: Duration::ZERO,
+        })
+    }
+
     async fn send(&mut self, events: &[Event]) -> Result<SendReport, SinkError> {
         let mut report = SendReport::default();
         // Encode first: an event that cannot be encoded is rejected, not retried.
