@@ -6,7 +6,7 @@
 //! next, up to `Sink::max_unsettled` batches; one whose acknowledgment fails is sent again
 //! before any new batch. A sink type that allows it (`SinkConfig::concurrency`) runs
 //! several instances, each sending its own batch.
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,19 +99,32 @@ impl SinkDriver {
             }
             let limits = idle.first().and_then(|s| s.batch_limits());
             let max_unsettled = idle.first().map_or(1, |s| s.max_unsettled().max(1));
-            let mut busy: JoinSet<(Box<dyn Sink>, Sent)> = JoinSet::new();
+            let mut busy: JoinSet<(Box<dyn Sink>, u64, Sent)> = JoinSet::new();
             // Batches written and waiting for the receiver's acknowledgment; a failed one
-            // comes back (`Some(batch)`) to be sent again, before any new input.
-            let mut settling: JoinSet<Option<Batch>> = JoinSet::new();
-            let mut again: VecDeque<Batch> = VecDeque::new();
+            // comes back (`Some`) to be sent again before any new input, failed ones in the
+            // order they were first sent (by their sequence number).
+            let mut settling: JoinSet<(u64, Option<Batch>)> = JoinSet::new();
+            let mut unsettled: BTreeSet<u64> = BTreeSet::new();
+            // Of those, the ones sent again (already written in their order).
+            let mut resent: BTreeSet<u64> = BTreeSet::new();
+            let mut again: BTreeMap<u64, Batch> = BTreeMap::new();
+            let mut seq = 0u64;
             let mut stop = false;
             let mut input_open = true;
             loop {
                 while let Some(r) = busy.try_join_next() {
-                    sent(&shared, r, &mut idle, &mut settling, &mut stop);
+                    sent(
+                        &shared,
+                        r,
+                        &mut idle,
+                        &mut settling,
+                        &mut unsettled,
+                        &mut resent,
+                        &mut stop,
+                    );
                 }
                 while let Some(r) = settling.try_join_next() {
-                    settled(r, &mut again, &mut stop);
+                    settled(r, &mut unsettled, &mut resent, &mut again, &mut stop);
                 }
                 if stop {
                     break;
@@ -119,15 +132,16 @@ impl SinkDriver {
                 // Another send needs an idle instance and room among the batches waiting
                 // for their acknowledgment (backpressure otherwise).
                 let can_send = !idle.is_empty() && settling.len() < max_unsettled;
-                let next = match again.pop_front() {
-                    Some(b) if can_send => Some(b),
-                    Some(b) => {
-                        again.push_front(b);
-                        None
-                    }
-                    None => None,
-                };
-                let batch = match next {
+                // A failed batch waits until every batch first sent before it has settled,
+                // so that failed batches go out again in their first order.
+                let first_ok = again
+                    .first_key_value()
+                    .is_some_and(|(n, _)| unsettled.range(..*n).all(|u| resent.contains(u)));
+                let next = if can_send && first_ok { again.pop_first() } else { None };
+                if let Some((n, _)) = &next {
+                    resent.insert(*n);
+                }
+                let (n, batch) = match next {
                     Some(b) => b,
                     None => {
                         if !input_open && again.is_empty() && busy.is_empty() && settling.is_empty() {
@@ -136,11 +150,11 @@ impl SinkDriver {
                         tokio::select! {
                             biased;
                             Some(r) = busy.join_next(), if !busy.is_empty() => {
-                                sent(&shared, r, &mut idle, &mut settling, &mut stop);
+                                sent(&shared, r, &mut idle, &mut settling, &mut unsettled, &mut resent, &mut stop);
                                 continue;
                             }
                             Some(r) = settling.join_next(), if !settling.is_empty() => {
-                                settled(r, &mut again, &mut stop);
+                                settled(r, &mut unsettled, &mut resent, &mut again, &mut stop);
                                 continue;
                             }
                             b = rx.recv(), if can_send && input_open && again.is_empty() => match b {
@@ -148,7 +162,8 @@ impl SinkDriver {
                                     if let Some(l) = limits {
                                         coalesce(&mut b, &mut rx, l, &shared.force).await;
                                     }
-                                    b
+                                    seq += 1;
+                                    (seq, b)
                                 }
                                 None => {
                                     input_open = false;
@@ -165,7 +180,7 @@ impl SinkDriver {
                 busy.spawn(
                     async move {
                         let sent = deliver(&sh, &mut sink, batch).await;
-                        (sink, sent)
+                        (sink, n, sent)
                     }
                     .in_current_span(),
                 );
@@ -173,7 +188,7 @@ impl SinkDriver {
             // Forced to stop, or the input is closed and everything settled: let the
             // instances still working finish (the force token ends them).
             while let Some(r) = busy.join_next().await {
-                if let Ok((sink, _)) = r {
+                if let Ok((sink, _, _)) = r {
                     idle.push(sink);
                 }
             }
@@ -204,19 +219,25 @@ enum Sent {
 /// acknowledged starts waiting for its acknowledgment.
 fn sent(
     shared: &Arc<Shared>,
-    r: Result<(Box<dyn Sink>, Sent), tokio::task::JoinError>,
+    r: Result<(Box<dyn Sink>, u64, Sent), tokio::task::JoinError>,
     idle: &mut Vec<Box<dyn Sink>>,
-    settling: &mut JoinSet<Option<Batch>>,
+    settling: &mut JoinSet<(u64, Option<Batch>)>,
+    unsettled: &mut BTreeSet<u64>,
+    resent: &mut BTreeSet<u64>,
     stop: &mut bool,
 ) {
     match r {
-        Ok((sink, sent)) => {
+        Ok((sink, n, sent)) => {
             idle.push(sink);
             match sent {
-                Sent::Done => {}
+                Sent::Done => {
+                    resent.remove(&n);
+                }
                 Sent::Stopped => *stop = true,
                 Sent::Written(batch, report, settle) => {
-                    settling.spawn(settle_batch(shared.clone(), batch, report, settle).in_current_span());
+                    unsettled.insert(n);
+                    let wait = settle_batch(shared.clone(), batch, report, settle);
+                    settling.spawn(async move { (n, wait.await) }.in_current_span());
                 }
             }
         }
@@ -228,9 +249,21 @@ fn sent(
 }
 
 /// Takes the result of one settling batch: a failed one is queued to be sent again.
-fn settled(r: Result<Option<Batch>, tokio::task::JoinError>, again: &mut VecDeque<Batch>, stop: &mut bool) {
+fn settled(
+    r: Result<(u64, Option<Batch>), tokio::task::JoinError>,
+    unsettled: &mut BTreeSet<u64>,
+    resent: &mut BTreeSet<u64>,
+    again: &mut BTreeMap<u64, Batch>,
+    stop: &mut bool,
+) {
+    if let Ok((n, _)) = &r {
+        unsettled.remove(n);
+        resent.remove(n);
+    }
     match r {
-        Ok(Some(b)) if !b.is_empty() => again.push_back(b),
+        Ok((n, Some(b))) if !b.is_empty() => {
+            again.insert(n, b);
+        }
         Ok(_) => {}
         Err(e) => {
             tracing::error!(error = %e, "sink acknowledgment task failed");
@@ -533,20 +566,30 @@ mod tests {
             "at most max_unsettled batches wait for their acknowledgment"
         );
         assert_eq!(upstream.in_flight(), 4, "written is not delivered");
-        ack(&sent, 1, true);
+        // Both fail, the later one first: they are sent again in their first order, before
+        // the input waiting behind them.
+        ack(&sent, 1, false);
+        tokio::time::sleep(Duration::from_millis(20)).await;
         ack(&sent, 0, false);
         until(|| count() == 4).await;
         {
             let s = sent.lock().unwrap();
-            assert_eq!(s[2].0, "b0", "the batch whose acknowledgment failed goes first");
-            assert_eq!(s[3].0, "b2");
+            assert_eq!(
+                (s[2].0.as_str(), s[3].0.as_str()),
+                ("b0", "b1"),
+                "failed batches go first, in order"
+            );
         }
+        assert_eq!(upstream.in_flight(), 4);
+        ack(&sent, 3, true);
+        until(|| count() == 5).await;
+        assert_eq!(sent.lock().unwrap()[4].0, "b2");
         until(|| upstream.in_flight() == 3).await;
         assert!(upstream.take_ready().is_empty(), "b0 not delivered yet: no checkpoint");
         ack(&sent, 2, true);
-        ack(&sent, 3, true);
-        until(|| count() == 5).await;
         ack(&sent, 4, true);
+        until(|| count() == 6).await;
+        ack(&sent, 5, true);
         until(|| upstream.in_flight() == 0).await;
         assert_eq!(upstream.take_ready()[0].value, "3");
         drop(tx);
