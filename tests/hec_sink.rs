@@ -398,6 +398,11 @@ async fn concurrent_requests_overlap_ack_waits_and_concurrency_one_keeps_order()
                     most > 1 && most <= max_pending,
                     "{most} requests waited for their ackIds at once (at most {max_pending})"
                 );
+                // One query per poll for every batch waiting on the channel, not one each.
+                assert!(
+                    emu.max_ids_per_query() > 1,
+                    "ackIds of several batches asked for together"
+                );
             }
         } else {
             assert!(

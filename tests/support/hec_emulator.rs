@@ -103,6 +103,8 @@ struct Emu {
     indexed_ids: Vec<u64>,
     log: Vec<Logged>,
     ack_queries: u32,
+    /// The most ackIds one query asked for.
+    max_ids_per_query: usize,
     health_checks: u32,
     max_pending_acks: usize,
 }
@@ -319,6 +321,7 @@ async fn ack(State(st): State<Arc<Mutex<Emu>>>, uri: Uri, headers: HeaderMap, bo
             .ok()
             .and_then(|v| serde_json::from_value(v.get("acks")?.clone()).ok())
             .ok_or_else(|| reply(400, 6, "Invalid data format"))?;
+        emu.max_ids_per_query = emu.max_ids_per_query.max(ids.len());
         let now = Instant::now();
         let mut answer = serde_json::Map::new();
         let mut newly = Vec::new();
@@ -421,6 +424,11 @@ impl HecEmulator {
     /// The most requests that were accepted and not yet acknowledged at one time.
     pub fn max_pending_acks(&self) -> usize {
         self.state.lock().unwrap().max_pending_acks
+    }
+
+    /// The most ackIds one `/services/collector/ack` query asked for.
+    pub fn max_ids_per_query(&self) -> usize {
+        self.state.lock().unwrap().max_ids_per_query
     }
 
     pub fn ack_queries(&self) -> u32 {

@@ -14,12 +14,13 @@
 //! errors (codes 5, 6, 12, 13, 15, HTTP 413) dead-letter the event named by
 //! `invalid-event-number` (the rest is sent again), or bisect the request to find it.
 
+mod acks;
 pub mod client;
 
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -30,6 +31,7 @@ use crate::encode::Encoder;
 use crate::encode::{EncoderOptions, HecEncoder};
 use crate::event::Event;
 use crate::telemetry::{Metrics, SinkLabels};
+use acks::AckBook;
 use client::{classify, HecClient, Outcome};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -213,6 +215,10 @@ impl SinkConfig for HecSinkConfig {
         Ok(Box::new(HecSink {
             name: name.into(),
             channel,
+            acks: AckBook::new(
+                client.clone(),
+                Duration::from_millis(self.acknowledgements.poll_interval_ms),
+            ),
             client,
             encoder: HecEncoder::new(&self.encoder),
             batch: self.batch.clone(),
@@ -227,6 +233,8 @@ impl SinkConfig for HecSinkConfig {
 pub struct HecSink {
     name: String,
     channel: String,
+    /// The ackIds waiting on this sink's channel.
+    acks: Arc<AckBook>,
     client: HecClient,
     encoder: HecEncoder,
     batch: BatchOptions,
@@ -276,61 +284,23 @@ impl HecSink {
         }
     }
 
-    /// The wait for the indexer to acknowledge `ids` (this sink's channel): queried every
-    /// `poll_interval_ms`; fails after `timeout_secs` so that the batch is sent again.
-    fn settle(&self, mut ids: Vec<u64>) -> Settle {
-        let client = self.client.clone();
-        let poll = Duration::from_millis(self.ack.poll_interval_ms);
-        let timeout_secs = self.ack.timeout_secs;
-        let metrics = self.metrics.clone();
-        let name = self.name.clone();
-        let gauge = metrics.as_ref().map(|m| {
+    /// The wait for the indexer to acknowledge `ids` (this sink's channel, queried together
+    /// with the other batches' ids every `poll_interval_ms`); fails after `timeout_secs` so
+    /// that the batch is sent again.
+    fn settle(&self, ids: Vec<u64>) -> Settle {
+        let gauge = self.metrics.as_ref().map(|m| {
             m.sink_acks_pending
-                .get_or_create(&SinkLabels { sink: name.clone() })
+                .get_or_create(&SinkLabels {
+                    sink: self.name.clone(),
+                })
                 .clone()
         });
-        if let Some(g) = &gauge {
-            g.inc_by(ids.len() as i64);
-        }
-        Settle::new(async move {
-            let deadline = Instant::now() + Duration::from_secs(timeout_secs);
-            let result = loop {
-                tokio::time::sleep(poll).await;
-                match client.query_acks(&ids).await {
-                    Ok(acks) => {
-                        let before = ids.len();
-                        ids.retain(|id| !acks.get(id).copied().unwrap_or(false));
-                        if let Some(g) = &gauge {
-                            g.dec_by((before - ids.len()) as i64);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, pending = ids.len(), "HEC acknowledgment query failed; will ask again")
-                    }
-                }
-                if ids.is_empty() {
-                    break Ok(());
-                }
-                if Instant::now() >= deadline {
-                    tracing::warn!(
-                        ack_ids = ?ids,
-                        timeout_secs,
-                        "HEC requests not acknowledged in time; sending the batch again"
-                    );
-                    if let Some(m) = &metrics {
-                        Metrics::sink_count(&m.sink_ack_timeouts, &name, ids.len() as u64);
-                    }
-                    break Err(unavailable(
-                        "hec_ack_timeout",
-                        format!("{} request(s) not acknowledged within {timeout_secs} s", ids.len()),
-                    ));
-                }
-            };
-            if let Some(g) = &gauge {
-                g.dec_by(ids.len() as i64);
-            }
-            result
-        })
+        self.acks.settle(
+            ids,
+            Duration::from_secs(self.ack.timeout_secs),
+            gauge,
+            self.metrics.clone().map(|m| (m, self.name.clone())),
+        )
     }
 }
 

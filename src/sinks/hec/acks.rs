@@ -1,0 +1,141 @@
+//! Indexer acknowledgment of one HEC channel: the ackIds of every batch waiting on the
+//! channel are asked for together, one `/services/collector/ack` query per poll interval
+//! (not one per batch), and each batch's wait ends when all of its ids are reported `true`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::oneshot;
+
+use super::client::HecClient;
+use crate::sinks::{Settle, SinkError};
+use crate::telemetry::Metrics;
+
+/// The ackIds waiting on one channel, and whether its poller runs.
+#[derive(Default)]
+struct Waiting {
+    ids: HashMap<u64, oneshot::Sender<()>>,
+    polling: bool,
+}
+
+pub struct AckBook {
+    client: HecClient,
+    poll: Duration,
+    waiting: Mutex<Waiting>,
+}
+
+impl AckBook {
+    pub fn new(client: HecClient, poll: Duration) -> Arc<AckBook> {
+        Arc::new(AckBook {
+            client,
+            poll,
+            waiting: Mutex::new(Waiting::default()),
+        })
+    }
+
+    /// Registers `ids`; the poller (started when none runs) resolves each receiver when its
+    /// id is reported indexed. A dropped receiver is forgotten at the next poll.
+    fn register(self: &Arc<Self>, ids: &[u64]) -> Vec<oneshot::Receiver<()>> {
+        let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let rxs = ids
+            .iter()
+            .map(|&id| {
+                let (tx, rx) = oneshot::channel();
+                w.ids.insert(id, tx);
+                rx
+            })
+            .collect();
+        if !w.polling {
+            w.polling = true;
+            tokio::spawn(self.clone().poll_loop());
+        }
+        rxs
+    }
+
+    /// Every `poll`: one query for every id still waited for; ends when none is left.
+    async fn poll_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.poll).await;
+            let ids: Vec<u64> = {
+                let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                w.ids.retain(|_, tx| !tx.is_closed());
+                if w.ids.is_empty() {
+                    w.polling = false;
+                    return;
+                }
+                w.ids.keys().copied().collect()
+            };
+            match self.client.query_acks(&ids).await {
+                Ok(acks) => {
+                    let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                    for (id, done) in acks {
+                        if done {
+                            if let Some(tx) = w.ids.remove(&id) {
+                                let _ = tx.send(());
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, pending = ids.len(), "HEC acknowledgment query failed; will ask again")
+                }
+            }
+        }
+    }
+
+    /// The wait for the indexer to acknowledge `ids`; fails after `timeout` (the batch is
+    /// then sent again). `pending` counts the ids waiting (`sink_acks_pending`).
+    pub fn settle(
+        self: &Arc<Self>,
+        ids: Vec<u64>,
+        timeout: Duration,
+        pending: Option<Gauge>,
+        metrics: Option<(Arc<Metrics>, String)>,
+    ) -> Settle {
+        let rxs = self.register(&ids);
+        if let Some(g) = &pending {
+            g.inc_by(ids.len() as i64);
+        }
+        Settle::new(async move {
+            let mut rxs = rxs.into_iter().zip(ids).peekable();
+            let all = async {
+                while let Some((rx, _)) = rxs.peek_mut() {
+                    // The poller never drops a sender it has not resolved while we wait.
+                    let _ = rx.await;
+                    rxs.next();
+                    if let Some(g) = &pending {
+                        g.dec();
+                    }
+                }
+            };
+            let result = tokio::time::timeout(timeout, all).await;
+            let late: Vec<u64> = rxs.map(|(_, id)| id).collect();
+            if let Some(g) = &pending {
+                g.dec_by(late.len() as i64);
+            }
+            match result {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    tracing::warn!(
+                        ack_ids = ?late,
+                        timeout_secs = timeout.as_secs(),
+                        "HEC requests not acknowledged in time; sending the batch again"
+                    );
+                    if let Some((m, name)) = &metrics {
+                        Metrics::sink_count(&m.sink_ack_timeouts, name, late.len() as u64);
+                    }
+                    Err(SinkError::Unavailable {
+                        kind: "hec_ack_timeout",
+                        message: format!(
+                            "{} request(s) not acknowledged within {} s",
+                            late.len(),
+                            timeout.as_secs()
+                        ),
+                    })
+                }
+            }
+        })
+    }
+}
