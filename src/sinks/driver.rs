@@ -100,64 +100,41 @@ impl SinkDriver {
             let limits = idle.first().and_then(|s| s.batch_limits());
             let max_unsettled = idle.first().map_or(1, |s| s.max_unsettled().max(1));
             let mut busy: JoinSet<(Box<dyn Sink>, u64, Sent)> = JoinSet::new();
-            // Batches written and waiting for the receiver's acknowledgment; a failed one
-            // comes back (`Some`) to be sent again before any new input, failed ones in the
-            // order they were first sent (by their sequence number).
-            let mut settling: JoinSet<(u64, Option<Batch>)> = JoinSet::new();
-            let mut unsettled: BTreeSet<u64> = BTreeSet::new();
-            // Of those, the ones sent again (already written in their order).
-            let mut resent: BTreeSet<u64> = BTreeSet::new();
-            let mut again: BTreeMap<u64, Batch> = BTreeMap::new();
+            let mut flight = InFlight::default();
             let mut seq = 0u64;
             let mut stop = false;
             let mut input_open = true;
             loop {
                 while let Some(r) = busy.try_join_next() {
-                    sent(
-                        &shared,
-                        r,
-                        &mut idle,
-                        &mut settling,
-                        &mut unsettled,
-                        &mut resent,
-                        &mut stop,
-                    );
+                    stop |= !flight.sent(&shared, r, &mut idle);
                 }
-                while let Some(r) = settling.try_join_next() {
-                    settled(r, &mut unsettled, &mut resent, &mut again, &mut stop);
+                while let Some(r) = flight.settling.try_join_next() {
+                    stop |= !flight.settled(r);
                 }
                 if stop {
                     break;
                 }
                 // Another send needs an idle instance and room among the batches waiting
                 // for their acknowledgment (backpressure otherwise).
-                let can_send = !idle.is_empty() && settling.len() < max_unsettled;
-                // A failed batch waits until every batch first sent before it has settled,
-                // so that failed batches go out again in their first order.
-                let first_ok = again
-                    .first_key_value()
-                    .is_some_and(|(n, _)| unsettled.range(..*n).all(|u| resent.contains(u)));
-                let next = if can_send && first_ok { again.pop_first() } else { None };
-                if let Some((n, _)) = &next {
-                    resent.insert(*n);
-                }
-                let (n, batch) = match next {
+                let can_send = !idle.is_empty() && flight.settling.len() < max_unsettled;
+                let again = if can_send { flight.next_again() } else { None };
+                let (n, batch) = match again {
                     Some(b) => b,
                     None => {
-                        if !input_open && again.is_empty() && busy.is_empty() && settling.is_empty() {
+                        if !input_open && flight.is_empty() && busy.is_empty() {
                             break;
                         }
                         tokio::select! {
                             biased;
                             Some(r) = busy.join_next(), if !busy.is_empty() => {
-                                sent(&shared, r, &mut idle, &mut settling, &mut unsettled, &mut resent, &mut stop);
+                                stop |= !flight.sent(&shared, r, &mut idle);
                                 continue;
                             }
-                            Some(r) = settling.join_next(), if !settling.is_empty() => {
-                                settled(r, &mut unsettled, &mut resent, &mut again, &mut stop);
+                            Some(r) = flight.settling.join_next(), if !flight.settling.is_empty() => {
+                                stop |= !flight.settled(r);
                                 continue;
                             }
-                            b = rx.recv(), if can_send && input_open && again.is_empty() => match b {
+                            b = rx.recv(), if can_send && input_open && flight.again.is_empty() => match b {
                                 Some(mut b) => {
                                     if let Some(l) = limits {
                                         coalesce(&mut b, &mut rx, l, &shared.force).await;
@@ -192,7 +169,7 @@ impl SinkDriver {
                     idle.push(sink);
                 }
             }
-            while settling.join_next().await.is_some() {}
+            while flight.settling.join_next().await.is_some() {}
             for sink in &mut idle {
                 if let Err(e) = sink.close().await {
                     tracing::error!(error = %e, "closing sink failed");
@@ -215,60 +192,81 @@ enum Sent {
     Written(Batch, SendReport, Settle),
 }
 
-/// Takes back an instance that finished a delivery; a batch written but not yet
-/// acknowledged starts waiting for its acknowledgment.
-fn sent(
-    shared: &Arc<Shared>,
-    r: Result<(Box<dyn Sink>, u64, Sent), tokio::task::JoinError>,
-    idle: &mut Vec<Box<dyn Sink>>,
-    settling: &mut JoinSet<(u64, Option<Batch>)>,
-    unsettled: &mut BTreeSet<u64>,
-    resent: &mut BTreeSet<u64>,
-    stop: &mut bool,
-) {
-    match r {
-        Ok((sink, n, sent)) => {
-            idle.push(sink);
-            match sent {
-                Sent::Done => {
-                    resent.remove(&n);
-                }
-                Sent::Stopped => *stop = true,
-                Sent::Written(batch, report, settle) => {
-                    unsettled.insert(n);
-                    let wait = settle_batch(shared.clone(), batch, report, settle);
-                    settling.spawn(async move { (n, wait.await) }.in_current_span());
-                }
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "sink delivery task failed");
-            *stop = true;
-        }
-    }
+/// Batches written and waiting for the receiver's acknowledgment, by sequence number; a
+/// failed one comes back to be sent again before any new input, failed ones in the order
+/// they were first sent.
+#[derive(Default)]
+struct InFlight {
+    /// `(sequence, Some(batch))` when the acknowledgment failed.
+    settling: JoinSet<(u64, Option<Batch>)>,
+    unsettled: BTreeSet<u64>,
+    /// Of the unsettled, the ones sent again (already written in their order).
+    resent: BTreeSet<u64>,
+    again: BTreeMap<u64, Batch>,
 }
 
-/// Takes the result of one settling batch: a failed one is queued to be sent again.
-fn settled(
-    r: Result<(u64, Option<Batch>), tokio::task::JoinError>,
-    unsettled: &mut BTreeSet<u64>,
-    resent: &mut BTreeSet<u64>,
-    again: &mut BTreeMap<u64, Batch>,
-    stop: &mut bool,
-) {
-    if let Ok((n, _)) = &r {
-        unsettled.remove(n);
-        resent.remove(n);
+impl InFlight {
+    fn is_empty(&self) -> bool {
+        self.settling.is_empty() && self.again.is_empty()
     }
-    match r {
-        Ok((n, Some(b))) if !b.is_empty() => {
-            again.insert(n, b);
+
+    /// Takes back an instance that finished a delivery; a batch written but not yet
+    /// acknowledged starts waiting for its acknowledgment. False: stop.
+    fn sent(
+        &mut self,
+        shared: &Arc<Shared>,
+        r: Result<(Box<dyn Sink>, u64, Sent), tokio::task::JoinError>,
+        idle: &mut Vec<Box<dyn Sink>>,
+    ) -> bool {
+        let (sink, n, sent) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "sink delivery task failed");
+                return false;
+            }
+        };
+        idle.push(sink);
+        match sent {
+            Sent::Done => {
+                self.resent.remove(&n);
+            }
+            Sent::Stopped => return false,
+            Sent::Written(batch, report, settle) => {
+                self.unsettled.insert(n);
+                let wait = settle_batch(shared.clone(), batch, report, settle);
+                self.settling.spawn(async move { (n, wait.await) }.in_current_span());
+            }
         }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "sink acknowledgment task failed");
-            *stop = true;
+        true
+    }
+
+    /// Takes the result of one settling batch: a failed one is queued to be sent again.
+    /// False: stop.
+    fn settled(&mut self, r: Result<(u64, Option<Batch>), tokio::task::JoinError>) -> bool {
+        match r {
+            Ok((n, failed)) => {
+                self.unsettled.remove(&n);
+                self.resent.remove(&n);
+                if let Some(b) = failed.filter(|b| !b.is_empty()) {
+                    self.again.insert(n, b);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sink acknowledgment task failed");
+                false
+            }
         }
+    }
+
+    /// The first failed batch, once every batch first sent before it has settled.
+    fn next_again(&mut self) -> Option<(u64, Batch)> {
+        let (&n, _) = self.again.first_key_value()?;
+        if !self.unsettled.range(..n).all(|u| self.resent.contains(u)) {
+            return None;
+        }
+        self.resent.insert(n);
+        self.again.pop_first()
     }
 }
 
