@@ -274,31 +274,7 @@ impl Stream {
     /// queue is empty). Fails when the connection closes meanwhile or the queue makes no
     /// progress for `stall`.
     pub async fn wait_delivered(&self, stall: Duration) -> io::Result<()> {
-        let fd = self.shared.fd.as_raw_fd();
-        let mut last = unsent_bytes(fd)?;
-        let mut progress = Instant::now();
-        let mut pause = Duration::from_micros(200);
-        while last > 0 {
-            if self.shared.closed.at().is_some() {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    format!("receiver closed the connection with {last} bytes unacknowledged"),
-                ));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(20));
-            let now = unsent_bytes(fd)?;
-            if now < last {
-                progress = Instant::now();
-            } else if progress.elapsed() > stall {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("{now} bytes not acknowledged by the receiver for {stall:?}"),
-                ));
-            }
-            last = now;
-        }
-        Ok(())
+        self.settle(self.written(), stall).await
     }
 
     /// Flushes, waits for the receiver's TCP acknowledgment and shuts the write side.
