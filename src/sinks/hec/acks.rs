@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::client::HecClient;
 use crate::sinks::{Settle, SinkError};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, SinkLabels};
 
 /// The ackIds waiting on one channel, and whether its poller runs.
 #[derive(Default)]
@@ -86,14 +86,19 @@ impl AckBook {
     }
 
     /// The wait for the indexer to acknowledge `ids`; fails after `timeout` (the batch is
-    /// then sent again). `pending` counts the ids waiting (`sink_acks_pending`).
+    /// then sent again). With the sink's metrics and name, the ids waiting are counted in
+    /// `sink_acks_pending` and the late ones in `sink_ack_timeouts_total`.
     pub fn settle(
         self: &Arc<Self>,
         ids: Vec<u64>,
         timeout: Duration,
-        pending: Option<Gauge>,
         metrics: Option<(Arc<Metrics>, String)>,
     ) -> Settle {
+        let pending: Option<Gauge> = metrics.as_ref().map(|(m, name)| {
+            m.sink_acks_pending
+                .get_or_create(&SinkLabels { sink: name.clone() })
+                .clone()
+        });
         let rxs = self.register(&ids);
         if let Some(g) = &pending {
             g.inc_by(ids.len() as i64);

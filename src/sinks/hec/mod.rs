@@ -30,7 +30,7 @@ use crate::config::{typed, ConfigIssue, Secret};
 use crate::encode::Encoder;
 use crate::encode::{EncoderOptions, HecEncoder};
 use crate::event::Event;
-use crate::telemetry::{Metrics, SinkLabels};
+use crate::telemetry::Metrics;
 use acks::AckBook;
 use client::{classify, HecClient, Outcome};
 
@@ -288,17 +288,9 @@ impl HecSink {
     /// with the other batches' ids every `poll_interval_ms`); fails after `timeout_secs` so
     /// that the batch is sent again.
     fn settle(&self, ids: Vec<u64>) -> Settle {
-        let gauge = self.metrics.as_ref().map(|m| {
-            m.sink_acks_pending
-                .get_or_create(&SinkLabels {
-                    sink: self.name.clone(),
-                })
-                .clone()
-        });
         self.acks.settle(
             ids,
             Duration::from_secs(self.ack.timeout_secs),
-            gauge,
             self.metrics.clone().map(|m| (m, self.name.clone())),
         )
     }
