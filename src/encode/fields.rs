@@ -76,6 +76,8 @@ pub(crate) enum Field<'a> {
     Val(&'a Value),
     Obj(&'a Obj),
     Arr(&'a [Node]),
+    /// JSON text kept from the record (`Node::Json`): opaque to the encoders' paths.
+    Json(&'a str),
 }
 
 impl<'a> From<&'a Node> for Field<'a> {
@@ -85,6 +87,7 @@ impl<'a> From<&'a Node> for Field<'a> {
             Node::Val(v) => Field::Val(v),
             Node::Obj(o) => Field::Obj(o),
             Node::Arr(a) => Field::Arr(a),
+            Node::Json(j) => Field::Json(j),
         }
     }
 }
@@ -103,7 +106,7 @@ impl<'a> Field<'a> {
             Field::Val(Value::Object(m)) => m.get(seg).map(Field::Val),
             Field::Val(Value::Array(a)) => a.get(seg.parse::<usize>().ok()?).map(Field::Val),
             Field::Arr(a) => a.get(seg.parse::<usize>().ok()?).map(Field::from),
-            Field::Val(_) | Field::Str(_) => None,
+            Field::Val(_) | Field::Str(_) | Field::Json(_) => None,
         }
     }
 
@@ -125,7 +128,7 @@ impl<'a> Field<'a> {
     pub fn value(self) -> Option<&'a Value> {
         match self {
             Field::Val(v) => Some(v),
-            Field::Obj(_) | Field::Str(_) | Field::Arr(_) => None,
+            Field::Obj(_) | Field::Str(_) | Field::Arr(_) | Field::Json(_) => None,
         }
     }
 
@@ -134,7 +137,7 @@ impl<'a> Field<'a> {
         match self {
             Field::Str(s) => Some(s),
             Field::Val(v) => v.as_str(),
-            Field::Obj(_) | Field::Arr(_) => None,
+            Field::Obj(_) | Field::Arr(_) | Field::Json(_) => None,
         }
     }
 
@@ -143,7 +146,7 @@ impl<'a> Field<'a> {
         match self {
             Field::Str(s) => s.trim().parse().ok(),
             Field::Val(v) => as_i64(v),
-            Field::Obj(_) | Field::Arr(_) => None,
+            Field::Obj(_) | Field::Arr(_) | Field::Json(_) => None,
         }
     }
 
@@ -160,12 +163,15 @@ impl<'a> Field<'a> {
         match self {
             Field::Obj(o) => o.iter().for_each(|(k, n)| f(k, Field::from(n))),
             Field::Val(Value::Object(m)) => m.iter().for_each(|(k, v)| f(k, Field::Val(v))),
-            Field::Val(_) | Field::Str(_) | Field::Arr(_) => {}
+            Field::Val(_) | Field::Str(_) | Field::Arr(_) | Field::Json(_) => {}
         }
     }
 
     fn is_object(self) -> bool {
-        matches!(self, Field::Obj(_) | Field::Val(Value::Object(_)))
+        match self {
+            Field::Json(j) => j.starts_with('{'),
+            f => matches!(f, Field::Obj(_) | Field::Val(Value::Object(_))),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ pub fn frame_octet_counting(out: &mut Vec<u8>, parts: &[&[u8]]) {
 pub fn frame_trailer(out: &mut Vec<u8>, parts: &[&[u8]], trailer: &[u8]) -> bool {
     let mut altered = false;
     for p in parts {
-        if p.iter().any(|b| trailer.contains(b)) {
+        if contains_any(p, trailer) {
             altered = true;
             out.extend(p.iter().map(|&b| if trailer.contains(&b) { b' ' } else { b }));
         } else {
@@ -27,6 +27,17 @@ pub fn frame_trailer(out: &mut Vec<u8>, parts: &[&[u8]], trailer: &[u8]) -> bool
     }
     out.extend_from_slice(trailer);
     altered
+}
+
+/// Whether `p` holds a byte of `trailer` (one, two or three bytes: a vectorized search).
+fn contains_any(p: &[u8], trailer: &[u8]) -> bool {
+    match *trailer {
+        [] => false,
+        [a] => memchr::memchr(a, p).is_some(),
+        [a, b] => memchr::memchr2(a, b, p).is_some(),
+        [a, b, c] => memchr::memchr3(a, b, c, p).is_some(),
+        _ => p.iter().any(|b| trailer.contains(b)),
+    }
 }
 
 /// The messages of an octet-counted buffer; stops at the first malformed frame.

@@ -166,9 +166,9 @@ pub(crate) fn user_obj(
         return u;
     }
     match kind {
-        UserType::User => u.v("type_id", 1).v("type", "User"),
-        UserType::ServicePrincipal => u.v("type_id", 99).v("type", "ServicePrincipal"),
-        UserType::ManagedIdentity => u.v("type_id", 99).v("type", "ManagedIdentity"),
+        UserType::User => u.v("type_id", 1).c("type", "User"),
+        UserType::ServicePrincipal => u.v("type_id", 99).c("type", "ServicePrincipal"),
+        UserType::ManagedIdentity => u.v("type_id", 99).c("type", "ManagedIdentity"),
     };
     u
 }

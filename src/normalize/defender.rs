@@ -13,7 +13,7 @@ use super::lenient::{decode_embedded, Num, Str};
 use super::mitre;
 use super::ocsf::{Class, Draft};
 use super::seen::{finding_activity, finding_key};
-use super::{Ctx, NormalizeError};
+use super::{Ctx, Node, NormalizeError};
 
 /// One advanced hunting row: the union of the AlertInfo, AlertEvidence and *LogonEvents
 /// columns used here.
@@ -342,7 +342,7 @@ pub(crate) fn map_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Norm
         .i("size", r.FileSize.i64())
         .arr("hashes", hashes);
     if !file.is_empty() {
-        file.v("type_id", 1).v("type", "Regular File");
+        file.v("type_id", 1).c("type", "Regular File");
     }
     let extra = decode_embedded(r.AdditionalFields);
     if is_process {
@@ -402,7 +402,7 @@ pub(crate) fn map_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Norm
         .s("RegistryValueData", r.RegistryValueData.get())
         .ov("AdditionalFields", extra);
     e.o("data", data);
-    d.body.v("evidences", vec![e.into_value()]);
+    d.body.nodes("evidences", vec![Node::Obj(e)]);
     d.tenant = tenant;
     env.unmapped_into(&mut d.unmapped);
     d.unmapped.s("MachineGroup", r.MachineGroup.get());
@@ -484,7 +484,7 @@ pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
         user.s("uid_alt", r.AccountSid.get());
     }
     if user.is_empty() {
-        user.v("name", "unknown").v("type_id", 0);
+        user.c("name", "unknown").v("type_id", 0);
     }
     observe_user(&mut d.observables, "user", &user);
     let who = user.get_str("name").unwrap_or("unknown").to_owned();
@@ -531,13 +531,13 @@ pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
 
     match r.Protocol.get().map(str::to_ascii_lowercase).as_deref() {
         Some("ntlm") => {
-            d.body.v("auth_protocol_id", 1).v("auth_protocol", "NTLM");
+            d.body.v("auth_protocol_id", 1).c("auth_protocol", "NTLM");
         }
         Some("kerberos") => {
-            d.body.v("auth_protocol_id", 2).v("auth_protocol", "Kerberos");
+            d.body.v("auth_protocol_id", 2).c("auth_protocol", "Kerberos");
         }
         Some("ldap") => {
-            d.body.v("auth_protocol_id", 12).v("auth_protocol", "LDAP");
+            d.body.v("auth_protocol_id", 12).c("auth_protocol", "LDAP");
         }
         Some(_) => {
             d.body.v("auth_protocol_id", 99).s("auth_protocol", r.Protocol.get());
@@ -569,7 +569,7 @@ pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
         .s("TargetAccountDisplayName", r.TargetAccountDisplayName.get())
         .s("IsLocalAdmin", r.IsLocalAdmin.get())
         .s("LogonId", r.LogonId.get())
-        .ov("AdditionalFields", decode_embedded(r.AdditionalFields));
+        .embedded("AdditionalFields", r.AdditionalFields);
     Ok(d)
 }
 

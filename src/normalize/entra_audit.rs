@@ -4,12 +4,11 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
 
 use super::common::{obs, observe_user, pick_time, uid_of, user_obj, Envelope, Obj, UserType};
 use super::lenient::{decode_embedded, key_value_object, Nest, Seq, Str};
 use super::ocsf::{Class, Draft};
-use super::{Ctx, NormalizeError};
+use super::{Ctx, Node, NormalizeError};
 
 #[derive(Deserialize, Default)]
 #[serde(bound(deserialize = "'de: 'a"))]
@@ -164,7 +163,7 @@ fn result_status(r: Option<&str>) -> u8 {
     }
 }
 
-fn modified_list(t: &Target<'_>) -> Vec<Value> {
+fn modified_list(t: &Target<'_>) -> Vec<Node> {
     t.modified
         .0
         .iter()
@@ -172,20 +171,20 @@ fn modified_list(t: &Target<'_>) -> Vec<Value> {
         .map(|m| {
             let mut o = Obj::new();
             o.s("name", m.name.get())
-                .ov("old_value", decode_embedded(m.old))
-                .ov("new_value", decode_embedded(m.new));
-            o.into_value()
+                .embedded("old_value", m.old)
+                .embedded("new_value", m.new);
+            Node::Obj(o)
         })
         .collect()
 }
 
-fn target_summary(t: &Target<'_>) -> Value {
+fn target_summary(t: &Target<'_>) -> Node {
     let mut o = Obj::new();
     o.s("id", t.id.get())
         .s("displayName", t.display_name.get())
         .s("type", t.kind.get())
         .s("userPrincipalName", t.upn.get());
-    o.into_value()
+    Node::Obj(o)
 }
 
 pub(crate) fn map_audit(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
@@ -280,25 +279,24 @@ pub(crate) fn map_audit(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
             );
             observe_user(&mut d.observables, "user", &user);
             d.body.o("user", user);
-            let mods: Vec<Value> = modified_list(x);
-            d.unmapped.arr("modifiedProperties", mods);
+            d.unmapped.nodes("modifiedProperties", modified_list(x));
         }
-        let policies: Vec<Value> = targets
+        let policies: Vec<Node> = targets
             .iter()
             .filter(|x| x.kind.is("Role"))
             .map(|x| {
                 let mut o = Obj::new();
                 o.s("uid", x.id.get()).s("name", x.display_name.get());
-                o.into_value()
+                Node::Obj(o)
             })
             .collect();
-        d.body.arr("policies", policies);
-        let rest: Vec<Value> = targets
+        d.body.nodes("policies", policies);
+        let rest: Vec<Node> = targets
             .iter()
             .filter(|x| main.is_none_or(|m| !std::ptr::eq(**x, m)) && !x.kind.is("Role"))
             .map(|x| target_summary(x))
             .collect();
-        d.unmapped.arr("additionalTargets", rest);
+        d.unmapped.nodes("additionalTargets", rest);
     } else {
         let (act, label) = entity_activity(p.operation_type.get(), &activity_name);
         d.activity_id = act;
@@ -315,7 +313,7 @@ pub(crate) fn map_audit(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
             let mods = modified_list(x);
             if !mods.is_empty() {
                 let mut data = Obj::new();
-                data.arr("modified_properties", mods);
+                data.nodes("modified_properties", mods);
                 entity.o("data", data);
             }
             d.observables.add(obs::RESOURCE_UID, "entity.uid", x.id.get());
@@ -323,8 +321,8 @@ pub(crate) fn map_audit(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
             entity.s("name", Some(&activity_name)).v("type_id", 99);
         }
         d.body.o("entity", entity);
-        let rest: Vec<Value> = targets.iter().skip(1).map(|x| target_summary(x)).collect();
-        d.unmapped.arr("additionalTargets", rest);
+        let rest: Vec<Node> = targets.iter().skip(1).map(|x| target_summary(x)).collect();
+        d.unmapped.nodes("additionalTargets", rest);
     }
 
     d.tenant = tenant;
@@ -478,7 +476,7 @@ pub(crate) fn map_provisioning(_ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Norma
         .ov("sourceIdentity", identity(p.source.as_ref()))
         .ov("sourceSystem", identity(p.source_system.as_ref()))
         .ov("targetSystem", identity(p.target_system.as_ref()))
-        .ov("errorInformation", decode_embedded(status.and_then(|s| s.error)));
+        .embedded("errorInformation", status.and_then(|s| s.error));
     Ok(d)
 }
 

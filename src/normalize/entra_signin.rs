@@ -6,7 +6,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::common::{obs, observe_user, os_obj, pick_time, uid_of, user_obj, Envelope, Obj, SignInLocation, UserType};
-use super::lenient::{decode_embedded, Flag, Nest, Num, Str};
+use super::embedded::embedded;
+use super::lenient::{Flag, Nest, Num, Str};
 use super::ocsf::{Class, Draft};
 use super::{Ctx, NormalizeError};
 
@@ -211,7 +212,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
         user = user_obj(p.app_id.get(), p.app_name.get(), None, None, kind);
     }
     if restored {
-        d.unmapped.v("user_restored_from", "cache");
+        d.unmapped.c("user_restored_from", "cache");
     }
     observe_user(&mut d.observables, "user", &user);
     let user_name = user.get_str("name").map(str::to_owned);
@@ -291,7 +292,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     };
     d.body
         .v("logon_type_id", logon_id)
-        .v("logon_type", logon_caption)
+        .c("logon_type", logon_caption)
         .v("is_remote", true);
 
     let mut session = Obj::new();
@@ -339,19 +340,19 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     env.unmapped_into(u);
     u.s("id", p.id.get())
         .s("conditionalAccessStatus", p.ca_status.get())
-        .ov("appliedConditionalAccessPolicies", decode_embedded(p.ca_policies))
+        .embedded("appliedConditionalAccessPolicies", p.ca_policies)
         .s("riskDetail", p.risk_detail.get())
         .s("riskLevelAggregated", p.risk_aggregated.get())
         .s("riskLevelDuringSignIn", p.risk_during.get())
         .s("riskState", p.risk_state.get())
-        .ov(
+        .on(
             "riskEventTypes_v2",
-            decode_embedded(p.risk_event_types_v2).or_else(|| decode_embedded(p.risk_event_types)),
+            embedded(p.risk_event_types_v2).or_else(|| embedded(p.risk_event_types)),
         )
-        .ov("authenticationDetails", decode_embedded(p.auth_details))
-        .ov("authenticationProcessingDetails", decode_embedded(p.auth_processing))
+        .embedded("authenticationDetails", p.auth_details)
+        .embedded("authenticationProcessingDetails", p.auth_processing)
         .s("authenticationRequirement", p.auth_requirement.get())
-        .ov("mfaDetail", decode_embedded(p.mfa_detail))
+        .embedded("mfaDetail", p.mfa_detail)
         .s("tokenIssuerType", p.token_issuer_type.get())
         .s("clientAppUsed", p.client_app_used.get())
         .s("userType", p.user_type.get())

@@ -117,7 +117,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     d.feature = category.to_owned();
     d.original_time = original;
     if found.is_none() {
-        d.unmapped.v("time_source", "received");
+        d.unmapped.c("time_source", "received");
     }
     d.severity_id = if hunting { 1 } else { 0 };
     let mut h = Fnv128::default();

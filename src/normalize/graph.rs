@@ -10,7 +10,7 @@ use super::common::{
 };
 use super::correlate::DetectionKind;
 use super::graph_evidence::{map_evidence, PickedUser};
-use super::lenient::{decode_embedded, Nest, Num, Seq, Str};
+use super::lenient::{Nest, Num, Seq, Str};
 use super::mitre;
 use super::ocsf::{Class, Draft, PROVIDER_GRAPH};
 use super::seen::{finding_activity, finding_key};
@@ -304,7 +304,7 @@ pub(crate) fn map_incident(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeE
         // OCSF 1.5.0 requires `assignee` or `assignee_group`; Defender's queue calls an
         // incident without assignee "Unassigned".
         let mut g = Obj::new();
-        g.v("name", "Unassigned");
+        g.c("name", "Unassigned");
         d.body.o("assignee_group", g);
     }
 
@@ -345,7 +345,7 @@ pub(crate) fn map_incident(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeE
         .s("lastModifiedBy", inc.last_modified_by.get())
         .s("redirectIncidentId", inc.redirect_id.get())
         .i("created_time", time_ms(&inc.created))
-        .ov("comments", decode_embedded(inc.comments));
+        .embedded("comments", inc.comments);
     Ok(d)
 }
 
@@ -423,9 +423,9 @@ pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
         .s("alertPolicyId", a.alert_policy_id.get())
         .s("incidentWebUrl", a.incident_web_url.get())
         .i("resolved_time", time_ms(&a.resolved))
-        .ov("customDetails", decode_embedded(a.custom_details))
-        .ov("additionalData", decode_embedded(a.additional_data))
-        .ov("comments", decode_embedded(a.comments));
+        .embedded("customDetails", a.custom_details)
+        .embedded("additionalData", a.additional_data)
+        .embedded("comments", a.comments);
     Ok(d)
 }
 
@@ -437,7 +437,7 @@ fn restore(ctx: &Ctx<'_>, tenant: Option<&str>, mut u: PickedUser, unmapped: &mu
             u.upn = k.upn.map(String::from);
             u.display_name = k.display_name.map(String::from);
             if u.upn.is_some() || u.display_name.is_some() {
-                unmapped.v("user_restored_from", "cache");
+                unmapped.c("user_restored_from", "cache");
             }
         }
     }

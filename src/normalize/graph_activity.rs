@@ -145,7 +145,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
         let upn = known.as_ref().and_then(|k| k.upn.as_deref());
         let full = known.as_ref().and_then(|k| k.display_name.as_deref());
         if upn.is_some() {
-            d.unmapped.v("user_restored_from", "cache");
+            d.unmapped.c("user_restored_from", "cache");
         }
         let user = user_obj(Some(uid), upn, full, None, UserType::User);
         super::common::observe_user(&mut d.observables, "actor.user", &user);
@@ -172,7 +172,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     resp.i("code", code);
     api.o("response", resp);
     let mut svc = Obj::new();
-    svc.v("name", "Microsoft Graph");
+    svc.c("name", "Microsoft Graph");
     api.o("service", svc);
     d.body.o("api", api);
 
@@ -202,7 +202,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     d.observables.add(obs::IP, "src_endpoint.ip", ip);
     let mut dst = Obj::new();
     dst.s("hostname", parts.as_ref().and_then(|u| u.host))
-        .v("svc_name", "Microsoft Graph");
+        .c("svc_name", "Microsoft Graph");
     d.body.o("dst_endpoint", dst);
 
     d.body.v(

@@ -244,7 +244,7 @@ fn file_obj(f: &FileDetails<'_>) -> Obj {
         .s("company_name", f.publisher.get())
         .arr("hashes", hashes);
     if o.has("name") || o.has("path") {
-        o.v("type_id", 1).v("type", "Regular File");
+        o.v("type_id", 1).c("type", "Regular File");
     }
     o
 }

@@ -15,7 +15,7 @@ use super::correlate::DetectionKind;
 use super::lenient::{decode_embedded, key_value_object, Flag, Nest, Seq, Str};
 use super::ocsf::{Class, Draft, PROVIDER_GRAPH};
 use super::seen::{finding_activity, finding_key};
-use super::{Ctx, NormalizeError};
+use super::{Ctx, Node, NormalizeError};
 
 const PRODUCT: &str = "Microsoft Entra ID Protection";
 
@@ -289,7 +289,7 @@ fn detection(
         .v("uid", event_type)
         .v("name", title.clone())
         .v("type_id", 99)
-        .v("type", "Risk detection");
+        .c("type", "Risk detection");
     fi.v("uid", id)
         .v("title", title.clone())
         .arr("types", types)
@@ -321,7 +321,7 @@ fn detection(
                 upn = k.upn.map(String::from);
                 full = full.or(k.display_name.map(String::from));
                 if upn.is_some() {
-                    d.unmapped.v("user_restored_from", "cache");
+                    d.unmapped.c("user_restored_from", "cache");
                 }
             }
         } else {
@@ -350,7 +350,7 @@ fn detection(
     http.s("user_agent", info_str("userAgent").as_deref());
     ev.o("http_request", http);
     if !ev.is_empty() {
-        d.body.v("evidences", vec![ev.into_value()]);
+        d.body.nodes("evidences", vec![Node::Obj(ev)]);
         d.observables.add(obs::IP, "evidences[0].src_endpoint.ip", p.ip.get());
     }
 
@@ -461,7 +461,7 @@ fn state(
                 upn = k.upn.map(String::from);
                 full = full.or(k.display_name.map(String::from));
                 if upn.is_some() {
-                    d.unmapped.v("user_restored_from", "cache");
+                    d.unmapped.c("user_restored_from", "cache");
                 }
             }
         }

@@ -4,6 +4,7 @@
 mod common;
 mod correlate;
 mod defender;
+mod embedded;
 mod entra_audit;
 mod entra_signin;
 mod generic;
@@ -301,7 +302,7 @@ impl Normalizer {
             let mut h = Fnv128::default();
             h.write(raw);
             d.unmapped
-                .v("raw_data_omitted", "too_large")
+                .c("raw_data_omitted", "too_large")
                 .v("raw_data_fnv1a128", hex128(h.finish()));
         }
         let class_uid = d.class.uid();

@@ -225,19 +225,26 @@ impl Draft {
             observables,
             host_profile,
         } = self;
-        let mut o = Obj::new();
+        // The base attributes, the class's, then metadata and unmapped.
+        let mut o = Obj::with_capacity(16 + body.len());
         let (cat_uid, cat_name) = class.category();
-        let activity_name = activity_name.unwrap_or_else(|| class.activity_caption(activity_id).to_owned());
+        let type_name = match &activity_name {
+            Some(a) => format!("{}: {a}", class.name()),
+            None => format!("{}: {}", class.name(), class.activity_caption(activity_id)),
+        };
         o.v("class_uid", class.uid())
-            .v("class_name", class.name())
+            .c("class_name", class.name())
             .v("category_uid", cat_uid)
-            .v("category_name", cat_name)
+            .c("category_name", cat_name)
             .v("activity_id", activity_id)
             .v("type_uid", u64::from(class.uid()) * 100 + u64::from(activity_id))
-            .v("type_name", format!("{}: {}", class.name(), activity_name))
-            .v("activity_name", activity_name)
-            .v("severity_id", severity_id)
-            .v("severity", severity_caption(severity_id))
+            .v("type_name", type_name);
+        match activity_name {
+            Some(a) => o.v("activity_name", a),
+            None => o.c("activity_name", class.activity_caption(activity_id)),
+        };
+        o.v("severity_id", severity_id)
+            .c("severity", severity_caption(severity_id))
             .v("time", time.ms)
             .v("timezone_offset", 0);
         // OCSF 1.5.0 finding status enums have no 0 Unknown: a Detection Finding leaves its
@@ -252,25 +259,25 @@ impl Draft {
             (_, _, s) => s,
         };
         if let Some(id) = status_id {
-            let caption = match status {
-                Some(s) if id == 99 => s,
-                _ => class.status_caption(id).to_owned(),
+            o.v("status_id", id);
+            match status {
+                Some(s) if id == 99 => o.v("status", s),
+                _ => o.c("status", class.status_caption(id)),
             };
-            o.v("status_id", id).v("status", caption);
         }
         o.append(body);
-        let mut md = Obj::new();
-        md.v("version", super::ocsf::OCSF_VERSION)
+        let mut md = Obj::with_capacity(10);
+        md.c("version", super::ocsf::OCSF_VERSION)
             .v("uid", hex128(uid))
             .v("log_name", log_name)
-            .v("log_provider", log_provider)
+            .c("log_provider", log_provider)
             .s("tenant_uid", tenant.as_deref())
             .s("original_time", original_time.as_deref())
             .v("processed_time", processed_ms)
             .s("correlation_uid", correlation_uid.as_deref())
             .arr("labels", labels);
         let mut p = Obj::new();
-        p.v("vendor_name", VENDOR).v("name", product);
+        p.c("vendor_name", VENDOR).v("name", product);
         if !feature.is_empty() {
             let mut f = Obj::new();
             f.v("name", feature);

@@ -20,6 +20,8 @@ pub(crate) enum Node {
     Obj(Obj),
     /// An array of tree nodes (observables, lists of objects built by the mappers).
     Arr(Vec<Node>),
+    /// An array or object of the record kept as its compact JSON text (see `embedded`).
+    Json(ByteString),
 }
 
 thread_local! {
@@ -149,6 +151,19 @@ impl Obj {
         Obj::default()
     }
 
+    /// An object with room for `n` members (no regrowth while the mapper fills it).
+    pub fn with_capacity(n: usize) -> Obj {
+        Obj {
+            items: Vec::with_capacity(n),
+            mask: 0,
+        }
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
     fn put(&mut self, k: Cow<'static, str>, n: Node) {
         let b = bit(&k);
         if self.mask & b != 0 {
@@ -165,6 +180,11 @@ impl Obj {
         self.items.push((k, n));
     }
 
+    /// Insert a constant string (no allocation).
+    pub fn c(&mut self, k: &'static str, v: &'static str) -> &mut Obj {
+        self.put(Cow::Borrowed(k), Node::Str(ByteString::from_static(v)));
+        self
+    }
     /// Insert a string when present.
     pub fn s(&mut self, k: &'static str, v: Option<&str>) -> &mut Obj {
         if let Some(v) = v {
@@ -215,6 +235,17 @@ impl Obj {
         self.put(Cow::Borrowed(k), Node::Str(v));
         self
     }
+    /// Insert a node when present.
+    pub fn on(&mut self, k: &'static str, v: Option<Node>) -> &mut Obj {
+        if let Some(v) = v {
+            self.put(Cow::Borrowed(k), v);
+        }
+        self
+    }
+    /// Insert a field that may hold JSON (kept as text, see [`super::embedded::embedded`]).
+    pub fn embedded(&mut self, k: &'static str, raw: Option<&serde_json::value::RawValue>) -> &mut Obj {
+        self.on(k, super::embedded::embedded(raw))
+    }
     /// Insert a non-empty array of tree nodes.
     pub fn nodes(&mut self, k: &'static str, v: Vec<Node>) -> &mut Obj {
         if !v.is_empty() {
@@ -224,6 +255,7 @@ impl Obj {
     }
     /// Move every member of `other` in (replacing equal keys).
     pub fn append(&mut self, other: Obj) {
+        self.items.reserve(other.items.len());
         for (k, n) in other.items {
             self.put(k, n);
         }
@@ -339,6 +371,11 @@ impl Obj {
     }
 }
 
+/// The value of JSON text held by [`Node::Json`] (valid by construction).
+fn json_value(j: &str) -> Value {
+    serde_json::from_str(j).unwrap_or_else(|_| Value::String(j.to_owned()))
+}
+
 impl Node {
     fn into_value(self) -> Value {
         match self {
@@ -346,6 +383,7 @@ impl Node {
             Node::Val(v) => v,
             Node::Obj(o) => o.into_value(),
             Node::Arr(a) => Value::Array(a.into_iter().map(Node::into_value).collect()),
+            Node::Json(j) => json_value(&j),
         }
     }
 
@@ -355,6 +393,7 @@ impl Node {
             Node::Val(v) => v.clone(),
             Node::Obj(o) => o.to_value(),
             Node::Arr(a) => Value::Array(a.iter().map(Node::to_value).collect()),
+            Node::Json(j) => json_value(j),
         }
     }
 
@@ -364,6 +403,7 @@ impl Node {
             Node::Val(Value::String(s)) => write_str(out, s),
             Node::Val(v) => serde_json::to_writer(&mut *out, v)?,
             Node::Obj(o) => o.write_json(out)?,
+            Node::Json(j) => out.extend_from_slice(j.as_bytes()),
             Node::Arr(a) => {
                 out.push(b'[');
                 for (i, n) in a.iter().enumerate() {
@@ -378,7 +418,7 @@ impl Node {
         Ok(())
     }
 
-    /// Tags: 0 a JSON value, 1 a tree object, 2 a string, 3 an array of nodes.
+    /// Tags: 0 a JSON value, 1 a tree object, 2 a string, 3 an array of nodes, 4 JSON text.
     fn encode(&self, out: &mut Vec<u8>) {
         use crate::buffer::wire;
         match self {
@@ -399,6 +439,10 @@ impl Node {
                 wire::put_u32(out, a.len() as u32);
                 a.iter().for_each(|n| n.encode(out));
             }
+            Node::Json(j) => {
+                wire::put_u8(out, 4);
+                wire::put_str(out, j);
+            }
         }
     }
 
@@ -418,6 +462,13 @@ impl Node {
                     a.push(Node::decode(r, depth + 1)?);
                 }
                 Node::Arr(a)
+            }
+            4 => {
+                let j = r.str()?;
+                if serde_json::from_str::<&serde_json::value::RawValue>(j).is_err() {
+                    return Err(WireError::Invalid("JSON text"));
+                }
+                Node::Json(ByteString::from(j))
             }
             _ => return Err(WireError::Invalid("tree node tag")),
         })

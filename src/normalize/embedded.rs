@@ -1,0 +1,191 @@
+//! Embedded JSON of a record (conditional access policies, authentication details,
+//! `AdditionalFields`, ...) kept in the output tree as its compact text instead of parsed
+//! into `serde_json::Value`s: the OCSF JSON line copies it, a `Value` is built only when an
+//! encoder asks for one.
+
+use std::borrow::Cow;
+
+use bytestring::ByteString;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::lenient::{decode_str, is_placeholder};
+use super::tree::{text, Node};
+
+/// The node for a field that may hold JSON, with the semantics of
+/// [`super::lenient::decode_embedded`]: objects and arrays (also when encoded inside a
+/// string) are kept as compact JSON text, other strings stay strings, and `null`, empty
+/// strings, placeholders, `[]` and `{}` give `None`.
+pub(crate) fn embedded(raw: Option<&RawValue>) -> Option<Node> {
+    let t = raw?.get();
+    match t.as_bytes().first()? {
+        b'[' | b'{' => container(t),
+        b'"' => {
+            let s: Cow<'_, str> = serde_json::from_str(t).ok()?;
+            embedded_str(&s)
+        }
+        b'n' => None,
+        _ => serde_json::from_str::<Value>(t).ok().map(Node::Val),
+    }
+}
+
+/// [`embedded`] for an already extracted string.
+pub(crate) fn embedded_str(s: &str) -> Option<Node> {
+    let t = s.trim();
+    if t.is_empty() || is_placeholder(t) {
+        return None;
+    }
+    match t.as_bytes()[0] {
+        b'[' | b'{' if serde_json::from_str::<&RawValue>(t).is_ok() => container(t),
+        _ => decode_str(s).map(Node::Val),
+    }
+}
+
+/// Valid JSON text of an array or object as a node; `None` when it is empty.
+fn container(json: &str) -> Option<Node> {
+    let c = compact(json);
+    if c.len() == 2 {
+        return None; // `[]` or `{}`
+    }
+    Some(Node::Json(match c {
+        Cow::Borrowed(b) => text(b),
+        Cow::Owned(o) => ByteString::from(o),
+    }))
+}
+
+/// Valid JSON text without the whitespace between tokens (a record written with indents or
+/// line breaks must not break a JSON line); borrowed when there is none.
+pub(crate) fn compact(json: &str) -> Cow<'_, str> {
+    let b = json.as_bytes();
+    let mut out: Option<Vec<u8>> = None;
+    let (mut i, mut start) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                // Jump over the string: to its closing quote, past escapes.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default()) {
+                        Some(k) if b[i + k] == b'\\' => i = (i + k + 2).min(b.len()),
+                        Some(k) => {
+                            i += k + 1;
+                            break;
+                        }
+                        None => {
+                            i = b.len();
+                            break;
+                        }
+                    }
+                }
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => {
+                let o = out.get_or_insert_with(|| Vec::with_capacity(b.len()));
+                o.extend_from_slice(&b[start..i]);
+                i += 1;
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    match out {
+        None => Cow::Borrowed(json),
+        Some(mut o) => {
+            o.extend_from_slice(&b[start..]);
+            // Only ASCII whitespace was taken out of valid UTF-8.
+            String::from_utf8(o).map_or(Cow::Borrowed(json), Cow::Owned)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize::lenient::decode_embedded;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    fn as_value(n: Option<Node>) -> Option<Value> {
+        n.map(|n| {
+            let mut o = crate::normalize::Obj::new();
+            o.on("x", Some(n));
+            o.to_value()["x"].clone()
+        })
+    }
+
+    #[test]
+    fn compact_removes_whitespace_between_tokens_only() {
+        assert!(matches!(compact(r#"[{"a":"b c","d":[1,2]}]"#), Cow::Borrowed(_)));
+        let pretty = "[\n  {\"a\" : \"b c\\\" \\\\\",\t\"n\": 1.5e3,\r\n \"e\":[ ] } ]";
+        let c = compact(pretty);
+        assert_eq!(c, r#"[{"a":"b c\" \\","n":1.5e3,"e":[]}]"#);
+        let back: Value = serde_json::from_str(&c).unwrap();
+        assert_eq!(back, serde_json::from_str::<Value>(pretty).unwrap());
+        assert_eq!(compact(r#""\\" "#), r#""\\""#);
+    }
+
+    #[test]
+    fn same_values_as_decode_embedded() {
+        for s in [
+            r#"[{"id":"p1","result":"success","enforcedGrantControls":["Mfa"]}]"#,
+            "{ \"a\" : [ 1 , { \"b\" : null } ] }",
+            r#""[{\"Key\":\"k\",\"Value\":\"v\"}]""#,
+            r#"" {\"a\": 1} ""#,
+            r#""Global Administrator""#,
+            r#""not json {""#,
+            r#""[broken""#,
+            r#""\"quoted\"""#,
+            r#""PII Removed""#,
+            "[]",
+            "{ }",
+            r#""[ ]""#,
+            r#""""#,
+            "null",
+            "42",
+            "true",
+        ] {
+            let r = raw(s);
+            assert_eq!(as_value(embedded(Some(&r))), decode_embedded(Some(&r)), "{s}");
+        }
+        assert!(embedded(None).is_none());
+    }
+
+    #[test]
+    fn containers_are_text_shared_with_the_record() {
+        let src = ByteString::from(r#"{"p":[{"id":"x"}]}"#);
+        let node = crate::normalize::tree::with_source(&src, || {
+            let r: &RawValue = serde_json::from_str(&src[5..17]).unwrap();
+            embedded(Some(r))
+        });
+        match node {
+            Some(Node::Json(t)) => {
+                assert_eq!(&*t, r#"[{"id":"x"}]"#);
+                assert_eq!(t.as_ptr(), src[5..].as_ptr(), "a slice of the record, not a copy");
+            }
+            other => panic!("expected JSON text, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_text_survives_the_disk_buffer_and_bad_text_is_refused() {
+        use crate::buffer::wire::Reader;
+        use crate::normalize::Obj;
+        let r = raw("[ {\"id\": \"p1\"} ]");
+        let mut o = Obj::new();
+        o.embedded("policies", Some(&r)).s("name", Some("n"));
+        let mut bytes = Vec::new();
+        o.encode(&mut bytes);
+        let back = Obj::decode(&mut Reader::new(&bytes), 0).unwrap();
+        let mut line = Vec::new();
+        back.write_json(&mut line).unwrap();
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            r#"{"policies":[{"id":"p1"}],"name":"n"}"#
+        );
+        // The same bytes with the JSON text broken: refused, not carried into a JSON line.
+        let at = bytes.windows(4).position(|w| w == b"[{\"i").unwrap();
+        bytes[at] = b'x';
+        assert!(Obj::decode(&mut Reader::new(&bytes), 0).is_err());
+    }
+}
