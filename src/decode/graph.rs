@@ -72,6 +72,14 @@ pub fn looks_like_graph(s: &str) -> bool {
     s.contains("\"@odata.type\"") || s.contains("\"incidentWebUrl\"") || s.contains("\"alertWebUrl\"")
 }
 
+/// [`looks_like_graph`] on bytes.
+pub(crate) fn looks_like_graph_bytes(b: &[u8]) -> bool {
+    use memchr::memmem::find;
+    find(b, b"\"@odata.type\"").is_some()
+        || find(b, b"\"incidentWebUrl\"").is_some()
+        || find(b, b"\"alertWebUrl\"").is_some()
+}
+
 pub(crate) fn push_graph_item(body: &Bytes, item: &RawValue, unit: &mut DecodedUnit) -> Result<(), DecodeError> {
     if !item.get().starts_with('{') {
         return Err(DecodeError::NotRecords("a Graph item is not an object".into()));

@@ -3,6 +3,7 @@
 
 pub mod graph;
 pub mod repair;
+mod scan;
 pub mod time;
 
 use std::borrow::Cow;
@@ -147,6 +148,27 @@ struct Top<'a> {
 
 /// Decodes an object body in one parse. `Err(None)`: not valid JSON (try the repairs).
 fn decode_object(format: InputFormat, body: &Bytes) -> Result<DecodedUnit, Option<DecodeError>> {
+    // The fast scan covers Event Hub bodies and single diagnostic records; anything else
+    // (Graph objects and pages, what it does not handle) takes the serde pass below.
+    if let Some(scanned) = scan::scan(body, format != InputFormat::Graph) {
+        let mut unit = DecodedUnit::default();
+        match scanned {
+            scan::Scanned::Records(list) => {
+                for (bytes, head) in list {
+                    push_scanned(body, bytes, head, &mut unit);
+                }
+                return Ok(unit);
+            }
+            scan::Scanned::Single(head)
+                if format == InputFormat::Eventhub
+                    || (format == InputFormat::Auto && !graph::looks_like_graph_bytes(body)) =>
+            {
+                push_scanned(body, body, head, &mut unit);
+                return Ok(unit);
+            }
+            scan::Scanned::Single(_) => {}
+        }
+    }
     let top: Top = match serde_json::from_slice(body) {
         Ok(t) => t,
         Err(e) if e.is_data() => return Err(Some(DecodeError::NotRecords(e.to_string()))),
@@ -230,6 +252,18 @@ fn push_eventhub_record(body: &Bytes, item: &RawValue, unit: &mut DecodedUnit) -
         entity_key: None,
     });
     Ok(())
+}
+
+/// A record found by the fast scan (`bytes` is part of `body`).
+fn push_scanned(body: &Bytes, bytes: &[u8], head: scan::Head<'_>, unit: &mut DecodedUnit) {
+    let category = head.category.unwrap_or("Unknown").to_string();
+    unit.records.push(DecodedRecord {
+        raw: slice_bytes(body, bytes),
+        kind: EventKind::from_category(&category),
+        category,
+        tenant: record_tenant(head.tenant_id.map(Cow::Borrowed), head.resource_id),
+        entity_key: None,
+    });
 }
 
 /// `tenantId`, else the tenant in `resourceId`.
