@@ -143,6 +143,46 @@ fn demo_finishes_and_prints_its_summary() {
 }
 
 #[test]
+fn convert_ends_when_its_reader_goes_away() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    // Enough input that the output outgrows the pipe: 2,000 copies of the audit sample.
+    let dir = tempfile::tempdir().unwrap();
+    let body = std::fs::read_to_string(data("eventhub/auditlogs.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let line = serde_json::to_string(&v).unwrap();
+    let input = dir.path().join("many.ndjson");
+    std::fs::write(&input, format!("{line}\n").repeat(2000)).unwrap();
+    let mut child = Command::new(bin())
+        .args(["convert", "--from", "eventhub", "--to", "ocsf", "--dead-letter"])
+        .arg(dir.path().join("q.ndjson"))
+        .arg(&input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read one line, like `| head -1`, then close the pipe.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"class_uid\""), "{first}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("convert kept running after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "ended by the closed pipe, not as a full run");
+}
+
+#[test]
 fn convert_writes_one_line_per_event() {
     let dir = tempfile::tempdir().unwrap();
     let dl = dir.path().join("q.ndjson");

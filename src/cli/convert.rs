@@ -69,6 +69,12 @@ pub fn config_text(args: &ConvertArgs) -> String {
 }
 
 pub async fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
+    // An offline filter: a reader that goes away (`convert ... | head`) ends it like any Unix
+    // tool. Rust ignores SIGPIPE, and the console sink would retry the write forever.
+    // SAFETY: `signal` only sets this process's disposition of SIGPIPE back to the default.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let text = config_text(&args);
     let config = match Config::from_str(&text, std::path::Path::new("(convert arguments)")) {
         Ok(c) => c,
