@@ -185,17 +185,27 @@ impl HecClient {
         })
     }
 
-    /// POSTs one batch body (envelopes, newline-separated).
-    pub async fn post_events(&self, body: &[u8]) -> Result<Reply, ClientError> {
+    /// POSTs one batch body: the envelopes, each followed by a newline.
+    pub async fn post_events(&self, envelopes: &[&[u8]]) -> Result<Reply, ClientError> {
         let mut req = self.http.post(&self.event_url).header(CONTENT_TYPE, "application/json");
+        let len: usize = envelopes.iter().map(|e| e.len() + 1).sum();
         let payload = if self.gzip {
-            let mut z =
-                flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4 + 64), flate2::Compression::fast());
-            z.write_all(body)?;
+            let z = flate2::write::GzEncoder::new(Vec::with_capacity(len / 4 + 64), flate2::Compression::fast());
+            // Gathered into a small buffer that stays in cache, compressed 64 KiB at a time.
+            let mut w = std::io::BufWriter::with_capacity(64 * 1024, z);
+            for e in envelopes {
+                w.write_all(e)?;
+                w.write_all(b"\n")?;
+            }
             req = req.header(CONTENT_ENCODING, "gzip");
-            z.finish()?
+            w.into_inner().map_err(|e| e.into_error())?.finish()?
         } else {
-            body.to_vec()
+            let mut body = Vec::with_capacity(len);
+            for e in envelopes {
+                body.extend_from_slice(e);
+                body.push(b'\n');
+            }
+            body
         };
         let resp = req.body(payload).send().await?;
         let status = resp.status().as_u16();

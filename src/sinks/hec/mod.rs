@@ -32,6 +32,7 @@ use crate::encode::{EncoderOptions, HecEncoder};
 use crate::event::Event;
 use crate::telemetry::Metrics;
 use acks::AckBook;
+use bytes::Bytes;
 use client::{classify, HecClient, Outcome};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -248,14 +249,21 @@ fn unavailable(kind: &'static str, message: String) -> SinkError {
     SinkError::Unavailable { kind, message }
 }
 
+/// Where an event's envelope is: encoded ahead by the pipeline (shared, not copied), or in
+/// the sink's own buffer.
+enum Piece {
+    Ahead(Bytes),
+    Buf(Range<usize>),
+}
+
 impl HecSink {
     /// Groups spans into requests of at most `max_events` and `max_bytes`.
-    fn requests(&self, spans: &[(usize, Range<usize>)]) -> VecDeque<Vec<usize>> {
+    fn requests(&self, spans: &[(usize, Piece)]) -> VecDeque<Vec<usize>> {
         let mut out = VecDeque::new();
         let mut cur: Vec<usize> = Vec::new();
         let mut size = 0;
-        for (i, (_, r)) in spans.iter().enumerate() {
-            let len = r.len() + 1;
+        for (i, (_, p)) in spans.iter().enumerate() {
+            let len = self.piece(p).len() + 1;
             if !cur.is_empty() && (cur.len() >= self.batch.max_events || size + len > self.batch.max_bytes) {
                 out.push_back(std::mem::take(&mut cur));
                 size = 0;
@@ -269,13 +277,18 @@ impl HecSink {
         out
     }
 
-    fn body(&self, spans: &[(usize, Range<usize>)], req: &[usize]) -> Vec<u8> {
-        let mut body = Vec::with_capacity(req.iter().map(|&i| spans[i].1.len() + 1).sum());
-        for &i in req {
-            body.extend_from_slice(&self.buf[spans[i].1.clone()]);
-            body.push(b'\n');
+    /// An event's envelope: encoded ahead by the pipeline, or here into `buf`.
+    fn piece<'s>(&'s self, p: &'s Piece) -> &'s [u8] {
+        match p {
+            Piece::Ahead(b) => b,
+            Piece::Buf(r) => &self.buf[r.clone()],
         }
-        body
+    }
+
+    /// The envelopes of one request, each sent followed by a newline (no copy here: the
+    /// client compresses them straight from where they are).
+    fn body<'s>(&'s self, spans: &'s [(usize, Piece)], req: &[usize]) -> Vec<&'s [u8]> {
+        req.iter().map(|&i| self.piece(&spans[i].1)).collect()
     }
 
     fn count_request(&self, status: &str) {
@@ -322,14 +335,18 @@ impl Sink for HecSink {
     }
 
     async fn send(&mut self, events: &[Event]) -> Result<SendReport, SinkError> {
-        // Encode every event once; requests are built from the spans.
+        // Encode every event once (unless the pipeline did); requests are built from the spans.
         self.buf.clear();
-        let mut spans: Vec<(usize, Range<usize>)> = Vec::with_capacity(events.len());
+        let mut spans: Vec<(usize, Piece)> = Vec::with_capacity(events.len());
         let mut rejected = Vec::new();
         for (index, e) in events.iter().enumerate() {
+            if let Some(enc) = &e.encoded {
+                spans.push((index, Piece::Ahead(enc.data.clone())));
+                continue;
+            }
             let start = self.buf.len();
-            match crate::encode::append(&self.encoder, e, &mut self.buf) {
-                Ok(_) => spans.push((index, start..self.buf.len())),
+            match self.encoder.encode(e, &mut self.buf) {
+                Ok(_) => spans.push((index, Piece::Buf(start..self.buf.len()))),
                 Err(err) => rejected.push(Rejection {
                     index,
                     reason: err.reason(),
@@ -342,6 +359,7 @@ impl Sink for HecSink {
         let mut bytes = 0u64;
         while let Some(req) = queue.pop_front() {
             let body = self.body(&spans, &req);
+            let body_len: usize = body.iter().map(|p| p.len() + 1).sum();
             let reply = match self.client.post_events(&body).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -352,7 +370,7 @@ impl Sink for HecSink {
             self.count_request(&reply.status.to_string());
             match classify(&reply) {
                 Outcome::Accepted { ack_id } => {
-                    bytes += body.len() as u64;
+                    bytes += body_len as u64;
                     if let Some(ack_id) = ack_id.filter(|_| self.ack.enabled) {
                         pending.push(ack_id);
                     }
