@@ -355,7 +355,12 @@ pub(crate) fn uid_of(parts: &[&str]) -> u128 {
 
 /// 32 lower-case hex digits.
 pub(crate) fn hex128(v: u128) -> String {
-    format!("{v:032x}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for i in (0..32).rev() {
+        out.push(char::from(HEX[((v >> (i * 4)) & 0xf) as usize]));
+    }
+    out
 }
 
 /// Observables found in an event, deduplicated by (type_id, value); `name` is the attribute
@@ -479,6 +484,13 @@ pub(crate) fn join_path(folder: Option<&str>, name: Option<&str>) -> Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex128_is_32_lowercase_digits() {
+        for v in [0u128, 1, 0xabc, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            assert_eq!(hex128(v), format!("{v:032x}"));
+        }
+    }
 
     #[test]
     fn tenant_from_resource_id_any_case() {

@@ -228,10 +228,11 @@ impl Draft {
         // The base attributes, the class's, then metadata and unmapped.
         let mut o = Obj::with_capacity(16 + body.len());
         let (cat_uid, cat_name) = class.category();
-        let type_name = match &activity_name {
-            Some(a) => format!("{}: {a}", class.name()),
-            None => format!("{}: {}", class.name(), class.activity_caption(activity_id)),
-        };
+        let activity = activity_name.as_deref().unwrap_or(class.activity_caption(activity_id));
+        let mut type_name = String::with_capacity(class.name().len() + 2 + activity.len());
+        type_name.push_str(class.name());
+        type_name.push_str(": ");
+        type_name.push_str(activity);
         o.v("class_uid", class.uid())
             .c("class_name", class.name())
             .v("category_uid", cat_uid)
