@@ -12,6 +12,7 @@ pub mod deadletter;
 pub mod decode;
 pub mod encode;
 pub mod event;
+pub(crate) mod json_text;
 pub mod normalize;
 pub mod pipeline;
 pub mod sinks;

@@ -292,7 +292,7 @@ pub(crate) fn record_bytes(body: &Bytes, item: &RawValue) -> Bytes {
 /// breaks (between tokens: raw ones inside strings are not valid JSON).
 fn slice_bytes(body: &Bytes, s: &[u8]) -> Bytes {
     if memchr::memchr2(b'\n', b'\r', s).is_some() {
-        Bytes::from(repair::compact_json(s))
+        Bytes::from(crate::json_text::compact(s).into_owned())
     } else {
         body.slice_ref(s)
     }

@@ -116,31 +116,7 @@ pub fn single_to_double_quotes(input: &[u8]) -> Option<Vec<u8>> {
 
 /// Remove whitespace outside strings (pretty-printed records become one line).
 pub fn compact_json(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in input {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            out.push(b);
-        } else {
-            match b {
-                b' ' | b'\n' | b'\r' | b'\t' => {}
-                b'"' => {
-                    in_string = true;
-                    out.push(b);
-                }
-                _ => out.push(b),
-            }
-        }
-    }
-    out
+    crate::json_text::compact(input).into_owned()
 }
 
 #[cfg(test)]

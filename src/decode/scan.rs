@@ -9,6 +9,8 @@
 //! values, a key given twice, values of those keys that are not strings, nesting deeper
 //! than serde_json's limit.
 
+use crate::json_text::special_bytes;
+
 /// The keys of one record that decoding reads.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Head<'a> {
@@ -59,17 +61,6 @@ pub(crate) fn scan(body: &[u8], records: bool) -> Option<Scanned<'_>> {
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
-}
-
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// High bits marking the bytes of `w` (little endian) that are below 0x20, `"` or `\`; the
-/// lowest marked byte is exact (borrows only mark bytes above a true one).
-#[inline(always)]
-fn stops(w: u64) -> u64 {
-    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
-    w.wrapping_sub(LO * 0x20) & !w & HI | zero(w ^ (LO * u64::from(b'"'))) | zero(w ^ (LO * u64::from(b'\\')))
 }
 
 impl<'a> Scanner<'a> {
@@ -245,7 +236,7 @@ impl<'a> Scanner<'a> {
             // Straight to the next quote, backslash or control character, 8 bytes at a time
             // (the last few bytes of the input one by one).
             while let Some(w) = self.b.get(self.i..self.i + 8) {
-                let m = stops(u64::from_le_bytes(w.try_into().ok()?));
+                let m = special_bytes(u64::from_le_bytes(w.try_into().ok()?));
                 if m != 0 {
                     self.i += (m.trailing_zeros() / 8) as usize;
                     break;

@@ -8,18 +8,9 @@ use serde_json::value::RawValue;
 
 use super::*;
 
-#[derive(Deserialize)]
-struct SerdeHead<'a> {
-    #[serde(borrow, default)]
-    category: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "tenantId")]
-    tenant_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "resourceId")]
-    resource_id: Option<Cow<'a, str>>,
-}
-
 fn serde_head(text: &str) -> (Option<String>, Option<String>, Option<String>) {
-    let h: SerdeHead = serde_json::from_str(text).unwrap();
+    // The serde path's own record head.
+    let h: crate::decode::RecordHead = serde_json::from_str(text).unwrap();
     let own = |c: Option<Cow<'_, str>>| c.map(Cow::into_owned);
     (own(h.category), own(h.tenant_id), own(h.resource_id))
 }

@@ -12,10 +12,10 @@ use serde_json::Value;
 use super::lenient::{decode_str, is_placeholder};
 use super::tree::{text, Node};
 
-/// The node for a field that may hold JSON, with the semantics of
-/// [`super::lenient::decode_embedded`]: objects and arrays (also when encoded inside a
-/// string) are kept as compact JSON text, other strings stay strings, and `null`, empty
-/// strings, placeholders, `[]` and `{}` give `None`.
+/// The node for a field that may hold JSON (`decode_embedded` is this as a `Value`):
+/// objects and arrays (also when encoded inside a string) are kept as compact JSON text,
+/// other strings stay strings, and `null`, empty strings, placeholders, `[]` and `{}` give
+/// `None`.
 pub(crate) fn embedded(raw: Option<&RawValue>) -> Option<Node> {
     let t = raw?.get();
     match t.as_bytes().first()? {
@@ -55,52 +55,17 @@ fn container(json: &str) -> Option<Node> {
 
 /// Valid JSON text without the whitespace between tokens (a record written with indents or
 /// line breaks must not break a JSON line); borrowed when there is none.
-pub(crate) fn compact(json: &str) -> Cow<'_, str> {
-    let b = json.as_bytes();
-    let mut out: Option<Vec<u8>> = None;
-    let (mut i, mut start) = (0, 0);
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                // Jump over the string: to its closing quote, past escapes.
-                i += 1;
-                loop {
-                    match memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default()) {
-                        Some(k) if b[i + k] == b'\\' => i = (i + k + 2).min(b.len()),
-                        Some(k) => {
-                            i += k + 1;
-                            break;
-                        }
-                        None => {
-                            i = b.len();
-                            break;
-                        }
-                    }
-                }
-            }
-            b' ' | b'\n' | b'\r' | b'\t' => {
-                let o = out.get_or_insert_with(|| Vec::with_capacity(b.len()));
-                o.extend_from_slice(&b[start..i]);
-                i += 1;
-                start = i;
-            }
-            _ => i += 1,
-        }
-    }
-    match out {
-        None => Cow::Borrowed(json),
-        Some(mut o) => {
-            o.extend_from_slice(&b[start..]);
-            // Only ASCII whitespace was taken out of valid UTF-8.
-            String::from_utf8(o).map_or(Cow::Borrowed(json), Cow::Owned)
-        }
+fn compact(json: &str) -> Cow<'_, str> {
+    match crate::json_text::compact(json.as_bytes()) {
+        Cow::Borrowed(_) => Cow::Borrowed(json),
+        // Only ASCII whitespace was taken out of valid UTF-8.
+        Cow::Owned(o) => String::from_utf8(o).map_or(Cow::Borrowed(json), Cow::Owned),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::normalize::lenient::decode_embedded;
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_owned()).unwrap()
@@ -115,38 +80,33 @@ mod tests {
     }
 
     #[test]
-    fn compact_removes_whitespace_between_tokens_only() {
-        assert!(matches!(compact(r#"[{"a":"b c","d":[1,2]}]"#), Cow::Borrowed(_)));
-        let pretty = "[\n  {\"a\" : \"b c\\\" \\\\\",\t\"n\": 1.5e3,\r\n \"e\":[ ] } ]";
-        let c = compact(pretty);
-        assert_eq!(c, r#"[{"a":"b c\" \\","n":1.5e3,"e":[]}]"#);
-        let back: Value = serde_json::from_str(&c).unwrap();
-        assert_eq!(back, serde_json::from_str::<Value>(pretty).unwrap());
-        assert_eq!(compact(r#""\\" "#), r#""\\""#);
-    }
-
-    #[test]
-    fn same_values_as_decode_embedded() {
-        for s in [
-            r#"[{"id":"p1","result":"success","enforcedGrantControls":["Mfa"]}]"#,
-            "{ \"a\" : [ 1 , { \"b\" : null } ] }",
-            r#""[{\"Key\":\"k\",\"Value\":\"v\"}]""#,
-            r#"" {\"a\": 1} ""#,
-            r#""Global Administrator""#,
-            r#""not json {""#,
-            r#""[broken""#,
-            r#""\"quoted\"""#,
-            r#""PII Removed""#,
-            "[]",
-            "{ }",
-            r#""[ ]""#,
-            r#""""#,
-            "null",
-            "42",
-            "true",
-        ] {
-            let r = raw(s);
-            assert_eq!(as_value(embedded(Some(&r))), decode_embedded(Some(&r)), "{s}");
+    fn what_each_form_becomes() {
+        use serde_json::json;
+        let node = |s: &str| embedded(Some(&raw(s)));
+        let text = |s: &str| match node(s) {
+            Some(Node::Json(t)) => t.to_string(),
+            other => panic!("{s}: {other:?}"),
+        };
+        assert_eq!(
+            text(r#"[{"id":"p1","grant":["Mfa"]}]"#),
+            r#"[{"id":"p1","grant":["Mfa"]}]"#
+        );
+        assert_eq!(text("{ \"a\" : [ 1 , { \"b\" : null } ] }"), r#"{"a":[1,{"b":null}]}"#);
+        // JSON inside a string is decoded, and kept as text when it is an array or object.
+        assert_eq!(
+            text(r#""[{\"Key\":\"k\",\"Value\":\"v\"}]""#),
+            r#"[{"Key":"k","Value":"v"}]"#
+        );
+        assert_eq!(text(r#"" {\"a\": 1} ""#), r#"{"a":1}"#);
+        let value = |s: &str| as_value(node(s));
+        assert_eq!(value(r#""Global Administrator""#), Some(json!("Global Administrator")));
+        assert_eq!(value(r#""not json {""#), Some(json!("not json {")));
+        assert_eq!(value(r#""[broken""#), Some(json!("[broken")));
+        assert_eq!(value(r#""\"quoted\"""#), Some(json!("quoted")));
+        assert_eq!(value("42"), Some(json!(42)));
+        assert_eq!(value("true"), Some(json!(true)));
+        for none in [r#""PII Removed""#, "[]", "{ }", r#""[ ]""#, r#""""#, "null"] {
+            assert!(node(none).is_none(), "{none}");
         }
         assert!(embedded(None).is_none());
     }

@@ -390,15 +390,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nest<T> {
 /// the decoded value; any other string stays a string; objects and arrays are kept as they
 /// are; `null`, empty strings, placeholders, `[]` and `{}` give `None`.
 pub(crate) fn decode_embedded(raw: Option<&RawValue>) -> Option<Value> {
-    let text = raw?.get();
-    match text.as_bytes().first()? {
-        b'"' => {
-            let s: Cow<'_, str> = serde_json::from_str(text).ok()?;
-            decode_str(&s)
-        }
-        b'n' => None,
-        _ => serde_json::from_str(text).ok().filter(not_empty_container),
-    }
+    super::embedded::embedded(raw).map(super::tree::Node::into_value)
 }
 
 /// `false` for `[]` and `{}` (dropped from the output like absent values).

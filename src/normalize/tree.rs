@@ -99,16 +99,6 @@ static ESCAPE: [u8; 256] = {
     t
 };
 
-/// Whether any of the 8 bytes of `w` needs escaping (below 0x20, `"` or `\\`).
-#[inline]
-fn word_needs_escape(w: u64) -> bool {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
-    let below_space = w.wrapping_sub(LO * 0x20) & !w & HI;
-    (below_space | has_zero(w ^ (LO * u64::from(b'"'))) | has_zero(w ^ (LO * u64::from(b'\\')))) != 0
-}
-
 /// Append `s` as a JSON string (same output as serde_json).
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -121,7 +111,7 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
         // Skip clean 8-byte words without looking at each byte.
         if i + 8 <= bytes.len() {
             let w = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
-            if !word_needs_escape(w) {
+            if crate::json_text::special_bytes(w) == 0 {
                 i += 8;
                 continue;
             }
@@ -377,7 +367,8 @@ fn json_value(j: &str) -> Value {
 }
 
 impl Node {
-    fn into_value(self) -> Value {
+    /// The node as a `serde_json::Value`.
+    pub(crate) fn into_value(self) -> Value {
         match self {
             Node::Str(s) => Value::String(s.into()),
             Node::Val(v) => v,

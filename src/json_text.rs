@@ -1,0 +1,92 @@
+//! JSON text helpers shared by decoding and normalization: finding the bytes a JSON string
+//! cannot hold as they are (eight at a time), and taking out the whitespace between tokens.
+
+use std::borrow::Cow;
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// High bits marking the bytes of `w` (eight bytes read little endian) that end a run of
+/// plain string content: below 0x20, `"` or `\`. The lowest marked byte is exact (borrows
+/// only mark bytes above a true one), so `trailing_zeros() / 8` is its index.
+#[inline(always)]
+pub(crate) fn special_bytes(w: u64) -> u64 {
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    w.wrapping_sub(LO * 0x20) & !w & HI | zero(w ^ (LO * u64::from(b'"'))) | zero(w ^ (LO * u64::from(b'\\')))
+}
+
+/// JSON text without the whitespace between tokens (a pretty-printed record on one line);
+/// borrowed when there is none. Strings are copied as they are, escapes included; text that
+/// is not valid JSON is handled the same way, without failing.
+pub(crate) fn compact(json: &[u8]) -> Cow<'_, [u8]> {
+    let b = json;
+    let mut out: Option<Vec<u8>> = None;
+    let (mut i, mut start) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                // Jump over the string: to its closing quote, past escapes.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default()) {
+                        Some(k) if b[i + k] == b'\\' => i = (i + k + 2).min(b.len()),
+                        Some(k) => {
+                            i += k + 1;
+                            break;
+                        }
+                        None => {
+                            i = b.len();
+                            break;
+                        }
+                    }
+                }
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => {
+                let o = out.get_or_insert_with(|| Vec::with_capacity(b.len()));
+                o.extend_from_slice(&b[start..i]);
+                i += 1;
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    match out {
+        None => Cow::Borrowed(json),
+        Some(mut o) => {
+            o.extend_from_slice(&b[start..]);
+            Cow::Owned(o)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_bytes_finds_the_first_exactly() {
+        for (text, first) in [
+            (*b"abcdefgh", None),
+            (*b"abc\"defg", Some(3)),
+            (*b"\\bcdefgh", Some(0)),
+            (*b"abcdefg\n", Some(7)),
+            (*b"ab\x01\"\\\x1f\"x", Some(2)),
+            (*b"\xc3\xa9\xe2\x82\xac\x7f !", None),
+        ] {
+            let m = special_bytes(u64::from_le_bytes(text));
+            let got = (m != 0).then(|| (m.trailing_zeros() / 8) as usize);
+            assert_eq!(got, first, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn compact_removes_whitespace_between_tokens_only() {
+        assert!(matches!(compact(br#"[{"a":"b c","d":[1,2]}]"#), Cow::Borrowed(_)));
+        let pretty = b"[\n  {\"a\" : \"b c\\\" \\\\\",\t\"n\": 1.5e3,\r\n \"e\":[ ] } ]";
+        assert_eq!(&*compact(pretty), br#"[{"a":"b c\" \\","n":1.5e3,"e":[]}]"#);
+        assert_eq!(&*compact(br#""\\" "#), br#""\\""#);
+        // Not JSON: no failure, the same rule.
+        assert_eq!(&*compact(b"{ 'a' : \"open "), b"{'a':\"open ");
+        assert_eq!(&*compact(b"\"esc\\"), b"\"esc\\");
+    }
+}
