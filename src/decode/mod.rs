@@ -149,8 +149,10 @@ struct Top<'a> {
 /// Decodes an object body in one parse. `Err(None)`: not valid JSON (try the repairs).
 fn decode_object(format: InputFormat, body: &Bytes) -> Result<DecodedUnit, Option<DecodeError>> {
     // The fast scan covers Event Hub bodies and single diagnostic records; anything else
-    // (Graph objects and pages, what it does not handle) takes the serde pass below.
-    if let Some(scanned) = scan::scan(body, format != InputFormat::Graph) {
+    // (Graph objects and pages, what it does not handle) takes the serde pass below; Graph
+    // input goes there at once instead of being scanned first.
+    let scanned = (format != InputFormat::Graph).then(|| scan::scan(body, true)).flatten();
+    if let Some(scanned) = scanned {
         let mut unit = DecodedUnit::default();
         match scanned {
             scan::Scanned::Records(list) => {
