@@ -1,18 +1,13 @@
 //! JSON text helpers shared by decoding and normalization: finding the bytes a JSON string
-//! cannot hold as they are (eight at a time), and taking out the whitespace between tokens.
+//! cannot hold as they are, and taking out the whitespace between tokens.
 
 use std::borrow::Cow;
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// High bits marking the bytes of `w` (eight bytes read little endian) that end a run of
-/// plain string content: below 0x20, `"` or `\`. The lowest marked byte is exact (borrows
-/// only mark bytes above a true one), so `trailing_zeros() / 8` is its index.
-#[inline(always)]
-pub(crate) fn special_bytes(w: u64) -> u64 {
-    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
-    w.wrapping_sub(LO * 0x20) & !w & HI | zero(w ^ (LO * u64::from(b'"'))) | zero(w ^ (LO * u64::from(b'\\')))
+/// Index of the first byte at or after `from` that ends a run of plain JSON string content
+/// (below 0x20, `"` or `\`), or `b.len()` when there is none.
+#[inline]
+pub(crate) fn plain_run_end(b: &[u8], from: usize) -> usize {
+    crate::byte_search::first_of(b, from, 0x20, [b'"', b'\\'])
 }
 
 /// JSON text without the whitespace between tokens (a pretty-printed record on one line);
@@ -62,22 +57,6 @@ pub(crate) fn compact(json: &[u8]) -> Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn special_bytes_finds_the_first_exactly() {
-        for (text, first) in [
-            (*b"abcdefgh", None),
-            (*b"abc\"defg", Some(3)),
-            (*b"\\bcdefgh", Some(0)),
-            (*b"abcdefg\n", Some(7)),
-            (*b"ab\x01\"\\\x1f\"x", Some(2)),
-            (*b"\xc3\xa9\xe2\x82\xac\x7f !", None),
-        ] {
-            let m = special_bytes(u64::from_le_bytes(text));
-            let got = (m != 0).then(|| (m.trailing_zeros() / 8) as usize);
-            assert_eq!(got, first, "{text:?}");
-        }
-    }
 
     #[test]
     fn compact_removes_whitespace_between_tokens_only() {

@@ -6,6 +6,7 @@
 
 pub mod ack;
 pub mod buffer;
+pub(crate) mod byte_search;
 pub mod checkpoint;
 pub mod config;
 pub mod deadletter;

@@ -9,7 +9,7 @@
 //! values, a key given twice, values of those keys that are not strings, nesting deeper
 //! than serde_json's limit.
 
-use crate::json_text::special_bytes;
+use crate::json_text::plain_run_end;
 
 /// The keys of one record that decoding reads.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -233,16 +233,8 @@ impl<'a> Scanner<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            // Straight to the next quote, backslash or control character, 8 bytes at a time
-            // (the last few bytes of the input one by one).
-            while let Some(w) = self.b.get(self.i..self.i + 8) {
-                let m = special_bytes(u64::from_le_bytes(w.try_into().ok()?));
-                if m != 0 {
-                    self.i += (m.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                self.i += 8;
-            }
+            // Straight to the next quote, backslash or control character.
+            self.i = plain_run_end(self.b, self.i);
             match self.peek()? {
                 b'"' => {
                     let s = &self.b[start..self.i];

@@ -6,6 +6,8 @@ use std::cmp::Reverse;
 
 use serde_json::Value;
 
+use crate::byte_search::first_of;
+
 use super::fields::{floor_boundary, int_bytes, str_at, text_at, View};
 use super::{EncodeError, EncodeReport, SplitMode};
 
@@ -44,18 +46,6 @@ impl Sink for Count {
     }
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// Whether any of the 8 bytes of `x` is a C0 control, DEL, 0xC2 or equal to `s1`/`s2`
-/// (SWAR; may report a false positive, never a false negative).
-#[inline(always)]
-fn word_needs_look(x: u64, s1: u64, s2: u64) -> bool {
-    let zero = |y: u64| y.wrapping_sub(LO) & !y & HI;
-    let below_space = x.wrapping_sub(LO * 0x20) & !x & HI;
-    (below_space | zero(x ^ (LO * 0x7f)) | zero(x ^ (LO * 0xc2)) | zero(x ^ s1) | zero(x ^ s2)) != 0
-}
-
 /// Writes `s` escaped for `ctx` in one pass; returns whether a character had to be replaced.
 pub(crate) fn escape<S: Sink>(s: &str, ctx: Ctx, out: &mut S) -> bool {
     let (s1, s2) = match ctx {
@@ -64,32 +54,15 @@ pub(crate) fn escape<S: Sink>(s: &str, ctx: Ctx, out: &mut S) -> bool {
         Ctx::LeefHeader => (b'|', b'|'),
         Ctx::LeefValue(d) => (d, d),
     };
-    let (w1, w2) = (LO * s1 as u64, LO * s2 as u64);
     let b = s.as_bytes();
     let mut altered = false;
     let mut start = 0;
     let mut i = 0;
-    let mut checked_to = 0;
-    while i < b.len() {
-        if i >= checked_to {
-            // Skip 8 clean bytes at a time; then look at the next 8 one by one.
-            while let Some(w) = b.get(i..i + 8) {
-                let x = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
-                if word_needs_look(x, w1, w2) {
-                    break;
-                }
-                i += 8;
-            }
-            checked_to = i + 8;
-            if i >= b.len() {
-                break;
-            }
-        }
-        let c = b[i];
-        if c >= 0x20 && c != 0x7f && c != 0xc2 && c != s1 && c != s2 {
-            i += 1;
-            continue;
-        }
+    loop {
+        // Straight to the next byte that may need a replacement: a control character, DEL,
+        // the lead byte of a C1 control, or one of the context's two special characters.
+        i = first_of(b, i, 0x20, [0x7f, 0xc2, s1, s2]);
+        let Some(&c) = b.get(i) else { break };
         let rep: &[u8] = match (c, ctx) {
             (b'\\', Ctx::CefHeader | Ctx::CefValue) => b"\\\\",
             (b'|', Ctx::CefHeader) => b"\\|",

@@ -445,11 +445,22 @@ fn observable_caption(t: u8) -> &'static str {
 /// Add the observables of an OCSF `user` object found at `path`.
 pub(crate) fn observe_user(obs: &mut Observables, path: &str, user: &Obj) {
     if let Some(n) = user.get_str("name") {
-        obs.add(obs::USER_NAME, format!("{path}.name"), Some(n));
+        obs.add(obs::USER_NAME, member_path(path, "name"), Some(n));
     }
     if let Some(e) = user.get_str("email_addr") {
-        obs.add(obs::EMAIL, format!("{path}.email_addr"), Some(e));
+        obs.add(obs::EMAIL, member_path(path, "email_addr"), Some(e));
     }
+}
+
+/// `path.member`: a constant for the user paths most events have, else built.
+fn member_path(path: &str, member: &'static str) -> Cow<'static, str> {
+    Cow::Borrowed(match (path, member) {
+        ("user", "name") => "user.name",
+        ("user", "email_addr") => "user.email_addr",
+        ("actor.user", "name") => "actor.user.name",
+        ("actor.user", "email_addr") => "actor.user.email_addr",
+        _ => return Cow::Owned(format!("{path}.{member}")),
+    })
 }
 
 /// A file hash object (`algorithm_id` 1 MD5, 2 SHA-1, 3 SHA-256).

@@ -51,7 +51,7 @@ impl<'a> Str<'a> {
 
 /// `{PII Removed}`, `<PII Removed>`, `PII Removed` (any case).
 pub(crate) fn is_placeholder(s: &str) -> bool {
-    s.len() <= 20
+    (11..=20).contains(&s.len())
         && s.trim_matches(|c: char| matches!(c, '{' | '}' | '<' | '>' | '[' | ']' | ' '))
             .eq_ignore_ascii_case("PII Removed")
 }

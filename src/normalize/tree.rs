@@ -99,6 +99,22 @@ static ESCAPE: [u8; 256] = {
     t
 };
 
+/// Append a member's key: the mappers' constant keys are plain names, written as they are;
+/// keys taken from a record are escaped.
+#[allow(clippy::ptr_arg)] // whether the key is a constant is the point
+fn write_key(out: &mut Vec<u8>, k: &Cow<'static, str>) {
+    match k {
+        Cow::Borrowed(k) => {
+            debug_assert_eq!(crate::json_text::plain_run_end(k.as_bytes(), 0), k.len(), "{k:?}");
+            out.reserve(k.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(k.as_bytes());
+            out.push(b'"');
+        }
+        Cow::Owned(k) => write_str(out, k),
+    }
+}
+
 /// Append `s` as a JSON string (same output as serde_json).
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -106,33 +122,23 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        // Skip clean 8-byte words without looking at each byte.
-        if i + 8 <= bytes.len() {
-            let w = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap_or([0; 8]));
-            if crate::json_text::special_bytes(w) == 0 {
-                i += 8;
-                continue;
-            }
-        }
-        let b = bytes[i];
-        let e = ESCAPE[usize::from(b)];
-        if e != 0 {
-            out.extend_from_slice(&bytes[start..i]);
-            if e == b'u' {
+    loop {
+        // Plain runs are copied whole; only the bytes that end them are looked at.
+        let i = crate::byte_search::copy_run(out, bytes, start, 0x20, [b'"', b'\\']);
+        let Some(&b) = bytes.get(i) else { break };
+        match ESCAPE[usize::from(b)] {
+            b'u' => {
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[usize::from(b >> 4)]);
                 out.push(HEX[usize::from(b & 15)]);
-            } else {
+            }
+            e => {
                 out.push(b'\\');
                 out.push(e);
             }
-            start = i + 1;
         }
-        i += 1;
+        start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
 
@@ -321,7 +327,7 @@ impl Obj {
             if i > 0 {
                 out.push(b',');
             }
-            write_str(out, k);
+            write_key(out, k);
             out.push(b':');
             n.write_json(out)?;
         }

@@ -1,0 +1,177 @@
+//! The first byte of a small set in a byte string (a control character or one of a few
+//! given bytes): sixteen bytes at a time with SSE2 on x86-64, then eight at a time (SWAR),
+//! the last few one by one; and copying the run of bytes before it. Shared by JSON string scanning and writing and by CEF / LEEF
+//! escaping, where it is the inner loop over every string of every event.
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Whether `c` is below `below` or one of `any`.
+#[inline(always)]
+fn is_member<const N: usize>(c: u8, below: u8, any: &[u8; N]) -> bool {
+    c < below || any.contains(&c)
+}
+
+/// High bits marking the bytes of `w` (eight bytes read little endian) below `below` or
+/// equal to one of `any`. The lowest marked byte is exact (a borrow only marks bytes above
+/// a true one), so `trailing_zeros() / 8` is its index.
+#[inline(always)]
+fn word_members<const N: usize>(w: u64, below: u8, any: &[u8; N]) -> u64 {
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let mut m = w.wrapping_sub(LO * u64::from(below)) & !w & HI;
+    for &c in any {
+        m |= zero(w ^ (LO * u64::from(c)));
+    }
+    m
+}
+
+/// Index of the first byte at or after `from` that is below `below` (`below` ≥ 1) or equal
+/// to one of `any`; `b.len()` when there is none.
+#[inline(always)]
+pub(crate) fn first_of<const N: usize>(b: &[u8], from: usize, below: u8, any: [u8; N]) -> usize {
+    let mut i = from;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        };
+        // SAFETY: SSE2 is part of the x86-64 baseline; each unaligned 16-byte load reads
+        // `b[i..i + 16]`, inside the slice (the loop condition).
+        unsafe {
+            let top = _mm_set1_epi8(below.wrapping_sub(1) as i8);
+            let needles = any.map(|c| _mm_set1_epi8(c as i8));
+            while i + 16 <= b.len() {
+                let v = _mm_loadu_si128(b.as_ptr().add(i).cast::<__m128i>());
+                // max(v, below - 1) == below - 1 exactly for the bytes below `below` (unsigned).
+                let mut m = _mm_cmpeq_epi8(_mm_max_epu8(v, top), top);
+                for n in needles {
+                    m = _mm_or_si128(m, _mm_cmpeq_epi8(v, n));
+                }
+                let mask = _mm_movemask_epi8(m) as u32;
+                if mask != 0 {
+                    return i + mask.trailing_zeros() as usize;
+                }
+                i += 16;
+            }
+            // The last bytes of a string of 16 or more: the block that ends it, without the
+            // bytes already looked at.
+            if i < b.len() && b.len() >= 16 {
+                let start = b.len() - 16;
+                let v = _mm_loadu_si128(b.as_ptr().add(start).cast::<__m128i>());
+                let mut m = _mm_cmpeq_epi8(_mm_max_epu8(v, top), top);
+                for n in needles {
+                    m = _mm_or_si128(m, _mm_cmpeq_epi8(v, n));
+                }
+                let mask = (_mm_movemask_epi8(m) as u32) >> (i - start);
+                return if mask == 0 {
+                    b.len()
+                } else {
+                    i + mask.trailing_zeros() as usize
+                };
+            }
+        }
+    }
+    while let Some(w) = b.get(i..i + 8) {
+        let m = word_members(u64::from_le_bytes(w.try_into().unwrap_or([0; 8])), below, &any);
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !is_member(b[i], below, &any) {
+        i += 1;
+    }
+    i
+}
+
+/// Appends the run `b[from..k]` to `out`, where `k` is [`first_of`]`(b, from, below, any)`,
+/// and returns `k`. Quicker than a search and a copy where runs are short (JSON text inside
+/// a JSON string, where every quote ends one): on x86-64 each 16-byte block is stored whole
+/// into the reserved tail of `out`, and only its bytes before the first member are kept.
+#[inline(always)]
+pub(crate) fn copy_run<const N: usize>(out: &mut Vec<u8>, b: &[u8], from: usize, below: u8, any: [u8; N]) -> usize {
+    let mut i = from;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+            _mm_storeu_si128,
+        };
+        // SAFETY: SSE2 is part of the x86-64 baseline. Each load reads `b[i..i + 16]`, inside
+        // the slice (the loop condition); each store writes 16 bytes into the spare capacity
+        // of `out` (reserved just before), and the length grows only over the `n` bytes of
+        // the block that were written and are plain.
+        unsafe {
+            let top = _mm_set1_epi8(below.wrapping_sub(1) as i8);
+            let needles = any.map(|c| _mm_set1_epi8(c as i8));
+            while i + 16 <= b.len() {
+                let v = _mm_loadu_si128(b.as_ptr().add(i).cast::<__m128i>());
+                let mut m = _mm_cmpeq_epi8(_mm_max_epu8(v, top), top);
+                for n in needles {
+                    m = _mm_or_si128(m, _mm_cmpeq_epi8(v, n));
+                }
+                let mask = _mm_movemask_epi8(m) as u32;
+                out.reserve(16);
+                let len = out.len();
+                _mm_storeu_si128(out.as_mut_ptr().add(len).cast::<__m128i>(), v);
+                let n = if mask == 0 { 16 } else { mask.trailing_zeros() as usize };
+                out.set_len(len + n);
+                i += n;
+                if mask != 0 {
+                    return i;
+                }
+            }
+        }
+    }
+    let k = first_of(b, i, below, any);
+    out.extend_from_slice(&b[i..k]);
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every member at every position of buffers around the 8- and 16-byte steps, searched
+    /// from every start, against a byte-by-byte search; with bytes around the set's edges.
+    #[test]
+    fn agrees_with_a_byte_by_byte_search() {
+        let fill = [b'a', 0x20, 0x7e, 0x80, 0xc3, 0xff, b'"' + 1, b'\\' - 1];
+        for len in 0..40 {
+            for special in [0u8, 0x01, 0x1f, b'"', b'\\', 0x7f, 0xc2] {
+                for at in 0..=len {
+                    let mut b: Vec<u8> = (0..len).map(|k| fill[k % fill.len()]).collect();
+                    if at < len {
+                        b[at] = special;
+                    }
+                    for from in 0..=len {
+                        let json = (from..len).find(|&k| is_member(b[k], 0x20, b"\"\\")).unwrap_or(len);
+                        assert_eq!(first_of(&b, from, 0x20, [b'"', b'\\']), json, "{b:?} from {from}");
+                        let mut out = b"x".to_vec();
+                        assert_eq!(copy_run(&mut out, &b, from, 0x20, [b'"', b'\\']), json);
+                        assert_eq!(out[1..], b[from..json], "{b:?} from {from}");
+                        let cef = [0x7f, 0xc2, b'\\', b'='];
+                        let want = (from..len).find(|&k| is_member(b[k], 0x20, &cef)).unwrap_or(len);
+                        assert_eq!(first_of(&b, from, 0x20, cef), want, "{b:?} from {from}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn words_mark_the_first_member_exactly() {
+        for (text, first) in [
+            (*b"abcdefgh", None),
+            (*b"abc\"defg", Some(3)),
+            (*b"\\bcdefgh", Some(0)),
+            (*b"abcdefg\n", Some(7)),
+            (*b"ab\x01\"\\\x1f\"x", Some(2)),
+            (*b"\xc3\xa9\xe2\x82\xac\x7f !", None),
+        ] {
+            let m = word_members(u64::from_le_bytes(text), 0x20, b"\"\\");
+            let got = (m != 0).then(|| (m.trailing_zeros() / 8) as usize);
+            assert_eq!(got, first, "{text:?}");
+        }
+    }
+}
