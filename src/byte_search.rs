@@ -1,7 +1,8 @@
 //! The first byte of a small set in a byte string (a control character or one of a few
-//! given bytes): sixteen bytes at a time with SSE2 on x86-64, then eight at a time (SWAR),
-//! the last few one by one; and copying the run of bytes before it. Shared by JSON string scanning and writing and by CEF / LEEF
-//! escaping, where it is the inner loop over every string of every event.
+//! given bytes), and copying the run of bytes before it: sixteen bytes at a time with SSE2
+//! on x86-64, then eight at a time (SWAR), the last few one by one. Shared by JSON string
+//! scanning and writing and by CEF / LEEF escaping, where it is the inner loop over every
+//! string of every event.
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
@@ -25,6 +26,71 @@ fn word_members<const N: usize>(w: u64, below: u8, any: &[u8; N]) -> u64 {
     m
 }
 
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_storeu_si128,
+    };
+
+    /// A byte set compared with sixteen bytes at once (SSE2, part of the x86-64 baseline).
+    pub(super) struct Set<const N: usize> {
+        /// `below - 1` in every lane: `max(v, top) == top` exactly for the bytes below `below`.
+        top: __m128i,
+        needles: [__m128i; N],
+    }
+
+    /// Sixteen bytes of the input, held in a register.
+    pub(super) struct Block(__m128i);
+
+    impl Block {
+        /// Writes the sixteen bytes at the end of `out` and keeps the first `n` (`n` ≤ 16).
+        #[inline(always)]
+        pub(super) fn append(&self, out: &mut Vec<u8>, n: usize) {
+            out.reserve(16);
+            let len = out.len();
+            // SAFETY: the store writes 16 bytes into the spare capacity of `out` (reserved
+            // just before), and the length grows only over (at most 16 of) those bytes.
+            unsafe {
+                _mm_storeu_si128(out.as_mut_ptr().add(len).cast::<__m128i>(), self.0);
+                out.set_len(len + n.min(16));
+            }
+        }
+    }
+
+    impl<const N: usize> Set<N> {
+        #[inline(always)]
+        pub(super) fn new(below: u8, any: [u8; N]) -> Self {
+            // SAFETY: SSE2 is part of the x86-64 baseline.
+            unsafe {
+                Set {
+                    top: _mm_set1_epi8(below.wrapping_sub(1) as i8),
+                    needles: any.map(|c| _mm_set1_epi8(c as i8)),
+                }
+            }
+        }
+
+        /// The sixteen bytes `b[at..at + 16]` and one bit per byte, set for the members of
+        /// the set.
+        ///
+        /// # Safety
+        /// `at + 16 <= b.len()`.
+        #[inline(always)]
+        pub(super) unsafe fn block(&self, b: &[u8], at: usize) -> (Block, u32) {
+            // SAFETY: SSE2 is part of the x86-64 baseline; the load reads `b[at..at + 16]`,
+            // inside `b` by the caller's promise.
+            unsafe {
+                let v = _mm_loadu_si128(b.as_ptr().add(at).cast::<__m128i>());
+                let mut m = _mm_cmpeq_epi8(_mm_max_epu8(v, self.top), self.top);
+                for n in self.needles {
+                    m = _mm_or_si128(m, _mm_cmpeq_epi8(v, n));
+                }
+                (Block(v), _mm_movemask_epi8(m) as u32)
+            }
+        }
+    }
+}
+
 /// Index of the first byte at or after `from` that is below `below` (`below` ≥ 1) or equal
 /// to one of `any`; `b.len()` when there is none.
 #[inline(always)]
@@ -32,43 +98,27 @@ pub(crate) fn first_of<const N: usize>(b: &[u8], from: usize, below: u8, any: [u
     let mut i = from;
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-        };
-        // SAFETY: SSE2 is part of the x86-64 baseline; each unaligned 16-byte load reads
-        // `b[i..i + 16]`, inside the slice (the loop condition).
-        unsafe {
-            let top = _mm_set1_epi8(below.wrapping_sub(1) as i8);
-            let needles = any.map(|c| _mm_set1_epi8(c as i8));
-            while i + 16 <= b.len() {
-                let v = _mm_loadu_si128(b.as_ptr().add(i).cast::<__m128i>());
-                // max(v, below - 1) == below - 1 exactly for the bytes below `below` (unsigned).
-                let mut m = _mm_cmpeq_epi8(_mm_max_epu8(v, top), top);
-                for n in needles {
-                    m = _mm_or_si128(m, _mm_cmpeq_epi8(v, n));
-                }
-                let mask = _mm_movemask_epi8(m) as u32;
-                if mask != 0 {
-                    return i + mask.trailing_zeros() as usize;
-                }
-                i += 16;
+        let set = simd::Set::new(below, any);
+        while i + 16 <= b.len() {
+            // SAFETY: the loop condition.
+            let (_, mask) = unsafe { set.block(b, i) };
+            if mask != 0 {
+                return i + mask.trailing_zeros() as usize;
             }
-            // The last bytes of a string of 16 or more: the block that ends it, without the
-            // bytes already looked at.
-            if i < b.len() && b.len() >= 16 {
-                let start = b.len() - 16;
-                let v = _mm_loadu_si128(b.as_ptr().add(start).cast::<__m128i>());
-                let mut m = _mm_cmpeq_epi8(_mm_max_epu8(v, top), top);
-                for n in needles {
-                    m = _mm_or_si128(m, _mm_cmpeq_epi8(v, n));
-                }
-                let mask = (_mm_movemask_epi8(m) as u32) >> (i - start);
-                return if mask == 0 {
-                    b.len()
-                } else {
-                    i + mask.trailing_zeros() as usize
-                };
-            }
+            i += 16;
+        }
+        // The last bytes of a string of 16 or more: the block that ends it, without the
+        // bytes already looked at (`i` is past its start here).
+        if i < b.len() && b.len() >= 16 {
+            let start = b.len() - 16;
+            // SAFETY: `start + 16 == b.len()`.
+            let (_, mask) = unsafe { set.block(b, start) };
+            let mask = mask >> (i - start);
+            return if mask == 0 {
+                b.len()
+            } else {
+                i + mask.trailing_zeros() as usize
+            };
         }
     }
     while let Some(w) = b.get(i..i + 8) {
@@ -93,33 +143,15 @@ pub(crate) fn copy_run<const N: usize>(out: &mut Vec<u8>, b: &[u8], from: usize,
     let mut i = from;
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-            _mm_storeu_si128,
-        };
-        // SAFETY: SSE2 is part of the x86-64 baseline. Each load reads `b[i..i + 16]`, inside
-        // the slice (the loop condition); each store writes 16 bytes into the spare capacity
-        // of `out` (reserved just before), and the length grows only over the `n` bytes of
-        // the block that were written and are plain.
-        unsafe {
-            let top = _mm_set1_epi8(below.wrapping_sub(1) as i8);
-            let needles = any.map(|c| _mm_set1_epi8(c as i8));
-            while i + 16 <= b.len() {
-                let v = _mm_loadu_si128(b.as_ptr().add(i).cast::<__m128i>());
-                let mut m = _mm_cmpeq_epi8(_mm_max_epu8(v, top), top);
-                for n in needles {
-                    m = _mm_or_si128(m, _mm_cmpeq_epi8(v, n));
-                }
-                let mask = _mm_movemask_epi8(m) as u32;
-                out.reserve(16);
-                let len = out.len();
-                _mm_storeu_si128(out.as_mut_ptr().add(len).cast::<__m128i>(), v);
-                let n = if mask == 0 { 16 } else { mask.trailing_zeros() as usize };
-                out.set_len(len + n);
-                i += n;
-                if mask != 0 {
-                    return i;
-                }
+        let set = simd::Set::new(below, any);
+        while i + 16 <= b.len() {
+            // SAFETY: the loop condition.
+            let (block, mask) = unsafe { set.block(b, i) };
+            let n = if mask == 0 { 16 } else { mask.trailing_zeros() as usize };
+            block.append(out, n);
+            i += n;
+            if mask != 0 {
+                return i;
             }
         }
     }
