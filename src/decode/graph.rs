@@ -153,6 +153,18 @@ mod tests {
     }
 
     #[test]
+    fn graph_input_does_not_read_an_event_hub_records_array() {
+        let body = br#"{"records":[{"category":"SignInLogs"},{"category":"AuditLogs"}]}"#;
+        let eh = decode_unit(InputFormat::Eventhub, Bytes::from_static(body)).unwrap();
+        assert_eq!(eh.records.len(), 2);
+        let graph = decode_unit(InputFormat::Graph, Bytes::from_static(body));
+        assert!(
+            graph.map_or(true, |u| u.records.len() <= 1),
+            "split as an Event Hub body"
+        );
+    }
+
+    #[test]
     fn identity_protection_objects_are_classified() {
         let rd = decode_unit(InputFormat::Graph, data("graph/risk_detections.json")).unwrap();
         assert_eq!(rd.records.len(), 5);

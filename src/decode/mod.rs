@@ -151,7 +151,7 @@ fn decode_object(format: InputFormat, body: &Bytes) -> Result<DecodedUnit, Optio
     // The fast scan covers Event Hub bodies and single diagnostic records; anything else
     // (Graph objects and pages, what it does not handle) takes the serde pass below; Graph
     // input goes there at once instead of being scanned first.
-    let scanned = (format != InputFormat::Graph).then(|| scan::scan(body, true)).flatten();
+    let scanned = (format != InputFormat::Graph).then(|| scan::scan(body)).flatten();
     if let Some(scanned) = scanned {
         let mut unit = DecodedUnit::default();
         match scanned {

@@ -31,21 +31,21 @@ pub(crate) enum Scanned<'a> {
 /// Below serde_json's recursion limit (128): deeper input is left to it (and its error).
 const MAX_DEPTH: usize = 120;
 
-/// Scans `body` (starting with `{`, already trimmed); `records` says whether a `records`
-/// array is read as an Event Hub body.
-pub(crate) fn scan(body: &[u8], records: bool) -> Option<Scanned<'_>> {
+/// Scans `body` (starting with `{`, already trimmed; Event Hub or auto-detected input: a
+/// `records` array is read as an Event Hub body).
+pub(crate) fn scan(body: &[u8]) -> Option<Scanned<'_>> {
     let mut s = Scanner { b: body, i: 0 };
     let mut head = Head::default();
     let mut list = None;
     s.object(|s, key| match key {
-        b"records" if records => {
+        b"records" => {
             if list.is_some() {
                 return None;
             }
             list = Some(s.records()?);
             Some(())
         }
-        b"value" | b"@odata.nextLink" | b"records" => None,
+        b"value" | b"@odata.nextLink" => None,
         _ => s.head_member(key, &mut head, 1),
     })?;
     s.ws();

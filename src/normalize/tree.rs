@@ -124,7 +124,7 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let mut start = 0;
     loop {
         // Plain runs are copied whole; only the bytes that end them are looked at.
-        let i = crate::byte_search::copy_run(out, bytes, start, 0x20, [b'"', b'\\']);
+        let i = crate::json_text::copy_plain_run(out, bytes, start);
         let Some(&b) = bytes.get(i) else { break };
         match ESCAPE[usize::from(b)] {
             b'u' => {
