@@ -156,7 +156,46 @@ pub struct EventMeta {
     /// pipeline has encoded the event and let the form go (Kafka topic and headers).
     pub class_uid: Option<u32>,
     /// OCSF `metadata.uid`, once normalized (the Kafka key of an event without entity key).
-    pub uid: Option<Arc<str>>,
+    pub uid: Option<EventUid>,
+}
+
+/// An event's OCSF `metadata.uid` kept in its metadata once the normalized form is let go.
+/// Uids of up to 32 bytes (the normalizer's are 32 hex digits) are held inline: a small
+/// allocation per event that outlives its batch's trees would pin the allocator's pages for
+/// as long as the event waits in a sink's buffer. Longer text is shared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventUid {
+    Inline { len: u8, bytes: [u8; EventUid::INLINE] },
+    Shared(Arc<str>),
+}
+
+impl EventUid {
+    const INLINE: usize = 32;
+
+    pub fn new(uid: &str) -> EventUid {
+        match uid.len() {
+            len @ 0..=EventUid::INLINE => {
+                let mut bytes = [0; EventUid::INLINE];
+                bytes[..len].copy_from_slice(uid.as_bytes());
+                EventUid::Inline { len: len as u8, bytes }
+            }
+            _ => EventUid::Shared(Arc::from(uid)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            // Whole characters: the bytes of a `str` no longer than the buffer.
+            EventUid::Inline { len, bytes } => std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default(),
+            EventUid::Shared(t) => t,
+        }
+    }
+}
+
+impl fmt::Display for EventUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl EventMeta {
@@ -353,4 +392,26 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_uid_reads_back_as_the_text_it_was_made_from() {
+        let long = "x".repeat(33);
+        for uid in [
+            "0123456789abcdef0123456789abcdef",
+            "da637551227677560813_-961444813",
+            "é0123456789abcdef0123456789abcd",
+            "",
+            &long,
+        ] {
+            let u = EventUid::new(uid);
+            assert_eq!(u.as_str(), uid);
+            assert_eq!(u.to_string(), uid);
+            assert_eq!(matches!(u, EventUid::Inline { .. }), uid.len() <= 32, "{uid}");
+        }
+    }
 }

@@ -17,7 +17,7 @@ use crate::checkpoint::{split_partition_id, CheckpointKey, CheckpointStore};
 use crate::config::WhenFull;
 use crate::deadletter::DeadLetter;
 use crate::encode::{Encoded, Encoder};
-use crate::event::{Batch, Event};
+use crate::event::{Batch, Event, EventUid};
 use crate::normalize::{Normalizer, UserKey};
 use crate::telemetry::Metrics;
 
@@ -49,7 +49,7 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
                 }
                 e.meta.duplicate = out.duplicate;
                 e.meta.class_uid = Some(out.normalized.class_uid);
-                e.meta.uid = out.normalized.event_uid().map(Arc::from);
+                e.meta.uid = out.normalized.event_uid().map(EventUid::new);
                 if let Some(k) = out.user_unrestored {
                     unrestored.push((i, k));
                 }

@@ -257,7 +257,7 @@ pub fn message_key(e: &Event) -> Option<String> {
     }
     match &e.normalized {
         Some(n) => n.event_uid().map(str::to_string),
-        None => e.meta.uid.as_deref().map(str::to_string),
+        None => e.meta.uid.as_ref().map(|u| u.as_str().to_string()),
     }
 }
 
