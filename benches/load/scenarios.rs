@@ -199,21 +199,28 @@ pub fn s1_forwarder(opts: &Opts) -> Figure {
     let cpu = sample(fwd.pid()).unwrap_or_default().cpu_secs - cpu0;
     let mut f = figure("S1", "m365-forwarder", opts, avg, secs, cpu);
     f.idle_rss_mb = idle.rss_kb as f64 / 1024.0;
-    if opts.latency_secs > 0 {
-        let rate = f.events_per_sec / 2.0;
-        rx.measure_latency(true);
-        let before = rx.lines();
-        let n = feed_paced(&mut gen, &mut stdin, rate, opts.latency_secs);
-        rx.wait_for(before + n, Duration::from_secs(60));
-        let mut l = rx.latencies_us();
-        f.p50_ms = percentile_ms(&mut l, 0.5);
-        f.p99_ms = percentile_ms(&mut l, 0.99);
-        f.latency_rate = Some(rate);
-    }
+    latency_at_half_rate(opts, &mut f, &rx, &mut gen, &mut stdin);
     f.peak_rss_mb = watch.peak_kb() as f64 / 1024.0;
     fwd.stdin = Some(stdin);
     fwd.finish();
     f
+}
+
+/// p50 / p99 latency at half the saturated rate just measured in `f` (`--latency-secs` of
+/// records paced into `to`, timed from their send time to their arrival at `rx`).
+fn latency_at_half_rate(opts: &Opts, f: &mut Figure, rx: &LineReceiver, gen: &mut Generator, to: &mut impl Write) {
+    if opts.latency_secs == 0 {
+        return;
+    }
+    let rate = f.events_per_sec / 2.0;
+    rx.measure_latency(true);
+    let before = rx.lines();
+    let n = feed_paced(gen, to, rate, opts.latency_secs);
+    rx.wait_for(before + n, Duration::from_secs(60));
+    let mut l = rx.latencies_us();
+    f.p50_ms = percentile_ms(&mut l, 0.5);
+    f.p99_ms = percentile_ms(&mut l, 0.99);
+    f.latency_rate = Some(rate);
 }
 
 /// S1 for the peer: syslog-ng 3.38 with `shared/bench/syslog-ng-s1.conf` (TCP 5140 → 5141).
@@ -235,17 +242,7 @@ pub fn s1_syslog_ng(opts: &Opts, conf: &Path) -> Figure {
     assert!(ok, "peer S1: {} of {} lines arrived", rx.lines(), opts.events);
     let mut f = figure("S1", "syslog-ng 3.38", opts, avg, secs, cpu);
     f.idle_rss_mb = idle.rss_kb as f64 / 1024.0;
-    if opts.latency_secs > 0 {
-        let rate = f.events_per_sec / 2.0;
-        rx.measure_latency(true);
-        let before = rx.lines();
-        let n = feed_paced(&mut gen, &mut conn, rate, opts.latency_secs);
-        rx.wait_for(before + n, Duration::from_secs(60));
-        let mut l = rx.latencies_us();
-        f.p50_ms = percentile_ms(&mut l, 0.5);
-        f.p99_ms = percentile_ms(&mut l, 0.99);
-        f.latency_rate = Some(rate);
-    }
+    latency_at_half_rate(opts, &mut f, &rx, &mut gen, &mut conn);
     f.peak_rss_mb = watch.peak_kb() as f64 / 1024.0;
     drop(conn);
     let _ = child.kill();

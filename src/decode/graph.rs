@@ -128,13 +128,9 @@ pub(crate) fn push_graph_item(body: &Bytes, item: &RawValue, unit: &mut DecodedU
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::data;
     use super::super::{decode_unit, InputFormat};
     use super::*;
-
-    fn data(path: &str) -> Bytes {
-        let p = format!("{}/tests/data/{path}", env!("CARGO_MANIFEST_DIR"));
-        Bytes::from(std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}")))
-    }
 
     #[test]
     fn incidents_expand_into_incident_and_alert_events() {

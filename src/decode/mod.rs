@@ -350,7 +350,8 @@ fn parse_or_repair(body: Bytes) -> Result<(Bytes, Option<&'static str>), DecodeE
 mod tests {
     use super::*;
 
-    fn data(path: &str) -> Bytes {
+    /// A file of `tests/data` (also read by the decoders' own tests).
+    pub(super) fn data(path: &str) -> Bytes {
         let p = format!("{}/tests/data/{path}", env!("CARGO_MANIFEST_DIR"));
         Bytes::from(std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}")))
     }

@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::fields::{i64_at, int_bytes, ip, str_at, text_at, Ip, ProductNaming, View};
-use super::record::{encode_parts, evidence_type, Builder, Ctx, Extra, Record, Syntax, KEEP};
+use super::record::{encode_event, evidence_type, Builder, Ctx, Extra, Record, Syntax, KEEP};
 use super::{EncodeError, EncodeReport, Encoder, EncoderOptions, Format, SplitMode};
 use crate::event::{Event, EventKind};
 
@@ -350,18 +350,13 @@ impl Builder for CefEncoder {
 
 impl Encoder for CefEncoder {
     fn encode_reserving(&self, event: &Event, out: &mut Vec<u8>, reserve: usize) -> Result<EncodeReport, EncodeError> {
-        let n = event.normalized.as_deref().ok_or(EncodeError::NotNormalized)?;
-        if !n.is_object() {
-            return Err(EncodeError::InvalidOcsf);
-        }
-        let v = View::new(n.root(), &event.meta);
-        let max = self.max.map(|m| m.saturating_sub(reserve));
-        let start = out.len();
-        let r = encode_parts(self, &v, out, max, self.split);
-        if r.is_err() {
-            out.truncate(start);
-        }
-        r
+        encode_event(
+            self,
+            event,
+            out,
+            self.max.map(|m| m.saturating_sub(reserve)),
+            self.split,
+        )
     }
 
     fn format(&self) -> Format {

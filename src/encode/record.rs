@@ -10,6 +10,7 @@ use crate::byte_search::first_of;
 
 use super::fields::{floor_boundary, int_bytes, str_at, text_at, View};
 use super::{EncodeError, EncodeReport, SplitMode};
+use crate::event::Event;
 
 /// Where a string is written; decides its escaping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,10 +423,32 @@ pub(crate) trait Builder {
     fn evidence<'a>(&'a self, v: &View<'a>, ev: &'a Value, part: String) -> Record<'a>;
 }
 
+/// Appends `event`'s message(s) in `b`'s dialect ([`encode_parts`]); on an error nothing
+/// of the event is left in `out`.
+pub(crate) fn encode_event<B: Builder>(
+    b: &B,
+    event: &Event,
+    out: &mut Vec<u8>,
+    max: Option<usize>,
+    split: SplitMode,
+) -> Result<EncodeReport, EncodeError> {
+    let n = event.normalized.as_deref().ok_or(EncodeError::NotNormalized)?;
+    if !n.is_object() {
+        return Err(EncodeError::InvalidOcsf);
+    }
+    let v = View::new(n.root(), &event.meta);
+    let start = out.len();
+    let r = encode_parts(b, &v, out, max, split);
+    if r.is_err() {
+        out.truncate(start);
+    }
+    r
+}
+
 /// Encodes an event as one message, or, for an incident (class 2005) with alerts
 /// (`finding_info_list`) or `evidences`, as a summary plus one part per alert and evidence
 /// when `split` says so (always, or `auto` and the single message is over `max`).
-pub(crate) fn encode_parts<B: Builder>(
+fn encode_parts<B: Builder>(
     b: &B,
     v: &View<'_>,
     out: &mut Vec<u8>,

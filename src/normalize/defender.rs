@@ -198,6 +198,28 @@ fn new_finding(
     Ok((d, env.tenant()))
 }
 
+/// The row's account as an OCSF user (Entra object id, else SID, as `uid`), taught to the
+/// user restoration cache.
+fn account(ctx: &Ctx<'_>, tenant: Option<&str>, r: &Row<'_>) -> Obj {
+    ctx.learn_user(
+        tenant,
+        r.AccountObjectId.get(),
+        r.AccountUpn.get(),
+        r.AccountDisplayName.get(),
+    );
+    let mut user = user_obj(
+        r.AccountObjectId.get().or(r.AccountSid.get()),
+        r.AccountUpn.get().or(r.AccountName.get()),
+        r.AccountDisplayName.get(),
+        r.AccountDomain.get(),
+        UserType::User,
+    );
+    if r.AccountObjectId.get().is_some() {
+        user.s("uid_alt", r.AccountSid.get());
+    }
+    user
+}
+
 pub(crate) fn map_alert_info(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let (env, r) = parse(raw)?;
     let (mut d, tenant) = new_finding(ctx, &env, &r)?;
@@ -282,22 +304,7 @@ pub(crate) fn map_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Norm
     // The evidence row: every populated column is mapped, whatever the EntityType.
     let mut e = Obj::new();
     e.v("name", entity);
-    ctx.learn_user(
-        t,
-        r.AccountObjectId.get(),
-        r.AccountUpn.get(),
-        r.AccountDisplayName.get(),
-    );
-    let mut user = user_obj(
-        r.AccountObjectId.get().or(r.AccountSid.get()),
-        r.AccountUpn.get().or(r.AccountName.get()),
-        r.AccountDisplayName.get(),
-        r.AccountDomain.get(),
-        UserType::User,
-    );
-    if r.AccountObjectId.get().is_some() {
-        user.s("uid_alt", r.AccountSid.get());
-    }
+    let user = account(ctx, t, &r);
     observe_user(&mut d.observables, "evidences[0].user", &user);
     if entity.eq_ignore_ascii_case("User") && !user.is_empty() {
         let mut actor = Obj::new();
@@ -467,22 +474,7 @@ pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
     d.severity_id = severity;
     d.body.s("status_detail", r.FailureReason.get());
 
-    ctx.learn_user(
-        t,
-        r.AccountObjectId.get(),
-        r.AccountUpn.get(),
-        r.AccountDisplayName.get(),
-    );
-    let mut user = user_obj(
-        r.AccountObjectId.get().or(r.AccountSid.get()),
-        r.AccountUpn.get().or(r.AccountName.get()),
-        r.AccountDisplayName.get(),
-        r.AccountDomain.get(),
-        UserType::User,
-    );
-    if r.AccountObjectId.get().is_some() {
-        user.s("uid_alt", r.AccountSid.get());
-    }
+    let mut user = account(ctx, t, &r);
     if user.is_empty() {
         user.c("name", "unknown").v("type_id", 0);
     }

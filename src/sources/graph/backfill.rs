@@ -12,13 +12,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::client::{GraphClient, GraphError};
 use super::identity;
-use super::poller::{CycleError, Poller, EXPAND_RETRY_AFTER};
+use super::poller::{follow, CycleError, Poller};
 use super::state::{filter_time, format_time, parse_time, Micros, PollState};
 use super::{GraphConfig, Resource, TenantConfig};
 use crate::checkpoint::partition_id;
@@ -315,6 +315,9 @@ pub(super) async fn run_tenant(
     Ok(())
 }
 
+/// What a backfill does with a chunk it could not read whole.
+const CHUNK_REDO: &str = "the chunk is read again";
+
 impl Poller<'_> {
     fn window_url(&self, from: Micros, to: Micros) -> String {
         let c = self.config;
@@ -381,33 +384,11 @@ impl Poller<'_> {
         let mut newest = 0;
         let mut b = BatchBuilder::new(self.ctx.name.clone(), self.partition.clone(), self.ctx.batch_max_events);
         loop {
-            let page = match self.client.get(&url).await {
-                Err(GraphError::Exhausted { status: Some(500), .. })
-                    if self.config.resource == Resource::Incidents && !self.expand_off() =>
-                {
-                    tracing::warn!(tenant = %self.tenant, "$expand=alerts keeps failing with 500; listing incidents without it and reading their alerts from alerts_v2");
-                    self.count(&self.ctx.metrics.graph.poll_errors, "expand_fallback");
-                    self.expand_off_until = Some(Instant::now() + EXPAND_RETRY_AFTER);
-                    url = self.window_url(from, to);
-                    links.clear();
-                    continue;
-                }
-                r => r?,
-            };
-            let page = if self.expand_off() && self.config.resource == Resource::Incidents {
-                let body = self.attach_alerts(&page.body, &mut partial).await?;
-                super::client::Page { body, ..page }
-            } else {
-                page
-            };
-            self.offset += 1;
+            let restart = |p: &Self| p.window_url(from, to);
+            let page = self
+                .get_page(&mut url, restart, &mut links, &mut partial, CHUNK_REDO)
+                .await?;
             plan.progress.pages.fetch_add(1, Ordering::Relaxed);
-            self.ctx.metrics.graph.pages.get_or_create(&self.labels()).inc();
-            if let Some(warning) = &page.partial {
-                partial = true;
-                self.ctx.metrics.graph.partial_pages.get_or_create(&self.labels()).inc();
-                tracing::warn!(tenant = %self.tenant, providers = %warning, "206 Partial Content: forwarding what came; this chunk is read again");
-            }
             let next = match decode_unit(InputFormat::Graph, page.body.clone()) {
                 Ok(unit) if unit.is_graph_page => {
                     for (i, rec) in unit.records.into_iter().enumerate() {
@@ -424,13 +405,7 @@ impl Poller<'_> {
                     unit.next_link
                 }
                 other => {
-                    let detail = match &other {
-                        Err(e) => e.to_string(),
-                        Ok(_) => "the answer has no `value` list".into(),
-                    };
-                    tracing::error!(tenant = %self.tenant, %detail, "Graph page not understood; quarantined, the chunk is read again");
-                    let err = other.and_then(|_| Err(crate::decode::DecodeError::NotRecords(detail)));
-                    b.push_unit(self.offset, &page.body, err, None, &self.ctx.metrics);
+                    self.quarantine_page(&mut b, &page.body, other, CHUNK_REDO);
                     partial = true;
                     None
                 }
@@ -443,16 +418,7 @@ impl Poller<'_> {
             b.set_checkpoint(st.to_checkpoint());
             self.flush(&mut b, plan).await?;
             match next {
-                Some(link) => {
-                    if !links.insert(link.clone()) {
-                        return Err(GraphError::Unexpected {
-                            status: 200,
-                            detail: format!("paging loop: nextLink {link} came twice in one chunk"),
-                        }
-                        .into());
-                    }
-                    url = link;
-                }
+                Some(link) => url = follow(&mut links, link, "chunk")?,
                 None => break,
             }
         }

@@ -11,13 +11,13 @@ use bytes::Bytes;
 use futures_util::future::try_join_all;
 
 use super::auth::{Credential, TokenProvider};
-use super::client::{GraphClient, GraphError};
+use super::client::{GraphClient, GraphError, Page};
 use super::filter::NoiseFilters;
 use super::identity::{self, Untracked};
 use super::state::{self, filter_time, now_us, Observed, Outcome, PollState, Rule};
 use super::{GraphConfig, Resource, TenantConfig};
 use crate::checkpoint::partition_id;
-use crate::decode::{decode_unit, DecodedRecord, InputFormat};
+use crate::decode::{decode_unit, DecodeError, DecodedRecord, DecodedUnit, InputFormat};
 use crate::event::EventKind;
 use crate::sources::{BatchBuilder, Change, Source, SourceContext, SourceError};
 use crate::telemetry::GraphMetrics;
@@ -135,6 +135,7 @@ async fn run_tenant(
     }
 }
 
+#[derive(Debug)]
 pub(super) enum CycleError {
     Graph(GraphError),
     Source(SourceError),
@@ -143,6 +144,12 @@ pub(super) enum CycleError {
 impl From<GraphError> for CycleError {
     fn from(e: GraphError) -> Self {
         CycleError::Graph(e)
+    }
+}
+
+impl From<Box<GraphError>> for CycleError {
+    fn from(e: Box<GraphError>) -> Self {
+        CycleError::Graph(*e)
     }
 }
 
@@ -170,6 +177,21 @@ pub(super) struct Poller<'a> {
 
 /// How long the poller lists incidents without `$expand` before trying it again.
 pub(super) const EXPAND_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// What a poll does with a window it could not read whole.
+const POLL_REDO: &str = "the watermark is held and the same window is read again next poll";
+
+/// `link`, the next page of a walk (`scope`: a poll or a chunk), unless it came before in
+/// the same walk: Graph paging in a loop is an error, not an endless read.
+pub(super) fn follow(links: &mut HashSet<String>, link: String, scope: &str) -> Result<String, Box<GraphError>> {
+    if !links.insert(link.clone()) {
+        return Err(Box::new(GraphError::Unexpected {
+            status: 200,
+            detail: format!("paging loop: nextLink {link} came twice in one {scope}"),
+        }));
+    }
+    Ok(link)
+}
 
 impl Poller<'_> {
     fn first_url(&self, since: state::Micros) -> String {
@@ -249,6 +271,67 @@ impl Poller<'_> {
             .inc();
     }
 
+    /// GET one list page at `url` (a poll's or a backfill chunk's). When `$expand=alerts`
+    /// keeps failing with 500, expansion is off for [`EXPAND_RETRY_AFTER`] and the walk starts
+    /// again at `restart` (its links forgotten); while it is off, each incident's alerts come
+    /// from `alerts_v2`. A 206 sets `partial`: what came is forwarded, and `redo` says what
+    /// happens to the walk's progress.
+    pub(super) async fn get_page(
+        &mut self,
+        url: &mut String,
+        restart: impl Fn(&Self) -> String,
+        links: &mut HashSet<String>,
+        partial: &mut bool,
+        redo: &'static str,
+    ) -> Result<Page, CycleError> {
+        let page = loop {
+            match self.client.get(url).await {
+                Err(GraphError::Exhausted { status: Some(500), .. })
+                    if self.config.resource == Resource::Incidents && !self.expand_off() =>
+                {
+                    tracing::warn!(tenant = %self.tenant, "$expand=alerts keeps failing with 500; listing incidents without it and reading their alerts from alerts_v2 for the next hour");
+                    self.count(&self.ctx.metrics.graph.poll_errors, "expand_fallback");
+                    self.expand_off_until = Some(Instant::now() + EXPAND_RETRY_AFTER);
+                    *url = restart(self);
+                    links.clear();
+                }
+                r => break r?,
+            }
+        };
+        let page = if self.expand_off() && self.config.resource == Resource::Incidents {
+            let body = self.attach_alerts(&page.body, partial).await?;
+            Page { body, ..page }
+        } else {
+            page
+        };
+        self.offset += 1;
+        self.ctx.metrics.graph.pages.get_or_create(&self.labels()).inc();
+        if let Some(warning) = &page.partial {
+            *partial = true;
+            self.ctx.metrics.graph.partial_pages.get_or_create(&self.labels()).inc();
+            tracing::warn!(tenant = %self.tenant, providers = %warning, then = redo, "206 Partial Content: forwarding what came");
+        }
+        Ok(page)
+    }
+
+    /// An answer that is not a Graph list page: quarantined as one unit (the caller holds
+    /// the walk's progress; `redo` says how).
+    pub(super) fn quarantine_page(
+        &self,
+        b: &mut BatchBuilder,
+        body: &Bytes,
+        decoded: Result<DecodedUnit, DecodeError>,
+        redo: &'static str,
+    ) {
+        let detail = match &decoded {
+            Err(e) => e.to_string(),
+            Ok(_) => "the answer has no `value` list".into(),
+        };
+        tracing::error!(tenant = %self.tenant, %detail, then = redo, "Graph page not understood; quarantined");
+        let err = decoded.and_then(|_| Err(DecodeError::NotRecords(detail)));
+        b.push_unit(self.offset, body, err, None, &self.ctx.metrics);
+    }
+
     /// One poll: every page from `watermark - overlap` on.
     async fn cycle(&mut self, state: &mut PollState) -> Result<(), CycleError> {
         let old_watermark = state.watermark_us().unwrap_or(0);
@@ -259,32 +342,10 @@ impl Poller<'_> {
         let mut links = HashSet::new();
         let mut b = BatchBuilder::new(self.ctx.name.clone(), self.partition.clone(), self.ctx.batch_max_events);
         loop {
-            let page = match self.client.get(&url).await {
-                Err(GraphError::Exhausted { status: Some(500), .. })
-                    if self.config.resource == Resource::Incidents && !self.expand_off() =>
-                {
-                    tracing::warn!(tenant = %self.tenant, "$expand=alerts keeps failing with 500; listing incidents without it and reading their alerts from alerts_v2 for the next hour");
-                    self.count(&self.ctx.metrics.graph.poll_errors, "expand_fallback");
-                    self.expand_off_until = Some(Instant::now() + EXPAND_RETRY_AFTER);
-                    url = self.first_url(since);
-                    links.clear();
-                    continue;
-                }
-                r => r?,
-            };
-            let page = if self.expand_off() && self.config.resource == Resource::Incidents {
-                let body = self.attach_alerts(&page.body, &mut partial).await?;
-                super::client::Page { body, ..page }
-            } else {
-                page
-            };
-            self.offset += 1;
-            self.ctx.metrics.graph.pages.get_or_create(&self.labels()).inc();
-            if let Some(warning) = &page.partial {
-                partial = true;
-                self.ctx.metrics.graph.partial_pages.get_or_create(&self.labels()).inc();
-                tracing::warn!(tenant = %self.tenant, providers = %warning, "206 Partial Content: forwarding what came; the watermark is held and the same window is read again next poll");
-            }
+            let restart = |p: &Self| p.first_url(since);
+            let page = self
+                .get_page(&mut url, restart, &mut links, &mut partial, POLL_REDO)
+                .await?;
             let next = match decode_unit(InputFormat::Graph, page.body.clone()) {
                 Ok(unit) if unit.is_graph_page => {
                     for (i, rec) in unit.records.into_iter().enumerate() {
@@ -296,14 +357,7 @@ impl Poller<'_> {
                     unit.next_link
                 }
                 other => {
-                    // Not a Graph list: quarantine the body, hold the watermark.
-                    let detail = match &other {
-                        Err(e) => e.to_string(),
-                        Ok(_) => "the answer has no `value` list".into(),
-                    };
-                    tracing::error!(tenant = %self.tenant, %detail, "Graph page not understood; quarantined, watermark held");
-                    let err = other.and_then(|_| Err(crate::decode::DecodeError::NotRecords(detail)));
-                    b.push_unit(self.offset, &page.body, err, None, &self.ctx.metrics);
+                    self.quarantine_page(&mut b, &page.body, other, POLL_REDO);
                     partial = true;
                     None
                 }
@@ -329,16 +383,7 @@ impl Poller<'_> {
                 self.ctx.send(b.take(&self.ctx.acks)).await?;
             }
             match next {
-                Some(link) => {
-                    if !links.insert(link.clone()) {
-                        return Err(GraphError::Unexpected {
-                            status: 200,
-                            detail: format!("paging loop: nextLink {link} came twice in one poll"),
-                        }
-                        .into());
-                    }
-                    url = link;
-                }
+                Some(link) => url = follow(&mut links, link, "poll")?,
                 None => break,
             }
         }
@@ -406,6 +451,30 @@ impl Poller<'_> {
                     b.push_record(self.offset, index, rec, Some(change));
                 }
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_next_link_that_came_before_in_the_same_walk_is_a_paging_loop() {
+        let mut links = HashSet::new();
+        let a = "https://graph.microsoft.com/beta/security/incidents?$skiptoken=a".to_string();
+        let b = "https://graph.microsoft.com/beta/security/incidents?$skiptoken=b".to_string();
+        assert_eq!(follow(&mut links, a.clone(), "poll").unwrap(), a);
+        assert_eq!(follow(&mut links, b.clone(), "poll").unwrap(), b);
+        match follow(&mut links, a.clone(), "chunk") {
+            Err(e) if matches!(*e, GraphError::Unexpected { status: 200, .. }) => {
+                let detail = e.to_string();
+                assert!(
+                    detail.contains("skiptoken=a") && detail.ends_with("twice in one chunk)"),
+                    "{detail}"
+                );
+            }
+            other => panic!("{other:?}"),
         }
     }
 }
