@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::{BatchLimits, Rejection, SendReport, Sink, SinkConfig, SinkError};
 use crate::config::{typed, ConfigIssue, Secret};
+use crate::encode::numfmt::int_bytes;
 use crate::encode::{self, Encoder, EncoderOptions, Format};
 use crate::event::Event;
 
@@ -215,50 +216,72 @@ impl KafkaSink {
 
 /// A Kafka topic name from the template, with characters Kafka refuses replaced by `_`.
 pub fn render_topic(template: &str, e: &Event) -> String {
-    let class = class_uid(e).unwrap_or(0).to_string();
-    let mut out = String::with_capacity(template.len() + 16);
+    let mut out = String::new();
+    render_topic_into(template, e, &mut out);
+    out
+}
+
+/// [`render_topic`] into `out` (cleared first), without allocating once `out` has room.
+fn render_topic_into(template: &str, e: &Event, out: &mut String) {
+    const MAX: usize = 249;
+    let mut num = [0u8; 20];
+    out.clear();
+    let mut push = |piece: &str| {
+        for c in piece.chars() {
+            if out.len() >= MAX {
+                return;
+            }
+            out.push(if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            });
+        }
+    };
     let mut rest = template;
     while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
+        push(&rest[..open]);
         let Some(close) = rest[open..].find('}') else { break };
-        let var = &rest[open + 1..open + close];
-        match var {
-            "kind" => out.push_str(e.meta.kind.as_str()),
-            "category" => out.push_str(&e.meta.category),
-            "tenant" => out.push_str(e.meta.tenant.as_deref().unwrap_or("unknown")),
-            "source" => out.push_str(&e.meta.source),
-            "class_uid" => out.push_str(&class),
+        match &rest[open + 1..open + close] {
+            "kind" => push(e.meta.kind.as_str()),
+            "category" => push(&e.meta.category),
+            "tenant" => push(e.meta.tenant.as_deref().unwrap_or("unknown")),
+            "source" => push(&e.meta.source),
+            "class_uid" => {
+                let class = int_bytes(i64::from(class_uid(e).unwrap_or(0)), &mut num);
+                push(std::str::from_utf8(class).unwrap_or("0"));
+            }
             _ => {}
         }
         rest = &rest[open + close + 1..];
     }
-    out.push_str(rest);
-    out.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(249)
-        .collect()
+    push(rest);
 }
 
 /// The message key: the stable entity id (incident id for an incident and its alerts),
 /// scoped by tenant (`<tenant>:<id>`, so one topic can hold many tenants and still be
 /// compacted), else the OCSF `metadata.uid`.
 pub fn message_key(e: &Event) -> Option<String> {
+    let mut out = String::new();
+    message_key_into(e, &mut out).then_some(out)
+}
+
+/// [`message_key`] into `out` (cleared first); `false` when the event has no key.
+fn message_key_into(e: &Event, out: &mut String) -> bool {
+    out.clear();
     if let Some(k) = &e.meta.entity_key {
-        return Some(match &e.meta.tenant {
-            Some(t) => format!("{t}:{k}"),
-            None => k.to_string(),
-        });
+        if let Some(t) = &e.meta.tenant {
+            out.push_str(t);
+            out.push(':');
+        }
+        out.push_str(k);
+        return true;
     }
-    match &e.normalized {
-        Some(n) => n.event_uid().map(str::to_string),
-        None => e.meta.uid.as_ref().map(|u| u.as_str().to_string()),
-    }
+    let uid = match &e.normalized {
+        Some(n) => n.event_uid(),
+        None => e.meta.uid.as_ref().map(|u| u.as_str()),
+    };
+    uid.map(|u| out.push_str(u)).is_some()
 }
 
 /// The OCSF class, from the normalized form or, once that is let go, from the metadata.
@@ -267,7 +290,8 @@ fn class_uid(e: &Event) -> Option<u32> {
 }
 
 fn headers_of(e: &Event) -> OwnedHeaders {
-    let class = class_uid(e).map(|c| c.to_string());
+    let mut num = [0u8; 20];
+    let class = class_uid(e).map(|c| int_bytes(i64::from(c), &mut num));
     let mut h = OwnedHeaders::new_with_capacity(6)
         .insert(Header {
             key: "source",
@@ -287,10 +311,10 @@ fn headers_of(e: &Event) -> OwnedHeaders {
             value: Some(t.as_bytes()),
         });
     }
-    if let Some(c) = &class {
+    if let Some(c) = class {
         h = h.insert(Header {
             key: "class_uid",
-            value: Some(c.as_bytes()),
+            value: Some(c),
         });
     }
     if let Some(c) = &e.meta.change_type {
@@ -300,6 +324,29 @@ fn headers_of(e: &Event) -> OwnedHeaders {
         });
     }
     h
+}
+
+/// Where a message's bytes are: encoded ahead (the first `n` bytes of the event's
+/// [`Event::encoded`]), or at `start..end` of the sink's buffer.
+#[derive(Clone, Copy)]
+enum Payload {
+    Ahead(usize),
+    Here(usize, usize),
+}
+
+impl Payload {
+    fn len(self) -> usize {
+        match self {
+            Payload::Ahead(n) => n,
+            Payload::Here(s, e) => e - s,
+        }
+    }
+}
+
+/// Length of an encoded message without its line end (line formats end with `\n`, which is
+/// not part of a Kafka message).
+fn message_len(encoded: &[u8]) -> usize {
+    encoded.len() - usize::from(encoded.last() == Some(&b'\n'))
 }
 
 /// Delivery errors that no retry can fix: the message goes to the dead-letter file.
@@ -331,20 +378,18 @@ impl Sink for KafkaSink {
 
     async fn send(&mut self, events: &[Event]) -> Result<SendReport, SinkError> {
         let mut report = SendReport::default();
-        // Encode first: an event that cannot be encoded is rejected, not retried.
-        let mut payloads: Vec<Option<(usize, usize)>> = Vec::with_capacity(events.len());
+        // Encode first: an event that cannot be encoded is rejected, not retried. Bytes
+        // encoded ahead by the pipeline are sent from where they are.
+        let mut payloads: Vec<Option<Payload>> = Vec::with_capacity(events.len());
         self.buf.clear();
         for (index, e) in events.iter().enumerate() {
+            if let Some(enc) = &e.encoded {
+                payloads.push(Some(Payload::Ahead(message_len(&enc.data))));
+                continue;
+            }
             let start = self.buf.len();
-            match encode::append(&*self.encoder, e, &mut self.buf) {
-                Ok(_) => {
-                    // Line formats end with '\n': not part of a Kafka message.
-                    let mut end = self.buf.len();
-                    if end > start && self.buf[end - 1] == b'\n' {
-                        end -= 1;
-                    }
-                    payloads.push(Some((start, end)));
-                }
+            match self.encoder.encode(e, &mut self.buf) {
+                Ok(_) => payloads.push(Some(Payload::Here(start, start + message_len(&self.buf[start..])))),
                 Err(err) => {
                     report.rejected.push(Rejection {
                         index,
@@ -357,17 +402,21 @@ impl Sink for KafkaSink {
         }
         let mut pending: Vec<usize> = (0..events.len()).filter(|i| payloads[*i].is_some()).collect();
         let mut attempt = 0u32;
+        let (mut topic, mut key) = (String::new(), String::new());
         while !pending.is_empty() {
             let mut futures: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(pending.len());
             for &i in &pending {
                 let e = &events[i];
-                let (s, end) = payloads[i].expect("encoded");
-                let topic = render_topic(&self.topic, e);
-                let key = message_key(e);
+                let body: &[u8] = match payloads[i].expect("encoded") {
+                    Payload::Ahead(n) => &e.encoded.as_ref().expect("encoded ahead").data[..n],
+                    Payload::Here(s, end) => &self.buf[s..end],
+                };
+                render_topic_into(&self.topic, e, &mut topic);
+                let keyed = message_key_into(e, &mut key);
                 loop {
-                    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic).payload(&self.buf[s..end]);
-                    if let Some(k) = &key {
-                        record = record.key(k.as_str());
+                    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic).payload(body);
+                    if keyed {
+                        record = record.key(key.as_str());
                     }
                     if self.headers {
                         record = record.headers(headers_of(e));
@@ -394,7 +443,7 @@ impl Sink for KafkaSink {
             let mut last_error = None;
             for (i, f) in futures {
                 match f.await {
-                    Ok(Ok(_)) => report.bytes += payloads[i].map_or(0, |(s, e)| (e - s) as u64),
+                    Ok(Ok(_)) => report.bytes += payloads[i].map_or(0, |p| p.len() as u64),
                     Ok(Err((err, _))) if is_permanent(&err) => {
                         report.rejected.push(Rejection {
                             index: i,
@@ -485,6 +534,10 @@ mod tests {
             "m365.t1.AdvancedHunting-Device_Events"
         );
         assert_eq!(render_topic("ocsf-{class_uid}", &e), "ocsf-2004");
+        // One `_` per character Kafka refuses (not per byte); at most 249 characters.
+        assert_eq!(render_topic("sécurité {kind}/{unknown}x", &e), "s_curit__hunting_x");
+        let long = render_topic(&format!("{}{{category}}", "a".repeat(240)), &e);
+        assert_eq!(long, format!("{}AdvancedH", "a".repeat(240)));
     }
 
     #[test]
