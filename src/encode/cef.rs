@@ -362,6 +362,10 @@ impl Encoder for CefEncoder {
     fn format(&self) -> Format {
         Format::Cef
     }
+
+    fn reads_lean(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

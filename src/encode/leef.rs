@@ -405,6 +405,10 @@ impl Encoder for LeefEncoder {
     fn format(&self) -> Format {
         Format::Leef
     }
+
+    fn reads_lean(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

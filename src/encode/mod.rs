@@ -14,6 +14,8 @@ pub(crate) mod fields;
 mod framing;
 pub mod hec;
 mod json;
+#[cfg(test)]
+mod lean_tests;
 pub mod leef;
 pub(crate) mod numfmt;
 pub mod parse;
@@ -189,6 +191,14 @@ pub trait Encoder: Send + Sync {
 
     /// The payload format.
     fn format(&self) -> Format;
+
+    /// Whether this encoder reads nothing a lean normalization leaves out (observables, the
+    /// record's JSON passed through into `unmapped`; see
+    /// [`crate::normalize::NormalizeOptions::lean`]). CEF and LEEF read a fixed set of
+    /// attributes and say so; formats that write the whole OCSF event do not.
+    fn reads_lean(&self) -> bool {
+        false
+    }
 }
 
 /// An event's message(s) for one sink, encoded ahead of the sink (the pipeline does it right

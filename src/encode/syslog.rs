@@ -434,6 +434,11 @@ impl Encoder for SyslogEncoder {
     fn format(&self) -> Format {
         self.inner.format()
     }
+
+    /// The header reads the event's time and severity, which every normalization builds.
+    fn reads_lean(&self) -> bool {
+        self.inner.reads_lean()
+    }
 }
 
 #[cfg(test)]

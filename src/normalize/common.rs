@@ -356,11 +356,14 @@ pub(crate) fn uid_of(parts: &[&str]) -> u128 {
 /// 32 lower-case hex digits.
 pub(crate) fn hex128(v: u128) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(32);
-    for i in (0..32).rev() {
-        out.push(char::from(HEX[((v >> (i * 4)) & 0xf) as usize]));
+    let mut out = [0u8; 32];
+    // Two 64-bit halves: shifts of a u128 cost several instructions each.
+    for (digits, half) in out.chunks_exact_mut(16).zip([(v >> 64) as u64, v as u64]) {
+        for (i, d) in digits.iter_mut().enumerate() {
+            *d = HEX[((half >> (60 - 4 * i)) & 0xf) as usize];
+        }
     }
-    out
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 /// Observables found in an event, deduplicated by (type_id, value); `name` is the attribute
@@ -374,6 +377,9 @@ impl Observables {
     /// Adds an observable unless one of the same type and value is there. `name` is the
     /// attribute path (a literal, or a `String` for indexed paths).
     pub fn add(&mut self, type_id: u8, name: impl Into<Cow<'static, str>>, value: Option<&str>) {
+        if super::tree::lean() {
+            return;
+        }
         let Some(value) = value else { return };
         if self.items.iter().any(|(t, _, v)| *t == type_id && &**v == value) {
             return;
@@ -444,6 +450,9 @@ fn observable_caption(t: u8) -> &'static str {
 
 /// Add the observables of an OCSF `user` object found at `path`.
 pub(crate) fn observe_user(obs: &mut Observables, path: &str, user: &Obj) {
+    if super::tree::lean() {
+        return;
+    }
     if let Some(n) = user.get_str("name") {
         obs.add(obs::USER_NAME, member_path(path, "name"), Some(n));
     }

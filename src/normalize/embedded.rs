@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn containers_are_text_shared_with_the_record() {
         let src = ByteString::from(r#"{"p":[{"id":"x"}]}"#);
-        let node = crate::normalize::tree::with_source(&src, || {
+        let node = crate::normalize::tree::with_source(&src, false, || {
             let r: &RawValue = serde_json::from_str(&src[5..17]).unwrap();
             embedded(Some(r))
         });

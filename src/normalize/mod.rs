@@ -59,6 +59,10 @@ pub struct NormalizeOptions {
     pub raw_data_max_bytes: usize,
     /// Correlate detections seen through Graph and through Event Hub (`correlate.rs`).
     pub correlate_detections: bool,
+    /// Build only what CEF and LEEF read: no `observables`, no record JSON passed through
+    /// into `unmapped`, no hash of an oversized record (see `tree::lean`). For pipelines
+    /// whose every output is such an encoder.
+    pub lean: bool,
 }
 
 impl Default for NormalizeOptions {
@@ -67,6 +71,7 @@ impl Default for NormalizeOptions {
             raw_data: RawData::Keep,
             raw_data_max_bytes: DEFAULT_RAW_DATA_MAX_BYTES,
             correlate_detections: true,
+            lean: false,
         }
     }
 }
@@ -241,7 +246,7 @@ impl Normalizer {
             Ok(t) => t,
             Err(_) => ByteString::from(String::from_utf8_lossy(raw).into_owned()),
         };
-        tree::with_source(&text, || self.normalize_text(meta, raw, &text))
+        tree::with_source(&text, self.opts.lean, || self.normalize_text(meta, raw, &text))
     }
 
     fn normalize_text(&self, meta: &EventMeta, raw: &[u8], text: &str) -> Result<NormalizeOutput, NormalizeError> {
@@ -298,7 +303,7 @@ impl Normalizer {
         }
         let keep = self.opts.raw_data == RawData::Keep;
         let fits = raw.len() <= self.opts.raw_data_max_bytes;
-        if keep && !fits {
+        if keep && !fits && !self.opts.lean {
             let mut h = Fnv128::default();
             h.write(raw);
             d.unmapped

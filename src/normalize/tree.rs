@@ -5,7 +5,7 @@
 //! normalized (set with [`with_source`]) share its buffer instead of being copied.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use bytestring::ByteString;
 use serde_json::{Map, Value};
@@ -27,24 +27,35 @@ pub(crate) enum Node {
 thread_local! {
     /// The record being normalized on this thread: strings inside it are shared, not copied.
     static SOURCE: RefCell<Option<ByteString>> = const { RefCell::new(None) };
+    /// Whether the normalization on this thread is lean (see [`lean`]).
+    static LEAN: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Restores the previous source when a normalization ends (also on unwind).
-struct SourceGuard(Option<ByteString>);
+/// Restores the previous source and leanness when a normalization ends (also on unwind).
+struct SourceGuard(Option<ByteString>, bool);
 
 impl Drop for SourceGuard {
     fn drop(&mut self) {
         let prev = self.0.take();
         SOURCE.with(|c| *c.borrow_mut() = prev);
+        LEAN.with(|l| l.set(self.1));
     }
 }
 
 /// Runs `f` with `source` as this thread's record: string members built by `f` that are
-/// slices of `source` share its buffer.
-pub(crate) fn with_source<R>(source: &ByteString, f: impl FnOnce() -> R) -> R {
+/// slices of `source` share its buffer. `lean`: see [`lean`].
+pub(crate) fn with_source<R>(source: &ByteString, lean: bool, f: impl FnOnce() -> R) -> R {
     let prev = SOURCE.with(|c| c.borrow_mut().replace(source.clone()));
-    let _guard = SourceGuard(prev);
+    let _guard = SourceGuard(prev, LEAN.with(|l| l.replace(lean)));
     f()
+}
+
+/// A lean normalization builds only what the attribute-reading encoders (CEF, LEEF) read:
+/// no `observables` and no JSON of the record passed through into `unmapped`
+/// ([`Obj::embedded`]). The pipeline asks for one when every output is such an encoder and
+/// the normalized form is dropped once encoded.
+pub(crate) fn lean() -> bool {
+    LEAN.with(Cell::get)
 }
 
 /// `v` as a shared slice of the current source when it lies inside it, else a copy.
@@ -238,8 +249,13 @@ impl Obj {
         }
         self
     }
-    /// Insert a field that may hold JSON (kept as text, see [`super::embedded::embedded`]).
+    /// Insert a field of the record that may hold JSON, passed through for OCSF consumers
+    /// (kept as text, see [`super::embedded::embedded`]); left out of a [`lean`]
+    /// normalization, so only for members no CEF or LEEF field reads (`unmapped`).
     pub fn embedded(&mut self, k: &'static str, raw: Option<&serde_json::value::RawValue>) -> &mut Obj {
+        if lean() {
+            return self;
+        }
         self.on(k, super::embedded::embedded(raw))
     }
     /// Insert a non-empty array of tree nodes.
@@ -531,12 +547,12 @@ mod tests {
         let upn = &src[8..28];
         let other = String::from("kim@fabrikam.example");
         let ptr_of = |o: &Obj, k: &str| o.get_str(k).map(|s| s.as_ptr() as usize);
-        let o = with_source(&src, || {
+        let o = with_source(&src, false, || {
             let mut o = Obj::new();
             o.s("shared", Some(upn)).s("copied", Some(&other)).s("empty", Some(""));
             // A nested normalization gets its own source and gives the outer one back.
             let inner = ByteString::from("x");
-            with_source(&inner, || Obj::new().s("x", Some(&inner[..])).is_empty());
+            with_source(&inner, false, || Obj::new().s("x", Some(&inner[..])).is_empty());
             o.s("again", Some(upn));
             o
         });

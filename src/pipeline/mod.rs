@@ -124,11 +124,6 @@ impl Pipeline {
             None => Arc::new(FileCheckpointStore::open(&config.data_dir)?),
         };
         let dead_letter = Arc::new(DeadLetter::new(&config.dead_letter_path(), metrics.clone()));
-        let normalizer = Arc::new(Normalizer::new(NormalizeOptions {
-            raw_data: config.normalize.raw_data,
-            raw_data_max_bytes: config.normalize.raw_data_max_bytes,
-            correlate_detections: config.normalize.correlate_detections,
-        }));
         let api_stop = CancellationToken::new();
         let mut api_address = None;
         let mut api_task = None;
@@ -242,6 +237,23 @@ impl Pipeline {
             }
         }
 
+        // Nothing but CEF / LEEF encoded ahead reads the normalized form: build only what
+        // they read.
+        let lean = !routes.is_empty()
+            && routes
+                .iter()
+                .all(|r| r.encoder.as_ref().is_some_and(|e| e.reads_lean()));
+        if lean {
+            tracing::info!(
+                "every output is CEF or LEEF: normalizing without observables and passed-through record JSON"
+            );
+        }
+        let normalizer = Arc::new(Normalizer::new(NormalizeOptions {
+            raw_data: config.normalize.raw_data,
+            raw_data_max_bytes: config.normalize.raw_data_max_bytes,
+            correlate_detections: config.normalize.correlate_detections,
+            lean,
+        }));
         let router = stages::Router {
             routes,
             dead_letter: dead_letter.clone(),

@@ -83,6 +83,10 @@ impl SinkConfig for ConsoleSinkConfig {
             buf: Vec::new(),
         }))
     }
+
+    fn encoder(&self) -> Option<Box<dyn Encoder>> {
+        Some(encode::encoder(self.encoding, &self.encoder))
+    }
 }
 
 enum Target {
