@@ -281,7 +281,13 @@ fn message_key_into(e: &Event, out: &mut String) -> bool {
         Some(n) => n.event_uid(),
         None => e.meta.uid.as_ref().map(|u| u.as_str()),
     };
-    uid.map(|u| out.push_str(u)).is_some()
+    match uid {
+        Some(u) => {
+            out.push_str(u);
+            true
+        }
+        None => false,
+    }
 }
 
 /// The OCSF class, from the normalized form or, once that is let go, from the metadata.

@@ -176,7 +176,7 @@ pub(super) struct Poller<'a> {
 }
 
 /// How long the poller lists incidents without `$expand` before trying it again.
-pub(super) const EXPAND_RETRY_AFTER: Duration = Duration::from_secs(3600);
+const EXPAND_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// What a poll does with a window it could not read whole.
 const POLL_REDO: &str = "the watermark is held and the same window is read again next poll";
