@@ -245,6 +245,10 @@ impl Builder for CefEncoder {
         &self.syntax
     }
 
+    fn limits(&self) -> (Option<usize>, SplitMode) {
+        (self.max, self.split)
+    }
+
     fn main<'a>(&'a self, v: &View<'a>, extra: Extra) -> Record<'a> {
         let mut rec = self.header(v, signature(v), v.title());
         rec.int("rt", None, v.time_ms());
@@ -350,13 +354,7 @@ impl Builder for CefEncoder {
 
 impl Encoder for CefEncoder {
     fn encode_reserving(&self, event: &Event, out: &mut Vec<u8>, reserve: usize) -> Result<EncodeReport, EncodeError> {
-        encode_event(
-            self,
-            event,
-            out,
-            self.max.map(|m| m.saturating_sub(reserve)),
-            self.split,
-        )
+        encode_event(self, event, out, reserve)
     }
 
     fn format(&self) -> Format {

@@ -314,6 +314,10 @@ impl Builder for LeefEncoder {
         &self.syntax
     }
 
+    fn limits(&self) -> (Option<usize>, SplitMode) {
+        (self.max, self.split)
+    }
+
     fn main<'a>(&'a self, v: &View<'a>, extra: Extra) -> Record<'a> {
         let mut rec = self.start(v, event_id(v));
         rec.text("cat", Some(v.ms_category()), STR_MAX, 3);
@@ -393,13 +397,7 @@ impl Builder for LeefEncoder {
 
 impl Encoder for LeefEncoder {
     fn encode_reserving(&self, event: &Event, out: &mut Vec<u8>, reserve: usize) -> Result<EncodeReport, EncodeError> {
-        encode_event(
-            self,
-            event,
-            out,
-            self.max.map(|m| m.saturating_sub(reserve)),
-            self.split,
-        )
+        encode_event(self, event, out, reserve)
     }
 
     fn format(&self) -> Format {

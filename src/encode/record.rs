@@ -418,20 +418,24 @@ pub(crate) enum Extra {
 /// Builds the messages of one dialect; [`encode_parts`] decides about splitting.
 pub(crate) trait Builder {
     fn syntax(&self) -> &Syntax;
+    /// `max_message_bytes` and incident splitting.
+    fn limits(&self) -> (Option<usize>, SplitMode);
     fn main<'a>(&'a self, v: &View<'a>, extra: Extra) -> Record<'a>;
     fn alert<'a>(&'a self, v: &View<'a>, alert: &'a Value, part: String) -> Record<'a>;
     fn evidence<'a>(&'a self, v: &View<'a>, ev: &'a Value, part: String) -> Record<'a>;
 }
 
-/// Appends `event`'s message(s) in `b`'s dialect ([`encode_parts`]); on an error nothing
-/// of the event is left in `out`.
+/// Appends `event`'s message(s) in `b`'s dialect ([`encode_parts`]), `reserve` bytes of each
+/// message's size limit taken by a prefix (a syslog header); on an error nothing of the
+/// event is left in `out`.
 pub(crate) fn encode_event<B: Builder>(
     b: &B,
     event: &Event,
     out: &mut Vec<u8>,
-    max: Option<usize>,
-    split: SplitMode,
+    reserve: usize,
 ) -> Result<EncodeReport, EncodeError> {
+    let (max, split) = b.limits();
+    let max = max.map(|m| m.saturating_sub(reserve));
     let n = event.normalized.as_deref().ok_or(EncodeError::NotNormalized)?;
     if !n.is_object() {
         return Err(EncodeError::InvalidOcsf);
