@@ -192,7 +192,12 @@ impl Draft {
             entity_key: None,
             tenant: None,
             body: Obj::with_capacity(16),
-            unmapped: Obj::with_capacity(16),
+            // No encoder of a lean normalization reads `unmapped`.
+            unmapped: if super::tree::lean() {
+                Obj::discarding()
+            } else {
+                Obj::with_capacity(16)
+            },
             observables: Observables::default(),
             host_profile: false,
             detection: None,

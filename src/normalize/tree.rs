@@ -51,8 +51,8 @@ pub(crate) fn with_source<R>(source: &ByteString, lean: bool, f: impl FnOnce() -
 }
 
 /// A lean normalization builds only what the attribute-reading encoders (CEF, LEEF) read:
-/// no `observables` and no JSON of the record passed through into `unmapped`
-/// ([`Obj::embedded`]). The pipeline asks for one when every output is such an encoder and
+/// no `observables`, no `unmapped` ([`Obj::discarding`]; the change type they show comes
+/// from the event's metadata) and no JSON of the record passed through ([`Obj::embedded`]). The pipeline asks for one when every output is such an encoder and
 /// the normalized form is dropped once encoded.
 pub(crate) fn lean() -> bool {
     LEAN.with(Cell::get)
@@ -79,6 +79,9 @@ pub(crate) struct Obj {
     /// One bit per key hash: a key whose bit is clear is certainly new (no scan).
     mask: u64,
 }
+
+/// The key mask of an [`Obj::discarding`].
+const DISCARD: u64 = u64::MAX;
 
 fn bit(k: &str) -> u64 {
     let b = k.as_bytes();
@@ -166,6 +169,20 @@ impl Obj {
         }
     }
 
+    /// An object that keeps nothing put into it: a lean normalization's `unmapped` (no
+    /// attribute-reading encoder looks there). Marked by a full key mask on an object that
+    /// never had room for a member, which no other object has.
+    pub fn discarding() -> Obj {
+        Obj {
+            items: Vec::new(),
+            mask: DISCARD,
+        }
+    }
+
+    fn discards(&self) -> bool {
+        self.mask == DISCARD && self.items.capacity() == 0
+    }
+
     /// Number of members.
     pub fn len(&self) -> usize {
         self.items.len()
@@ -179,11 +196,14 @@ impl Obj {
                 return;
             }
         }
-        self.mask |= b;
         if self.items.capacity() == 0 {
+            if self.mask == DISCARD {
+                return;
+            }
             // Most objects are small (a product, a user, an endpoint); grown by doubling.
             self.items.reserve(4);
         }
+        self.mask |= b;
         self.items.push((k, n));
     }
 
@@ -194,7 +214,7 @@ impl Obj {
     }
     /// Insert a string when present.
     pub fn s(&mut self, k: &'static str, v: Option<&str>) -> &mut Obj {
-        if let Some(v) = v {
+        if let Some(v) = v.filter(|_| !self.discards()) {
             self.put(Cow::Borrowed(k), Node::Str(text(v)));
         }
         self
@@ -267,6 +287,9 @@ impl Obj {
     }
     /// Move every member of `other` in (replacing equal keys).
     pub fn append(&mut self, other: Obj) {
+        if self.discards() {
+            return;
+        }
         self.items.reserve(other.items.len());
         for (k, n) in other.items {
             self.put(k, n);
@@ -520,6 +543,35 @@ mod tests {
         );
         assert_eq!(o.get_str_in("inner", "t"), None);
         assert_eq!(o.into_value(), v);
+    }
+
+    #[test]
+    fn a_discarding_object_keeps_nothing_and_ordinary_objects_are_unaffected() {
+        let mut d = Obj::discarding();
+        let mut inner = Obj::new();
+        inner.s("x", Some("1"));
+        d.s("a", Some("1"))
+            .c("b", "c")
+            .v("n", 2)
+            .o("inner", inner.clone())
+            .nodes("list", vec![Node::Obj(inner.clone())]);
+        d.insert_owned("dyn".to_owned(), Value::from("x"));
+        d.append(inner.clone());
+        assert!(d.is_empty() && !d.has("a") && d.get("inner").is_none());
+        assert_eq!(d.to_value(), serde_json::json!({}));
+        // An ordinary object that ever held every key bit still keeps what it is given.
+        let mut full = Obj::new();
+        for i in 0..200 {
+            full.insert_owned(format!("k{i}"), Value::from(i));
+        }
+        full.mask = DISCARD; // as many keys of other names would leave it
+        full.s("a", Some("1")).append(inner);
+        assert_eq!(full.len(), 202);
+        assert_eq!(full.get_str("x"), Some("1"));
+        // A clone of an empty ordinary object is ordinary.
+        let mut e = Obj::new().clone();
+        e.s("a", Some("1"));
+        assert_eq!(e.len(), 1);
     }
 
     #[test]
