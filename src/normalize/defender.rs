@@ -161,7 +161,12 @@ fn techniques(raw: Option<&RawValue>) -> Vec<String> {
 }
 
 fn finding_base(r: &Row<'_>, categories: &[String]) -> Obj {
-    let techs = techniques(r.AttackTechniques);
+    // Only the attacks read the techniques, and a lean normalization builds none.
+    let techs = if super::tree::lean() {
+        Vec::new()
+    } else {
+        techniques(r.AttackTechniques)
+    };
     let tactic = r.Category.get().or(categories.first().map(String::as_str));
     let mut fi = Obj::new();
     let mut analytic = Obj::new();

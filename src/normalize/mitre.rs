@@ -83,8 +83,12 @@ pub(crate) fn attack(id: &str, name: Option<&str>, tactic: Option<&Value>) -> Va
 }
 
 /// `attacks[]` from technique texts (ids or `Name (Id)`) and an optional tactic category.
-/// With no technique but a known tactic, one tactic-only entry is returned.
+/// With no technique but a known tactic, one tactic-only entry is returned. None in a lean
+/// normalization: CEF and LEEF show no ATT&CK attribute.
 pub(crate) fn attacks<'x>(techniques: impl IntoIterator<Item = &'x str>, category: Option<&str>) -> Vec<Value> {
+    if super::tree::lean() {
+        return Vec::new();
+    }
     let tac = category.and_then(tactic);
     let mut out: Vec<Value> = Vec::new();
     let mut ids: Vec<String> = Vec::new();

@@ -59,8 +59,8 @@ pub struct NormalizeOptions {
     pub raw_data_max_bytes: usize,
     /// Correlate detections seen through Graph and through Event Hub (`correlate.rs`).
     pub correlate_detections: bool,
-    /// Build only what CEF and LEEF read: no `observables`, no `unmapped`, no hash of an
-    /// oversized record (see `tree::lean`). For pipelines
+    /// Build only what CEF and LEEF read: no `observables`, no `unmapped`, no `attacks`, no
+    /// hash of an oversized record (see `tree::lean`). For pipelines
     /// whose every output is such an encoder.
     pub lean: bool,
 }

@@ -52,7 +52,8 @@ pub(crate) fn with_source<R>(source: &ByteString, lean: bool, f: impl FnOnce() -
 
 /// A lean normalization builds only what the attribute-reading encoders (CEF, LEEF) read:
 /// no `observables`, no `unmapped` ([`Obj::discarding`]; the change type they show comes
-/// from the event's metadata) and no JSON of the record passed through ([`Obj::embedded`]). The pipeline asks for one when every output is such an encoder and
+/// from the event's metadata), no ATT&CK `attacks` and no JSON of the record passed through
+/// ([`Obj::embedded`]). The pipeline asks for one when every output is such an encoder and
 /// the normalized form is dropped once encoded.
 pub(crate) fn lean() -> bool {
     LEAN.with(Cell::get)
