@@ -60,8 +60,8 @@ pub struct NormalizeOptions {
     /// Correlate detections seen through Graph and through Event Hub (`correlate.rs`).
     pub correlate_detections: bool,
     /// Build only what CEF and LEEF read: no `observables`, no `unmapped`, no `attacks`, no
-    /// hash of an oversized record (see `tree::lean`). For pipelines
-    /// whose every output is such an encoder.
+    /// hash of an oversized record (see `tree::lean`). For pipelines whose every output is
+    /// such an encoder.
     pub lean: bool,
 }
 
