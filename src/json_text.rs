@@ -10,13 +10,6 @@ pub(crate) fn plain_run_end(b: &[u8], from: usize) -> usize {
     crate::byte_search::first_of(b, from, 0x20, [b'"', b'\\'])
 }
 
-/// Appends the plain run `b[from..k]` to `out`, where `k` is [`plain_run_end`]`(b, from)`,
-/// and returns `k` (the JSON writer's copy of a string between the bytes it escapes).
-#[inline]
-pub(crate) fn copy_plain_run(out: &mut Vec<u8>, b: &[u8], from: usize) -> usize {
-    crate::byte_search::copy_run(out, b, from, 0x20, [b'"', b'\\'])
-}
-
 /// JSON text without the whitespace between tokens (a pretty-printed record on one line);
 /// borrowed when there is none. Strings are copied as they are, escapes included; text that
 /// is not valid JSON is handled the same way, without failing.

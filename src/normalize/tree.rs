@@ -136,24 +136,24 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut start = 0;
-    loop {
-        // Plain runs are copied whole; only the bytes that end them are looked at.
-        let i = crate::json_text::copy_plain_run(out, bytes, start);
-        let Some(&b) = bytes.get(i) else { break };
-        match ESCAPE[usize::from(b)] {
-            b'u' => {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 15)]);
-            }
-            e => {
-                out.push(b'\\');
-                out.push(e);
-            }
-        }
-        start = i + 1;
-    }
+    // Plain runs are copied whole; only the bytes that end them are looked at.
+    crate::byte_search::copy_replacing(
+        out,
+        bytes,
+        0x20,
+        [b'"', b'\\'],
+        |b| Some(ESCAPE[usize::from(b)]).filter(|e| *e != b'u'),
+        |b, out| {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 15)],
+            ])
+        },
+    );
     out.push(b'"');
 }
 
@@ -636,7 +636,18 @@ mod tests {
             "a\"b\\c\nd\u{1}\u{1f}\t\r\u{8}\u{c}é€\u{7f}",
             "\"",
             "end\\",
-        ] {
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        // Longer than a block, escapes in runs and at block edges (JSON text as `raw_data`).
+        .chain((0..40).map(|n| {
+            format!(
+                "{}{}",
+                "x".repeat(n),
+                r#"{"a":"b\n","c":["\u00e9"]}"#.repeat(3) + "\u{1}\u{1f}\""
+            )
+        })) {
+            let s = s.as_str();
             let mut out = Vec::new();
             write_str(&mut out, s);
             assert_eq!(
