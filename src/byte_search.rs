@@ -1,8 +1,8 @@
 //! The first byte of a small set in a byte string (a control character or one of a few
-//! given bytes), and copying a string with those bytes replaced: sixteen bytes at a time with SSE2
-//! on x86-64, then eight at a time (SWAR), the last few one by one. Shared by JSON string
-//! scanning and writing and by CEF / LEEF escaping, where it is the inner loop over every
-//! string of every event.
+//! given bytes), and copying a string with those bytes replaced: sixteen bytes at a time
+//! with SSE2 on x86-64, then eight at a time (SWAR), the last few one by one. Shared by
+//! JSON string scanning and writing and by CEF / LEEF escaping, where it is the inner loop
+//! over every string of every event.
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
@@ -241,9 +241,12 @@ mod tests {
         for len in 0..48 {
             for special in [0x01u8, 0x1f, b'"', b'\\'] {
                 for at in 0..=len {
-                    for run in [1, 2, 17] {
+                    // Alone, in runs, and every third byte (several in one block).
+                    for (run, step) in [(1, 1), (2, 1), (17, 1), (12, 3)] {
                         let mut b: Vec<u8> = (0..len).map(|k| fill[k % fill.len()]).collect();
-                        b[at..(at + run).min(len)].fill(special);
+                        for k in (at..(at + run).min(len)).step_by(step) {
+                            b[k] = special;
+                        }
                         let mut want = b"x".to_vec();
                         for &c in &b {
                             if is_member(c, 0x20, b"\"\\") {
