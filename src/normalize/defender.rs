@@ -146,7 +146,7 @@ struct Row<'a> {
 }
 
 fn parse<'a>(raw: &'a str) -> Result<(Envelope<'a, Row<'a>>, Row<'a>), NormalizeError> {
-    let mut env: Envelope<'a, Row<'a>> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let mut env: Envelope<'a, Row<'a>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let row = env.properties.0.take().unwrap_or_default();
     Ok((env, row))
 }

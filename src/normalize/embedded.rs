@@ -21,11 +21,11 @@ pub(crate) fn embedded(raw: Option<&RawValue>) -> Option<Node> {
     match t.as_bytes().first()? {
         b'[' | b'{' => container(t),
         b'"' => {
-            let s: Cow<'_, str> = serde_json::from_str(t).ok()?;
+            let s: Cow<'_, str> = super::json_de::from_str(t).ok()?;
             embedded_str(&s)
         }
         b'n' => None,
-        _ => serde_json::from_str::<Value>(t).ok().map(Node::Val),
+        _ => super::json_de::from_str::<Value>(t).ok().map(Node::Val),
     }
 }
 
@@ -36,7 +36,7 @@ pub(crate) fn embedded_str(s: &str) -> Option<Node> {
         return None;
     }
     match t.as_bytes()[0] {
-        b'[' | b'{' if serde_json::from_str::<&RawValue>(t).is_ok() => container(t),
+        b'[' | b'{' if super::json_de::from_str::<&RawValue>(t).is_ok() => container(t),
         _ => decode_str(s).map(Node::Val),
     }
 }

@@ -188,7 +188,7 @@ fn target_summary(t: &Target<'_>) -> Node {
 }
 
 pub(crate) fn map_audit(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let env: Envelope<'_, Audit<'_>> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let env: Envelope<'_, Audit<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = Audit::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
     let (time, original) = pick_time(&[("activityDateTime", &p.activity_time), ("time", &env.time)])?;
@@ -390,7 +390,7 @@ struct ProvStatus<'a> {
 }
 
 pub(crate) fn map_provisioning(_ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let env: Envelope<'_, Provisioning<'_>> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let env: Envelope<'_, Provisioning<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = Provisioning::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
     let (time, original) = pick_time(&[("activityDateTime", &p.activity_time), ("time", &env.time)])?;

@@ -165,7 +165,7 @@ fn auth_protocol(p: Option<&str>) -> Option<(u8, String)> {
 }
 
 pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let env: Envelope<'_, SignIn<'_>> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let env: Envelope<'_, SignIn<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = SignIn::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
     let (time, original) = pick_time(&[("createdDateTime", &p.created), ("time", &env.time)])?;

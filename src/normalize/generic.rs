@@ -92,7 +92,7 @@ fn hunting_observables(p: &Map<String, Value>, o: &mut Observables) {
 }
 
 pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let v: Value = serde_json::from_str(raw).map_err(NormalizeError::InvalidJson)?;
+    let v: Value = super::json_de::from_str(raw).map_err(NormalizeError::InvalidJson)?;
     let Value::Object(mut rec) = v else {
         return Err(NormalizeError::NotAnObject);
     };

@@ -245,7 +245,7 @@ fn finding_info(a: &Alert<'_>) -> Obj {
 }
 
 pub(crate) fn map_incident(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let inc: Incident<'_> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let inc: Incident<'_> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let (time, original) = pick_time(&[("lastUpdateDateTime", &inc.updated), ("createdDateTime", &inc.created)])?;
     let id = inc.id.get().ok_or(NormalizeError::MissingField("id"))?;
     let tenant = inc.tenant_id.get().map(str::to_ascii_lowercase);
@@ -350,7 +350,7 @@ pub(crate) fn map_incident(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeE
 }
 
 pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let a: Alert<'_> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let a: Alert<'_> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let (time, original) = pick_time(&[("lastUpdateDateTime", &a.updated), ("createdDateTime", &a.created)])?;
     let id = a.id.get().ok_or(NormalizeError::MissingField("id"))?;
     let tenant = a.tenant_id.get().map(str::to_ascii_lowercase);

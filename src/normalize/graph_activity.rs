@@ -99,7 +99,7 @@ fn split_url(u: &str) -> UrlParts<'_> {
 }
 
 pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let env: Envelope<'_, Activity<'_>> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let env: Envelope<'_, Activity<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = Activity::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
     let (time, original) = pick_time(&[("timeGenerated", &p.time_generated), ("time", &env.time)])?;

@@ -282,9 +282,9 @@ pub(crate) fn map_evidence(ctx: &Ctx<'_>, tenant: Option<&str>, items: &[&RawVal
     let mut first_user: Option<PickedUser> = None;
     let mut role_user: Option<PickedUser> = None;
     for (i, raw) in items.iter().enumerate() {
-        let Ok(it) = serde_json::from_str::<Item<'_>>(raw.get()) else {
+        let Ok(it) = super::json_de::from_str::<Item<'_>>(raw.get()) else {
             let mut e = Obj::new();
-            e.ov("data", serde_json::from_str::<Value>(raw.get()).ok());
+            e.ov("data", super::json_de::from_str::<Value>(raw.get()).ok());
             out.evidences.push(e.into_value());
             continue;
         };
@@ -470,7 +470,7 @@ pub(crate) fn map_evidence(ctx: &Ctx<'_>, tenant: Option<&str>, items: &[&RawVal
                 e.o("actor", a);
             }
             _ => {
-                if let Ok(Value::Object(mut all)) = serde_json::from_str::<Value>(raw.get()) {
+                if let Ok(Value::Object(mut all)) = super::json_de::from_str::<Value>(raw.get()) {
                     all.remove("@odata.type");
                     for (k, v) in all {
                         data.insert_absent(k, v);

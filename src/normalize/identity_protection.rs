@@ -208,7 +208,7 @@ fn risk_severity(level: Option<&str>, state: Option<&str>) -> u8 {
 }
 
 pub(crate) fn map_detection_eventhub(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let env: Envelope<'_, Detection<'_>> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let env: Envelope<'_, Detection<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = Detection::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
     let mut d = detection(ctx, p, &env.time, env.tenant())?;
@@ -220,7 +220,7 @@ pub(crate) fn map_detection_eventhub(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, 
 }
 
 pub(crate) fn map_detection_graph(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let p: Detection<'_> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let p: Detection<'_> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let tenant = p.tenant_id.get().map(str::to_ascii_lowercase);
     let mut d = detection(ctx, &p, &Str::default(), tenant)?;
     d.log_provider = PROVIDER_GRAPH;
@@ -372,7 +372,7 @@ fn detection(
 }
 
 pub(crate) fn map_state_eventhub(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let env: Envelope<'_, RiskState<'_>> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let env: Envelope<'_, RiskState<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = RiskState::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
     let is_sp = ctx.meta.category.as_ref() == "RiskyServicePrincipals";
@@ -382,7 +382,7 @@ pub(crate) fn map_state_eventhub(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Norm
 }
 
 pub(crate) fn map_state_graph(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let p: RiskState<'_> = serde_json::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let p: RiskState<'_> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let tenant = p.tenant_id.get().map(str::to_ascii_lowercase);
     let is_sp = ctx.meta.category.as_ref() == "GraphRiskyServicePrincipal";
     let mut d = state(ctx, &p, &Str::default(), tenant, is_sp)?;

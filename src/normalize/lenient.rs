@@ -409,7 +409,7 @@ pub(crate) fn decode_str(s: &str) -> Option<Value> {
         return None;
     }
     if matches!(t.as_bytes()[0], b'{' | b'[' | b'"') {
-        if let Ok(v) = serde_json::from_str::<Value>(t) {
+        if let Ok(v) = super::json_de::from_str::<Value>(t) {
             return Some(v).filter(not_empty_container);
         }
     }
