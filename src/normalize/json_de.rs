@@ -20,7 +20,7 @@ use crate::byte_search::first_of;
 /// The name serde_json's `RawValue` asks a deserializer for (`serde_json::raw::TOKEN`).
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
-/// serde_json's nesting limit.
+/// serde_json's nesting limit: it refuses the 128th container nested in one another.
 const MAX_DEPTH: usize = 128;
 
 /// Parses `s` as `T` like `serde_json::from_str`, faster when it can.
@@ -331,7 +331,7 @@ impl<'de> Reader<'de> {
 
     fn enter(&mut self) -> Result<(), Error> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
+        if self.depth >= MAX_DEPTH {
             return Err(fail());
         }
         Ok(())
