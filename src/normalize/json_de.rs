@@ -56,6 +56,22 @@ pub(crate) fn fast<'a, T: Deserialize<'a>>(s: &'a str) -> Result<T, Error> {
     }
 }
 
+/// Parses `text` both ways as a JSON value and panics when they disagree: the fast path
+/// took what serde_json refuses, or read another value (compared as values and as their
+/// JSON text, so `-0.0` counts). Whether the fast path took it. For tests and fuzzing.
+pub(crate) fn check_against_serde(text: &str) -> bool {
+    let ours = fast::<serde_json::Value>(text);
+    match (ours, serde_json::from_str::<serde_json::Value>(text)) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b, "{text}");
+            assert_eq!(a.to_string(), b.to_string(), "{text}");
+            true
+        }
+        (Ok(a), Err(e)) => panic!("the fast parse took what serde_json refuses ({e}): {text} -> {a}"),
+        (Err(_), _) => false,
+    }
+}
+
 /// The fast path's one error: serde_json gives the real one.
 #[cold]
 fn fail() -> Error {

@@ -332,6 +332,13 @@ impl Normalizer {
     }
 }
 
+/// For the fuzz targets: the record parse's fast path against serde_json on `text`
+/// (panics when it takes what serde_json refuses or reads another value).
+#[doc(hidden)]
+pub fn check_typed_parse(text: &str) {
+    json_de::check_against_serde(text);
+}
+
 fn dispatch(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let category: &str = &ctx.meta.category;
     match category {
