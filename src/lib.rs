@@ -19,3 +19,5 @@ pub mod pipeline;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;
+#[cfg(test)]
+mod test_json;

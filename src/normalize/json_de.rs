@@ -353,6 +353,23 @@ impl<'de> Reader<'de> {
         Ok(())
     }
 
+    /// Before the next member or element of the container that `close` ends: past the
+    /// comma (none before the first); false at the end, whose closing byte stays for
+    /// [`Reader::close`].
+    fn next_item(&mut self, first: &mut bool, close: u8) -> Result<bool, Error> {
+        let c = self.next_token()?;
+        if c == close {
+            return Ok(false);
+        }
+        if !std::mem::take(first) {
+            if c != b',' {
+                return Err(fail());
+            }
+            self.i += 1;
+        }
+        Ok(true)
+    }
+
     /// After a container's visitor: its closing byte.
     fn close(&mut self, c: u8) -> Result<(), Error> {
         if self.next_token()? != c {
@@ -466,16 +483,10 @@ impl<'de> MapAccess<'de> for Members<'_, 'de> {
     type Error = Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
-        match self.r.next_token()? {
-            b'}' => return Ok(None),
-            b',' if !self.first => {
-                self.r.i += 1;
-                self.r.ws();
-            }
-            _ if self.first => {}
-            _ => return Err(fail()),
+        if !self.r.next_item(&mut self.first, b'}')? {
+            return Ok(None);
         }
-        self.first = false;
+        self.r.ws();
         if self.r.peek() != Some(b'"') {
             return Err(fail());
         }
@@ -501,13 +512,9 @@ impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
     type Error = Error;
 
     fn next_element_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, Error> {
-        match self.r.next_token()? {
-            b']' => return Ok(None),
-            b',' if !self.first => self.r.i += 1,
-            _ if self.first => {}
-            _ => return Err(fail()),
+        if !self.r.next_item(&mut self.first, b']')? {
+            return Ok(None);
         }
-        self.first = false;
         seed.deserialize(&mut *self.r).map(Some)
     }
 }

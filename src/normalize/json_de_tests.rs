@@ -30,16 +30,15 @@ struct Shape<'a> {
 }
 
 fn samples() -> Vec<String> {
-    let mut out = Vec::new();
-    for dir in ["eventhub", "graph"] {
-        let dir = format!("{}/tests/data/{dir}", env!("CARGO_MANIFEST_DIR"));
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "json") {
-                out.push(std::fs::read_to_string(path).unwrap());
-            }
-        }
-    }
+    let files = [
+        crate::test_json::sample_files("eventhub"),
+        crate::test_json::sample_files("graph"),
+    ];
+    let out: Vec<String> = files
+        .into_iter()
+        .flatten()
+        .map(|(_, b)| String::from_utf8(b).unwrap())
+        .collect();
     assert!(out.len() >= 15, "the samples are there");
     out
 }
@@ -174,86 +173,18 @@ fn errors_are_serde_jsons() {
     }
 }
 
-/// A small deterministic generator (xorshift).
-struct Gen(u64);
-
-impl Gen {
-    fn pick(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-
-    fn value(&mut self, out: &mut String, depth: u32) {
-        if self.pick(3) == 0 {
-            out.push(' ');
-        }
-        match self.pick(if depth > 4 { 5 } else { 7 }) {
-            0 => {
-                out.push('"');
-                for _ in 0..self.pick(40) {
-                    let piece = [
-                        "a",
-                        "\\\"",
-                        "\\\\",
-                        "\\u00e9",
-                        "\\ud83d\\ude00",
-                        "é",
-                        " ",
-                        "{[,:]}",
-                        "\\n",
-                    ];
-                    out.push_str(piece[self.pick(piece.len() as u64) as usize]);
-                }
-                out.push('"');
-            }
-            1 => {
-                out.push_str(["0", "-3", "2.5", "1e9", "-0", "18446744073709551616", "-0.5E-3"][self.pick(7) as usize])
-            }
-            2 => out.push_str(["true", "false", "null"][self.pick(3) as usize]),
-            3 | 4 => out.push_str("\"plain\""),
-            5 => {
-                out.push('{');
-                for i in 0..self.pick(5) {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&format!("\"k{i}\":"));
-                    self.value(out, depth + 1);
-                }
-                out.push('}');
-            }
-            _ => {
-                out.push('[');
-                for i in 0..self.pick(5) {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    self.value(out, depth + 1);
-                }
-                out.push(']');
-            }
-        }
-    }
-}
-
 /// Generated documents parse to serde_json's values, and none of their one-byte changes
 /// is taken where serde_json refuses it.
 #[test]
 fn generated_documents_and_changes_agree() {
-    let mut g = Gen(0x2545_f491_4f6c_dd1d);
+    let mut g = crate::test_json::Gen(0x2545_f491_4f6c_dd1d);
     for _ in 0..500 {
         let mut text = String::new();
         g.value(&mut text, 0);
         assert!(agree(&text), "{text}");
-        let bytes = text.as_bytes();
         for _ in 0..40 {
-            let mut m = bytes.to_vec();
-            let at = g.pick(m.len() as u64) as usize;
-            m[at] = b",:{}[]\"\\ x0\n\x01e-.u"[g.pick(17) as usize];
-            if let Ok(s) = std::str::from_utf8(&m) {
-                agree(s);
+            if let Ok(s) = String::from_utf8(g.change(text.as_bytes(), b",:{}[]\"\\ x0\n\x01e-.u")) {
+                agree(&s);
             }
         }
     }
@@ -274,18 +205,19 @@ fn sample_records_normalize_without_serde_json() {
         ("graph/risk_detections.json", "GraphRiskDetection"),
         ("graph/risky_users.json", "GraphRiskyUser"),
     ];
-    let mut inputs: Vec<(String, InputFormat, Option<&str>)> = graph
+    let mut inputs: Vec<(String, Vec<u8>, InputFormat, Option<&str>)> = graph
         .iter()
-        .map(|(f, c)| (format!("{dir}/{f}"), InputFormat::Graph, Some(*c)))
+        .map(|(f, c)| {
+            let path = format!("{dir}/{f}");
+            let body = std::fs::read(&path).unwrap();
+            (path, body, InputFormat::Graph, Some(*c))
+        })
         .collect();
-    for entry in std::fs::read_dir(format!("{dir}/eventhub")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "json") {
-            inputs.push((path.display().to_string(), InputFormat::Eventhub, None));
-        }
+    for (path, body) in crate::test_json::sample_files("eventhub") {
+        inputs.push((path.display().to_string(), body, InputFormat::Eventhub, None));
     }
-    for (path, format, category) in inputs {
-        let Ok(unit) = decode_unit(format, std::fs::read(&path).unwrap().into()) else {
+    for (path, body, format, category) in inputs {
+        let Ok(unit) = decode_unit(format, body.into()) else {
             continue;
         };
         for r in unit.records {
