@@ -10,6 +10,21 @@ pub(crate) fn plain_run_end(b: &[u8], from: usize) -> usize {
     crate::byte_search::first_of(b, from, 0x20, [b'"', b'\\'])
 }
 
+/// The index just past the escape whose backslash is at `at` (`\"`, `\\`, `\/`, `\b`, `\f`,
+/// `\n`, `\r`, `\t`, or `\u` and four hex digits); `None` when it is not a valid escape.
+#[inline]
+pub(crate) fn escape_end(b: &[u8], at: usize) -> Option<usize> {
+    match b.get(at + 1)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(at + 2),
+        b'u' => b
+            .get(at + 2..at + 6)?
+            .iter()
+            .all(u8::is_ascii_hexdigit)
+            .then_some(at + 6),
+        _ => None,
+    }
+}
+
 /// JSON text without the whitespace between tokens (a pretty-printed record on one line);
 /// borrowed when there is none. Strings are copied as they are, escapes included; text that
 /// is not valid JSON is handled the same way, without failing.
@@ -57,6 +72,26 @@ pub(crate) fn compact(json: &[u8]) -> Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_end_takes_the_escapes_json_allows() {
+        for (text, end) in [
+            (&br#"\"x"#[..], Some(2)),
+            (br"\\", Some(2)),
+            (br"\/", Some(2)),
+            (br"\t", Some(2)),
+            (br"\u00e9x", Some(6)),
+            (br"\uD83D", Some(6)),
+            (br"\u00g9", None),
+            (br"\u12", None),
+            (br"\x", None),
+            (b"\\\n", None),
+            (br"\", None),
+        ] {
+            assert_eq!(escape_end(text, 0), end, "{}", String::from_utf8_lossy(text));
+        }
+        assert_eq!(escape_end(br#"ab\"c"#, 2), Some(4));
+    }
 
     #[test]
     fn compact_removes_whitespace_between_tokens_only() {

@@ -9,7 +9,7 @@
 //! values, a key given twice, values of those keys that are not strings, nesting deeper
 //! than serde_json's limit.
 
-use crate::json_text::plain_run_end;
+use crate::json_text::{escape_end, plain_run_end};
 
 /// The keys of one record that decoding reads.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -243,18 +243,7 @@ impl<'a> Scanner<'a> {
                 }
                 b'\\' => {
                     escaped = true;
-                    self.i += 1;
-                    match self.peek()? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
-                        b'u' => {
-                            let hex = self.b.get(self.i + 1..self.i + 5)?;
-                            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                                return None;
-                            }
-                            self.i += 5;
-                        }
-                        _ => return None,
-                    }
+                    self.i = escape_end(self.b, self.i)?;
                 }
                 c if c < 0x20 => return None,
                 _ => self.i += 1,

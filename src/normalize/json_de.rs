@@ -1,9 +1,9 @@
 //! The typed parse of one record: a serde `Deserializer` over the record's text that takes
 //! what serde_json takes (or less) and gives the same values, with strings searched sixteen
-//! bytes at a time (`byte_search`) where serde_json goes eight at a time. Whatever it does
-//! not take — an error of any kind, a number that is not a plain integer — makes [`from_str`]
-//! parse the record again with serde_json, so results and errors are always serde_json's;
-//! this is only the fast path.
+//! bytes at a time (`json_text::plain_run_end`) where serde_json goes eight at a time.
+//! Whatever it does not take — an error of any kind, a number that is not a plain integer —
+//! makes [`from_str`] parse the record again with serde_json, so results and errors are
+//! always serde_json's; this is only the fast path.
 //!
 //! `&RawValue` members (kept as JSON text) are given to serde_json's `RawValue` the way
 //! serde_json's own deserializer gives them: a newtype named by serde_json's token, read as
@@ -15,7 +15,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Error;
 
-use crate::byte_search::first_of;
+use crate::json_text::{escape_end, plain_run_end};
 
 /// The name serde_json's `RawValue` asks a deserializer for (`serde_json::raw::TOKEN`).
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
@@ -125,7 +125,7 @@ impl<'de> Reader<'de> {
     /// The string at the cursor (on its opening quote).
     fn string(&mut self) -> Result<Text<'de, '_>, Error> {
         let start = self.i + 1;
-        let end = first_of(self.b, start, 0x20, [b'"', b'\\']);
+        let end = plain_run_end(self.b, start);
         match self.b.get(end) {
             Some(b'"') => {
                 self.i = end + 1;
@@ -160,7 +160,7 @@ impl<'de> Reader<'de> {
                 }
                 _ => return Err(fail()),
             }
-            let end = first_of(self.b, self.i, 0x20, [b'"', b'\\']);
+            let end = plain_run_end(self.b, self.i);
             out.push_str(self.s.get(self.i..end).ok_or_else(fail)?);
             self.i = end;
         }
@@ -217,20 +217,13 @@ impl<'de> Reader<'de> {
     fn skip_string(&mut self) -> Result<(), Error> {
         self.i += 1;
         loop {
-            self.i = first_of(self.b, self.i, 0x20, [b'"', b'\\']);
+            self.i = plain_run_end(self.b, self.i);
             match self.peek() {
                 Some(b'"') => {
                     self.i += 1;
                     return Ok(());
                 }
-                Some(b'\\') => match self.b.get(self.i + 1) {
-                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 2,
-                    Some(b'u') => {
-                        self.i += 2;
-                        self.hex4()?;
-                    }
-                    _ => return Err(fail()),
-                },
+                Some(b'\\') => self.i = escape_end(self.b, self.i).ok_or_else(fail)?,
                 _ => return Err(fail()),
             }
         }
