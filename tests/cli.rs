@@ -318,3 +318,50 @@ fn convert_reads_a_pretty_printed_graph_page_from_stdin() {
     // Page 2: incidents 3109 (two alerts) and 3110 (no alerts).
     assert_eq!(text.lines().count(), 4, "{text}");
 }
+
+#[test]
+fn convert_widens_a_stdin_pipe_and_reads_every_line() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let body = std::fs::read_to_string(data("eventhub/auditlogs.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let line = format!("{}\n", serde_json::to_string(&v["records"][0]).unwrap());
+    let mut child = Command::new(bin())
+        .args(["convert", "--from", "eventhub", "--to", "cef", "--dead-letter"])
+        .arg(dir.path().join("q.ndjson"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let default_size = unsafe { libc::fcntl(stdin.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    // Once the first event is out, the forwarder has set its stdin up.
+    stdin.write_all(line.as_bytes()).unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.starts_with("CEF:0|Microsoft|"), "{first}");
+    let size = unsafe { libc::fcntl(stdin.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    let limit: i32 =
+        std::fs::read_to_string("/proc/sys/fs/pipe-max-size").map_or(1 << 20, |s| s.trim().parse().unwrap());
+    assert!(
+        size >= (1 << 20).min(limit),
+        "stdin pipe {size} bytes (was {default_size}, limit {limit})"
+    );
+    // More than the pipe holds, written while the forwarder reads: every line comes out.
+    let writer = std::thread::spawn(move || {
+        for _ in 0..3000 {
+            stdin.write_all(line.as_bytes()).unwrap();
+        }
+    });
+    let rest = out
+        .lines()
+        .map(Result::unwrap)
+        .filter(|l| l.starts_with("CEF:0|"))
+        .count();
+    writer.join().unwrap();
+    assert_eq!(rest, 3000);
+    assert!(child.wait().unwrap().success());
+}

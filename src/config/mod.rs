@@ -132,9 +132,9 @@ pub struct DeadLetterConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
-    /// Largest batch a source emits (default 250: a fast paced input fills a batch before
-    /// its age limit, so the batch size bounds latency; 250 keeps p99 near 20 ms at 25k
-    /// events/s per core, BENCHMARKS.md).
+    /// Largest batch a source emits (default 128: a fast paced input fills a batch before
+    /// its age limit, so the batch size bounds latency at moderate rates; 128 against 250
+    /// halved p99 at half load, BENCHMARKS.md "Batches of 128").
     pub batch_max_events: usize,
     /// Batches buffered between two stages (bounded: a slow sink is backpressure).
     pub channel_capacity: usize,
