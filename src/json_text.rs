@@ -3,6 +3,17 @@
 
 use std::borrow::Cow;
 
+/// `s.trim()`, without the Unicode search when the first and last bytes are visible ASCII
+/// (the common case for ids, times and names read from a record: nothing to trim).
+#[inline]
+pub(crate) fn trim(s: &str) -> &str {
+    match s.as_bytes() {
+        [first, .., last] if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
+        [only] if only.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
 /// Index of the first byte at or after `from` that ends a run of plain JSON string content
 /// (below 0x20, `"` or `\`), or `b.len()` when there is none.
 #[inline]
@@ -72,6 +83,21 @@ pub(crate) fn compact(json: &[u8]) -> Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trim_is_str_trim() {
+        let ends = [
+            "", " ", "\t", "\n", "\u{a0}", "\u{3000}", "\u{2028}", "x", "é", "-", "\u{1}", "\u{7f}",
+        ];
+        for a in ends {
+            for b in ["", "x", "a b", "é", " ", "0"] {
+                for c in ends {
+                    let s = format!("{a}{b}{c}");
+                    assert_eq!(trim(&s), s.trim(), "{s:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn escape_end_takes_the_escapes_json_allows() {

@@ -17,6 +17,8 @@
 //! `assumed_utc` is true when the text carried no zone: Microsoft writes UTC there, but the
 //! caller must count such events instead of trusting it silently.
 
+use crate::json_text::trim;
+
 /// A parsed instant: epoch milliseconds (UTC) and whether the zone was assumed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParsedTime {
@@ -49,7 +51,7 @@ impl TimeError {
 
 /// Parse a time string in any accepted form (see the module docs).
 pub fn parse_time(s: &str) -> Result<ParsedTime, TimeError> {
-    let t = s.trim();
+    let t = trim(s);
     if t.is_empty() {
         return Err(TimeError::Empty);
     }

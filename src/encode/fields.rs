@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde_json::Value;
 
 use crate::event::{EventKind, EventMeta};
+use crate::json_text::trim;
 use crate::normalize::{Node, Obj};
 
 pub(crate) use super::numfmt::{floor_boundary, int_bytes, push_int, push_padded, Utc};
@@ -50,7 +51,7 @@ pub(crate) fn i64_at(v: &Value, path: &str) -> Option<i64> {
 fn as_i64(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
+        Value::String(s) => trim(s).parse().ok(),
         _ => None,
     }
 }
@@ -144,7 +145,7 @@ impl<'a> Field<'a> {
     /// An integer (number, or a string holding one).
     fn as_i64(self) -> Option<i64> {
         match self {
-            Field::Str(s) => s.trim().parse().ok(),
+            Field::Str(s) => trim(s).parse().ok(),
             Field::Val(v) => as_i64(v),
             Field::Obj(_) | Field::Arr(_) | Field::Json(_) => None,
         }

@@ -14,6 +14,7 @@ use super::tree::{self, Node};
 use super::lenient::{Nest, Num, Str};
 use super::NormalizeError;
 use crate::decode::time::{parse_time, ParsedTime};
+use crate::json_text::trim;
 
 /// The fields common to every Event Hub record (Entra diagnostic logs and Defender XDR
 /// streaming); `properties` is parsed into the category's own typed struct.
@@ -78,7 +79,7 @@ impl<'a, P> Envelope<'a, P> {
 /// Tenant from a `tenantId` field, else from `/tenants/<id>/...` in a resource id (any case).
 pub(crate) fn tenant_of(tenant_id: &Str<'_>, resource_id: &Str<'_>) -> Option<String> {
     if let Some(t) = tenant_id.get() {
-        return Some(t.trim().to_ascii_lowercase());
+        return Some(trim(t).to_ascii_lowercase());
     }
     tenant_from_resource_id(resource_id.get()?)
 }

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use super::common::Fnv128;
 use super::user_cache::TwoGen;
+use crate::json_text::trim;
 
 const SHARDS: usize = 8;
 
@@ -76,7 +77,7 @@ fn key(kind: DetectionKind, id: &str) -> u128 {
         DetectionKind::Alert => "alert",
         DetectionKind::Risk => "risk",
     })
-    .part_lower(id.trim());
+    .part_lower(trim(id));
     h.finish()
 }
 

@@ -14,6 +14,7 @@ use super::mitre;
 use super::ocsf::{Class, Draft};
 use super::seen::{finding_activity, finding_key};
 use super::{Ctx, Node, NormalizeError};
+use crate::json_text::trim;
 
 /// One advanced hunting row: the union of the AlertInfo, AlertEvidence and *LogonEvents
 /// columns used here.
@@ -155,7 +156,7 @@ fn parse<'a>(raw: &'a str) -> Result<(Envelope<'a, Row<'a>>, Row<'a>), Normalize
 fn techniques(raw: Option<&RawValue>) -> Vec<String> {
     match decode_embedded(raw) {
         Some(Value::Array(a)) => a.into_iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-        Some(Value::String(s)) => s.split(',').map(|x| x.trim().to_owned()).collect(),
+        Some(Value::String(s)) => s.split(',').map(|x| trim(x).to_owned()).collect(),
         _ => Vec::new(),
     }
 }

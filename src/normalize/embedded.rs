@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::lenient::{decode_str, is_placeholder};
 use super::tree::{text, Node};
+use crate::json_text::trim;
 
 /// The node for a field that may hold JSON (`decode_embedded` is this as a `Value`):
 /// objects and arrays (also when encoded inside a string) are kept as compact JSON text,
@@ -31,7 +32,7 @@ pub(crate) fn embedded(raw: Option<&RawValue>) -> Option<Node> {
 
 /// [`embedded`] for an already extracted string.
 pub(crate) fn embedded_str(s: &str) -> Option<Node> {
-    let t = s.trim();
+    let t = trim(s);
     if t.is_empty() || is_placeholder(t) {
         return None;
     }

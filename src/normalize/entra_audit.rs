@@ -9,6 +9,7 @@ use super::common::{obs, observe_user, pick_time, uid_of, user_obj, Envelope, Ob
 use super::lenient::{decode_embedded, key_value_object, Nest, Seq, Str};
 use super::ocsf::{Class, Draft};
 use super::{Ctx, Node, NormalizeError};
+use crate::json_text::trim;
 
 #[derive(Deserialize, Default)]
 #[serde(bound(deserialize = "'de: 'a"))]
@@ -103,7 +104,7 @@ struct Modified<'a> {
 /// Account Change activity for an audit activity name, when it is an account activity.
 /// Role assignment activities map to Attach/Detach Policy (the role is the policy).
 fn account_activity(name: &str) -> Option<u8> {
-    let n = name.trim().to_ascii_lowercase();
+    let n = trim(name).to_ascii_lowercase();
     let n = n.as_str();
     Some(match n {
         "add user" | "create user" | "invite external user" => 1,
@@ -126,7 +127,7 @@ fn account_activity(name: &str) -> Option<u8> {
 
 /// Entity Management activity from `operationType` and the activity name.
 fn entity_activity(op: Option<&str>, name: &str) -> (u8, Option<String>) {
-    let n = name.trim().to_ascii_lowercase();
+    let n = trim(name).to_ascii_lowercase();
     if n.starts_with("enable ") {
         return (8, None);
     }
@@ -138,7 +139,7 @@ fn entity_activity(op: Option<&str>, name: &str) -> (u8, Option<String>) {
         Some("update") | Some("assign") | Some("unassign") => (3, None),
         Some("delete") => (4, None),
         Some(other) => (99, Some(other.to_owned())),
-        None => (99, Some(name.trim().to_owned())),
+        None => (99, Some(trim(name).to_owned())),
     }
 }
 

@@ -10,6 +10,7 @@ use super::embedded::embedded;
 use super::lenient::{Flag, Nest, Num, Str};
 use super::ocsf::{Class, Draft};
 use super::{Ctx, NormalizeError};
+use crate::json_text::trim;
 
 #[derive(Deserialize, Default)]
 #[serde(bound(deserialize = "'de: 'a"))]
@@ -264,7 +265,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     // Outcome.
     let status = p.status.as_ref();
     let code = status.and_then(|s| s.error_code.get()).or(env.result_type.get());
-    let success = code.map(|c| c.trim() == "0");
+    let success = code.map(|c| trim(c) == "0");
     d.status_id = Some(match success {
         Some(true) => 1,
         Some(false) => 2,

@@ -7,6 +7,7 @@ use super::common::{obs, pick_time, split_spaces, uid_of, user_obj, Envelope, Ob
 use super::lenient::{Num, Str};
 use super::ocsf::{Class, Draft};
 use super::{Ctx, NormalizeError};
+use crate::json_text::trim;
 
 #[derive(Deserialize, Default)]
 #[serde(bound(deserialize = "'de: 'a"))]
@@ -127,7 +128,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let code = p
         .status_code
         .i64()
-        .or_else(|| env.result_signature.get().and_then(|s| s.trim().parse::<i64>().ok()));
+        .or_else(|| env.result_signature.get().and_then(|s| trim(s).parse::<i64>().ok()));
     d.status_id = Some(match code {
         Some(c) if c < 400 => 1,
         Some(_) => 2,

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
+use crate::json_text::trim;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -20,7 +21,7 @@ impl<'a> Str<'a> {
     /// `{PII Removed}` placeholder.
     pub fn get(&self) -> Option<&str> {
         let s = self.0.as_deref()?;
-        if s.trim().is_empty() || is_placeholder(s) {
+        if trim(s).is_empty() || is_placeholder(s) {
             None
         } else {
             Some(s)
@@ -142,7 +143,7 @@ impl Num {
 }
 
 fn num_from_str(s: &str) -> Num {
-    let t = s.trim();
+    let t = trim(s);
     if let Ok(i) = t.parse::<i64>() {
         Num::I(i)
     } else if let Ok(f) = t.parse::<f64>() {
@@ -234,7 +235,7 @@ impl<'de> Deserialize<'de> for Flag {
                 Ok(Flag(None))
             }
             fn visit_str<E>(self, v: &str) -> Result<Flag, E> {
-                let t = v.trim();
+                let t = trim(v);
                 Ok(Flag(if t.eq_ignore_ascii_case("true") || t == "1" {
                     Some(true)
                 } else if t.eq_ignore_ascii_case("false") || t == "0" {
@@ -404,7 +405,7 @@ fn not_empty_container(v: &Value) -> bool {
 
 /// [`decode_embedded`] for an already extracted string.
 pub(crate) fn decode_str(s: &str) -> Option<Value> {
-    let t = s.trim();
+    let t = trim(s);
     if t.is_empty() || is_placeholder(t) {
         return None;
     }

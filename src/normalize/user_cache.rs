@@ -12,6 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::RwLock;
 
 use super::common::Fnv128;
+use crate::json_text::trim;
 
 const SHARDS: usize = 16;
 
@@ -89,7 +90,7 @@ pub(crate) struct UserCache {
 /// Cache key: tenant and object id, both case-insensitive.
 pub(crate) fn user_key(tenant: &str, object_id: &str) -> u128 {
     let mut h = Fnv128::default();
-    h.part("user").part_lower(tenant).part_lower(object_id.trim());
+    h.part("user").part_lower(tenant).part_lower(trim(object_id));
     h.finish()
 }
 
