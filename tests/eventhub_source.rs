@@ -50,6 +50,13 @@ async fn two_partitions_of_10k_arrive_once_and_a_restart_resumes_from_the_checkp
     assert!(ok, "checkpoints: {:?}", s.checkpoints());
     let lag = s.metrics().await;
     s.stop().await;
+    // The service answers the client's AMQP close with its own: a stop closes cleanly.
+    let log = s.log();
+    assert!(
+        !log.contains("Expecting remote close") && !log.contains("Failed to close"),
+        "unclean AMQP close on stop:\n{}",
+        s.log_tail()
+    );
     s.assert_exactly_once(10_000);
     assert_eq!(s.lines(), 20_000, "nothing else written");
     assert!(lag.contains("eventhub_partition_lag"), "lag metric exported");

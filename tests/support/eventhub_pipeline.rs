@@ -102,6 +102,11 @@ impl Pipeline {
         }
     }
 
+    /// The whole log of the forwarder.
+    pub fn log(&self) -> String {
+        self.fwd.log_text()
+    }
+
     /// The last lines of the log, a panic's message first.
     pub fn log_tail(&self) -> String {
         let log = self.fwd.log_text();

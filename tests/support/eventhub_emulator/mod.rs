@@ -291,7 +291,7 @@ async fn serve_connection(s: Arc<Shared>, mut tcp: TcpStream, kill: Cancellation
     trace!("tcp accepted");
     let (engine_side, mut relay_side) = tokio::io::duplex(256 * 1024);
     let relay_kill = kill.clone();
-    tokio::spawn(async move {
+    let relay = tokio::spawn(async move {
         tokio::select! {
             _ = tokio::io::copy_bidirectional(&mut tcp, &mut relay_side) => {}
             _ = relay_kill.cancelled() => {}
@@ -334,6 +334,12 @@ async fn serve_connection(s: Arc<Shared>, mut tcp: TcpStream, kill: Cancellation
     }
     if !kill.is_cancelled() {
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.close()).await;
+        // The engine's last frames (the `close` answering the client's) are still in the
+        // relay: let it copy them out and end when both sides are done, as the service's
+        // socket would, before the socket is dropped (else the client reads EOF where it
+        // expects the close).
+        drop(conn);
+        let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
     }
     kill.cancel();
 }
