@@ -227,13 +227,15 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
 
     // Authentication needs `service` or `dst_endpoint` (OCSF 1.5.0): the resource signed in
     // to, else the application signed in to.
-    let mut service = Obj::new();
-    if p.resource_id.get().is_some() || p.resource_name.get().is_some() {
-        service.s("uid", p.resource_id.get()).s("name", p.resource_name.get());
-    } else {
-        service.s("uid", p.app_id.get()).s("name", p.app_name.get());
-    }
-    d.body.o("service", service);
+    d.body.ocsf_only("service", || {
+        let mut service = Obj::new();
+        if p.resource_id.get().is_some() || p.resource_name.get().is_some() {
+            service.s("uid", p.resource_id.get()).s("name", p.resource_name.get());
+        } else {
+            service.s("uid", p.app_id.get()).s("name", p.app_name.get());
+        }
+        service
+    });
 
     let ip = p.ip.get().or(env.caller_ip.get());
     let mut src = Obj::new();
@@ -245,22 +247,26 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
         .as_ref()
         .filter(|dev| dev.device_id.get().is_none() && dev.display_name.get().is_none());
     if let Some(dev) = anonymous_device {
-        src.o("os", os_obj(dev.os.get()));
+        src.ocsf_only("os", || os_obj(dev.os.get()));
     }
     if let Some(l) = p.location.as_ref() {
-        src.o("location", l.to_obj());
+        src.ocsf_only("location", || l.to_obj());
     }
     if let Some(asn) = p.asn.i64().filter(|a| *a > 0) {
-        let mut a = Obj::new();
-        a.v("number", asn);
-        src.o("autonomous_system", a);
+        src.ocsf_only("autonomous_system", || {
+            let mut a = Obj::new();
+            a.v("number", asn);
+            a
+        });
     }
     d.body.o("src_endpoint", src);
     d.observables.add(obs::IP, "src_endpoint.ip", ip);
 
-    let mut http = Obj::new();
-    http.s("user_agent", p.user_agent.get());
-    d.body.o("http_request", http);
+    d.body.ocsf_only("http_request", || {
+        let mut http = Obj::new();
+        http.s("user_agent", p.user_agent.get());
+        http
+    });
 
     // Outcome.
     let status = p.status.as_ref();
@@ -296,12 +302,14 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
         .c("logon_type", logon_caption)
         .v("is_remote", true);
 
-    let mut session = Obj::new();
-    session
-        .s("uid", p.token_id.get())
-        .s("uid_alt", p.correlation_id.get())
-        .s("issuer", p.token_issuer_name.get().or(p.token_issuer_type.get()));
-    d.body.o("session", session);
+    d.body.ocsf_only("session", || {
+        let mut session = Obj::new();
+        session
+            .s("uid", p.token_id.get())
+            .s("uid_alt", p.correlation_id.get())
+            .s("issuer", p.token_issuer_name.get().or(p.token_issuer_type.get()));
+        session
+    });
 
     if let Some(dev) = p.device.as_ref() {
         if dev.device_id.get().is_some() || dev.display_name.get().is_some() {

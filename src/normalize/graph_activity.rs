@@ -155,45 +155,52 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
         actor.o("user", user_obj(Some(sp), None, None, None, UserType::ServicePrincipal));
     }
     actor.s("app_uid", p.app_id.get());
-    let mut session = Obj::new();
-    session.s("uid", p.sign_in_activity_id.get());
-    actor.o("session", session);
+    actor.ocsf_only("session", || {
+        let mut session = Obj::new();
+        session.s("uid", p.sign_in_activity_id.get());
+        session
+    });
     d.body.o("actor", actor);
 
     let uri = p.uri.get();
     let parts = uri.map(split_url);
     let path = parts.as_ref().map(|u| u.path).unwrap_or("");
-    let mut api = Obj::new();
-    api.v("operation", format!("{method} {path}"))
-        .s("version", p.api_version.get().or(env.operation_version.get()));
-    let mut req = Obj::new();
-    req.s("uid", p.request_id.get());
-    api.o("request", req);
-    let mut resp = Obj::new();
-    resp.i("code", code);
-    api.o("response", resp);
-    let mut svc = Obj::new();
-    svc.c("name", "Microsoft Graph");
-    api.o("service", svc);
-    d.body.o("api", api);
-
-    let mut url = Obj::new();
-    if let (Some(u), Some(parts)) = (uri, parts.as_ref()) {
-        url.v("url_string", u)
-            .s("scheme", parts.scheme)
-            .s("hostname", parts.host)
-            .v("path", parts.path)
-            .s("query_string", parts.query);
-    }
-    let mut http = Obj::new();
-    http.v("http_method", method.to_ascii_uppercase())
-        .o("url", url)
-        .s("user_agent", p.user_agent.get())
-        .s("uid", p.client_request_id.get());
-    d.body.o("http_request", http);
-    let mut http_resp = Obj::new();
-    http_resp.i("code", code).i("length", p.response_size.i64());
-    d.body.o("http_response", http_resp);
+    d.body.ocsf_only("api", || {
+        let mut api = Obj::new();
+        api.v("operation", format!("{method} {path}"))
+            .s("version", p.api_version.get().or(env.operation_version.get()));
+        let mut req = Obj::new();
+        req.s("uid", p.request_id.get());
+        api.o("request", req);
+        let mut resp = Obj::new();
+        resp.i("code", code);
+        api.o("response", resp);
+        let mut svc = Obj::new();
+        svc.c("name", "Microsoft Graph");
+        api.o("service", svc);
+        api
+    });
+    d.body.ocsf_only("http_request", || {
+        let mut url = Obj::new();
+        if let (Some(u), Some(parts)) = (uri, parts.as_ref()) {
+            url.v("url_string", u)
+                .s("scheme", parts.scheme)
+                .s("hostname", parts.host)
+                .v("path", parts.path)
+                .s("query_string", parts.query);
+        }
+        let mut http = Obj::new();
+        http.v("http_method", method.to_ascii_uppercase())
+            .o("url", url)
+            .s("user_agent", p.user_agent.get())
+            .s("uid", p.client_request_id.get());
+        http
+    });
+    d.body.ocsf_only("http_response", || {
+        let mut http_resp = Obj::new();
+        http_resp.i("code", code).i("length", p.response_size.i64());
+        http_resp
+    });
     d.observables.add(obs::URL, "http_request.url.url_string", uri);
 
     let ip = p.ip.get().or(env.caller_ip.get());

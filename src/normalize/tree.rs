@@ -279,6 +279,16 @@ impl Obj {
         }
         self.on(k, super::embedded::embedded(raw))
     }
+    /// Insert a nested object that only OCSF consumers read (no CEF or LEEF field does: a
+    /// session, an HTTP request, a geolocation, an OS, a service, the API call): left out of
+    /// a [`lean`] normalization without being built. The lean test compares CEF and LEEF of
+    /// every sample record both ways, so an object an encoder starts reading fails it.
+    pub fn ocsf_only(&mut self, k: &'static str, build: impl FnOnce() -> Obj) -> &mut Obj {
+        if lean() {
+            return self;
+        }
+        self.o(k, build())
+    }
     /// Insert a non-empty array of tree nodes.
     pub fn nodes(&mut self, k: &'static str, v: Vec<Node>) -> &mut Obj {
         if !v.is_empty() {
