@@ -1,5 +1,6 @@
-//! JSON text helpers shared by decoding and normalization: finding the bytes a JSON string
-//! cannot hold as they are, and taking out the whitespace between tokens.
+//! JSON text helpers shared by decoding, normalization and the encoders: finding the bytes a
+//! JSON string cannot hold as they are, taking out the whitespace between tokens, and
+//! trimming the values read from a record.
 
 use std::borrow::Cow;
 
