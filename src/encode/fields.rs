@@ -201,7 +201,7 @@ struct Top<'a> {
 }
 
 /// Top-level attributes the encoders read.
-const TOP_KEYS: [&str; 17] = [
+const TOP_KEYS: [&str; 22] = [
     "finding_info",
     "metadata",
     "actor",
@@ -219,6 +219,11 @@ const TOP_KEYS: [&str; 17] = [
     "end_time",
     "class_name",
     "evidences",
+    "service",
+    "http_request",
+    "status_code",
+    "status_detail",
+    "http_response",
 ];
 
 fn top_slot(key: &str) -> Option<usize> {
@@ -240,6 +245,11 @@ fn top_slot(key: &str) -> Option<usize> {
         "end_time" => 14,
         "class_name" => 15,
         "evidences" => 16,
+        "service" => 17,
+        "http_request" => 18,
+        "status_code" => 19,
+        "status_detail" => 20,
+        "http_response" => 21,
         _ => return None,
     })
 }
@@ -317,6 +327,11 @@ impl<'a> View<'a> {
 
     pub fn int(&self, path: &str) -> Option<i64> {
         self.node(path)?.as_i64()
+    }
+
+    /// A string or number at a dotted path as text.
+    pub fn text(&self, path: &str) -> Option<Cow<'a, str>> {
+        self.node(path)?.as_text()
     }
 
     pub fn first(&self, paths: &[&str]) -> Option<&'a str> {
@@ -421,6 +436,69 @@ impl<'a> View<'a> {
     pub fn src_host(&self) -> Option<&'a str> {
         self.first(&["src_endpoint.hostname", "device.hostname"])
     }
+
+    /// The client's geolocation: `src_endpoint.location`, else that of the first evidence's
+    /// source endpoint when the event has no source IP of its own (risk detections), so that
+    /// the location always belongs to the *source IP*.
+    pub fn src_location(&self) -> Location<'a> {
+        let src = self.node("src_endpoint");
+        let own = || src?.member("location");
+        let has_ip = src
+            .and_then(|e| e.member("ip")?.as_str())
+            .is_some_and(|s| !s.is_empty());
+        let loc = if has_ip {
+            own()
+        } else {
+            self.node("evidences.0.src_endpoint.location").or_else(own)
+        };
+        let Some(l) = loc.filter(|l| l.is_object()) else {
+            return Location::default();
+        };
+        let s = |k: &str| l.member(k)?.as_str().filter(|s| !s.is_empty());
+        let n = |k: &str| l.member(k)?.as_text();
+        Location {
+            country: s("country"),
+            city: s("city"),
+            lat: n("lat"),
+            long: n("long"),
+        }
+    }
+
+    /// The HTTP request (`http_request`, resolved once): URL, method and the client's user
+    /// agent (else the first evidence's: risk detections).
+    pub fn http(&self) -> Http<'a> {
+        let h = self.node("http_request");
+        let s = |path: &str| h?.at(path)?.as_str().filter(|s| !s.is_empty());
+        Http {
+            url: s("url.url_string"),
+            method: s("http_method"),
+            user_agent: s("user_agent").or_else(|| self.str("evidences.0.http_request.user_agent")),
+        }
+    }
+
+    /// The result code (`status_code`: Entra error code, HTTP status), else the HTTP
+    /// response code.
+    pub fn status_code(&self) -> Option<Cow<'a, str>> {
+        self.text("status_code").or_else(|| self.text("http_response.code"))
+    }
+}
+
+/// What the encoders show of an event's HTTP request.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Http<'a> {
+    pub url: Option<&'a str>,
+    pub method: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// The source geolocation of an event (OCSF `location`): country code, city, and latitude and
+/// longitude as the decimal text the source gave.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Location<'a> {
+    pub country: Option<&'a str>,
+    pub city: Option<&'a str>,
+    pub lat: Option<Cow<'a, str>>,
+    pub long: Option<Cow<'a, str>>,
 }
 
 /// Name and uid of an OCSF user object.

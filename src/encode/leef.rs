@@ -13,8 +13,10 @@
 //! `sev` (1, 3, 5, 8, 9, 10 for OCSF severity 1..6; omitted when unknown), `cat`, `src`,
 //! `dst`, `usrName`, `identSrc` + `identHostName` (authentication events only), then custom
 //! keys `srcHostName dstHostName userId targetUser targetUserId title msg action outcome
-//! fileName filePath fileHash process requestUrl url findingId incidentId tenantId
-//! changeType eventUid alertIds part ocsfClass ocsfType`.
+//! statusCode reason resource application requestUrl requestMethod userAgent srcCountry
+//! srcCity srcLat srcLong fileName filePath fileHash process url findingId incidentId
+//! tenantId changeType eventUid alertIds part ocsfClass ocsfType` (`resource` is
+//! predefined).
 //!
 //! LEEF has no escapes: the delimiter, line breaks and control characters in values, and
 //! pipes, line breaks and control characters in header fields, are replaced by a space;
@@ -143,6 +145,8 @@ impl Default for LeefOptions {
 }
 
 const STR_MAX: usize = 1023;
+/// Codes, methods, country codes and coordinates: anything longer is not one.
+const SHORT_MAX: usize = 63;
 const USER_MAX: usize = 255;
 const EVENT_ID_MAX: usize = 255;
 const HEADER_MAX: usize = 255;
@@ -341,6 +345,19 @@ impl Builder for LeefEncoder {
         rec.text("msg", v.str("message"), STR_MAX, 0);
         rec.text("action", v.str("activity_name"), STR_MAX, 3);
         rec.text("outcome", v.str("status"), STR_MAX, 3);
+        rec.text_pair("statusCode", None, v.status_code(), SHORT_MAX, 5, true);
+        rec.text("reason", v.str("status_detail"), STR_MAX, 1);
+        rec.text("resource", v.str("service.name"), STR_MAX, 3);
+        rec.text("application", v.str("actor.app_name"), STR_MAX, 3);
+        let http = v.http();
+        rec.text("requestUrl", http.url, STR_MAX, 2);
+        rec.text("requestMethod", http.method, SHORT_MAX, 3);
+        rec.text("userAgent", http.user_agent, STR_MAX, 2);
+        let loc = v.src_location();
+        rec.text("srcCountry", loc.country, SHORT_MAX, 3);
+        rec.text("srcCity", loc.city, STR_MAX, 3);
+        rec.text_pair("srcLat", None, loc.lat, SHORT_MAX, 5, true);
+        rec.text_pair("srcLong", None, loc.long, SHORT_MAX, 5, true);
         rec.atom("url", v.url(), 2);
         rec.text_pair("findingId", None, v.finding_uid(), STR_MAX, 6, true);
         self.tail(&mut rec, v);

@@ -192,3 +192,42 @@ fn delimiter_option() {
     assert_eq!((o.version, o.delimiter.0), (LeefVersion::V1, b'~'));
     assert_eq!(sev(0), None);
 }
+
+#[test]
+fn sign_in_result_application_client_and_location() {
+    let (lines, _) = run(
+        &enc(LeefOptions::default(), None, SplitMode::Auto),
+        crate::encode::testutil::signin_ocsf(),
+        EventKind::SignIn,
+    );
+    let p = parse_leef(&lines[0]).unwrap();
+    assert_eq!(p.get("statusCode"), Some("53003"));
+    assert_eq!(p.get("reason"), Some("Blocked by Conditional Access."));
+    assert_eq!(p.get("resource"), Some("Windows Azure Service Management API"));
+    assert_eq!(p.get("application"), Some("Azure Portal"));
+    assert_eq!(p.get("userAgent"), Some("Mozilla/5.0 (X11; Linux x86_64)"));
+    assert_eq!(p.get("srcCountry"), Some("BR"));
+    assert_eq!(p.get("srcCity"), Some("Sao Paulo"));
+    assert_eq!(
+        (p.get("srcLat"), p.get("srcLong")),
+        (Some("-23.5505"), Some("-46.6333"))
+    );
+    assert!(
+        lines[0].contains("^outcome=Failure^statusCode=53003^reason=Blocked by Conditional Access.^resource="),
+        "{}",
+        lines[0]
+    );
+    let (lines, _) = run(
+        &enc(LeefOptions::default(), None, SplitMode::Auto),
+        crate::encode::testutil::graph_activity_ocsf(),
+        EventKind::GraphActivity,
+    );
+    let p = parse_leef(&lines[0]).unwrap();
+    assert_eq!(p.event_id, "GraphActivity");
+    assert_eq!(
+        p.get("requestUrl"),
+        Some("https://graph.microsoft.com/v1.0/users?$top=5")
+    );
+    assert_eq!(p.get("requestMethod"), Some("GET"));
+    assert_eq!(p.get("statusCode"), Some("429"));
+}

@@ -73,3 +73,39 @@ pub(crate) fn incident_ocsf() -> Value {
         ]
     })
 }
+
+/// An Entra sign-in (Authentication) that failed, with client, location and result code.
+pub(crate) fn signin_ocsf() -> Value {
+    serde_json::json!({
+        "class_uid": 3002, "class_name": "Authentication", "activity_id": 1,
+        "activity_name": "Logon", "type_uid": 300201, "type_name": "Authentication: Logon",
+        "severity_id": 3, "status": "Failure", "time": 1732698845123i64,
+        "message": "Sign-in by kim@fabrikam.example: failure",
+        "metadata": {"uid": "e3", "log_name": "SignInLogs", "tenant_uid": "t1",
+                     "product": {"name": "Microsoft Entra ID"}},
+        "user": {"name": "kim@fabrikam.example", "uid": "u-1"},
+        "actor": {"app_uid": "c44b4083", "app_name": "Azure Portal"},
+        "service": {"uid": "797f4846", "name": "Windows Azure Service Management API"},
+        "src_endpoint": {"ip": "203.0.113.77",
+                         "location": {"city": "Sao Paulo", "country": "BR",
+                                      "lat": -23.5505, "long": -46.6333}},
+        "http_request": {"user_agent": "Mozilla/5.0 (X11; Linux x86_64)"},
+        "status_code": "53003", "status_detail": "Blocked by Conditional Access."
+    })
+}
+
+/// A Microsoft Graph activity log entry (API Activity) that was throttled.
+pub(crate) fn graph_activity_ocsf() -> Value {
+    serde_json::json!({
+        "class_uid": 6003, "class_name": "API Activity", "activity_id": 2,
+        "activity_name": "Read", "type_uid": 600302, "severity_id": 1, "status": "Failure",
+        "time": 1732698845123i64, "message": "GET /v1.0/users -> 429",
+        "metadata": {"uid": "e4", "log_name": "MicrosoftGraphActivityLogs", "tenant_uid": "t1",
+                     "product": {"name": "Microsoft Graph"}},
+        "src_endpoint": {"ip": "198.51.100.200"},
+        "http_request": {"http_method": "GET",
+                         "url": {"url_string": "https://graph.microsoft.com/v1.0/users?$top=5"},
+                         "user_agent": "python-requests/2.32"},
+        "status_code": "429"
+    })
+}

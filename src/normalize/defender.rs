@@ -509,12 +509,9 @@ pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
     };
     let mut src = Obj::new();
     src.s("ip", src_ip).i("port", src_port).s("hostname", src_host);
-    src.ocsf_only("location", || {
-        let mut loc = Obj::new();
-        loc.s("country", r.Location.get());
-        loc
-    })
-    .s("isp", r.ISP.get());
+    let mut loc = Obj::new();
+    loc.s("country", r.Location.get());
+    src.o("location", loc).s("isp", r.ISP.get());
     d.body.o("src_endpoint", src);
     let mut dst = Obj::new();
     dst.s("hostname", dst_host).s("ip", dst_ip).i("port", dst_port);
@@ -526,11 +523,9 @@ pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
     d.observables.add(obs::IP, "dst_endpoint.ip", dst_ip);
     d.observables.add(obs::HOSTNAME, "src_endpoint.hostname", src_host);
     d.observables.add(obs::HOSTNAME, "dst_endpoint.hostname", dst_host);
-    d.body.ocsf_only("service", || {
-        let mut svc = Obj::new();
-        svc.s("name", r.Application.get());
-        svc
-    });
+    let mut svc = Obj::new();
+    svc.s("name", r.Application.get());
+    d.body.o("service", svc);
 
     match r.Protocol.get().map(str::to_ascii_lowercase).as_deref() {
         Some("ntlm") => {

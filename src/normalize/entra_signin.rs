@@ -227,7 +227,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
 
     // Authentication needs `service` or `dst_endpoint` (OCSF 1.5.0): the resource signed in
     // to, else the application signed in to.
-    d.body.ocsf_only("service", || {
+    d.body.o("service", {
         let mut service = Obj::new();
         if p.resource_id.get().is_some() || p.resource_name.get().is_some() {
             service.s("uid", p.resource_id.get()).s("name", p.resource_name.get());
@@ -250,7 +250,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
         src.ocsf_only("os", || os_obj(dev.os.get()));
     }
     if let Some(l) = p.location.as_ref() {
-        src.ocsf_only("location", || l.to_obj());
+        src.o("location", l.to_obj());
     }
     if let Some(asn) = p.asn.i64().filter(|a| *a > 0) {
         src.ocsf_only("autonomous_system", || {
@@ -262,11 +262,9 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     d.body.o("src_endpoint", src);
     d.observables.add(obs::IP, "src_endpoint.ip", ip);
 
-    d.body.ocsf_only("http_request", || {
-        let mut http = Obj::new();
-        http.s("user_agent", p.user_agent.get());
-        http
-    });
+    let mut http = Obj::new();
+    http.s("user_agent", p.user_agent.get());
+    d.body.o("http_request", http);
 
     // Outcome.
     let status = p.status.as_ref();

@@ -180,7 +180,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
         api.o("service", svc);
         api
     });
-    d.body.ocsf_only("http_request", || {
+    d.body.o("http_request", {
         let mut url = Obj::new();
         if let (Some(u), Some(parts)) = (uri, parts.as_ref()) {
             url.v("url_string", u)

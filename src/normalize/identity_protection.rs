@@ -343,14 +343,12 @@ fn detection(
     let mut src = Obj::new();
     src.s("ip", p.ip.get());
     if let Some(l) = p.location.as_ref() {
-        src.ocsf_only("location", || l.to_obj());
+        src.o("location", l.to_obj());
     }
     ev.o("src_endpoint", src);
-    ev.ocsf_only("http_request", || {
-        let mut http = Obj::new();
-        http.s("user_agent", info_str("userAgent").as_deref());
-        http
-    });
+    let mut http = Obj::new();
+    http.s("user_agent", info_str("userAgent").as_deref());
+    ev.o("http_request", http);
     if !ev.is_empty() {
         d.body.nodes("evidences", vec![Node::Obj(ev)]);
         d.observables.add(obs::IP, "evidences[0].src_endpoint.ip", p.ip.get());

@@ -280,7 +280,7 @@ impl Obj {
         self.on(k, super::embedded::embedded(raw))
     }
     /// Insert a nested object that only OCSF consumers read (no CEF or LEEF field does: a
-    /// session, an HTTP request, a geolocation, an OS, a service, the API call): left out of
+    /// session, an OS, an autonomous system, the API call, the HTTP response): left out of
     /// a [`lean`] normalization without being built. The lean test compares CEF and LEEF of
     /// every sample record both ways, so an object an encoder starts reading fails it.
     pub fn ocsf_only(&mut self, k: &'static str, build: impl FnOnce() -> Obj) -> &mut Obj {
