@@ -12,23 +12,28 @@
 //!
 //! Extension, in this order: `rt start end externalId cat act outcome suser suid duser duid
 //! src|c6a2 dst|c6a3 shost dhost`, then `sourceServiceName destinationServiceName request
-//! requestMethod requestClientApplication reason slat slong` (events) or `fname filePath
-//! fileHash sproc request` (evidence parts), `msg`, custom strings `cs1`=url (portal link), `cs2`=changeType, `cs3`=tenantId,
-//! `cs4`=findingUid, `cs5`=eventUid (metadata.uid), `cs6`=alertIds (whole incident), part
-//! (`2/5`, split parts) or statusCode (any other event with a result code), then `cn1`=ocsfClassUid and `cn2`=ocsfTypeUid last (numbers, so the last value
-//! never has trailing spaces that receivers would strip). `externalId` only carries ids of at
-//! most 40 characters (incident ids); longer ids are only in `cs4`.
+//! requestMethod requestClientApplication reason` (events) or `fname filePath fileHash
+//! sproc request` (evidence parts), `msg`, custom strings `cs1`=url (portal link),
+//! `cs2`=changeType, `cs3`=tenantId, `cs4`=findingUid, `cs5`=eventUid (metadata.uid),
+//! `cs6`=alertIds (whole incident), part (`2/5`, split parts) or statusCode (any other event
+//! with a result code), the source's coordinates `cfp1`=sourceLatitude and
+//! `cfp2`=sourceLongitude (`slat` / `slong` are consumer keys, filled by ArcSight), then
+//! `cn1`=ocsfClassUid and `cn2`=ocsfTypeUid last (numbers, so the last value never has
+//! trailing spaces that receivers would strip). `externalId` only carries ids of at most 40
+//! characters (incident ids); longer ids are only in `cs4`.
 //!
 //! Escaping: header `\` → `\\`, `|` → `\|`; extension `\` → `\\`, `=` → `\=`, LF → `\n`,
 //! CR → `\r`; other control characters (C0, DEL, C1) and header line breaks become a space
 //! (counted as `altered` in the report). Empty values are omitted; keys are unique.
 //!
 //! Truncation: values longer than the CEF maximum of their key are cut at a UTF-8 boundary
-//! (`externalId` is omitted instead); a message over `max_message_bytes` has values
-//! shortened in this order: `msg`, `cs6` alert list, file/URL fields, names, categories,
-//! ids and IPs (ids, IPs and URLs are dropped, never cut), finally the header name. Every
-//! truncated message starts its extension with `cn3Label=truncated cn3=1`, so the marker
-//! survives a receiver that cuts the tail.
+//! (`externalId`, and a result code or coordinate over 63 bytes, are left out instead); a
+//! message over `max_message_bytes` has values shortened in this order: `msg`,
+//! `reason` and the `cs6` alert list, file, request and user-agent fields and the
+//! coordinates, names, categories, applications and methods, ids and IPs (ids, IPs, the
+//! portal URL, codes and coordinates are dropped, never cut), finally the header name.
+//! Every truncated message starts its extension with `cn3Label=truncated cn3=1`, so the
+//! marker survives a receiver that cuts the tail.
 
 use std::borrow::Cow;
 
@@ -88,6 +93,8 @@ const CS5: Option<(&str, &str)> = Some(("cs5Label", "eventUid"));
 const CS6_ALERTS: Option<(&str, &str)> = Some(("cs6Label", "alertIds"));
 const CS6_PART: Option<(&str, &str)> = Some(("cs6Label", "part"));
 const CS6_STATUS: Option<(&str, &str)> = Some(("cs6Label", "statusCode"));
+const CFP1: Option<(&str, &str)> = Some(("cfp1Label", "sourceLatitude"));
+const CFP2: Option<(&str, &str)> = Some(("cfp2Label", "sourceLongitude"));
 const CN1: Option<(&str, &str)> = Some(("cn1Label", "ocsfClassUid"));
 const CN2: Option<(&str, &str)> = Some(("cn2Label", "ocsfTypeUid"));
 
@@ -281,9 +288,6 @@ impl Builder for CefEncoder {
         rec.text("requestMethod", http.method, SHORT_MAX, 3);
         rec.text("requestClientApplication", http.user_agent, STR_MAX, 2);
         rec.text("reason", v.str("status_detail"), STR_MAX, 1);
-        let loc = v.src_location();
-        rec.text_pair("slat", None, loc.lat, SHORT_MAX, 5, true);
-        rec.text_pair("slong", None, loc.long, SHORT_MAX, 5, true);
         rec.text("msg", v.str("message"), STR_MAX, 0);
         rec.text_pair("cs1", CS1, v.url().map(Cow::Borrowed), CS_MAX, 2, true);
         self.common_tail(&mut rec, v);
@@ -294,6 +298,13 @@ impl Builder for CefEncoder {
             // Only incidents list alerts: other events carry their result code there.
             Extra::Whole(None) => rec.text_pair("cs6", CS6_STATUS, v.status_code(), SHORT_MAX, 5, true),
             Extra::Part(p) => rec.text_pair("cs6", CS6_PART, Some(Cow::Owned(p)), CS_MAX, KEEP, true),
+        }
+        // `slat` / `slong` are consumer keys (ArcSight fills them from its own geolocation):
+        // the location the source gave goes to custom floating-point fields.
+        let loc = v.src_location();
+        if let (Some(lat), Some(long)) = (loc.lat, loc.long) {
+            rec.text_pair("cfp1", CFP1, Some(lat), SHORT_MAX, 2, true);
+            rec.text_pair("cfp2", CFP2, Some(long), SHORT_MAX, 2, true);
         }
         self.numbers(&mut rec, v);
         rec

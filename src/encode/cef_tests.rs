@@ -219,15 +219,17 @@ fn sign_in_carries_application_client_location_and_result_code() {
              src=203.0.113.77 sourceServiceName=Azure Portal \
              destinationServiceName=Windows Azure Service Management API \
              requestClientApplication=Mozilla/5.0 (X11; Linux x86_64) reason=Blocked by \
-             Conditional Access. slat=-23.5505 slong=-46.6333 msg=Sign-in by kim@fabrikam.example: \
-             failure cs2Label=changeType cs2=updated cs3Label=tenantId cs3=t1 cs5Label=eventUid \
-             cs5=e3 cs6Label=statusCode cs6=53003 cn1Label=ocsfClassUid cn1=3002 \
-             cn2Label=ocsfTypeUid cn2=300201"
+             Conditional Access. msg=Sign-in by kim@fabrikam.example: failure cs2Label=changeType \
+             cs2=updated cs3Label=tenantId cs3=t1 cs5Label=eventUid cs5=e3 cs6Label=statusCode \
+             cs6=53003 cfp1Label=sourceLatitude cfp1=-23.5505 cfp2Label=sourceLongitude \
+             cfp2=-46.6333 cn1Label=ocsfClassUid cn1=3002 cn2Label=ocsfTypeUid cn2=300201"
         ]
     );
     let c = parse_cef(&lines[0]).unwrap();
     assert_eq!(c.custom("statusCode"), Some("53003"));
-    assert_eq!(c.get("slat"), Some("-23.5505"));
+    assert_eq!(c.custom("sourceLatitude"), Some("-23.5505"));
+    // Consumer keys: ArcSight fills them, a producer must not.
+    assert_eq!((c.get("slat"), c.get("slong")), (None, None));
 }
 
 #[test]
@@ -248,7 +250,6 @@ fn graph_activity_carries_the_request() {
     assert_eq!(c.get("requestMethod"), Some("GET"));
     assert_eq!(c.get("requestClientApplication"), Some("python-requests/2.32"));
     assert_eq!(c.custom("statusCode"), Some("429"));
-    assert_eq!(c.get("reason"), None);
 }
 
 #[test]
@@ -263,12 +264,31 @@ fn location_and_user_agent_come_from_the_evidence_only_without_an_own_source_ip(
     let (lines, _) = run(&enc(None, SplitMode::Auto), o.clone(), EventKind::RiskDetection);
     let c = parse_cef(&lines[0]).unwrap();
     assert_eq!(c.get("src"), Some("203.0.113.45"));
-    assert_eq!((c.get("slat"), c.get("slong")), (Some("52.3676"), Some("4.9041")));
+    assert_eq!(
+        (c.custom("sourceLatitude"), c.custom("sourceLongitude")),
+        (Some("52.3676"), Some("4.9041"))
+    );
     assert_eq!(c.get("requestClientApplication"), Some("Edge/131"));
     // With an IP of its own, an evidence's location (of another address) is not the source's.
     o["src_endpoint"] = serde_json::json!({"ip": "198.51.100.9"});
     let (lines, _) = run(&enc(None, SplitMode::Auto), o, EventKind::RiskDetection);
     let c = parse_cef(&lines[0]).unwrap();
     assert_eq!(c.get("src"), Some("198.51.100.9"));
-    assert_eq!((c.get("slat"), c.get("slong")), (None, None));
+    assert_eq!((c.custom("sourceLatitude"), c.custom("sourceLongitude")), (None, None));
+    assert_eq!(c.get("requestClientApplication"), None);
+}
+
+#[test]
+fn coordinates_go_in_pairs_and_incidents_keep_cs6_for_their_alerts() {
+    // A latitude without its longitude is no position: neither is written.
+    let mut o = signin_ocsf();
+    o["src_endpoint"]["location"].as_object_mut().unwrap().remove("long");
+    let (lines, _) = run(&enc(None, SplitMode::Auto), o, EventKind::SignIn);
+    assert!(!lines[0].contains("cfp1"), "{}", lines[0]);
+    // An incident with a result code still lists its alerts in its one `cs6`.
+    let mut o = incident_ocsf();
+    o["status_code"] = "200".into();
+    let (lines, _) = run(&enc(None, SplitMode::Never), o, EventKind::Incident);
+    assert_eq!(lines[0].matches(" cs6=").count(), 1, "{}", lines[0]);
+    assert_eq!(parse_cef(&lines[0]).unwrap().custom("alertIds"), Some("da1,da2"));
 }

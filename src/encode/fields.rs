@@ -201,7 +201,7 @@ struct Top<'a> {
 }
 
 /// Top-level attributes the encoders read.
-const TOP_KEYS: [&str; 22] = [
+const TOP_KEYS: [&str; 21] = [
     "finding_info",
     "metadata",
     "actor",
@@ -223,7 +223,6 @@ const TOP_KEYS: [&str; 22] = [
     "http_request",
     "status_code",
     "status_detail",
-    "http_response",
 ];
 
 fn top_slot(key: &str) -> Option<usize> {
@@ -249,7 +248,6 @@ fn top_slot(key: &str) -> Option<usize> {
         "http_request" => 18,
         "status_code" => 19,
         "status_detail" => 20,
-        "http_response" => 21,
         _ => return None,
     })
 }
@@ -465,21 +463,27 @@ impl<'a> View<'a> {
     }
 
     /// The HTTP request (`http_request`, resolved once): URL, method and the client's user
-    /// agent (else the first evidence's: risk detections).
+    /// agent; without a source IP of its own (risk detections), the first evidence's user
+    /// agent, as for [`View::src_location`].
     pub fn http(&self) -> Http<'a> {
         let h = self.node("http_request");
         let s = |path: &str| h?.at(path)?.as_str().filter(|s| !s.is_empty());
+        let evidence = || {
+            self.str("src_endpoint.ip")
+                .is_none()
+                .then(|| self.str("evidences.0.http_request.user_agent"))
+                .flatten()
+        };
         Http {
             url: s("url.url_string"),
             method: s("http_method"),
-            user_agent: s("user_agent").or_else(|| self.str("evidences.0.http_request.user_agent")),
+            user_agent: s("user_agent").or_else(evidence),
         }
     }
 
-    /// The result code (`status_code`: Entra error code, HTTP status), else the HTTP
-    /// response code.
+    /// The result code: `status_code` (an Entra error code, the HTTP status of a Graph call).
     pub fn status_code(&self) -> Option<Cow<'a, str>> {
-        self.text("status_code").or_else(|| self.text("http_response.code"))
+        self.text("status_code")
     }
 }
 

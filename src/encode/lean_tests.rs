@@ -120,3 +120,81 @@ fn only_attribute_reading_encoders_read_lean() {
         assert_eq!(syslog_encoder(format, &opts).reads_lean(), lean, "syslog {format:?}");
     }
 }
+
+/// The sample sign-ins, Graph activity logs and risk detections reach CEF and LEEF with the
+/// members a SIEM's sign-in content reads (a path misnamed on either side would leave both
+/// the lean and the full form without them, which the comparison above cannot see).
+#[test]
+fn sample_sign_ins_graph_calls_and_risk_detections_carry_client_request_and_location() {
+    let lean = Normalizer::new(NormalizeOptions {
+        lean: true,
+        ..NormalizeOptions::default()
+    });
+    let opts = EncoderOptions::default();
+    let (cef, leef) = (encoder(Format::Cef, &opts), encoder(Format::Leef, &opts));
+    let mut lines = Vec::new();
+    for (_, rec) in samples() {
+        let mut meta = EventMeta::new(
+            Arc::from("s"),
+            &rec.category,
+            rec.kind,
+            Position::at(Arc::from("p"), 0, 0),
+        );
+        meta.tenant = rec.tenant.as_deref().map(Arc::from);
+        let Some(e) = event(&meta, &rec.raw, &lean) else {
+            continue;
+        };
+        for enc in [&cef, &leef] {
+            let mut out = Vec::new();
+            enc.encode(&e, &mut out).unwrap();
+            lines.extend(String::from_utf8(out).unwrap().lines().map(str::to_owned));
+        }
+    }
+    let any = |prefix: &str, keys: &[&str]| {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(prefix) && keys.iter().all(|k| l.contains(k))),
+            "no line with {prefix} has all of {keys:?}"
+        )
+    };
+    any(
+        "|signIn:300201|",
+        &[
+            " sourceServiceName=",
+            " destinationServiceName=",
+            " requestClientApplication=Mozilla/5.0",
+            " reason=",
+            " cs6Label=statusCode cs6=",
+            " cfp1Label=sourceLatitude cfp1=",
+            " cfp2Label=sourceLongitude cfp2=",
+        ],
+    );
+    any(
+        "|graphActivity:",
+        &[
+            " request=https://graph.microsoft.com/",
+            " requestMethod=",
+            " requestClientApplication=",
+        ],
+    );
+    any(
+        "|riskDetection:",
+        &[" requestClientApplication=", " cfp1Label=sourceLatitude cfp1="],
+    );
+    any(
+        "|SignIn|",
+        &[
+            "^statusCode=",
+            "^resource=",
+            "^application=",
+            "^userAgent=",
+            "^srcCountry=",
+            "^srcLat=",
+        ],
+    );
+    any(
+        "|GraphActivity|",
+        &["^requestUrl=https://", "^requestMethod=", "^statusCode="],
+    );
+}

@@ -9,19 +9,22 @@
 //! `HuntingEvent`, `Generic`; split parts `IncidentAlert`, `IncidentEvidence`. The
 //! Microsoft-specific type (detector id, risk event type, category) goes to `cat`.
 //!
-//! Attributes, in this order: `devTime` (epoch ms, or formatted with `devTimeFormat`),
-//! `sev` (1, 3, 5, 8, 9, 10 for OCSF severity 1..6; omitted when unknown), `cat`, `src`,
-//! `dst`, `usrName`, `identSrc` + `identHostName` (authentication events only), then custom
-//! keys `srcHostName dstHostName userId targetUser targetUserId title msg action outcome
-//! statusCode reason resource application requestUrl requestMethod userAgent srcCountry
-//! srcCity srcLat srcLong fileName filePath fileHash process url findingId incidentId
-//! tenantId changeType eventUid alertIds part ocsfClass ocsfType` (`resource` is
-//! predefined).
+//! Attributes of an event, in this order: `devTime` (epoch ms, or formatted with
+//! `devTimeFormat`), `sev` (1, 3, 5, 8, 9, 10 for OCSF severity 1..6; omitted when unknown),
+//! `cat`, `src`, `dst`, `usrName`, `identSrc` + `identHostName` (authentication events
+//! only), then `srcHostName dstHostName userId targetUser targetUserId title msg action
+//! outcome statusCode reason resource application requestUrl requestMethod userAgent
+//! srcCountry srcCity srcLat srcLong url findingId tenantId changeType eventUid alertIds|part
+//! ocsfClass ocsfType` (custom keys but `resource`). Split parts: an alert `cat title msg url
+//! findingId incidentId`, an evidence `cat src dst usrName srcHostName dstHostName userId msg
+//! fileName filePath fileHash process requestUrl incidentId`, then `tenantId changeType
+//! eventUid part ocsfClass ocsfType`.
 //!
 //! LEEF has no escapes: the delimiter, line breaks and control characters in values, and
 //! pipes, line breaks and control characters in header fields, are replaced by a space;
 //! such a message starts its attributes with `altered=true` and counts as `altered`.
-//! Truncation is as for CEF (values longer than 1023 bytes, `usrName` 255, are cut; over
+//! Truncation is as for CEF (values longer than 1023 bytes, `usrName` 255, are cut, methods
+//! and country codes at 63; result codes and coordinates over 63 bytes are left out; over
 //! `max_message_bytes` values are shortened `msg` first) with `truncated=true` as the first
 //! attribute.
 
@@ -356,8 +359,10 @@ impl Builder for LeefEncoder {
         let loc = v.src_location();
         rec.text("srcCountry", loc.country, SHORT_MAX, 3);
         rec.text("srcCity", loc.city, STR_MAX, 3);
-        rec.text_pair("srcLat", None, loc.lat, SHORT_MAX, 5, true);
-        rec.text_pair("srcLong", None, loc.long, SHORT_MAX, 5, true);
+        if let (Some(lat), Some(long)) = (loc.lat, loc.long) {
+            rec.text_pair("srcLat", None, Some(lat), SHORT_MAX, 2, true);
+            rec.text_pair("srcLong", None, Some(long), SHORT_MAX, 2, true);
+        }
         rec.atom("url", v.url(), 2);
         rec.text_pair("findingId", None, v.finding_uid(), STR_MAX, 6, true);
         self.tail(&mut rec, v);
