@@ -35,6 +35,19 @@ fn samples() -> Vec<(String, DecodedRecord)> {
     out
 }
 
+/// The metadata a source gives a decoded record.
+fn meta_of(rec: &DecodedRecord) -> EventMeta {
+    let mut meta = EventMeta::new(
+        Arc::from("s"),
+        &rec.category,
+        rec.kind,
+        Position::at(Arc::from("p"), 0, 0),
+    );
+    meta.tenant = rec.tenant.as_deref().map(Arc::from);
+    meta.entity_key = rec.entity_key.as_deref().map(Arc::from);
+    meta
+}
+
 fn event(meta: &EventMeta, raw: &bytes::Bytes, n: &Normalizer) -> Option<Event> {
     let out = n.normalize_bytes(meta, raw).ok()?;
     let mut e = Event::new(raw.clone(), meta.clone(), Finalizer::noop());
@@ -64,14 +77,7 @@ fn cef_and_leef_of_a_lean_normalization_equal_those_of_a_full_one() {
     }
     let (mut compared, mut smaller) = (0, 0);
     for (i, (name, rec)) in samples().into_iter().enumerate() {
-        let mut meta = EventMeta::new(
-            Arc::from("s"),
-            &rec.category,
-            rec.kind,
-            Position::at(Arc::from("p"), 0, 0),
-        );
-        meta.tenant = rec.tenant.as_deref().map(Arc::from);
-        meta.entity_key = rec.entity_key.as_deref().map(Arc::from);
+        let mut meta = meta_of(&rec);
         // A change type from the Graph state engine: CEF and LEEF show it, and the lean form
         // has no `unmapped` to carry it.
         if i % 2 == 1 {
@@ -134,14 +140,7 @@ fn sample_sign_ins_graph_calls_and_risk_detections_carry_client_request_and_loca
     let (cef, leef) = (encoder(Format::Cef, &opts), encoder(Format::Leef, &opts));
     let mut lines = Vec::new();
     for (_, rec) in samples() {
-        let mut meta = EventMeta::new(
-            Arc::from("s"),
-            &rec.category,
-            rec.kind,
-            Position::at(Arc::from("p"), 0, 0),
-        );
-        meta.tenant = rec.tenant.as_deref().map(Arc::from);
-        let Some(e) = event(&meta, &rec.raw, &lean) else {
+        let Some(e) = event(&meta_of(&rec), &rec.raw, &lean) else {
             continue;
         };
         for enc in [&cef, &leef] {
