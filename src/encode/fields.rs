@@ -439,12 +439,8 @@ impl<'a> View<'a> {
     /// source endpoint when the event has no source IP of its own (risk detections), so that
     /// the location always belongs to the *source IP*.
     pub fn src_location(&self) -> Location<'a> {
-        let src = self.node("src_endpoint");
-        let own = || src?.member("location");
-        let has_ip = src
-            .and_then(|e| e.member("ip")?.as_str())
-            .is_some_and(|s| !s.is_empty());
-        let loc = if has_ip {
+        let own = || self.node("src_endpoint.location");
+        let loc = if self.has_own_src_ip() {
             own()
         } else {
             self.node("evidences.0.src_endpoint.location").or_else(own)
@@ -469,8 +465,7 @@ impl<'a> View<'a> {
         let h = self.node("http_request");
         let s = |path: &str| h?.at(path)?.as_str().filter(|s| !s.is_empty());
         let evidence = || {
-            self.str("src_endpoint.ip")
-                .is_none()
+            (!self.has_own_src_ip())
                 .then(|| self.str("evidences.0.http_request.user_agent"))
                 .flatten()
         };
@@ -479,6 +474,12 @@ impl<'a> View<'a> {
             method: s("http_method"),
             user_agent: s("user_agent").or_else(evidence),
         }
+    }
+
+    /// Whether the event names a source IP of its own: the client details of its first
+    /// evidence (risk detections) are used only when it does not.
+    fn has_own_src_ip(&self) -> bool {
+        self.str("src_endpoint.ip").is_some()
     }
 
     /// The result code: `status_code` (an Entra error code, the HTTP status of a Graph call).
