@@ -241,10 +241,16 @@ pub struct Quarantine {
 /// the JSON line is written straight from it ([`Normalized::write_json`]) and attribute-reading
 /// encoders (CEF, LEEF, HEC, syslog headers) read it in place; a `serde_json::Value` is only
 /// built when asked for ([`Normalized::ocsf`]) and then shared by every sink.
+///
+/// A lean normalization of a record the mappers can write flat has no tree: only what CEF,
+/// LEEF and syslog headers write ([`Normalized::flat`]). The pipeline asks for one only when
+/// every output is such an encoder, run before the event waits anywhere; anything else reads
+/// it as no OCSF object (`null`) and refuses it.
 #[derive(Clone, Debug)]
 pub struct Normalized {
     pub class_uid: u32,
     tree: Option<crate::normalize::Obj>,
+    flat: Option<Box<crate::normalize::Flat<bytestring::ByteString>>>,
     value: OnceLock<serde_json::Value>,
 }
 
@@ -254,14 +260,30 @@ impl Normalized {
         Normalized {
             class_uid,
             tree: None,
+            flat: None,
             value: OnceLock::from(ocsf),
         }
+    }
+
+    pub(crate) fn from_flat(class_uid: u32, flat: crate::normalize::Flat<bytestring::ByteString>) -> Normalized {
+        Normalized {
+            class_uid,
+            tree: None,
+            flat: Some(Box::new(flat)),
+            value: OnceLock::new(),
+        }
+    }
+
+    /// The flat form of a lean normalization without a tree.
+    pub(crate) fn flat(&self) -> Option<&crate::normalize::Flat<bytestring::ByteString>> {
+        self.flat.as_deref()
     }
 
     pub(crate) fn from_tree(class_uid: u32, tree: crate::normalize::Obj) -> Normalized {
         Normalized {
             class_uid,
             tree: Some(tree),
+            flat: None,
             value: OnceLock::new(),
         }
     }
@@ -326,6 +348,9 @@ impl Normalized {
 
     /// `metadata.uid`.
     pub fn event_uid(&self) -> Option<&str> {
+        if let Some(f) = &self.flat {
+            return f.event_uid.as_deref();
+        }
         match &self.tree {
             Some(t) => t.get_str_in("metadata", "uid"),
             None => self.ocsf().pointer("/metadata/uid").and_then(|v| v.as_str()),

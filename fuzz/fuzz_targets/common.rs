@@ -16,6 +16,12 @@ pub fn pipeline(format: InputFormat, data: &[u8]) {
         return;
     };
     let normalizer = Normalizer::new(NormalizeOptions::default());
+    // What a pipeline whose every output is CEF or LEEF normalizes with (records of some
+    // families without a tree): its CEF and LEEF must be those of the full normalization.
+    let lean = Normalizer::new(NormalizeOptions {
+        lean: true,
+        ..NormalizeOptions::default()
+    });
     let opts = EncoderOptions::default();
     let small = EncoderOptions {
         max_message_bytes: Some(512),
@@ -24,8 +30,30 @@ pub fn pipeline(format: InputFormat, data: &[u8]) {
     for (i, r) in unit.records.iter().enumerate() {
         let mut meta = EventMeta::new(Arc::from("fuzz"), &r.category, r.kind, Position::at(Arc::from("p"), 0, i as u32));
         meta.tenant = r.tenant.as_deref().map(Arc::from);
-        let Ok(out) = normalizer.normalize(&meta, &r.raw) else {
-            continue;
+        let full = normalizer.normalize(&meta, &r.raw);
+        let lean_out = lean.normalize(&meta, &r.raw);
+        let out = match (full, lean_out) {
+            (Ok(out), Ok(l)) => {
+                let mut le = Event::new(r.raw.clone(), meta.clone(), Finalizer::noop());
+                le.normalized = Some(Arc::new(l.normalized));
+                let mut fe = Event::new(r.raw.clone(), meta.clone(), Finalizer::noop());
+                fe.normalized = Some(Arc::new(out.normalized.clone()));
+                for o in [&opts, &small] {
+                    for format in [Format::Cef, Format::Leef] {
+                        let (mut x, mut y) = (Vec::new(), Vec::new());
+                        let rx = encoder(format, o).encode(&fe, &mut x).map_err(|e| e.to_string());
+                        let ry = encoder(format, o).encode(&le, &mut y).map_err(|e| e.to_string());
+                        assert_eq!(rx, ry, "lean and full {format:?}");
+                        assert_eq!(x, y, "lean and full {format:?}");
+                    }
+                }
+                out
+            }
+            (Err(a), Err(b)) => {
+                assert_eq!(a.to_string(), b.to_string(), "lean and full fail alike");
+                continue;
+            }
+            (a, b) => panic!("full {:?}, lean {:?}", a.map(|_| ()), b.map(|_| ())),
         };
         let mut event = Event::new(r.raw.clone(), meta, Finalizer::noop());
         event.normalized = Some(Arc::new(out.normalized));

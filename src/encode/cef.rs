@@ -40,10 +40,13 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::fields::{i64_at, int_bytes, ip, str_at, text_at, Ip, ProductNaming, View};
+use std::ops::Deref;
+
+use super::fields::{i64_at, int_bytes, ip, str_at, text_at, Ip, ProductNaming};
 use super::record::{encode_event, evidence_type, Builder, Ctx, Extra, Record, Syntax, KEEP};
 use super::{EncodeError, EncodeReport, Encoder, EncoderOptions, Format, SplitMode};
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, EventMeta};
+use crate::normalize::Flat;
 
 /// CEF options (`[sinks.X.encoding.cef]`).
 #[derive(Clone, Debug, Deserialize)]
@@ -135,7 +138,13 @@ impl CefEncoder {
         }
     }
 
-    fn header<'a>(&'a self, v: &View<'a>, sig: Cow<'a, str>, name: &'a str) -> Record<'a> {
+    fn header<'a, S: Deref<Target = str>>(
+        &'a self,
+        f: &'a Flat<S>,
+        meta: &EventMeta,
+        sig: Cow<'a, str>,
+        name: &'a str,
+    ) -> Record<'a> {
         let mut truncated = false;
         let mut cap = |s: Cow<'a, str>, max: usize| -> Cow<'a, str> {
             if s.len() > max {
@@ -150,14 +159,14 @@ impl CefEncoder {
         };
         let header = vec![
             cap(Cow::Borrowed(&self.vendor), VENDOR_MAX),
-            cap(Cow::Borrowed(self.naming.product(v)), PRODUCT_MAX),
+            cap(Cow::Borrowed(self.naming.product(f, meta.kind)), PRODUCT_MAX),
             cap(
-                Cow::Borrowed(v.str("metadata.product.version").unwrap_or(&self.device_version)),
+                Cow::Borrowed(f.product_version.as_deref().unwrap_or(&self.device_version)),
                 VERSION_MAX,
             ),
             cap(sig, SIGNATURE_MAX),
             cap(Cow::Borrowed(name), NAME_MAX),
-            Cow::Borrowed(severity(v.severity_id())),
+            Cow::Borrowed(severity(f.severity_id)),
         ];
         let mut rec = Record::new(header, Some(4));
         rec.truncated = truncated;
@@ -165,15 +174,15 @@ impl CefEncoder {
     }
 
     /// `cs2` change type and `cs3` tenant, shared by all messages of an event.
-    fn common_tail<'a>(&self, rec: &mut Record<'a>, v: &View<'a>) {
-        rec.text_pair("cs2", CS2, v.change_type().map(Cow::Borrowed), CS_MAX, 4, false);
-        rec.text_pair("cs3", CS3, v.tenant().map(Cow::Borrowed), CS_MAX, 6, true);
+    fn common_tail<'a, S: Deref<Target = str>>(&self, rec: &mut Record<'a>, f: &'a Flat<S>, meta: &'a EventMeta) {
+        rec.text_pair("cs2", CS2, f.change_type(meta).map(Cow::Borrowed), CS_MAX, 4, false);
+        rec.text_pair("cs3", CS3, f.tenant(meta).map(Cow::Borrowed), CS_MAX, 6, true);
     }
 
     /// `cn1` class and `cn2` type uid, last in every message.
-    fn numbers<'a>(&self, rec: &mut Record<'a>, v: &View<'a>) {
-        rec.int("cn1", CN1, v.class_uid());
-        rec.int("cn2", CN2, v.type_uid());
+    fn numbers<S>(&self, rec: &mut Record<'_>, f: &Flat<S>) {
+        rec.int("cn1", CN1, f.class_uid);
+        rec.int("cn2", CN2, f.type_uid);
     }
 }
 
@@ -216,17 +225,17 @@ fn joined(base: &str, detail: &[u8]) -> String {
 }
 
 /// Stable signature id of an event.
-pub(crate) fn signature<'a>(v: &View<'a>) -> Cow<'a, str> {
-    let detector = || v.first(&["finding_info.analytic.uid", "finding_info.types.0"]);
-    let kind = v.meta.kind;
+pub(crate) fn signature<'a, S: Deref<Target = str>>(f: &'a Flat<S>, meta: &'a EventMeta) -> Cow<'a, str> {
+    let kind = meta.kind;
+    let detector = f.detector.as_deref();
     let with = |detail: Option<&str>| Cow::Owned(joined(kind_name(kind), detail.unwrap_or("").as_bytes()));
-    match (v.class_uid(), kind) {
+    match (f.class_uid, kind) {
         (2005, _) => Cow::Borrowed("incident"),
-        (_, EventKind::Alert | EventKind::RiskDetection) => with(detector()),
+        (_, EventKind::Alert | EventKind::RiskDetection) => with(detector),
         (_, EventKind::RiskState) => Cow::Borrowed("riskState"),
-        (_, EventKind::Hunting | EventKind::Generic) => with(Some(&v.meta.category)),
-        (2004, _) => Cow::Owned(joined("finding", detector().unwrap_or("").as_bytes())),
-        _ => Cow::Owned(joined(kind_name(kind), int_bytes(v.type_uid(), &mut [0; 20]))),
+        (_, EventKind::Hunting | EventKind::Generic) => with(Some(&meta.category)),
+        (2004, _) => Cow::Owned(joined("finding", detector.unwrap_or("").as_bytes())),
+        _ => Cow::Owned(joined(kind_name(kind), int_bytes(f.type_uid, &mut [0; 20]))),
     }
 }
 
@@ -245,8 +254,8 @@ fn push_ip<'a>(rec: &mut Record<'a>, v4: &'static str, v6: &'static str, addr: O
     }
 }
 
-fn external_id<'a>(uid: Option<Cow<'a, str>>) -> Option<Cow<'a, str>> {
-    uid.filter(|u| u.len() <= EXTERNAL_ID_MAX)
+fn external_id(uid: Option<&str>) -> Option<Cow<'_, str>> {
+    uid.filter(|u| u.len() <= EXTERNAL_ID_MAX).map(Cow::Borrowed)
 }
 
 impl Builder for CefEncoder {
@@ -258,62 +267,68 @@ impl Builder for CefEncoder {
         (self.max, self.split)
     }
 
-    fn main<'a>(&'a self, v: &View<'a>, extra: Extra) -> Record<'a> {
-        let mut rec = self.header(v, signature(v), v.title());
-        rec.int("rt", None, v.time_ms());
-        if let Some(t) = v.int("finding_info.first_seen_time").or_else(|| v.int("start_time")) {
+    fn main<'a, S: Deref<Target = str>>(&'a self, f: &'a Flat<S>, meta: &'a EventMeta, extra: Extra) -> Record<'a> {
+        let mut rec = self.header(f, meta, signature(f, meta), f.title(meta));
+        rec.int("rt", None, f.time_ms);
+        if let Some(t) = f.start_ms {
             rec.int("start", None, t);
         }
-        if let Some(t) = v.int("finding_info.last_seen_time").or_else(|| v.int("end_time")) {
+        if let Some(t) = f.end_ms {
             rec.int("end", None, t);
         }
-        let uid = v.finding_uid();
-        rec.text_pair("externalId", None, external_id(uid.clone()), EXTERNAL_ID_MAX, 6, true);
-        rec.text("cat", Some(v.ms_category()), STR_MAX, 3);
-        rec.text("act", v.str("activity_name"), SHORT_MAX, 3);
-        rec.text("outcome", v.str("status"), SHORT_MAX, 3);
-        let (src_user, dst_user) = v.users();
-        rec.text("suser", src_user.name, STR_MAX, 4);
-        rec.atom("suid", src_user.uid, 5);
-        rec.text("duser", dst_user.name, STR_MAX, 4);
-        rec.atom("duid", dst_user.uid, 5);
-        push_ip(&mut rec, "src", "c6a2", v.src_ip());
-        push_ip(&mut rec, "dst", "c6a3", v.dst_ip());
-        rec.text("shost", v.src_host(), STR_MAX, 4);
-        rec.text("dhost", v.str("dst_endpoint.hostname"), STR_MAX, 4);
-        rec.text("sourceServiceName", v.str("actor.app_name"), STR_MAX, 3);
-        rec.text("destinationServiceName", v.str("service.name"), STR_MAX, 3);
-        let http = v.http();
-        rec.text("request", http.url, STR_MAX, 2);
-        rec.text("requestMethod", http.method, SHORT_MAX, 3);
-        rec.text("requestClientApplication", http.user_agent, STR_MAX, 2);
-        rec.text("reason", v.str("status_detail"), STR_MAX, 1);
-        rec.text("msg", v.str("message"), STR_MAX, 0);
-        rec.text_pair("cs1", CS1, v.url().map(Cow::Borrowed), CS_MAX, 2, true);
-        self.common_tail(&mut rec, v);
-        rec.text_pair("cs4", CS4, uid, CS_MAX, 6, true);
-        rec.text_pair("cs5", CS5, v.str("metadata.uid").map(Cow::Borrowed), CS_MAX, 6, true);
+        let uid = f.finding_uid(meta);
+        rec.text_pair("externalId", None, external_id(uid), EXTERNAL_ID_MAX, 6, true);
+        rec.text("cat", Some(f.category(meta)), STR_MAX, 3);
+        rec.text("act", f.activity_name.as_deref(), SHORT_MAX, 3);
+        rec.text("outcome", f.status.as_deref(), SHORT_MAX, 3);
+        rec.text("suser", f.src_user.name.as_deref(), STR_MAX, 4);
+        rec.atom("suid", f.src_user.uid.as_deref(), 5);
+        rec.text("duser", f.dst_user.name.as_deref(), STR_MAX, 4);
+        rec.atom("duid", f.dst_user.uid.as_deref(), 5);
+        push_ip(&mut rec, "src", "c6a2", f.src_ip.as_deref());
+        push_ip(&mut rec, "dst", "c6a3", f.dst_ip.as_deref());
+        rec.text("shost", f.src_host.as_deref(), STR_MAX, 4);
+        rec.text("dhost", f.dst_host.as_deref(), STR_MAX, 4);
+        rec.text("sourceServiceName", f.app_name.as_deref(), STR_MAX, 3);
+        rec.text("destinationServiceName", f.service_name.as_deref(), STR_MAX, 3);
+        rec.text("request", f.request_url.as_deref(), STR_MAX, 2);
+        rec.text("requestMethod", f.request_method.as_deref(), SHORT_MAX, 3);
+        rec.text("requestClientApplication", f.user_agent.as_deref(), STR_MAX, 2);
+        rec.text("reason", f.status_detail.as_deref(), STR_MAX, 1);
+        rec.text("msg", f.message.as_deref(), STR_MAX, 0);
+        rec.text_pair("cs1", CS1, f.portal_url.as_deref().map(Cow::Borrowed), CS_MAX, 2, true);
+        self.common_tail(&mut rec, f, meta);
+        rec.text_pair("cs4", CS4, uid.map(Cow::Borrowed), CS_MAX, 6, true);
+        rec.text_pair("cs5", CS5, f.event_uid.as_deref().map(Cow::Borrowed), CS_MAX, 6, true);
         match extra {
             Extra::Whole(Some(ids)) => rec.text_pair("cs6", CS6_ALERTS, Some(Cow::Owned(ids)), CS_MAX, 1, false),
             // Only incidents list alerts: other events carry their result code there.
-            Extra::Whole(None) => rec.text_pair("cs6", CS6_STATUS, v.status_code(), SHORT_MAX, 5, true),
+            Extra::Whole(None) => {
+                let code = f.status_code.as_deref().map(Cow::Borrowed);
+                rec.text_pair("cs6", CS6_STATUS, code, SHORT_MAX, 5, true)
+            }
             Extra::Part(p) => rec.text_pair("cs6", CS6_PART, Some(Cow::Owned(p)), CS_MAX, KEEP, true),
         }
         // `slat` / `slong` are consumer keys (ArcSight fills them from its own geolocation):
         // the location the source gave goes to custom floating-point fields.
-        let loc = v.src_location();
-        if let (Some(lat), Some(long)) = (loc.lat, loc.long) {
-            rec.text_pair("cfp1", CFP1, Some(lat), SHORT_MAX, 2, true);
-            rec.text_pair("cfp2", CFP2, Some(long), SHORT_MAX, 2, true);
+        if let (Some(lat), Some(long)) = (f.lat.as_deref(), f.long.as_deref()) {
+            rec.text_pair("cfp1", CFP1, Some(Cow::Borrowed(lat)), SHORT_MAX, 2, true);
+            rec.text_pair("cfp2", CFP2, Some(Cow::Borrowed(long)), SHORT_MAX, 2, true);
         }
-        self.numbers(&mut rec, v);
+        self.numbers(&mut rec, f);
         rec
     }
 
-    fn alert<'a>(&'a self, v: &View<'a>, a: &'a Value, part: String) -> Record<'a> {
+    fn alert<'a, S: Deref<Target = str>>(
+        &'a self,
+        f: &'a Flat<S>,
+        meta: &'a EventMeta,
+        a: &'a Value,
+        part: String,
+    ) -> Record<'a> {
         let title = str_at(a, "title").unwrap_or("Incident alert");
-        let mut rec = self.header(v, Cow::Borrowed("incident:alert"), title);
-        rec.int("rt", None, v.time_ms());
+        let mut rec = self.header(f, meta, Cow::Borrowed("incident:alert"), title);
+        rec.int("rt", None, f.time_ms);
         if let Some(t) = i64_at(a, "created_time").or_else(|| i64_at(a, "first_seen_time")) {
             rec.int("start", None, t);
         }
@@ -323,7 +338,7 @@ impl Builder for CefEncoder {
         rec.text_pair(
             "externalId",
             None,
-            external_id(v.finding_uid()),
+            external_id(f.finding_uid(meta)),
             EXTERNAL_ID_MAX,
             6,
             true,
@@ -332,21 +347,27 @@ impl Builder for CefEncoder {
         rec.text("cat", cat, STR_MAX, 3);
         rec.text("msg", str_at(a, "desc"), STR_MAX, 0);
         rec.text_pair("cs1", CS1, str_at(a, "src_url").map(Cow::Borrowed), CS_MAX, 2, true);
-        self.common_tail(&mut rec, v);
+        self.common_tail(&mut rec, f, meta);
         rec.text_pair("cs4", CS4, text_at(a, "uid"), CS_MAX, 6, true);
-        rec.text_pair("cs5", CS5, v.str("metadata.uid").map(Cow::Borrowed), CS_MAX, 6, true);
+        rec.text_pair("cs5", CS5, f.event_uid.as_deref().map(Cow::Borrowed), CS_MAX, 6, true);
         rec.text_pair("cs6", CS6_PART, Some(Cow::Owned(part)), CS_MAX, KEEP, true);
-        self.numbers(&mut rec, v);
+        self.numbers(&mut rec, f);
         rec
     }
 
-    fn evidence<'a>(&'a self, v: &View<'a>, e: &'a Value, part: String) -> Record<'a> {
-        let mut rec = self.header(v, Cow::Borrowed("incident:evidence"), "Incident evidence");
-        rec.int("rt", None, v.time_ms());
+    fn evidence<'a, S: Deref<Target = str>>(
+        &'a self,
+        f: &'a Flat<S>,
+        meta: &'a EventMeta,
+        e: &'a Value,
+        part: String,
+    ) -> Record<'a> {
+        let mut rec = self.header(f, meta, Cow::Borrowed("incident:evidence"), "Incident evidence");
+        rec.int("rt", None, f.time_ms);
         rec.text_pair(
             "externalId",
             None,
-            external_id(v.finding_uid()),
+            external_id(f.finding_uid(meta)),
             EXTERNAL_ID_MAX,
             6,
             true,
@@ -368,11 +389,11 @@ impl Builder for CefEncoder {
         rec.text("sproc", str_at(e, "process.name"), STR_MAX, 2);
         rec.text("request", str_at(e, "url.url_string"), STR_MAX, 2);
         rec.text("msg", str_at(e, "process.cmd_line"), STR_MAX, 0);
-        self.common_tail(&mut rec, v);
-        rec.text_pair("cs4", CS4, v.finding_uid(), CS_MAX, 6, true);
-        rec.text_pair("cs5", CS5, v.str("metadata.uid").map(Cow::Borrowed), CS_MAX, 6, true);
+        self.common_tail(&mut rec, f, meta);
+        rec.text_pair("cs4", CS4, f.finding_uid(meta).map(Cow::Borrowed), CS_MAX, 6, true);
+        rec.text_pair("cs5", CS5, f.event_uid.as_deref().map(Cow::Borrowed), CS_MAX, 6, true);
         rec.text_pair("cs6", CS6_PART, Some(Cow::Owned(part)), CS_MAX, KEEP, true);
-        self.numbers(&mut rec, v);
+        self.numbers(&mut rec, f);
         rec
     }
 }

@@ -188,7 +188,8 @@ fn signatures_and_severity() {
     let ev = |o: Value, k| event(k, "SignInLogs", "{}", Some(o));
     let sig = |e: &Event| {
         let n = e.normalized.as_deref().unwrap();
-        signature(&View::new(n.root(), &e.meta)).into_owned()
+        let v = crate::encode::fields::View::new(n.root(), &e.meta);
+        signature(&crate::encode::fields::flat_of(&v), &e.meta).into_owned()
     };
     assert_eq!(
         sig(&ev(o.clone(), EventKind::RiskDetection)),

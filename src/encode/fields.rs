@@ -2,12 +2,13 @@
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::ops::Deref;
 
 use serde_json::Value;
 
 use crate::event::{EventKind, EventMeta};
 use crate::json_text::trim;
-use crate::normalize::{Node, Obj};
+use crate::normalize::{Flat, FlatUser, Node, Obj};
 
 pub(crate) use super::numfmt::{floor_boundary, int_bytes, push_int, push_padded, Utc};
 
@@ -366,54 +367,37 @@ impl<'a> View<'a> {
         self.type_uid
     }
 
+    /// `metadata.tenant_uid`, else the source's tenant.
     pub fn tenant(&self) -> Option<&'a str> {
         self.str("metadata.tenant_uid")
             .or(self.meta.tenant.as_deref())
             .filter(|s| !s.is_empty())
     }
 
-    pub fn change_type(&self) -> Option<&'a str> {
-        self.meta
-            .change_type
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .or_else(|| self.str("unmapped.change_type"))
-    }
-
     /// The finding uid (incident or alert id) as text.
-    pub fn finding_uid(&self) -> Option<Cow<'a, str>> {
-        self.node("finding_info.uid").and_then(Field::as_text).or_else(|| {
-            let key = self.meta.entity_key.as_deref().filter(|k| !k.is_empty());
-            (self.class_uid() == 2005).then_some(Cow::Borrowed(key?))
-        })
+    fn finding_uid(&self) -> Option<Cow<'a, str>> {
+        self.node("finding_info.uid").and_then(Field::as_text)
     }
 
     /// The Microsoft-specific type: detector id, risk event type, alert category, audit
-    /// activity, log name or category.
-    pub fn ms_category(&self) -> &'a str {
+    /// activity or log name (the input category is the encoders' fallback).
+    fn ms_category(&self) -> Option<&'a str> {
         let audit = matches!(self.class_uid(), 3001 | 3004);
         self.str("finding_info.analytic.uid")
             .or_else(|| self.str("finding_info.types.0"))
             .or_else(|| audit.then(|| self.str("message")).flatten())
             .or_else(|| self.str("metadata.log_name"))
-            .unwrap_or(&self.meta.category)
     }
 
-    /// Human title without variable data where possible.
-    pub fn title(&self) -> &'a str {
+    /// Human title without variable data where possible (the kind is the encoders' fallback).
+    fn title(&self) -> Option<&'a str> {
         self.str("finding_info.title")
             .or_else(|| (self.class_uid() == 2005).then(|| self.str("message"))?)
             .or_else(|| self.first(&["type_name", "class_name"]))
-            .unwrap_or_else(|| self.meta.kind.as_str())
-    }
-
-    /// Portal link of a finding.
-    pub fn url(&self) -> Option<&'a str> {
-        self.first(&["finding_info.src_url", "src_url"])
     }
 
     /// The acting user (`actor.user`, else `user`) and, when both exist, the target `user`.
-    pub fn users(&self) -> (UserRef<'a>, UserRef<'a>) {
+    fn users(&self) -> (UserRef<'a>, UserRef<'a>) {
         let actor = UserRef::of(self.node("actor.user"));
         let user = UserRef::of(self.node("user"));
         if actor.is_some() {
@@ -423,57 +407,27 @@ impl<'a> View<'a> {
         }
     }
 
-    pub fn src_ip(&self) -> Option<&'a str> {
-        self.first(&["src_endpoint.ip", "evidences.0.src_endpoint.ip"])
-    }
-
-    pub fn dst_ip(&self) -> Option<&'a str> {
-        self.str("dst_endpoint.ip")
-    }
-
-    pub fn src_host(&self) -> Option<&'a str> {
-        self.first(&["src_endpoint.hostname", "device.hostname"])
-    }
-
     /// The client's geolocation: `src_endpoint.location`, else that of the first evidence's
     /// source endpoint when the event has no source IP of its own (risk detections), so that
     /// the location always belongs to the *source IP*.
-    pub fn src_location(&self) -> Location<'a> {
+    fn src_location(&self) -> Option<Field<'a>> {
         let own = || self.node("src_endpoint.location");
         let loc = if self.has_own_src_ip() {
             own()
         } else {
             self.node("evidences.0.src_endpoint.location").or_else(own)
         };
-        let Some(l) = loc.filter(|l| l.is_object()) else {
-            return Location::default();
-        };
-        let s = |k: &str| l.member(k)?.as_str().filter(|s| !s.is_empty());
-        let n = |k: &str| l.member(k)?.as_text();
-        Location {
-            country: s("country"),
-            city: s("city"),
-            lat: n("lat"),
-            long: n("long"),
-        }
+        loc.filter(|l| l.is_object())
     }
 
-    /// The HTTP request (`http_request`, resolved once): URL, method and the client's user
-    /// agent; without a source IP of its own (risk detections), the first evidence's user
-    /// agent, as for [`View::src_location`].
-    pub fn http(&self) -> Http<'a> {
-        let h = self.node("http_request");
-        let s = |path: &str| h?.at(path)?.as_str().filter(|s| !s.is_empty());
-        let evidence = || {
+    /// The client's user agent: `http_request.user_agent`, else, without a source IP of its
+    /// own (risk detections), the first evidence's, as for [`View::src_location`].
+    fn user_agent(&self) -> Option<&'a str> {
+        self.str("http_request.user_agent").or_else(|| {
             (!self.has_own_src_ip())
                 .then(|| self.str("evidences.0.http_request.user_agent"))
                 .flatten()
-        };
-        Http {
-            url: s("url.url_string"),
-            method: s("http_method"),
-            user_agent: s("user_agent").or_else(evidence),
-        }
+        })
     }
 
     /// Whether the event names a source IP of its own: the client details of its first
@@ -481,29 +435,63 @@ impl<'a> View<'a> {
     fn has_own_src_ip(&self) -> bool {
         self.str("src_endpoint.ip").is_some()
     }
+}
 
-    /// The result code: `status_code` (an Entra error code, the HTTP status of a Graph call).
-    pub fn status_code(&self) -> Option<Cow<'a, str>> {
-        self.text("status_code")
+/// What the attribute encoders write of a tree's event, read once.
+pub(crate) fn flat_of<'a>(v: &View<'a>) -> Flat<Cow<'a, str>> {
+    let s = |path: &str| v.str(path).map(Cow::Borrowed);
+    let b = |x: Option<&'a str>| x.map(Cow::Borrowed);
+    let user = |u: UserRef<'a>| FlatUser {
+        name: b(u.name),
+        uid: b(u.uid),
+    };
+    let (src_user, dst_user) = v.users();
+    let loc = v.src_location();
+    let ls = |k: &str| b(loc?.member(k)?.as_str().filter(|s| !s.is_empty()));
+    let ln = |k: &str| loc?.member(k)?.as_text();
+    let (lat, long) = match (ln("lat"), ln("long")) {
+        (Some(lat), Some(long)) => (Some(lat), Some(long)),
+        _ => (None, None),
+    };
+    Flat {
+        class_uid: v.class_uid(),
+        activity_id: v.activity_id(),
+        type_uid: v.type_uid(),
+        severity_id: v.severity_id(),
+        time_ms: v.time_ms(),
+        start_ms: v.int("finding_info.first_seen_time").or_else(|| v.int("start_time")),
+        end_ms: v.int("finding_info.last_seen_time").or_else(|| v.int("end_time")),
+        product: s("metadata.product.name"),
+        product_version: s("metadata.product.version"),
+        detector: b(v.first(&["finding_info.analytic.uid", "finding_info.types.0"])),
+        title: b(v.title()),
+        category: b(v.ms_category()),
+        finding_uid: v.finding_uid(),
+        activity_name: s("activity_name"),
+        status: s("status"),
+        message: s("message"),
+        src_user: user(src_user),
+        dst_user: user(dst_user),
+        src_ip: b(v.first(&["src_endpoint.ip", "evidences.0.src_endpoint.ip"])),
+        dst_ip: s("dst_endpoint.ip"),
+        src_host: b(v.first(&["src_endpoint.hostname", "device.hostname"])),
+        dst_host: s("dst_endpoint.hostname"),
+        app_name: s("actor.app_name"),
+        service_name: s("service.name"),
+        request_url: s("http_request.url.url_string"),
+        request_method: s("http_request.http_method"),
+        user_agent: b(v.user_agent()),
+        status_code: v.text("status_code"),
+        status_detail: s("status_detail"),
+        portal_url: b(v.first(&["finding_info.src_url", "src_url"])),
+        country: ls("country"),
+        city: ls("city"),
+        lat,
+        long,
+        tenant: s("metadata.tenant_uid"),
+        change_type: s("unmapped.change_type"),
+        event_uid: s("metadata.uid"),
     }
-}
-
-/// What the encoders show of an event's HTTP request.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Http<'a> {
-    pub url: Option<&'a str>,
-    pub method: Option<&'a str>,
-    pub user_agent: Option<&'a str>,
-}
-
-/// The source geolocation of an event (OCSF `location`): country code, city, and latitude and
-/// longitude as the decimal text the source gave.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Location<'a> {
-    pub country: Option<&'a str>,
-    pub city: Option<&'a str>,
-    pub lat: Option<Cow<'a, str>>,
-    pub long: Option<Cow<'a, str>>,
 }
 
 /// Name and uid of an OCSF user object.
@@ -541,16 +529,11 @@ pub(crate) struct ProductNaming {
 impl ProductNaming {
     /// Product of the event: the configured override, else `metadata.product.name`, else a
     /// default by kind; `Microsoft ` is stripped from the front when configured.
-    pub fn product<'a>(&'a self, view: &View<'a>) -> &'a str {
+    pub fn product<'a, S: Deref<Target = str>>(&'a self, f: &'a Flat<S>, kind: EventKind) -> &'a str {
         if let Some(p) = &self.product {
             return p;
         }
-        let name = view.str("metadata.product.name").unwrap_or(match view.meta.kind {
-            EventKind::Incident | EventKind::Alert | EventKind::Hunting => "Microsoft Defender XDR",
-            EventKind::SignIn | EventKind::Audit | EventKind::GraphActivity => "Microsoft Entra ID",
-            EventKind::RiskDetection | EventKind::RiskState => "Microsoft Entra ID Protection",
-            EventKind::Generic => "Microsoft 365",
-        });
+        let name = f.product_or_default(kind);
         let short = name.strip_prefix("Microsoft ").unwrap_or(name);
         if self.mdi_as_azure_atp && short == "Defender for Identity" {
             return "Azure ATP";

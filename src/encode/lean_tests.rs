@@ -11,7 +11,7 @@ use crate::event::{Event, EventMeta, Position};
 use crate::normalize::{NormalizeOptions, Normalizer};
 
 /// Every record of the Event Hub bodies and Graph pages in tests/data.
-fn samples() -> Vec<(String, DecodedRecord)> {
+pub(super) fn samples() -> Vec<(String, DecodedRecord)> {
     let mut out = Vec::new();
     for dir in ["eventhub", "graph"] {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -36,7 +36,7 @@ fn samples() -> Vec<(String, DecodedRecord)> {
 }
 
 /// The metadata a source gives a decoded record.
-fn meta_of(rec: &DecodedRecord) -> EventMeta {
+pub(super) fn meta_of(rec: &DecodedRecord) -> EventMeta {
     let mut meta = EventMeta::new(
         Arc::from("s"),
         &rec.category,

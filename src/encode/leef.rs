@@ -34,10 +34,13 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::fields::{floor_boundary, ip, push_padded, str_at, text_at, ProductNaming, Utc, View};
+use std::ops::Deref;
+
+use super::fields::{floor_boundary, ip, push_padded, str_at, text_at, ProductNaming, Utc};
 use super::record::{encode_event, evidence_type, Builder, Ctx, Extra, Record, Syntax, KEEP};
 use super::{EncodeError, EncodeReport, Encoder, EncoderOptions, Format, SplitMode};
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, EventMeta};
+use crate::normalize::Flat;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 pub enum LeefVersion {
@@ -198,7 +201,7 @@ impl LeefEncoder {
         }
     }
 
-    fn start<'a>(&'a self, v: &View<'a>, event_id: &'a str) -> Record<'a> {
+    fn start<'a, S: Deref<Target = str>>(&'a self, f: &'a Flat<S>, meta: &EventMeta, event_id: &'a str) -> Record<'a> {
         let mut truncated = false;
         let mut cap = |s: &'a str, max: usize| -> Cow<'a, str> {
             let c = floor_boundary(s, max);
@@ -207,16 +210,13 @@ impl LeefEncoder {
         };
         let header = vec![
             cap(&self.vendor, HEADER_MAX),
-            cap(self.naming.product(v), HEADER_MAX),
-            cap(
-                v.str("metadata.product.version").unwrap_or(&self.device_version),
-                HEADER_MAX,
-            ),
+            cap(self.naming.product(f, meta.kind), HEADER_MAX),
+            cap(f.product_version.as_deref().unwrap_or(&self.device_version), HEADER_MAX),
             cap(event_id, EVENT_ID_MAX),
         ];
         let mut rec = Record::new(header, None);
         rec.truncated = truncated;
-        let t = v.time_ms();
+        let t = f.time_ms;
         match self.dev_time {
             DevTime::Epoch => rec.int("devTime", None, t),
             DevTime::Formatted => {
@@ -238,21 +238,21 @@ impl LeefEncoder {
                 );
             }
         }
-        if let Some(s) = sev(v.severity_id()) {
+        if let Some(s) = sev(f.severity_id) {
             rec.int("sev", None, s);
         }
         rec
     }
 
-    fn tail<'a>(&self, rec: &mut Record<'a>, v: &View<'a>) {
-        rec.atom("tenantId", v.tenant(), 6);
-        rec.text("changeType", v.change_type(), STR_MAX, 4);
-        rec.atom("eventUid", v.str("metadata.uid"), 6);
+    fn tail<'a, S: Deref<Target = str>>(&self, rec: &mut Record<'a>, f: &'a Flat<S>, meta: &'a EventMeta) {
+        rec.atom("tenantId", f.tenant(meta), 6);
+        rec.text("changeType", f.change_type(meta), STR_MAX, 4);
+        rec.atom("eventUid", f.event_uid.as_deref(), 6);
     }
 
-    fn numbers(&self, rec: &mut Record<'_>, v: &View<'_>) {
-        rec.int("ocsfClass", None, v.class_uid());
-        rec.int("ocsfType", None, v.type_uid());
+    fn numbers<S>(&self, rec: &mut Record<'_>, f: &Flat<S>) {
+        rec.int("ocsfClass", None, f.class_uid);
+        rec.int("ocsfType", None, f.type_uid);
     }
 }
 
@@ -291,14 +291,14 @@ pub fn format_time(ms: i64) -> String {
 }
 
 /// The stable EventID of an event.
-pub(crate) fn event_id(v: &View<'_>) -> &'static str {
-    let by_activity = |c: &'static str, u: &'static str, x: &'static str, other: &'static str| match v.activity_id() {
+pub(crate) fn event_id<S>(f: &Flat<S>, meta: &EventMeta) -> &'static str {
+    let by_activity = |c: &'static str, u: &'static str, x: &'static str, other: &'static str| match f.activity_id {
         1 => c,
         2 => u,
         3 => x,
         _ => other,
     };
-    match (v.class_uid(), v.meta.kind) {
+    match (f.class_uid, meta.kind) {
         (2005, _) => by_activity("IncidentCreated", "IncidentUpdated", "IncidentClosed", "Incident"),
         (_, EventKind::Alert) => by_activity("AlertCreated", "AlertUpdated", "AlertClosed", "Alert"),
         (_, EventKind::RiskDetection) => "RiskDetection",
@@ -325,72 +325,84 @@ impl Builder for LeefEncoder {
         (self.max, self.split)
     }
 
-    fn main<'a>(&'a self, v: &View<'a>, extra: Extra) -> Record<'a> {
-        let mut rec = self.start(v, event_id(v));
-        rec.text("cat", Some(v.ms_category()), STR_MAX, 3);
-        let src = ip_of(v.src_ip());
+    fn main<'a, S: Deref<Target = str>>(&'a self, f: &'a Flat<S>, meta: &'a EventMeta, extra: Extra) -> Record<'a> {
+        let mut rec = self.start(f, meta, event_id(f, meta));
+        rec.text("cat", Some(f.category(meta)), STR_MAX, 3);
+        let src = ip_of(f.src_ip.as_deref());
         rec.atom("src", src, 5);
-        rec.atom("dst", ip_of(v.dst_ip()), 5);
-        let (src_user, dst_user) = v.users();
-        rec.text("usrName", src_user.name, USER_MAX, 4);
-        if v.class_uid() == 3002 {
+        rec.atom("dst", ip_of(f.dst_ip.as_deref()), 5);
+        rec.text("usrName", f.src_user.name.as_deref(), USER_MAX, 4);
+        if f.class_uid == 3002 {
             if let Some(s) = src {
                 rec.atom("identSrc", Some(s), 5);
-                rec.text("identHostName", v.src_host(), STR_MAX, 4);
+                rec.text("identHostName", f.src_host.as_deref(), STR_MAX, 4);
             }
         }
-        rec.text("srcHostName", v.src_host(), STR_MAX, 4);
-        rec.text("dstHostName", v.str("dst_endpoint.hostname"), STR_MAX, 4);
-        rec.atom("userId", src_user.uid, 5);
-        rec.text("targetUser", dst_user.name, STR_MAX, 4);
-        rec.atom("targetUserId", dst_user.uid, 5);
-        rec.text("title", Some(v.title()), STR_MAX, 1);
-        rec.text("msg", v.str("message"), STR_MAX, 0);
-        rec.text("action", v.str("activity_name"), STR_MAX, 3);
-        rec.text("outcome", v.str("status"), STR_MAX, 3);
-        rec.text_pair("statusCode", None, v.status_code(), SHORT_MAX, 5, true);
-        rec.text("reason", v.str("status_detail"), STR_MAX, 1);
-        rec.text("resource", v.str("service.name"), STR_MAX, 3);
-        rec.text("application", v.str("actor.app_name"), STR_MAX, 3);
-        let http = v.http();
-        rec.text("requestUrl", http.url, STR_MAX, 2);
-        rec.text("requestMethod", http.method, SHORT_MAX, 3);
-        rec.text("userAgent", http.user_agent, STR_MAX, 2);
-        let loc = v.src_location();
-        rec.text("srcCountry", loc.country, SHORT_MAX, 3);
-        rec.text("srcCity", loc.city, STR_MAX, 3);
-        if let (Some(lat), Some(long)) = (loc.lat, loc.long) {
-            rec.text_pair("srcLat", None, Some(lat), SHORT_MAX, 2, true);
-            rec.text_pair("srcLong", None, Some(long), SHORT_MAX, 2, true);
+        rec.text("srcHostName", f.src_host.as_deref(), STR_MAX, 4);
+        rec.text("dstHostName", f.dst_host.as_deref(), STR_MAX, 4);
+        rec.atom("userId", f.src_user.uid.as_deref(), 5);
+        rec.text("targetUser", f.dst_user.name.as_deref(), STR_MAX, 4);
+        rec.atom("targetUserId", f.dst_user.uid.as_deref(), 5);
+        rec.text("title", Some(f.title(meta)), STR_MAX, 1);
+        rec.text("msg", f.message.as_deref(), STR_MAX, 0);
+        rec.text("action", f.activity_name.as_deref(), STR_MAX, 3);
+        rec.text("outcome", f.status.as_deref(), STR_MAX, 3);
+        let code = f.status_code.as_deref().map(Cow::Borrowed);
+        rec.text_pair("statusCode", None, code, SHORT_MAX, 5, true);
+        rec.text("reason", f.status_detail.as_deref(), STR_MAX, 1);
+        rec.text("resource", f.service_name.as_deref(), STR_MAX, 3);
+        rec.text("application", f.app_name.as_deref(), STR_MAX, 3);
+        rec.text("requestUrl", f.request_url.as_deref(), STR_MAX, 2);
+        rec.text("requestMethod", f.request_method.as_deref(), SHORT_MAX, 3);
+        rec.text("userAgent", f.user_agent.as_deref(), STR_MAX, 2);
+        rec.text("srcCountry", f.country.as_deref(), SHORT_MAX, 3);
+        rec.text("srcCity", f.city.as_deref(), STR_MAX, 3);
+        if let (Some(lat), Some(long)) = (f.lat.as_deref(), f.long.as_deref()) {
+            rec.text_pair("srcLat", None, Some(Cow::Borrowed(lat)), SHORT_MAX, 2, true);
+            rec.text_pair("srcLong", None, Some(Cow::Borrowed(long)), SHORT_MAX, 2, true);
         }
-        rec.atom("url", v.url(), 2);
-        rec.text_pair("findingId", None, v.finding_uid(), STR_MAX, 6, true);
-        self.tail(&mut rec, v);
+        rec.atom("url", f.portal_url.as_deref(), 2);
+        let uid = f.finding_uid(meta).map(Cow::Borrowed);
+        rec.text_pair("findingId", None, uid, STR_MAX, 6, true);
+        self.tail(&mut rec, f, meta);
         match extra {
             Extra::Whole(ids) => rec.text_pair("alertIds", None, ids.map(Cow::Owned), STR_MAX * 4, 1, false),
             Extra::Part(p) => rec.text_pair("part", None, Some(Cow::Owned(p)), STR_MAX, KEEP, true),
         }
-        self.numbers(&mut rec, v);
+        self.numbers(&mut rec, f);
         rec
     }
 
-    fn alert<'a>(&'a self, v: &View<'a>, a: &'a Value, part: String) -> Record<'a> {
-        let mut rec = self.start(v, "IncidentAlert");
+    fn alert<'a, S: Deref<Target = str>>(
+        &'a self,
+        f: &'a Flat<S>,
+        meta: &'a EventMeta,
+        a: &'a Value,
+        part: String,
+    ) -> Record<'a> {
+        let mut rec = self.start(f, meta, "IncidentAlert");
         let cat = str_at(a, "analytic.uid").or_else(|| str_at(a, "types.0"));
         rec.text("cat", cat, STR_MAX, 3);
         rec.text("title", str_at(a, "title"), STR_MAX, 1);
         rec.text("msg", str_at(a, "desc"), STR_MAX, 0);
         rec.atom("url", str_at(a, "src_url"), 2);
         rec.text_pair("findingId", None, text_at(a, "uid"), STR_MAX, 6, true);
-        rec.text_pair("incidentId", None, v.finding_uid(), STR_MAX, 6, true);
-        self.tail(&mut rec, v);
+        let incident = f.finding_uid(meta).map(Cow::Borrowed);
+        rec.text_pair("incidentId", None, incident, STR_MAX, 6, true);
+        self.tail(&mut rec, f, meta);
         rec.text_pair("part", None, Some(Cow::Owned(part)), STR_MAX, KEEP, true);
-        self.numbers(&mut rec, v);
+        self.numbers(&mut rec, f);
         rec
     }
 
-    fn evidence<'a>(&'a self, v: &View<'a>, e: &'a Value, part: String) -> Record<'a> {
-        let mut rec = self.start(v, "IncidentEvidence");
+    fn evidence<'a, S: Deref<Target = str>>(
+        &'a self,
+        f: &'a Flat<S>,
+        meta: &'a EventMeta,
+        e: &'a Value,
+        part: String,
+    ) -> Record<'a> {
+        let mut rec = self.start(f, meta, "IncidentEvidence");
         rec.text("cat", Some(evidence_type(e)), STR_MAX, 3);
         rec.atom(
             "src",
@@ -409,10 +421,11 @@ impl Builder for LeefEncoder {
         rec.atom("fileHash", file("hashes.0.value"), 5);
         rec.text("process", str_at(e, "process.name"), STR_MAX, 2);
         rec.text("requestUrl", str_at(e, "url.url_string"), STR_MAX, 2);
-        rec.text_pair("incidentId", None, v.finding_uid(), STR_MAX, 6, true);
-        self.tail(&mut rec, v);
+        let incident = f.finding_uid(meta).map(Cow::Borrowed);
+        rec.text_pair("incidentId", None, incident, STR_MAX, 6, true);
+        self.tail(&mut rec, f, meta);
         rec.text_pair("part", None, Some(Cow::Owned(part)), STR_MAX, KEEP, true);
-        self.numbers(&mut rec, v);
+        self.numbers(&mut rec, f);
         rec
     }
 }

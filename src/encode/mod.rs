@@ -11,6 +11,8 @@
 
 pub mod cef;
 pub(crate) mod fields;
+#[cfg(test)]
+mod flat_tests;
 mod framing;
 pub mod hec;
 mod json;

@@ -8,9 +8,12 @@ use serde_json::Value;
 
 use crate::byte_search::first_of;
 
-use super::fields::{floor_boundary, int_bytes, str_at, text_at, View};
+use std::ops::Deref;
+
+use super::fields::{flat_of, floor_boundary, int_bytes, str_at, text_at, View};
 use super::{EncodeError, EncodeReport, SplitMode};
-use crate::event::Event;
+use crate::event::{Event, EventMeta};
+use crate::normalize::Flat;
 
 /// Where a string is written; decides its escaping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -420,9 +423,21 @@ pub(crate) trait Builder {
     fn syntax(&self) -> &Syntax;
     /// `max_message_bytes` and incident splitting.
     fn limits(&self) -> (Option<usize>, SplitMode);
-    fn main<'a>(&'a self, v: &View<'a>, extra: Extra) -> Record<'a>;
-    fn alert<'a>(&'a self, v: &View<'a>, alert: &'a Value, part: String) -> Record<'a>;
-    fn evidence<'a>(&'a self, v: &View<'a>, ev: &'a Value, part: String) -> Record<'a>;
+    fn main<'a, S: Deref<Target = str>>(&'a self, f: &'a Flat<S>, meta: &'a EventMeta, extra: Extra) -> Record<'a>;
+    fn alert<'a, S: Deref<Target = str>>(
+        &'a self,
+        f: &'a Flat<S>,
+        meta: &'a EventMeta,
+        alert: &'a Value,
+        part: String,
+    ) -> Record<'a>;
+    fn evidence<'a, S: Deref<Target = str>>(
+        &'a self,
+        f: &'a Flat<S>,
+        meta: &'a EventMeta,
+        ev: &'a Value,
+        part: String,
+    ) -> Record<'a>;
 }
 
 /// Appends `event`'s message(s) in `b`'s dialect ([`encode_parts`]), `reserve` bytes of each
@@ -437,12 +452,14 @@ pub(crate) fn encode_event<B: Builder>(
     let (max, split) = b.limits();
     let max = max.map(|m| m.saturating_sub(reserve));
     let n = event.normalized.as_deref().ok_or(EncodeError::NotNormalized)?;
-    if !n.is_object() {
-        return Err(EncodeError::InvalidOcsf);
-    }
-    let v = View::new(n.root(), &event.meta);
     let start = out.len();
-    let r = encode_parts(b, &v, out, max, split);
+    let r = match n.flat() {
+        // Normalized without a tree: never an incident, so one message.
+        Some(f) => emit(b.syntax(), b.main(f, &event.meta, Extra::Whole(None)), out, max)
+            .map(|e| EncodeReport::one(e.truncated, e.altered)),
+        None if !n.is_object() => return Err(EncodeError::InvalidOcsf),
+        None => encode_parts(b, &View::new(n.root(), &event.meta), out, max, split),
+    };
     if r.is_err() {
         out.truncate(start);
     }
@@ -460,6 +477,7 @@ fn encode_parts<B: Builder>(
     split: SplitMode,
 ) -> Result<EncodeReport, EncodeError> {
     let syn = b.syntax();
+    let f = flat_of(v);
     let (alerts, evidences) = if v.class_uid() == 2005 {
         (v.array("finding_info_list"), v.array("evidences"))
     } else {
@@ -484,7 +502,7 @@ fn encode_parts<B: Builder>(
             }
             s
         });
-        let rec = b.main(v, Extra::Whole(ids));
+        let rec = b.main(&f, v.meta, Extra::Whole(ids));
         let fits = match max {
             Some(m) if split == SplitMode::Auto && parts > 0 => size(syn, &rec) <= m,
             _ => true,
@@ -500,13 +518,13 @@ fn encode_parts<B: Builder>(
         ..EncodeReport::default()
     };
     let mut add = |e: Emitted| report.add(EncodeReport::one(e.truncated, e.altered));
-    add(emit(syn, b.main(v, Extra::Part(format!("1/{n}"))), out, max)?);
+    add(emit(syn, b.main(&f, v.meta, Extra::Part(format!("1/{n}"))), out, max)?);
     for (i, a) in alerts.iter().enumerate() {
-        add(emit(syn, b.alert(v, a, format!("{}/{n}", i + 2)), out, max)?);
+        add(emit(syn, b.alert(&f, v.meta, a, format!("{}/{n}", i + 2)), out, max)?);
     }
     for (i, e) in evidences.iter().enumerate() {
         let part = format!("{}/{n}", i + 2 + alerts.len());
-        add(emit(syn, b.evidence(v, e, part), out, max)?);
+        add(emit(syn, b.evidence(&f, v.meta, e, part), out, max)?);
     }
     Ok(report)
 }

@@ -304,10 +304,13 @@ impl SyslogWriter {
     pub fn header(&self, event: &Event, out: &mut Vec<u8>) {
         let meta = &event.meta;
         let (time, sev) = match event.normalized.as_deref() {
-            Some(n) => {
-                let v = View::new(n.root(), meta);
-                (v.time_ms(), v.severity_id())
-            }
+            Some(n) => match n.flat() {
+                Some(f) => (f.time_ms, f.severity_id),
+                None => {
+                    let v = View::new(n.root(), meta);
+                    (v.time_ms(), v.severity_id())
+                }
+            },
             None => (meta.event_ms.unwrap_or(meta.received_ms), meta.severity_id),
         };
         let time = match self.time {

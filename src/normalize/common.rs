@@ -184,13 +184,22 @@ pub(crate) fn location_obj(
 ) -> Obj {
     let mut l = Obj::new();
     l.s("city", city).s("region", region).s("country", country);
-    if let (Some(la), Some(lo)) = (lat, long) {
-        if la != 0.0 || lo != 0.0 {
-            l.ov("lat", serde_json::Number::from_f64(la).map(Value::Number));
-            l.ov("long", serde_json::Number::from_f64(lo).map(Value::Number));
-        }
-    }
+    let (la, lo) = coordinates(lat, long);
+    l.ov("lat", la.map(Value::Number)).ov("long", lo.map(Value::Number));
     l
+}
+
+/// Latitude and longitude as OCSF numbers: both given and not (0, 0), each when finite.
+pub(crate) fn coordinates(
+    lat: Option<f64>,
+    long: Option<f64>,
+) -> (Option<serde_json::Number>, Option<serde_json::Number>) {
+    match (lat, long) {
+        (Some(la), Some(lo)) if la != 0.0 || lo != 0.0 => {
+            (serde_json::Number::from_f64(la), serde_json::Number::from_f64(lo))
+        }
+        _ => (None, None),
+    }
 }
 
 /// Entra `signInLocation` shape: `{city, state, countryOrRegion, geoCoordinates{latitude, longitude}}`.
@@ -217,12 +226,15 @@ pub(crate) struct Geo {
 
 impl SignInLocation<'_> {
     pub fn to_obj(&self) -> Obj {
-        let (lat, long) = self
-            .geo
+        let (lat, long) = self.coordinates();
+        location_obj(self.city.get(), self.state.get(), self.country.get(), lat, long)
+    }
+
+    pub fn coordinates(&self) -> (Option<f64>, Option<f64>) {
+        self.geo
             .as_ref()
             .map(|g| (g.latitude.f64(), g.longitude.f64()))
-            .unwrap_or((None, None));
-        location_obj(self.city.get(), self.state.get(), self.country.get(), lat, long)
+            .unwrap_or((None, None))
     }
 }
 

@@ -204,22 +204,33 @@ fn new_finding(
     Ok((d, env.tenant()))
 }
 
-/// The row's account as an OCSF user (Entra object id, else SID, as `uid`), taught to the
-/// user restoration cache.
-fn account(ctx: &Ctx<'_>, tenant: Option<&str>, r: &Row<'_>) -> Obj {
+/// The row's account (uid: Entra object id, else SID; name: UPN, else account name; display
+/// name; domain), taught to the user restoration cache.
+#[allow(clippy::type_complexity)]
+fn account_parts<'r>(
+    ctx: &Ctx<'_>,
+    tenant: Option<&str>,
+    r: &'r Row<'_>,
+) -> (Option<&'r str>, Option<&'r str>, Option<&'r str>, Option<&'r str>) {
     ctx.learn_user(
         tenant,
         r.AccountObjectId.get(),
         r.AccountUpn.get(),
         r.AccountDisplayName.get(),
     );
-    let mut user = user_obj(
+    (
         r.AccountObjectId.get().or(r.AccountSid.get()),
         r.AccountUpn.get().or(r.AccountName.get()),
         r.AccountDisplayName.get(),
         r.AccountDomain.get(),
-        UserType::User,
-    );
+    )
+}
+
+/// The row's account as an OCSF user (Entra object id, else SID, as `uid`), taught to the
+/// user restoration cache.
+fn account(ctx: &Ctx<'_>, tenant: Option<&str>, r: &Row<'_>) -> Obj {
+    let (uid, name, full, domain) = account_parts(ctx, tenant, r);
+    let mut user = user_obj(uid, name, full, domain, UserType::User);
     if r.AccountObjectId.get().is_some() {
         user.s("uid_alt", r.AccountSid.get());
     }
@@ -257,18 +268,8 @@ pub(crate) fn map_alert_info(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Normaliz
     Ok(d)
 }
 
-pub(crate) fn map_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let (env, r) = parse(raw)?;
-    let (mut d, tenant) = new_finding(ctx, &env, &r)?;
-    let t = tenant.as_deref();
-    let alert_id = r.AlertId.get().unwrap_or_default();
-    let original = d.original_time.clone().unwrap_or_default();
-    let entity = r.EntityType.get().unwrap_or("Unknown");
-    d.activity_id = 2;
-    d.severity_id = ctx
-        .seen
-        .severity(finding_key("defender.alert", ctx.cache_tenant(t), alert_id))
-        .unwrap_or(0);
+/// `metadata.uid` of an evidence row: the alert, the entity type and every identifying column.
+fn evidence_uid(tenant: Option<&str>, alert_id: &str, entity: &str, r: &Row<'_>, original: &str) -> u128 {
     let identity = [
         &r.AccountObjectId,
         &r.AccountSid,
@@ -292,20 +293,43 @@ pub(crate) fn map_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Norm
     .filter_map(|s| s.get())
     .collect::<Vec<_>>()
     .join("|");
-    d.uid = uid_of(&[
+    uid_of(&[
         "defender.AlertEvidence",
-        t.unwrap_or(""),
+        tenant.unwrap_or(""),
         alert_id,
         entity,
         &identity,
-        &original,
-    ]);
-    let cats: Vec<String> = match decode_embedded(r.Categories) {
+        original,
+    ])
+}
+
+/// The alert's categories (`Categories`: a JSON array, or one category, inside a string).
+fn categories(r: &Row<'_>) -> Vec<String> {
+    match decode_embedded(r.Categories) {
         Some(Value::Array(a)) => a.into_iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
         Some(Value::String(s)) => vec![s],
         _ => Vec::new(),
-    };
-    d.body.o("finding_info", finding_base(&r, &cats));
+    }
+}
+
+/// The severity an evidence row takes from its alert, when the alert was seen.
+fn evidence_severity(ctx: &Ctx<'_>, tenant: Option<&str>, alert_id: &str) -> u8 {
+    ctx.seen
+        .severity(finding_key("defender.alert", ctx.cache_tenant(tenant), alert_id))
+        .unwrap_or(0)
+}
+
+pub(crate) fn map_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
+    let (env, r) = parse(raw)?;
+    let (mut d, tenant) = new_finding(ctx, &env, &r)?;
+    let t = tenant.as_deref();
+    let alert_id = r.AlertId.get().unwrap_or_default();
+    let original = d.original_time.clone().unwrap_or_default();
+    let entity = r.EntityType.get().unwrap_or("Unknown");
+    d.activity_id = 2;
+    d.severity_id = evidence_severity(ctx, t, alert_id);
+    d.uid = evidence_uid(t, alert_id, entity, &r, &original);
+    d.body.o("finding_info", finding_base(&r, &categories(&r)));
 
     // The evidence row: every populated column is mapped, whatever the EntityType.
     let mut e = Obj::new();
@@ -447,6 +471,59 @@ fn logon_type(t: Option<&str>) -> Option<(u8, String)> {
     Some((id, t.to_owned()))
 }
 
+/// Status and severity of a logon's `ActionType`.
+fn logon_outcome(action: Option<&str>) -> (u8, u8) {
+    match action.map(str::to_ascii_lowercase).as_deref() {
+        Some("logonsuccess") => (1, 1),
+        Some("logonfailed") => (2, 2),
+        _ => (0, 1),
+    }
+}
+
+/// Source IP, port and host, destination host, IP and port: the device table logs the device
+/// signed in to, the identity table the client and the domain controller.
+#[allow(clippy::type_complexity)]
+fn logon_endpoints<'r>(
+    r: &'r Row<'_>,
+    device_table: bool,
+) -> (
+    Option<&'r str>,
+    Option<i64>,
+    Option<&'r str>,
+    Option<&'r str>,
+    Option<&'r str>,
+    Option<i64>,
+) {
+    if device_table {
+        (
+            r.RemoteIP.get(),
+            r.RemotePort.i64(),
+            r.RemoteDeviceName.get(),
+            r.DeviceName.get(),
+            None,
+            None,
+        )
+    } else {
+        (
+            r.IPAddress.get(),
+            r.Port.i64(),
+            r.DeviceName.get(),
+            r.DestinationDeviceName.get(),
+            r.DestinationIPAddress.get(),
+            r.DestinationPort.i64(),
+        )
+    }
+}
+
+/// `<ActionType> by <user>[ to <application>]`.
+fn logon_message(r: &Row<'_>, who: &str) -> String {
+    format!(
+        "{} by {who}{}",
+        r.ActionType.get().unwrap_or("Logon"),
+        r.Application.get().map(|a| format!(" to {a}")).unwrap_or_default()
+    )
+}
+
 pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let (env, r) = parse(raw)?;
     let (time, original) = pick_time(&[("Timestamp", &r.Timestamp), ("time", &env.time)])?;
@@ -471,11 +548,7 @@ pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
         original,
     ]);
     let action = r.ActionType.get();
-    let (status_id, severity) = match action.map(str::to_ascii_lowercase).as_deref() {
-        Some("logonsuccess") => (1, 1),
-        Some("logonfailed") => (2, 2),
-        _ => (0, 1),
-    };
+    let (status_id, severity) = logon_outcome(action);
     d.status_id = Some(status_id);
     d.severity_id = severity;
     d.body.s("status_detail", r.FailureReason.get());
@@ -488,25 +561,7 @@ pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
     let who = user.get_str("name").unwrap_or("unknown").to_owned();
     d.body.o("user", user);
 
-    let (src_ip, src_port, src_host, dst_host, dst_ip, dst_port) = if device_table {
-        (
-            r.RemoteIP.get(),
-            r.RemotePort.i64(),
-            r.RemoteDeviceName.get(),
-            r.DeviceName.get(),
-            None,
-            None,
-        )
-    } else {
-        (
-            r.IPAddress.get(),
-            r.Port.i64(),
-            r.DeviceName.get(),
-            r.DestinationDeviceName.get(),
-            r.DestinationIPAddress.get(),
-            r.DestinationPort.i64(),
-        )
-    };
+    let (src_ip, src_port, src_host, dst_host, dst_ip, dst_port) = logon_endpoints(&r, device_table);
     let mut src = Obj::new();
     src.s("ip", src_ip).i("port", src_port).s("hostname", src_host);
     let mut loc = Obj::new();
@@ -548,14 +603,7 @@ pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
             d.body.v("is_remote", true);
         }
     }
-    d.body.v(
-        "message",
-        format!(
-            "{} by {who}{}",
-            action.unwrap_or("Logon"),
-            r.Application.get().map(|a| format!(" to {a}")).unwrap_or_default()
-        ),
-    );
+    d.body.v("message", logon_message(&r, &who));
     d.tenant = tenant;
     env.unmapped_into(&mut d.unmapped);
     d.unmapped
@@ -570,6 +618,10 @@ pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
         .embedded("AdditionalFields", r.AdditionalFields);
     Ok(d)
 }
+
+#[path = "defender_flat.rs"]
+mod flat;
+pub(crate) use flat::{flat_alert_evidence, flat_logon};
 
 #[cfg(test)]
 #[path = "defender_tests.rs"]

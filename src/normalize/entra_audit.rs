@@ -188,13 +188,22 @@ fn target_summary(t: &Target<'_>) -> Node {
     Node::Obj(o)
 }
 
-pub(crate) fn map_audit(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let env: Envelope<'_, Audit<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
-    let empty = Audit::default();
-    let p = env.properties.as_ref().unwrap_or(&empty);
-    let (time, original) = pick_time(&[("activityDateTime", &p.activity_time), ("time", &env.time)])?;
-    let tenant = env.tenant();
-    let t = tenant.as_deref();
+/// A target that is an account (Account Change needs one).
+fn is_user_target(x: &Target<'_>) -> bool {
+    x.kind.is("User") || x.kind.is("ServicePrincipal") || x.upn.get().is_some()
+}
+
+/// What decides an audit event's class, activity and severity.
+struct Kind<'p, 'a> {
+    activity_name: String,
+    targets: Vec<&'p Target<'a>>,
+    /// The Account Change activity, for an account activity on an account.
+    account_act: Option<u8>,
+    class: Class,
+    severity_id: u8,
+}
+
+fn kind<'p, 'a>(env: &Envelope<'a, Audit<'a>>, p: &'p Audit<'a>) -> Kind<'p, 'a> {
     let activity_name = p
         .activity
         .get()
@@ -203,21 +212,43 @@ pub(crate) fn map_audit(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
         .trim()
         .to_owned();
     let targets: Vec<&Target<'_>> = p.targets.0.iter().filter_map(|x| x.as_ref()).collect();
-    let is_user_target = |x: &&Target<'_>| x.kind.is("User") || x.kind.is("ServicePrincipal") || x.upn.get().is_some();
-    let account_act = account_activity(&activity_name).filter(|_| targets.iter().any(is_user_target));
-
+    let account_act = account_activity(&activity_name).filter(|_| targets.iter().any(|x| is_user_target(x)));
     let class = if account_act.is_some() {
         Class::AccountChange
     } else {
         Class::EntityManagement
     };
+    let privileged = p.category.is("RoleManagement") || matches!(account_act, Some(7) | Some(8));
+    Kind {
+        activity_name,
+        targets,
+        account_act,
+        class,
+        severity_id: if privileged { 3 } else { 1 },
+    }
+}
+
+pub(crate) fn map_audit(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
+    let env: Envelope<'_, Audit<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let empty = Audit::default();
+    let p = env.properties.as_ref().unwrap_or(&empty);
+    let (time, original) = pick_time(&[("activityDateTime", &p.activity_time), ("time", &env.time)])?;
+    let tenant = env.tenant();
+    let t = tenant.as_deref();
+    let k = kind(&env, p);
+    let Kind {
+        activity_name,
+        targets,
+        account_act,
+        class,
+        severity_id,
+    } = k;
     let mut d = Draft::new(class, time, "Microsoft Entra ID");
     d.original_time = Some(original.to_owned());
     d.feature = "AuditLogs".to_owned();
     d.correlation_uid = p.correlation_id.owned().or_else(|| env.correlation_id.owned());
     d.uid = uid_of(&["AuditLogs", t.unwrap_or(""), p.id.get().unwrap_or_default(), original]);
-    let privileged = p.category.is("RoleManagement") || matches!(account_act, Some(7) | Some(8));
-    d.severity_id = if privileged { 3 } else { 1 };
+    d.severity_id = severity_id;
     d.status_id = Some(result_status(p.result.get()));
     d.body.s("status_detail", p.result_reason.get());
     d.body.v("message", activity_name.clone());
@@ -340,6 +371,10 @@ pub(crate) fn map_audit(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
         );
     Ok(d)
 }
+
+#[path = "entra_audit_flat.rs"]
+mod flat;
+pub(crate) use flat::flat_audit;
 
 #[derive(Deserialize, Default)]
 #[serde(bound(deserialize = "'de: 'a"))]

@@ -2,14 +2,18 @@
 //! ServicePrincipalSignInLogs, ManagedIdentitySignInLogs, ADFSSignInLogs) → OCSF
 //! Authentication (3002), activity Logon.
 
+use std::borrow::Cow;
+
+use bytestring::ByteString;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::common::{obs, observe_user, os_obj, pick_time, uid_of, user_obj, Envelope, Obj, SignInLocation, UserType};
+use super::direct::{owned, set_location, t, Base, Direct};
 use super::embedded::embedded;
 use super::lenient::{Flag, Nest, Num, Str};
 use super::ocsf::{Class, Draft};
-use super::{Ctx, NormalizeError};
+use super::{Ctx, FlatUser, NormalizeError};
 use crate::json_text::trim;
 
 #[derive(Deserialize, Default)]
@@ -165,6 +169,161 @@ fn auth_protocol(p: Option<&str>) -> Option<(u8, String)> {
     Some((id, caption))
 }
 
+/// OCSF severity from the risk level during the sign-in.
+fn severity(p: &SignIn<'_>) -> u8 {
+    match p.risk_during.get().map(str::to_ascii_lowercase).as_deref() {
+        Some("low") => 2,
+        Some("medium") => 3,
+        Some("high") => 4,
+        _ => 1,
+    }
+}
+
+/// Who signed in: uid, name and full name.
+struct Subject<'a> {
+    uid: Option<&'a str>,
+    name: Option<Cow<'a, str>>,
+    full: Option<Cow<'a, str>>,
+    /// The name came from the restoration cache.
+    restored: bool,
+}
+
+/// The subject of a sign-in: a user (restored from the cache when the record has no UPN;
+/// a record with one teaches the cache), else the service principal or managed identity,
+/// else (`user` is required) the client application.
+fn subject<'a>(ctx: &Ctx<'_>, p: &'a SignIn<'a>, kind: UserType, tenant: Option<&str>) -> Subject<'a> {
+    let s = match kind {
+        UserType::User => {
+            let uid = p.user_id.get();
+            let mut upn = p.upn.get().map(Cow::Borrowed);
+            let mut full = p.user_display_name.get().map(Cow::Borrowed);
+            let mut restored = false;
+            if upn.is_none() {
+                if let Some(k) = uid.and_then(|u| ctx.known_user(tenant, u)) {
+                    upn = k.upn.map(|s| Cow::Owned(String::from(s)));
+                    full = full.or(k.display_name.map(|s| Cow::Owned(String::from(s))));
+                    restored = upn.is_some();
+                }
+            } else {
+                ctx.learn_user(tenant, uid, upn.as_deref(), full.as_deref());
+            }
+            Subject {
+                uid,
+                name: upn,
+                full,
+                restored,
+            }
+        }
+        _ => Subject {
+            uid: p.sp_id.get(),
+            name: p.sp_name.get().or(p.app_name.get()).map(Cow::Borrowed),
+            full: None,
+            restored: false,
+        },
+    };
+    if s.uid.is_some() || s.name.is_some() || s.full.is_some() {
+        return s;
+    }
+    Subject {
+        uid: p.app_id.get(),
+        name: p.app_name.get().map(Cow::Borrowed),
+        full: None,
+        restored: false,
+    }
+}
+
+/// OCSF `service` (uid, name): the resource signed in to, else the application.
+fn service<'a>(p: &'a SignIn<'a>) -> (Option<&'a str>, Option<&'a str>) {
+    if p.resource_id.get().is_some() || p.resource_name.get().is_some() {
+        (p.resource_id.get(), p.resource_name.get())
+    } else {
+        (p.app_id.get(), p.app_name.get())
+    }
+}
+
+/// The result: code, success, and the failure reason (only of a failure).
+struct Outcome<'a> {
+    code: Option<&'a str>,
+    success: Option<bool>,
+    reason: Option<&'a str>,
+}
+
+impl Outcome<'_> {
+    fn status_id(&self) -> u8 {
+        match self.success {
+            Some(true) => 1,
+            Some(false) => 2,
+            None => 0,
+        }
+    }
+}
+
+fn outcome<'a>(env: &'a Envelope<'a, SignIn<'a>>, p: &'a SignIn<'a>) -> Outcome<'a> {
+    let status = p.status.as_ref();
+    let code = status.and_then(|s| s.error_code.get()).or(env.result_type.get());
+    let success = code.map(|c| trim(c) == "0");
+    let reason = status
+        .and_then(|s| s.failure_reason.get())
+        .or(env.result_description.get())
+        .filter(|_| success != Some(true));
+    Outcome { code, success, reason }
+}
+
+/// `Sign-in by <user> to <resource>: success | failure[: reason]`.
+fn message(p: &SignIn<'_>, who: Option<&str>, out: &Outcome<'_>) -> String {
+    let target = p.resource_name.get().or(p.app_name.get()).unwrap_or("unknown resource");
+    let who = who.unwrap_or("unknown");
+    match (out.success, out.reason) {
+        (Some(true), _) => format!("Sign-in by {who} to {target}: success"),
+        (_, Some(r)) => format!("Sign-in by {who} to {target}: failure: {r}"),
+        _ => format!("Sign-in by {who} to {target}: failure"),
+    }
+}
+
+/// The flat form of a sign-in (lean normalization without a tree; see `direct`).
+pub(crate) fn flat(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeError> {
+    let env: Envelope<'_, SignIn<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let empty = SignIn::default();
+    let p = env.properties.as_ref().unwrap_or(&empty);
+    let (time, original) = pick_time(&[("createdDateTime", &p.created), ("time", &env.time)])?;
+    let category: &str = &ctx.meta.category;
+    let tenant = env.tenant();
+    let kind = subject_kind(category);
+    let id = p.id.get().unwrap_or_default();
+    let out = outcome(&env, p);
+    let mut d = Base {
+        class: Class::Authentication,
+        activity_id: 1,
+        activity_name: None,
+        status_id: Some(out.status_id()),
+        status: None,
+        severity_id: severity(p),
+        time,
+        product: ByteString::from_static("Microsoft Entra ID"),
+        uid: uid_of(&[category, tenant.as_deref().unwrap_or(""), id, original]),
+        tenant,
+    }
+    .into_direct();
+    let who = subject(ctx, p, kind, d.tenant.as_deref());
+    let f = &mut d.flat;
+    f.message = Some(owned(message(p, who.name.as_deref(), &out)));
+    f.src_user = FlatUser {
+        name: t(who.name.as_deref()),
+        uid: t(who.uid),
+    };
+    f.app_name = t(p.app_name.get().or(p.sp_name.get()));
+    f.service_name = t(service(p).1);
+    f.src_ip = t(p.ip.get().or(env.caller_ip.get()));
+    f.user_agent = t(p.user_agent.get());
+    f.status_code = t(out.code);
+    f.status_detail = t(out.reason);
+    if let Some(l) = p.location.as_ref() {
+        let (lat, long) = l.coordinates();
+        set_location(f, l.city.get(), l.country.get(), lat, long);
+    }
+    Ok(d)
+}
+
 pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let env: Envelope<'_, SignIn<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = SignIn::default();
@@ -181,42 +340,15 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     d.correlation_uid = p.correlation_id.owned().or_else(|| env.correlation_id.owned());
     let id = p.id.get().unwrap_or_default();
     d.uid = uid_of(&[category, tenant.as_deref().unwrap_or(""), id, original]);
-    d.severity_id = match p.risk_during.get().map(str::to_ascii_lowercase).as_deref() {
-        Some("low") => 2,
-        Some("medium") => 3,
-        Some("high") => 4,
-        _ => 1,
-    };
+    d.severity_id = severity(p);
 
     // Subject.
-    let mut restored = false;
-    let mut user = match kind {
-        UserType::User => {
-            let uid = p.user_id.get();
-            let mut upn = p.upn.owned();
-            let mut full = p.user_display_name.owned();
-            if upn.is_none() {
-                if let Some(k) = uid.and_then(|u| ctx.known_user(tenant.as_deref(), u)) {
-                    upn = k.upn.map(String::from);
-                    full = full.or(k.display_name.map(String::from));
-                    restored = upn.is_some();
-                }
-            } else {
-                ctx.learn_user(tenant.as_deref(), uid, upn.as_deref(), full.as_deref());
-            }
-            user_obj(uid, upn.as_deref(), full.as_deref(), None, kind)
-        }
-        _ => user_obj(p.sp_id.get(), p.sp_name.get().or(p.app_name.get()), None, None, kind),
-    };
-    if user.is_empty() {
-        // `user` is required: fall back to the client app.
-        user = user_obj(p.app_id.get(), p.app_name.get(), None, None, kind);
-    }
-    if restored {
+    let who = subject(ctx, p, kind, tenant.as_deref());
+    if who.restored {
         d.unmapped.c("user_restored_from", "cache");
     }
+    let user = user_obj(who.uid, who.name.as_deref(), who.full.as_deref(), None, kind);
     observe_user(&mut d.observables, "user", &user);
-    let user_name = user.get_str("name").map(str::to_owned);
     d.body.o("user", user);
 
     let mut actor = Obj::new();
@@ -228,12 +360,9 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     // Authentication needs `service` or `dst_endpoint` (OCSF 1.5.0): the resource signed in
     // to, else the application signed in to.
     d.body.o("service", {
+        let (uid, name) = service(p);
         let mut service = Obj::new();
-        if p.resource_id.get().is_some() || p.resource_name.get().is_some() {
-            service.s("uid", p.resource_id.get()).s("name", p.resource_name.get());
-        } else {
-            service.s("uid", p.app_id.get()).s("name", p.app_name.get());
-        }
+        service.s("uid", uid).s("name", name);
         service
     });
 
@@ -268,19 +397,10 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
 
     // Outcome.
     let status = p.status.as_ref();
-    let code = status.and_then(|s| s.error_code.get()).or(env.result_type.get());
-    let success = code.map(|c| trim(c) == "0");
-    d.status_id = Some(match success {
-        Some(true) => 1,
-        Some(false) => 2,
-        None => 0,
-    });
-    d.body.s("status_code", code);
-    let reason = status
-        .and_then(|s| s.failure_reason.get())
-        .or(env.result_description.get())
-        .filter(|_| success != Some(true));
-    d.body.s("status_detail", reason);
+    let out = outcome(&env, p);
+    d.status_id = Some(out.status_id());
+    d.body.s("status_code", out.code);
+    d.body.s("status_detail", out.reason);
 
     if let Some(req) = p.auth_requirement.get() {
         d.body
@@ -331,16 +451,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
             .s("trustType", dev.trust_type.get());
     }
 
-    let target = p.resource_name.get().or(p.app_name.get()).unwrap_or("unknown resource");
-    let who = user_name.as_deref().unwrap_or("unknown");
-    d.body.v(
-        "message",
-        match (success, reason) {
-            (Some(true), _) => format!("Sign-in by {who} to {target}: success"),
-            (_, Some(r)) => format!("Sign-in by {who} to {target}: failure: {r}"),
-            _ => format!("Sign-in by {who} to {target}: failure"),
-        },
-    );
+    d.body.v("message", message(p, who.name.as_deref(), &out));
 
     d.tenant = tenant;
     let u = &mut d.unmapped;

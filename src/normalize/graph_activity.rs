@@ -1,12 +1,14 @@
 //! MicrosoftGraphActivityLogs (every Graph API request in the tenant) → OCSF API Activity
 //! (6003), activity by HTTP method.
 
+use bytestring::ByteString;
 use serde::Deserialize;
 
 use super::common::{obs, pick_time, split_spaces, uid_of, user_obj, Envelope, Obj, UserType};
+use super::direct::{owned, t, Base, Direct};
 use super::lenient::{Num, Str};
 use super::ocsf::{Class, Draft};
-use super::{Ctx, NormalizeError};
+use super::{tree, Ctx, FlatUser, NormalizeError};
 use crate::json_text::trim;
 
 #[derive(Deserialize, Default)]
@@ -99,6 +101,120 @@ fn split_url(u: &str) -> UrlParts<'_> {
     }
 }
 
+/// OCSF activity of an HTTP method (99: the method is the activity name).
+fn activity_id(method: &str) -> u8 {
+    match method.to_ascii_uppercase().as_str() {
+        "POST" => 1,
+        "GET" | "HEAD" => 2,
+        "PUT" | "PATCH" => 3,
+        "DELETE" => 4,
+        _ => 99,
+    }
+}
+
+/// The HTTP status of the request.
+fn status_code(env: &Envelope<'_, Activity<'_>>, p: &Activity<'_>) -> Option<i64> {
+    p.status_code
+        .i64()
+        .or_else(|| env.result_signature.get().and_then(|s| trim(s).parse::<i64>().ok()))
+}
+
+fn status_id(code: Option<i64>) -> u8 {
+    match code {
+        Some(c) if c < 400 => 1,
+        Some(_) => 2,
+        None => 0,
+    }
+}
+
+/// `<METHOD> <path> -> <status>`.
+fn message(method: &str, path: &str, code: Option<i64>) -> String {
+    format!("{method} {path} -> {}", code.map_or("?".to_owned(), |c| c.to_string()))
+}
+
+/// Who called: the user (name restored from the cache: Graph activity logs carry no UPN),
+/// else the service principal.
+struct Caller<'a> {
+    uid: &'a str,
+    upn: Option<Box<str>>,
+    full: Option<Box<str>>,
+    kind: UserType,
+}
+
+fn caller<'a>(ctx: &Ctx<'_>, p: &'a Activity<'a>, tenant: Option<&str>) -> Option<Caller<'a>> {
+    if let Some(uid) = p.user_id.get() {
+        let known = ctx.known_user(tenant, uid);
+        let (upn, full) = known.map_or((None, None), |k| (k.upn, k.display_name));
+        return Some(Caller {
+            uid,
+            upn,
+            full,
+            kind: UserType::User,
+        });
+    }
+    p.sp_id.get().map(|sp| Caller {
+        uid: sp,
+        upn: None,
+        full: None,
+        kind: UserType::ServicePrincipal,
+    })
+}
+
+/// The flat form of a Graph API request (lean normalization without a tree; see `direct`).
+pub(crate) fn flat(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeError> {
+    let env: Envelope<'_, Activity<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let empty = Activity::default();
+    let p = env.properties.as_ref().unwrap_or(&empty);
+    let (time, original) = pick_time(&[("timeGenerated", &p.time_generated), ("time", &env.time)])?;
+    let tenant = env.tenant().or_else(|| p.tenant_id.get().map(str::to_ascii_lowercase));
+    let method = p.method.get().unwrap_or("UNKNOWN");
+    let code = status_code(&env, p);
+    let request_id = p.request_id.get().or(p.operation_id.get()).unwrap_or_default();
+    let activity = activity_id(method);
+    let uid = uid_of(&[
+        "MicrosoftGraphActivityLogs",
+        tenant.as_deref().unwrap_or(""),
+        request_id,
+        original,
+    ]);
+    let mut d = Base {
+        class: Class::ApiActivity,
+        activity_id: activity,
+        activity_name: (activity == 99).then_some(method),
+        status_id: Some(status_id(code)),
+        status: None,
+        severity_id: 1,
+        time,
+        product: ByteString::from_static("Microsoft Graph"),
+        uid,
+        tenant,
+    }
+    .into_direct();
+    let who = caller(ctx, p, d.tenant.as_deref());
+    let f = &mut d.flat;
+    if let Some(who) = who {
+        f.src_user = FlatUser {
+            name: t(who.upn.as_deref()),
+            uid: t(Some(who.uid)),
+        };
+    }
+    let uri = p.uri.get();
+    let parts = uri.map(split_url);
+    let path = parts.as_ref().map(|u| u.path).unwrap_or("");
+    f.request_url = t(uri);
+    f.request_method = Some(if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        owned(method.to_ascii_uppercase())
+    } else {
+        tree::text(method)
+    });
+    f.user_agent = t(p.user_agent.get());
+    f.status_code = code.map(|c| owned(c.to_string()));
+    f.src_ip = t(p.ip.get().or(env.caller_ip.get()));
+    f.dst_host = t(parts.as_ref().and_then(|u| u.host));
+    f.message = Some(owned(message(method, path, code)));
+    Ok(d)
+}
+
 pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let env: Envelope<'_, Activity<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = Activity::default();
@@ -107,6 +223,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let tenant = env.tenant().or_else(|| p.tenant_id.get().map(str::to_ascii_lowercase));
     let t = tenant.as_deref();
     let method = p.method.get().unwrap_or("UNKNOWN");
+    let code = status_code(&env, p);
 
     let mut d = Draft::new(Class::ApiActivity, time, "Microsoft Graph");
     d.feature = "MicrosoftGraphActivityLogs".to_owned();
@@ -115,25 +232,11 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     d.severity_id = 1;
     let request_id = p.request_id.get().or(p.operation_id.get()).unwrap_or_default();
     d.uid = uid_of(&["MicrosoftGraphActivityLogs", t.unwrap_or(""), request_id, original]);
-    d.activity_id = match method.to_ascii_uppercase().as_str() {
-        "POST" => 1,
-        "GET" | "HEAD" => 2,
-        "PUT" | "PATCH" => 3,
-        "DELETE" => 4,
-        _ => 99,
-    };
+    d.activity_id = activity_id(method);
     if d.activity_id == 99 {
         d.activity_name = Some(method.to_owned());
     }
-    let code = p
-        .status_code
-        .i64()
-        .or_else(|| env.result_signature.get().and_then(|s| trim(s).parse::<i64>().ok()));
-    d.status_id = Some(match code {
-        Some(c) if c < 400 => 1,
-        Some(_) => 2,
-        None => 0,
-    });
+    d.status_id = Some(status_id(code));
     if let Some(c) = code {
         d.body.v("status_code", c.to_string());
     }
@@ -141,18 +244,15 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     // Actor: the user (restored from the cache: Graph activity logs carry no UPN) or the
     // service principal, plus the client app and the sign-in session.
     let mut actor = Obj::new();
-    if let Some(uid) = p.user_id.get() {
-        let known = ctx.known_user(t, uid);
-        let upn = known.as_ref().and_then(|k| k.upn.as_deref());
-        let full = known.as_ref().and_then(|k| k.display_name.as_deref());
-        if upn.is_some() {
+    if let Some(who) = caller(ctx, p, t) {
+        if who.upn.is_some() {
             d.unmapped.c("user_restored_from", "cache");
         }
-        let user = user_obj(Some(uid), upn, full, None, UserType::User);
-        super::common::observe_user(&mut d.observables, "actor.user", &user);
+        let user = user_obj(Some(who.uid), who.upn.as_deref(), who.full.as_deref(), None, who.kind);
+        if who.kind == UserType::User {
+            super::common::observe_user(&mut d.observables, "actor.user", &user);
+        }
         actor.o("user", user);
-    } else if let Some(sp) = p.sp_id.get() {
-        actor.o("user", user_obj(Some(sp), None, None, None, UserType::ServicePrincipal));
     }
     actor.s("app_uid", p.app_id.get());
     actor.ocsf_only("session", || {
@@ -213,10 +313,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
         .c("svc_name", "Microsoft Graph");
     d.body.o("dst_endpoint", dst);
 
-    d.body.v(
-        "message",
-        format!("{method} {path} -> {}", code.map_or("?".to_owned(), |c| c.to_string())),
-    );
+    d.body.v("message", message(method, path, code));
     d.tenant = tenant;
     let u = &mut d.unmapped;
     env.unmapped_into(u);

@@ -3,6 +3,8 @@
 //! risk states (RiskyUsers, RiskyServicePrincipals, Graph riskyUsers /
 //! riskyServicePrincipals, one finding per user or service principal).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -16,6 +18,7 @@ use super::lenient::{decode_embedded, key_value_object, Flag, Nest, Seq, Str};
 use super::ocsf::{Class, Draft, PROVIDER_GRAPH};
 use super::seen::{finding_activity, finding_key};
 use super::{Ctx, Node, NormalizeError};
+use crate::decode::time::ParsedTime;
 
 const PRODUCT: &str = "Microsoft Entra ID Protection";
 
@@ -227,12 +230,59 @@ pub(crate) fn map_detection_graph(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Nor
     Ok(d)
 }
 
-fn detection(
-    ctx: &Ctx<'_>,
-    p: &Detection<'_>,
-    envelope_time: &Str<'_>,
+/// What a risk detection's outputs are made of, decided once: the finding caches and the
+/// user cache are consulted (and taught) here, for the tree and the flat form alike.
+struct DetectionFacts<'p> {
+    time: ParsedTime,
+    original: &'p str,
+    id: &'p str,
     tenant: Option<String>,
-) -> Result<Draft, NormalizeError> {
+    is_sp: bool,
+    kind_key: &'static str,
+    event_type: &'p str,
+    title: String,
+    status_id: u8,
+    severity: u8,
+    activity_id: u8,
+    /// `additionalInfo` as an object.
+    info: Option<Value>,
+    /// The user (not a service principal): uid, UPN and display name, the UPN maybe
+    /// restored from the cache.
+    uid: Option<&'p str>,
+    upn: Option<Cow<'p, str>>,
+    full: Option<Cow<'p, str>>,
+    restored: bool,
+}
+
+impl DetectionFacts<'_> {
+    fn info_str(&self, k: &str) -> Option<&str> {
+        self.info.as_ref()?.get(k)?.as_str()
+    }
+
+    /// Who the detection is about, for the message.
+    fn subject_name<'s>(&'s self, p: &'s Detection<'_>) -> Option<&'s str> {
+        if self.is_sp {
+            p.sp_name.get()
+        } else {
+            self.upn.as_deref().or(self.full.as_deref()).or(self.uid)
+        }
+    }
+
+    fn message(&self, p: &Detection<'_>) -> String {
+        format!(
+            "{} for {}",
+            self.title,
+            self.subject_name(p).unwrap_or("unknown subject")
+        )
+    }
+}
+
+fn detection_facts<'p>(
+    ctx: &Ctx<'_>,
+    p: &'p Detection<'p>,
+    envelope_time: &'p Str<'_>,
+    tenant: Option<String>,
+) -> Result<DetectionFacts<'p>, NormalizeError> {
     let (time, original) = pick_time(&[
         ("lastUpdatedDateTime", &p.updated_time),
         ("detectedDateTime", &p.detected_time),
@@ -243,20 +293,8 @@ fn detection(
     let is_sp = p.sp_id.get().is_some() && p.user_id.get().is_none();
     let kind_key = if is_sp { "risk.sp_detection" } else { "risk.detection" };
     let event_type = p.risk_event_type.get().or(p.risk_type.get()).unwrap_or("unknown");
-    let title = risk_title(event_type);
     let (status_id, closed) = risk_status(p.risk_state.get());
-    let severity = risk_severity(p.risk_level.get(), p.risk_state.get());
-
-    let mut d = Draft::new(Class::DetectionFinding, time, PRODUCT);
-    d.original_time = Some(original.to_owned());
-    d.feature = ctx.meta.category.to_string();
-    d.severity_id = severity;
-    d.status_id = Some(status_id);
-    d.status = p.risk_state.owned();
-    d.correlation_uid = p.correlation_id.owned();
-    d.uid = uid_of(&[kind_key, t.unwrap_or(""), id, original]);
-    d.detection = Some((DetectionKind::Risk, id.to_owned()));
-    d.activity_id = finding_activity(
+    let activity_id = finding_activity(
         ctx.seen,
         finding_key(kind_key, ctx.cache_tenant(t), id),
         time.ms,
@@ -264,19 +302,65 @@ fn detection(
         ctx.change_type(),
         None,
     );
+    let (mut uid, mut upn, mut full, mut restored) = (None, None, None, false);
+    if !is_sp {
+        uid = p.user_id.get();
+        upn = p.upn.get().map(Cow::Borrowed);
+        full = p.user_display_name.get().map(Cow::Borrowed);
+        if upn.is_none() {
+            if let Some(k) = uid.and_then(|u| ctx.known_user(t, u)) {
+                upn = k.upn.map(|s| Cow::Owned(String::from(s)));
+                full = full.or(k.display_name.map(|s| Cow::Owned(String::from(s))));
+                restored = upn.is_some();
+            }
+        } else {
+            ctx.learn_user(t, uid, upn.as_deref(), full.as_deref());
+        }
+    }
+    Ok(DetectionFacts {
+        time,
+        original,
+        id,
+        tenant,
+        is_sp,
+        kind_key,
+        event_type,
+        title: risk_title(event_type),
+        status_id,
+        severity: risk_severity(p.risk_level.get(), p.risk_state.get()),
+        activity_id,
+        info: decode_embedded(p.additional_info).map(key_value_object),
+        uid,
+        upn,
+        full,
+        restored,
+    })
+}
+
+fn detection(
+    ctx: &Ctx<'_>,
+    p: &Detection<'_>,
+    envelope_time: &Str<'_>,
+    tenant: Option<String>,
+) -> Result<Draft, NormalizeError> {
+    let f = detection_facts(ctx, p, envelope_time, tenant)?;
+    let (id, event_type, title) = (f.id, f.event_type, f.title.clone());
+    let t = f.tenant.as_deref();
+    let mut d = Draft::new(Class::DetectionFinding, f.time, PRODUCT);
+    d.original_time = Some(f.original.to_owned());
+    d.feature = ctx.meta.category.to_string();
+    d.severity_id = f.severity;
+    d.status_id = Some(f.status_id);
+    d.status = p.risk_state.owned();
+    d.correlation_uid = p.correlation_id.owned();
+    d.uid = uid_of(&[f.kind_key, t.unwrap_or(""), id, f.original]);
+    d.detection = Some((DetectionKind::Risk, id.to_owned()));
+    d.activity_id = f.activity_id;
     d.entity_key = Some(id.to_owned());
     d.body.v("is_alert", true);
     if let Some((rid, caption)) = risk_level(p.risk_level.get()) {
         d.body.v("risk_level_id", rid).v("risk_level", caption);
     }
-
-    let info = decode_embedded(p.additional_info).map(key_value_object);
-    let info_str = |k: &str| {
-        info.as_ref()
-            .and_then(|v| v.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
 
     let mut fi = Obj::new();
     let mut types = Vec::new();
@@ -291,14 +375,14 @@ fn detection(
         .v("type_id", 99)
         .c("type", "Risk detection");
     fi.v("uid", id)
-        .v("title", title.clone())
+        .v("title", title)
         .arr("types", types)
         .i("created_time", super::common::time_ms(&p.detected_time))
         .i("modified_time", time_ms(&p.updated_time))
         .i("first_seen_time", time_ms(&p.activity_time))
         .i("last_seen_time", time_ms(&p.activity_time))
         .o("analytic", analytic)
-        .s("src_url", info_str("alertUrl").as_deref());
+        .s("src_url", f.info_str("alertUrl"));
     if let Some(s) = p.source.get() {
         fi.v("data_sources", vec![Value::from(s)]);
     }
@@ -306,38 +390,21 @@ fn detection(
 
     // Subject.
     let mut actor = Obj::new();
-    let subject_name;
-    if is_sp {
+    if f.is_sp {
         let user = user_obj(p.sp_id.get(), p.sp_name.get(), None, None, UserType::ServicePrincipal);
         actor.s("app_uid", p.app_id.get()).s("app_name", p.sp_name.get());
-        subject_name = p.sp_name.owned();
         actor.o("user", user);
     } else {
-        let uid = p.user_id.get();
-        let mut upn = p.upn.owned();
-        let mut full = p.user_display_name.owned();
-        if upn.is_none() {
-            if let Some(k) = uid.and_then(|u| ctx.known_user(t, u)) {
-                upn = k.upn.map(String::from);
-                full = full.or(k.display_name.map(String::from));
-                if upn.is_some() {
-                    d.unmapped.c("user_restored_from", "cache");
-                }
-            }
-        } else {
-            ctx.learn_user(t, uid, upn.as_deref(), full.as_deref());
+        if f.restored {
+            d.unmapped.c("user_restored_from", "cache");
         }
-        let user = user_obj(uid, upn.as_deref(), full.as_deref(), None, UserType::User);
+        let user = user_obj(f.uid, f.upn.as_deref(), f.full.as_deref(), None, UserType::User);
         observe_user(&mut d.observables, "actor.user", &user);
-        subject_name = upn.or(full).or_else(|| uid.map(str::to_owned));
         actor.o("user", user);
     }
     d.body.o("actor", actor);
     d.host_profile = true;
-    d.body.v(
-        "message",
-        format!("{title} for {}", subject_name.as_deref().unwrap_or("unknown subject")),
-    );
+    d.body.v("message", f.message(p));
 
     let mut ev = Obj::new();
     let mut src = Obj::new();
@@ -347,14 +414,13 @@ fn detection(
     }
     ev.o("src_endpoint", src);
     let mut http = Obj::new();
-    http.s("user_agent", info_str("userAgent").as_deref());
+    http.s("user_agent", f.info_str("userAgent"));
     ev.o("http_request", http);
     if !ev.is_empty() {
         d.body.nodes("evidences", vec![Node::Obj(ev)]);
         d.observables.add(obs::IP, "evidences[0].src_endpoint.ip", p.ip.get());
     }
 
-    d.tenant = tenant;
     let key_ids = super::common::str_list(p.key_ids.0.iter());
     d.unmapped
         .s("riskEventType", Some(event_type))
@@ -366,8 +432,9 @@ fn detection(
         .s("crossTenantAccessType", p.cross_tenant.get())
         .s("resourceTenantId", p.resource_tenant.get())
         .s("homeTenantId", p.home_tenant.get())
-        .arr("keyIds", key_ids)
-        .ov("additionalInfo", info);
+        .arr("keyIds", key_ids);
+    d.tenant = f.tenant;
+    d.unmapped.ov("additionalInfo", f.info);
     Ok(d)
 }
 
@@ -390,13 +457,62 @@ pub(crate) fn map_state_graph(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Normali
     Ok(d)
 }
 
-fn state(
-    ctx: &Ctx<'_>,
-    p: &RiskState<'_>,
-    envelope_time: &Str<'_>,
+/// What a risk state's outputs are made of, decided once (caches consulted and taught here).
+struct StateFacts<'p> {
+    time: ParsedTime,
+    original: &'p str,
+    id: &'p str,
     tenant: Option<String>,
     is_sp: bool,
-) -> Result<Draft, NormalizeError> {
+    prefix: &'static str,
+    kind_key: &'static str,
+    title: &'static str,
+    at_risk: bool,
+    status_id: u8,
+    severity: u8,
+    activity_id: u8,
+    /// A user's UPN (maybe restored from the cache) and display name.
+    upn: Option<Cow<'p, str>>,
+    full: Option<Cow<'p, str>>,
+    restored: bool,
+}
+
+impl StateFacts<'_> {
+    fn finding_uid(&self) -> String {
+        format!("{}:{}", self.prefix, self.id)
+    }
+
+    fn message(&self, p: &RiskState<'_>) -> String {
+        let name = if self.is_sp {
+            p.display_name.get().unwrap_or(self.id)
+        } else {
+            self.upn.as_deref().or(self.full.as_deref()).unwrap_or(self.id)
+        };
+        format!(
+            "{} {name}: {} (risk level {})",
+            self.title,
+            p.risk_state.get().unwrap_or("unknown"),
+            p.risk_level.get().unwrap_or("unknown")
+        )
+    }
+
+    /// The managed identity or service principal kind of a risky service principal.
+    fn sp_kind(p: &RiskState<'_>) -> UserType {
+        if p.sp_type.is("ManagedIdentity") {
+            UserType::ManagedIdentity
+        } else {
+            UserType::ServicePrincipal
+        }
+    }
+}
+
+fn state_facts<'p>(
+    ctx: &Ctx<'_>,
+    p: &'p RiskState<'p>,
+    envelope_time: &'p Str<'_>,
+    tenant: Option<String>,
+    is_sp: bool,
+) -> Result<StateFacts<'p>, NormalizeError> {
     let (time, original) = pick_time(&[("riskLastUpdatedDateTime", &p.updated_time), ("time", envelope_time)])?;
     let id = p.id.get().ok_or(NormalizeError::MissingField("id"))?;
     let t = tenant.as_deref();
@@ -405,20 +521,11 @@ fn state(
     } else {
         ("riskyUser", "risk.user_state", "Risky user")
     };
-    let finding_uid = format!("{prefix}:{id}");
     let state = p.risk_state.get();
     let at_risk =
         state.is_some_and(|s| s.eq_ignore_ascii_case("atRisk") || s.eq_ignore_ascii_case("confirmedCompromised"));
     let (status_id, _) = risk_status(state);
-
-    let mut d = Draft::new(Class::DetectionFinding, time, PRODUCT);
-    d.original_time = Some(original.to_owned());
-    d.feature = ctx.meta.category.to_string();
-    d.severity_id = risk_severity(p.risk_level.get(), state);
-    d.status_id = Some(status_id);
-    d.status = p.risk_state.owned();
-    d.uid = uid_of(&[kind_key, t.unwrap_or(""), id, original]);
-    d.activity_id = finding_activity(
+    let activity_id = finding_activity(
         ctx.seen,
         finding_key(kind_key, ctx.cache_tenant(t), id),
         time.ms,
@@ -426,61 +533,89 @@ fn state(
         ctx.change_type(),
         None,
     );
-    d.entity_key = Some(finding_uid.clone());
-    d.body.v("is_alert", at_risk);
+    let (mut upn, mut full, mut restored) = (None, None, false);
+    if !is_sp {
+        ctx.learn_user(t, Some(id), p.upn.get(), p.user_display_name.get());
+        upn = p.upn.get().map(Cow::Borrowed);
+        full = p.user_display_name.get().map(Cow::Borrowed);
+        if upn.is_none() {
+            if let Some(k) = ctx.known_user(t, id) {
+                upn = k.upn.map(|s| Cow::Owned(String::from(s)));
+                full = full.or(k.display_name.map(|s| Cow::Owned(String::from(s))));
+                restored = upn.is_some();
+            }
+        }
+    }
+    Ok(StateFacts {
+        time,
+        original,
+        id,
+        tenant,
+        is_sp,
+        prefix,
+        kind_key,
+        title,
+        at_risk,
+        status_id,
+        severity: risk_severity(p.risk_level.get(), state),
+        activity_id,
+        upn,
+        full,
+        restored,
+    })
+}
+
+fn state(
+    ctx: &Ctx<'_>,
+    p: &RiskState<'_>,
+    envelope_time: &Str<'_>,
+    tenant: Option<String>,
+    is_sp: bool,
+) -> Result<Draft, NormalizeError> {
+    let f = state_facts(ctx, p, envelope_time, tenant, is_sp)?;
+    let id = f.id;
+    let mut d = Draft::new(Class::DetectionFinding, f.time, PRODUCT);
+    d.original_time = Some(f.original.to_owned());
+    d.feature = ctx.meta.category.to_string();
+    d.severity_id = f.severity;
+    d.status_id = Some(f.status_id);
+    d.status = p.risk_state.owned();
+    d.uid = uid_of(&[f.kind_key, f.tenant.as_deref().unwrap_or(""), id, f.original]);
+    d.activity_id = f.activity_id;
+    d.entity_key = Some(f.finding_uid());
+    d.body.v("is_alert", f.at_risk);
     if let Some((rid, caption)) = risk_level(p.risk_level.get()) {
         d.body.v("risk_level_id", rid).v("risk_level", caption);
     }
     let mut fi = Obj::new();
-    fi.v("uid", finding_uid)
-        .v("title", title)
-        .v("types", vec![Value::from(prefix)])
-        .i("modified_time", Some(time.ms))
+    fi.v("uid", f.finding_uid())
+        .v("title", f.title)
+        .v("types", vec![Value::from(f.prefix)])
+        .i("modified_time", Some(f.time.ms))
         .s("desc", p.risk_detail.get());
     d.body.o("finding_info", fi);
 
     let mut actor = Obj::new();
-    let name;
-    if is_sp {
-        let kind = if p.sp_type.is("ManagedIdentity") {
-            UserType::ManagedIdentity
-        } else {
-            UserType::ServicePrincipal
-        };
+    if f.is_sp {
         actor
             .s("app_uid", p.app_id.get())
             .s("app_name", p.display_name.get())
-            .o("user", user_obj(Some(id), p.display_name.get(), None, None, kind));
-        name = p.display_name.get().unwrap_or(id).to_owned();
+            .o(
+                "user",
+                user_obj(Some(id), p.display_name.get(), None, None, StateFacts::sp_kind(p)),
+            );
     } else {
-        ctx.learn_user(t, Some(id), p.upn.get(), p.user_display_name.get());
-        let mut upn = p.upn.owned();
-        let mut full = p.user_display_name.owned();
-        if upn.is_none() {
-            if let Some(k) = ctx.known_user(t, id) {
-                upn = k.upn.map(String::from);
-                full = full.or(k.display_name.map(String::from));
-                if upn.is_some() {
-                    d.unmapped.c("user_restored_from", "cache");
-                }
-            }
+        if f.restored {
+            d.unmapped.c("user_restored_from", "cache");
         }
-        let user = user_obj(Some(id), upn.as_deref(), full.as_deref(), None, UserType::User);
+        let user = user_obj(Some(id), f.upn.as_deref(), f.full.as_deref(), None, UserType::User);
         observe_user(&mut d.observables, "actor.user", &user);
         actor.o("user", user);
-        name = upn.or(full).unwrap_or_else(|| id.to_owned());
     }
     d.body.o("actor", actor);
     d.host_profile = true;
-    d.body.v(
-        "message",
-        format!(
-            "{title} {name}: {} (risk level {})",
-            state.unwrap_or("unknown"),
-            p.risk_level.get().unwrap_or("unknown")
-        ),
-    );
-    d.tenant = tenant;
+    d.body.v("message", f.message(p));
+    d.tenant = f.tenant;
     d.unmapped
         .s("riskDetail", p.risk_detail.get())
         .s("servicePrincipalType", p.sp_type.get())
@@ -490,6 +625,10 @@ fn state(
         .b("isEnabled", p.is_enabled.0);
     Ok(d)
 }
+
+#[path = "identity_protection_flat.rs"]
+mod flat;
+pub(crate) use flat::{flat_detection_eventhub, flat_state_eventhub};
 
 #[cfg(test)]
 #[path = "identity_protection_tests.rs"]

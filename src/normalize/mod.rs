@@ -4,9 +4,11 @@
 mod common;
 mod correlate;
 mod defender;
+mod direct;
 mod embedded;
 mod entra_audit;
 mod entra_signin;
+mod flat;
 mod generic;
 mod graph;
 mod graph_activity;
@@ -31,6 +33,7 @@ pub use ocsf::OCSF_VERSION;
 
 use common::{hex128, Fnv128};
 use correlate::Correlator;
+pub(crate) use flat::{Flat, FlatUser};
 use ocsf::Draft;
 use seen::SeenCache;
 pub(crate) use tree::{Node, Obj};
@@ -61,8 +64,8 @@ pub struct NormalizeOptions {
     /// Correlate detections seen through Graph and through Event Hub (`correlate.rs`).
     pub correlate_detections: bool,
     /// Build only what CEF and LEEF read: no `observables`, no `unmapped`, no `attacks`, no
-    /// hash of an oversized record (see `tree::lean`). For pipelines whose every output is
-    /// such an encoder.
+    /// hash of an oversized record (see `tree::lean`), and for the families mapped flat no
+    /// tree at all (see `direct`). For pipelines whose every output is such an encoder.
     pub lean: bool,
 }
 
@@ -267,10 +270,57 @@ impl Normalizer {
             seen: &self.seen,
             missed_user: std::cell::Cell::new(None),
         };
-        let draft = dispatch(&ctx, text)?;
-        let mut out = self.finish(meta, raw, text, draft);
+        let direct = if self.opts.lean {
+            direct::dispatch(&ctx, text)
+        } else {
+            None
+        };
+        let mut out = match direct {
+            Some(d) => self.finish_flat(meta, d?),
+            None => {
+                let draft = dispatch(&ctx, text)?;
+                self.finish(meta, raw, text, draft)
+            }
+        };
         out.user_unrestored = ctx.missed_user.get();
         Ok(out)
+    }
+
+    /// Whether this detection came first through the other input, and whether this event is
+    /// then a duplicate (its creation, not a change).
+    fn correlate(
+        &self,
+        meta: &EventMeta,
+        detection: Option<(correlate::DetectionKind, String)>,
+        uid: u128,
+        activity_id: u8,
+    ) -> (Option<Correlated>, bool) {
+        let Some((kind, id)) = detection.filter(|_| self.opts.correlate_detections) else {
+            return (None, false);
+        };
+        let correlated = self
+            .correlator
+            .observe(kind, &id, Via::of_category(&meta.category), uid);
+        let change = meta.change_type.as_deref().filter(|s| !s.is_empty());
+        let duplicate =
+            correlated.is_some() && activity_id == 1 && change.is_none_or(|c| c.eq_ignore_ascii_case("created"));
+        (correlated, duplicate)
+    }
+
+    /// [`Normalizer::finish`] for a record mapped flat (lean, no tree).
+    fn finish_flat(&self, meta: &EventMeta, mut d: direct::Direct) -> NormalizeOutput {
+        let (correlated, duplicate) = self.correlate(meta, d.detection.take(), d.uid, d.activity_id);
+        NormalizeOutput {
+            severity_id: d.flat.severity_id,
+            event_ms: Some(d.time.ms),
+            entity_key: d.entity_key,
+            tenant: d.tenant,
+            time_assumed_utc: d.time.assumed_utc,
+            correlated,
+            duplicate,
+            user_unrestored: None,
+            normalized: Normalized::from_flat(d.class.uid(), d.flat),
+        }
     }
 
     fn finish(&self, meta: &EventMeta, raw: &[u8], text: &str, mut d: Draft) -> NormalizeOutput {
@@ -288,19 +338,11 @@ impl Normalizer {
         if let Some(fields) = meta.changed_fields.as_deref().filter(|f| !f.is_empty()) {
             d.unmapped.v("changed_fields", serde_json::Value::from(fields.to_vec()));
         }
-        let mut correlated = None;
-        let mut duplicate = false;
-        if let Some((kind, id)) = d.detection.take().filter(|_| self.opts.correlate_detections) {
-            correlated = self
-                .correlator
-                .observe(kind, &id, Via::of_category(&meta.category), d.uid);
-            if let Some(c) = correlated {
-                d.unmapped
-                    .v("correlated_via", c.via.as_str())
-                    .v("correlated_uid", hex128(c.uid));
-                let change = meta.change_type.as_deref().filter(|s| !s.is_empty());
-                duplicate = d.activity_id == 1 && change.is_none_or(|c| c.eq_ignore_ascii_case("created"));
-            }
+        let (correlated, duplicate) = self.correlate(meta, d.detection.take(), d.uid, d.activity_id);
+        if let Some(c) = correlated {
+            d.unmapped
+                .v("correlated_via", c.via.as_str())
+                .v("correlated_uid", hex128(c.uid));
         }
         let keep = self.opts.raw_data == RawData::Keep;
         let fits = raw.len() <= self.opts.raw_data_max_bytes;

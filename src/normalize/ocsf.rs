@@ -1,6 +1,8 @@
 //! The OCSF model used by the mappers: pinned version, classes with their captions, and the
 //! `Draft` every mapper fills before `mod.rs` adds the shared base-event attributes.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::common::{hex128, severity_caption, Obj, Observables};
@@ -114,6 +116,32 @@ impl Class {
             Class::ApiActivity => &["Create", "Read", "Update", "Delete"],
         };
         table.get(usize::from(id) - 1).copied().unwrap_or("Other")
+    }
+
+    /// `type_name`: the class name and the activity caption.
+    pub fn type_name(self, activity: &str) -> String {
+        let mut type_name = String::with_capacity(self.name().len() + 2 + activity.len());
+        type_name.push_str(self.name());
+        type_name.push_str(": ");
+        type_name.push_str(activity);
+        type_name
+    }
+
+    /// `status_id` and `status` of an event with `status_id` (`status`: the source's label
+    /// when the id is 99). OCSF 1.5.0 finding status enums have no 0 Unknown: a Detection
+    /// Finding leaves its (recommended) status out, an Incident Finding (status required)
+    /// says 99 "Unknown".
+    pub fn status(self, status_id: Option<u8>, status: Option<String>) -> Option<(u8, Cow<'static, str>)> {
+        let id = match (self, status_id) {
+            (Class::DetectionFinding, Some(0)) => None,
+            (Class::IncidentFinding, Some(0)) | (Class::IncidentFinding, None) => Some(99),
+            (_, s) => s,
+        }?;
+        Some(match (self, status) {
+            (_, Some(s)) if id == 99 => (id, Cow::Owned(s)),
+            (Class::IncidentFinding, None) if id == 99 => (id, Cow::Borrowed("Unknown")),
+            _ => (id, Cow::Borrowed(self.status_caption(id))),
+        })
     }
 
     /// Caption of a `status_id` (findings and incidents have their own enums).
@@ -234,10 +262,7 @@ impl Draft {
         let mut o = Obj::with_capacity(16 + body.len());
         let (cat_uid, cat_name) = class.category();
         let activity = activity_name.as_deref().unwrap_or(class.activity_caption(activity_id));
-        let mut type_name = String::with_capacity(class.name().len() + 2 + activity.len());
-        type_name.push_str(class.name());
-        type_name.push_str(": ");
-        type_name.push_str(activity);
+        let type_name = class.type_name(activity);
         o.v("class_uid", class.uid())
             .c("class_name", class.name())
             .v("category_uid", cat_uid)
@@ -253,22 +278,11 @@ impl Draft {
             .c("severity", severity_caption(severity_id))
             .v("time", time.ms)
             .v("timezone_offset", 0);
-        // OCSF 1.5.0 finding status enums have no 0 Unknown: a Detection Finding leaves its
-        // (recommended) status out, an Incident Finding (status required) says 99 "Unknown".
-        let status_id = match (class, status_id) {
-            (Class::DetectionFinding, Some(0)) => None,
-            (Class::IncidentFinding, Some(0)) | (Class::IncidentFinding, None) => Some(99),
-            (_, s) => s,
-        };
-        let status = match (class, status_id, status) {
-            (Class::IncidentFinding, Some(99), None) => Some("Unknown".to_owned()),
-            (_, _, s) => s,
-        };
-        if let Some(id) = status_id {
+        if let Some((id, status)) = class.status(status_id, status) {
             o.v("status_id", id);
             match status {
-                Some(s) if id == 99 => o.v("status", s),
-                _ => o.c("status", class.status_caption(id)),
+                Cow::Borrowed(c) => o.c("status", c),
+                Cow::Owned(s) => o.v("status", s),
             };
         }
         o.append(body);

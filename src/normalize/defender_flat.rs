@@ -1,0 +1,118 @@
+//! The flat forms of Defender XDR streaming rows (lean normalization without a tree; see
+//! `normalize::direct`): logons and alert evidence, from the helpers the tree mapping uses.
+
+use bytestring::ByteString;
+
+use super::super::common::{pick_time, uid_of};
+use super::super::direct::{pair, t, Base, Direct};
+use super::super::ocsf::Class;
+use super::super::{Ctx, FlatUser, NormalizeError};
+use super::{
+    account_parts, categories, evidence_severity, evidence_uid, logon_endpoints, logon_message, logon_outcome, parse,
+};
+
+/// AdvancedHunting-IdentityLogonEvents and -DeviceLogonEvents.
+pub(crate) fn flat_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeError> {
+    let (env, r) = parse(raw)?;
+    let (time, original) = pick_time(&[("Timestamp", &r.Timestamp), ("time", &env.time)])?;
+    let tenant = env.tenant();
+    let category: &str = &ctx.meta.category;
+    let device_table = category == "AdvancedHunting-DeviceLogonEvents";
+    let product = if device_table {
+        "Microsoft Defender for Endpoint"
+    } else {
+        "Microsoft Defender for Identity"
+    };
+    let uid = uid_of(&[
+        category,
+        tenant.as_deref().unwrap_or(""),
+        r.ReportId.get().unwrap_or_default(),
+        r.DeviceId.get().or(r.DeviceName.get()).unwrap_or_default(),
+        original,
+    ]);
+    let (status_id, severity_id) = logon_outcome(r.ActionType.get());
+    let mut d = Base {
+        class: Class::Authentication,
+        activity_id: 1,
+        activity_name: None,
+        status_id: Some(status_id),
+        status: None,
+        severity_id,
+        time,
+        product: ByteString::from_static(product),
+        uid,
+        tenant,
+    }
+    .into_direct();
+    let (uid, name, full, domain) = account_parts(ctx, d.tenant.as_deref(), &r);
+    // `user` is required: an account without any detail is `unknown`.
+    let name = match (uid, name, full, domain) {
+        (None, None, None, None) => Some("unknown"),
+        _ => name,
+    };
+    let (src_ip, _, src_host, dst_host, dst_ip, _) = logon_endpoints(&r, device_table);
+    let x = &mut d.flat;
+    let user = FlatUser {
+        name: t(name),
+        uid: t(uid),
+    };
+    (x.src_user, x.dst_user) = pair(FlatUser::default(), user);
+    x.status_detail = t(r.FailureReason.get());
+    x.src_ip = t(src_ip);
+    x.src_host = t(src_host);
+    x.dst_host = t(dst_host);
+    x.dst_ip = t(dst_ip);
+    x.country = t(r.Location.get());
+    x.service_name = t(r.Application.get());
+    x.message = Some(ByteString::from(logon_message(&r, name.unwrap_or("unknown"))));
+    Ok(d)
+}
+
+/// AdvancedHunting-AlertEvidence: one evidence row of an alert.
+pub(crate) fn flat_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeError> {
+    let (env, r) = parse(raw)?;
+    let (time, original) = pick_time(&[("Timestamp", &r.Timestamp), ("time", &env.time)])?;
+    let alert_id = r.AlertId.get().ok_or(NormalizeError::MissingField("AlertId"))?;
+    let tenant = env.tenant();
+    let tn = tenant.as_deref();
+    let entity = r.EntityType.get().unwrap_or("Unknown");
+    let severity_id = evidence_severity(ctx, tn, alert_id);
+    let uid = evidence_uid(tn, alert_id, entity, &r, original);
+    let mut d = Base {
+        class: Class::DetectionFinding,
+        activity_id: 2,
+        activity_name: None,
+        // The stream carries no alert status.
+        status_id: None,
+        status: None,
+        severity_id,
+        time,
+        product: t(r.ServiceSource.get()).unwrap_or(ByteString::from_static("Microsoft Defender XDR")),
+        uid,
+        tenant,
+    }
+    .into_direct();
+    d.entity_key = Some(alert_id.to_owned());
+    let (uid, name, full, domain) = account_parts(ctx, d.tenant.as_deref(), &r);
+    let x = &mut d.flat;
+    x.title = t(r.Title.get()).or(Some(ByteString::from_static("Untitled alert")));
+    x.message = t(r.Title.get());
+    x.detector = t(categories(&r).first().map(String::as_str));
+    x.category = x.detector.clone();
+    x.finding_uid = t(Some(alert_id));
+    // The account is the alert's actor when the evidence is a user, the device its host when
+    // it is a machine.
+    let account = uid.is_some() || name.is_some() || full.is_some() || domain.is_some();
+    if entity.eq_ignore_ascii_case("User") && account {
+        let actor = FlatUser {
+            name: t(name),
+            uid: t(uid),
+        };
+        (x.src_user, x.dst_user) = pair(actor, FlatUser::default());
+    }
+    let device = r.DeviceId.get().is_some() || r.DeviceName.get().is_some() || r.LocalIP.get().is_some();
+    if entity.eq_ignore_ascii_case("Machine") && device {
+        x.src_host = t(r.DeviceName.get());
+    }
+    Ok(d)
+}
