@@ -319,8 +319,11 @@ impl Normalized {
     }
 
     /// Binary form for the disk buffer (`crate::buffer`): what every encoder reads, restored
-    /// exactly by [`Normalized::decode`] (tree members in order, values bit for bit).
+    /// exactly by [`Normalized::decode`] (tree members in order, values bit for bit). A flat
+    /// form never reaches a disk buffer (a disk-buffered sink makes the pipeline normalize in
+    /// full); should one, it is written as no OCSF object, which every encoder refuses.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        debug_assert!(self.flat.is_none(), "a flat normalization reached a disk buffer");
         use crate::buffer::wire;
         wire::put_u32(out, self.class_uid);
         match &self.tree {

@@ -454,9 +454,13 @@ pub(crate) fn encode_event<B: Builder>(
     let n = event.normalized.as_deref().ok_or(EncodeError::NotNormalized)?;
     let start = out.len();
     let r = match n.flat() {
-        // Normalized without a tree: never an incident, so one message.
-        Some(f) => emit(b.syntax(), b.main(f, &event.meta, Extra::Whole(None)), out, max)
-            .map(|e| EncodeReport::one(e.truncated, e.altered)),
+        // Normalized without a tree: never an incident (Graph incidents keep their tree),
+        // so one message.
+        Some(f) => {
+            debug_assert_ne!(f.class_uid, 2005, "incidents are normalized with a tree");
+            emit(b.syntax(), b.main(f, &event.meta, Extra::Whole(None)), out, max)
+                .map(|e| EncodeReport::one(e.truncated, e.altered))
+        }
         None if !n.is_object() => return Err(EncodeError::InvalidOcsf),
         None => encode_parts(b, &View::new(n.root(), &event.meta), out, max, split),
     };

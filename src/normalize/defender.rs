@@ -204,33 +204,43 @@ fn new_finding(
     Ok((d, env.tenant()))
 }
 
-/// The row's account (uid: Entra object id, else SID; name: UPN, else account name; display
-/// name; domain), taught to the user restoration cache.
-#[allow(clippy::type_complexity)]
-fn account_parts<'r>(
-    ctx: &Ctx<'_>,
-    tenant: Option<&str>,
-    r: &'r Row<'_>,
-) -> (Option<&'r str>, Option<&'r str>, Option<&'r str>, Option<&'r str>) {
+/// The row's account: uid (Entra object id, else SID), name (UPN, else account name),
+/// display name and domain.
+struct Account<'r> {
+    uid: Option<&'r str>,
+    name: Option<&'r str>,
+    full: Option<&'r str>,
+    domain: Option<&'r str>,
+}
+
+impl Account<'_> {
+    /// No detail at all (the OCSF user would be empty).
+    fn is_empty(&self) -> bool {
+        self.uid.is_none() && self.name.is_none() && self.full.is_none() && self.domain.is_none()
+    }
+}
+
+/// The row's account, taught to the user restoration cache.
+fn account_parts<'r>(ctx: &Ctx<'_>, tenant: Option<&str>, r: &'r Row<'_>) -> Account<'r> {
     ctx.learn_user(
         tenant,
         r.AccountObjectId.get(),
         r.AccountUpn.get(),
         r.AccountDisplayName.get(),
     );
-    (
-        r.AccountObjectId.get().or(r.AccountSid.get()),
-        r.AccountUpn.get().or(r.AccountName.get()),
-        r.AccountDisplayName.get(),
-        r.AccountDomain.get(),
-    )
+    Account {
+        uid: r.AccountObjectId.get().or(r.AccountSid.get()),
+        name: r.AccountUpn.get().or(r.AccountName.get()),
+        full: r.AccountDisplayName.get(),
+        domain: r.AccountDomain.get(),
+    }
 }
 
 /// The row's account as an OCSF user (Entra object id, else SID, as `uid`), taught to the
 /// user restoration cache.
 fn account(ctx: &Ctx<'_>, tenant: Option<&str>, r: &Row<'_>) -> Obj {
-    let (uid, name, full, domain) = account_parts(ctx, tenant, r);
-    let mut user = user_obj(uid, name, full, domain, UserType::User);
+    let a = account_parts(ctx, tenant, r);
+    let mut user = user_obj(a.uid, a.name, a.full, a.domain, UserType::User);
     if r.AccountObjectId.get().is_some() {
         user.s("uid_alt", r.AccountSid.get());
     }
@@ -446,178 +456,9 @@ pub(crate) fn map_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Norm
     Ok(d)
 }
 
-/// `LogonType` → OCSF `logon_type_id` (Windows logon types; others 99).
-fn logon_type(t: Option<&str>) -> Option<(u8, String)> {
-    let t = t?;
-    let key: String = t
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    let id = match key.as_str() {
-        "interactive" => 2,
-        "network" => 3,
-        "batch" => 4,
-        "service" => 5,
-        "unlock" => 7,
-        "networkcleartext" => 8,
-        "newcredentials" => 9,
-        "remoteinteractive" | "remotedesktop" => 10,
-        "cachedinteractive" => 11,
-        "cachedremoteinteractive" => 12,
-        "cachedunlock" => 13,
-        _ => 99,
-    };
-    Some((id, t.to_owned()))
-}
-
-/// Status and severity of a logon's `ActionType`.
-fn logon_outcome(action: Option<&str>) -> (u8, u8) {
-    match action.map(str::to_ascii_lowercase).as_deref() {
-        Some("logonsuccess") => (1, 1),
-        Some("logonfailed") => (2, 2),
-        _ => (0, 1),
-    }
-}
-
-/// Source IP, port and host, destination host, IP and port: the device table logs the device
-/// signed in to, the identity table the client and the domain controller.
-#[allow(clippy::type_complexity)]
-fn logon_endpoints<'r>(
-    r: &'r Row<'_>,
-    device_table: bool,
-) -> (
-    Option<&'r str>,
-    Option<i64>,
-    Option<&'r str>,
-    Option<&'r str>,
-    Option<&'r str>,
-    Option<i64>,
-) {
-    if device_table {
-        (
-            r.RemoteIP.get(),
-            r.RemotePort.i64(),
-            r.RemoteDeviceName.get(),
-            r.DeviceName.get(),
-            None,
-            None,
-        )
-    } else {
-        (
-            r.IPAddress.get(),
-            r.Port.i64(),
-            r.DeviceName.get(),
-            r.DestinationDeviceName.get(),
-            r.DestinationIPAddress.get(),
-            r.DestinationPort.i64(),
-        )
-    }
-}
-
-/// `<ActionType> by <user>[ to <application>]`.
-fn logon_message(r: &Row<'_>, who: &str) -> String {
-    format!(
-        "{} by {who}{}",
-        r.ActionType.get().unwrap_or("Logon"),
-        r.Application.get().map(|a| format!(" to {a}")).unwrap_or_default()
-    )
-}
-
-pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let (env, r) = parse(raw)?;
-    let (time, original) = pick_time(&[("Timestamp", &r.Timestamp), ("time", &env.time)])?;
-    let tenant = env.tenant();
-    let t = tenant.as_deref();
-    let category: &str = &ctx.meta.category;
-    let device_table = category == "AdvancedHunting-DeviceLogonEvents";
-    let product = if device_table {
-        "Microsoft Defender for Endpoint"
-    } else {
-        "Microsoft Defender for Identity"
-    };
-    let mut d = Draft::new(Class::Authentication, time, product);
-    d.feature = category.to_owned();
-    d.original_time = Some(original.to_owned());
-    d.activity_id = 1;
-    d.uid = uid_of(&[
-        category,
-        t.unwrap_or(""),
-        r.ReportId.get().unwrap_or_default(),
-        r.DeviceId.get().or(r.DeviceName.get()).unwrap_or_default(),
-        original,
-    ]);
-    let action = r.ActionType.get();
-    let (status_id, severity) = logon_outcome(action);
-    d.status_id = Some(status_id);
-    d.severity_id = severity;
-    d.body.s("status_detail", r.FailureReason.get());
-
-    let mut user = account(ctx, t, &r);
-    if user.is_empty() {
-        user.c("name", "unknown").v("type_id", 0);
-    }
-    observe_user(&mut d.observables, "user", &user);
-    let who = user.get_str("name").unwrap_or("unknown").to_owned();
-    d.body.o("user", user);
-
-    let (src_ip, src_port, src_host, dst_host, dst_ip, dst_port) = logon_endpoints(&r, device_table);
-    let mut src = Obj::new();
-    src.s("ip", src_ip).i("port", src_port).s("hostname", src_host);
-    let mut loc = Obj::new();
-    loc.s("country", r.Location.get());
-    src.o("location", loc).s("isp", r.ISP.get());
-    d.body.o("src_endpoint", src);
-    let mut dst = Obj::new();
-    dst.s("hostname", dst_host).s("ip", dst_ip).i("port", dst_port);
-    if device_table {
-        dst.s("uid", r.DeviceId.get());
-    }
-    d.body.o("dst_endpoint", dst);
-    d.observables.add(obs::IP, "src_endpoint.ip", src_ip);
-    d.observables.add(obs::IP, "dst_endpoint.ip", dst_ip);
-    d.observables.add(obs::HOSTNAME, "src_endpoint.hostname", src_host);
-    d.observables.add(obs::HOSTNAME, "dst_endpoint.hostname", dst_host);
-    let mut svc = Obj::new();
-    svc.s("name", r.Application.get());
-    d.body.o("service", svc);
-
-    match r.Protocol.get().map(str::to_ascii_lowercase).as_deref() {
-        Some("ntlm") => {
-            d.body.v("auth_protocol_id", 1).c("auth_protocol", "NTLM");
-        }
-        Some("kerberos") => {
-            d.body.v("auth_protocol_id", 2).c("auth_protocol", "Kerberos");
-        }
-        Some("ldap") => {
-            d.body.v("auth_protocol_id", 12).c("auth_protocol", "LDAP");
-        }
-        Some(_) => {
-            d.body.v("auth_protocol_id", 99).s("auth_protocol", r.Protocol.get());
-        }
-        None => {}
-    }
-    if let Some((id, caption)) = logon_type(r.LogonType.get()) {
-        d.body.v("logon_type_id", id).v("logon_type", caption);
-        if matches!(id, 3 | 10 | 12) {
-            d.body.v("is_remote", true);
-        }
-    }
-    d.body.v("message", logon_message(&r, &who));
-    d.tenant = tenant;
-    env.unmapped_into(&mut d.unmapped);
-    d.unmapped
-        .s("ActionType", action)
-        .s("ReportId", r.ReportId.get())
-        .s("DeviceType", r.DeviceType.get())
-        .s("OSPlatform", r.OSPlatform.get())
-        .s("TargetDeviceName", r.TargetDeviceName.get())
-        .s("TargetAccountDisplayName", r.TargetAccountDisplayName.get())
-        .s("IsLocalAdmin", r.IsLocalAdmin.get())
-        .s("LogonId", r.LogonId.get())
-        .embedded("AdditionalFields", r.AdditionalFields);
-    Ok(d)
-}
+#[path = "defender_logon.rs"]
+mod logon;
+pub(crate) use logon::map_logon;
 
 #[path = "defender_flat.rs"]
 mod flat;

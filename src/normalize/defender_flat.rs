@@ -7,9 +7,8 @@ use super::super::common::{pick_time, uid_of};
 use super::super::direct::{pair, t, Base, Direct};
 use super::super::ocsf::Class;
 use super::super::{Ctx, FlatUser, NormalizeError};
-use super::{
-    account_parts, categories, evidence_severity, evidence_uid, logon_endpoints, logon_message, logon_outcome, parse,
-};
+use super::logon::{logon_endpoints, logon_message, logon_outcome};
+use super::{account_parts, categories, evidence_severity, evidence_uid, parse};
 
 /// AdvancedHunting-IdentityLogonEvents and -DeviceLogonEvents.
 pub(crate) fn flat_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeError> {
@@ -44,24 +43,25 @@ pub(crate) fn flat_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeEr
         tenant,
     }
     .into_direct();
-    let (uid, name, full, domain) = account_parts(ctx, d.tenant.as_deref(), &r);
+    let account = account_parts(ctx, d.tenant.as_deref(), &r);
     // `user` is required: an account without any detail is `unknown`.
-    let name = match (uid, name, full, domain) {
-        (None, None, None, None) => Some("unknown"),
-        _ => name,
+    let name = if account.is_empty() {
+        Some("unknown")
+    } else {
+        account.name
     };
-    let (src_ip, _, src_host, dst_host, dst_ip, _) = logon_endpoints(&r, device_table);
+    let ends = logon_endpoints(&r, device_table);
     let x = &mut d.flat;
     let user = FlatUser {
         name: t(name),
-        uid: t(uid),
+        uid: t(account.uid),
     };
     (x.src_user, x.dst_user) = pair(FlatUser::default(), user);
     x.status_detail = t(r.FailureReason.get());
-    x.src_ip = t(src_ip);
-    x.src_host = t(src_host);
-    x.dst_host = t(dst_host);
-    x.dst_ip = t(dst_ip);
+    x.src_ip = t(ends.src_ip);
+    x.src_host = t(ends.src_host);
+    x.dst_host = t(ends.dst_host);
+    x.dst_ip = t(ends.dst_ip);
     x.country = t(r.Location.get());
     x.service_name = t(r.Application.get());
     x.message = Some(ByteString::from(logon_message(&r, name.unwrap_or("unknown"))));
@@ -93,7 +93,7 @@ pub(crate) fn flat_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, No
     }
     .into_direct();
     d.entity_key = Some(alert_id.to_owned());
-    let (uid, name, full, domain) = account_parts(ctx, d.tenant.as_deref(), &r);
+    let account = account_parts(ctx, d.tenant.as_deref(), &r);
     let x = &mut d.flat;
     x.title = t(r.Title.get()).or(Some(ByteString::from_static("Untitled alert")));
     x.message = t(r.Title.get());
@@ -102,11 +102,10 @@ pub(crate) fn flat_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, No
     x.finding_uid = t(Some(alert_id));
     // The account is the alert's actor when the evidence is a user, the device its host when
     // it is a machine.
-    let account = uid.is_some() || name.is_some() || full.is_some() || domain.is_some();
-    if entity.eq_ignore_ascii_case("User") && account {
+    if entity.eq_ignore_ascii_case("User") && !account.is_empty() {
         let actor = FlatUser {
-            name: t(name),
-            uid: t(uid),
+            name: t(account.name),
+            uid: t(account.uid),
         };
         (x.src_user, x.dst_user) = pair(actor, FlatUser::default());
     }
