@@ -1,7 +1,8 @@
 //! Criterion benches of OCSF normalization per input kind, on the sample records in
 //! tests/data: `normalize/records` (records/s), `normalize/bytes` (input MB/s), and
 //! `normalize_serialize/records` (normalize plus writing the OCSF JSON line, what the `ocsf`
-//! encoder does). Times are the benchmark thread's CPU time (`support/cpu_time.rs`), so
+//! encoder does), and `normalize_cef/records` (a lean normalization plus the CEF line, what
+//! S1 does per record). Times are the benchmark thread's CPU time (`support/cpu_time.rs`), so
 //! the figures are per core used even on a busy machine. Run: `cargo bench --bench normalize`;
 //! figures in BENCHMARKS.md.
 
@@ -11,8 +12,11 @@ mod cpu_time;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use m365_forwarder::event::{EventKind, EventMeta, Position};
+use m365_forwarder::ack::Finalizer;
+use m365_forwarder::encode::{encoder, EncoderOptions, Format};
+use m365_forwarder::event::{Event, EventKind, EventMeta, Position};
 use m365_forwarder::normalize::{NormalizeOptions, Normalizer};
 use serde_json::Value;
 
@@ -193,6 +197,35 @@ fn bench(c: &mut Criterion<cpu_time::CpuTime>) {
                     let o = n.normalize(&m, r).unwrap();
                     o.normalized.write_json(&mut out).unwrap();
                     out.push(b'\n');
+                    std::hint::black_box(&out);
+                }
+            })
+        });
+    }
+    g.finish();
+
+    // What S1 does per record: a lean normalization (no tree for the families mapped flat,
+    // see `normalize::direct`) and the CEF line.
+    let lean = Normalizer::new(NormalizeOptions {
+        lean: true,
+        ..NormalizeOptions::default()
+    });
+    let cef = encoder(Format::Cef, &EncoderOptions::default());
+    let mut g = c.benchmark_group("normalize_cef/records");
+    for k in &kinds {
+        let m = meta(k.category);
+        let raws: Vec<Bytes> = k.records.iter().map(|r| Bytes::from(r.clone())).collect();
+        g.throughput(Throughput::Elements(raws.len() as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(k.name), &raws, |b, recs| {
+            b.iter(|| {
+                for r in recs {
+                    out.clear();
+                    let o = lean.normalize_bytes(&m, r).unwrap();
+                    let mut e = Event::new(r.clone(), m.clone(), Finalizer::noop());
+                    e.meta.severity_id = o.severity_id;
+                    e.meta.event_ms = o.event_ms;
+                    e.normalized = Some(Arc::new(o.normalized));
+                    cef.encode(&e, &mut out).unwrap();
                     std::hint::black_box(&out);
                 }
             })
