@@ -7,7 +7,7 @@ use super::super::common::{pick_time, uid_of};
 use super::super::direct::{pair, t, Base, Direct};
 use super::super::ocsf::Class;
 use super::super::{Ctx, FlatUser, NormalizeError};
-use super::logon::{logon_endpoints, logon_message, logon_outcome};
+use super::logon::{logon_endpoints, logon_message, logon_outcome, logon_product};
 use super::{account_parts, categories, evidence_severity, evidence_uid, parse};
 
 /// AdvancedHunting-IdentityLogonEvents and -DeviceLogonEvents.
@@ -17,11 +17,6 @@ pub(crate) fn flat_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeEr
     let tenant = env.tenant();
     let category: &str = &ctx.meta.category;
     let device_table = category == "AdvancedHunting-DeviceLogonEvents";
-    let product = if device_table {
-        "Microsoft Defender for Endpoint"
-    } else {
-        "Microsoft Defender for Identity"
-    };
     let uid = uid_of(&[
         category,
         tenant.as_deref().unwrap_or(""),
@@ -38,7 +33,7 @@ pub(crate) fn flat_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeEr
         status: None,
         severity_id,
         time,
-        product: ByteString::from_static(product),
+        product: ByteString::from_static(logon_product(device_table)),
         uid,
         tenant,
     }

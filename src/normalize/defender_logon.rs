@@ -72,6 +72,15 @@ pub(super) fn logon_endpoints<'r>(r: &'r Row<'_>, device_table: bool) -> Endpoin
     }
 }
 
+/// The product that logs a logon: Defender for Endpoint (the device table) or for Identity.
+pub(super) fn logon_product(device_table: bool) -> &'static str {
+    if device_table {
+        "Microsoft Defender for Endpoint"
+    } else {
+        "Microsoft Defender for Identity"
+    }
+}
+
 /// `<ActionType> by <user>[ to <application>]`.
 pub(super) fn logon_message(r: &Row<'_>, who: &str) -> String {
     format!(
@@ -88,12 +97,7 @@ pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
     let t = tenant.as_deref();
     let category: &str = &ctx.meta.category;
     let device_table = category == "AdvancedHunting-DeviceLogonEvents";
-    let product = if device_table {
-        "Microsoft Defender for Endpoint"
-    } else {
-        "Microsoft Defender for Identity"
-    };
-    let mut d = Draft::new(Class::Authentication, time, product);
+    let mut d = Draft::new(Class::Authentication, time, logon_product(device_table));
     d.feature = category.to_owned();
     d.original_time = Some(original.to_owned());
     d.activity_id = 1;

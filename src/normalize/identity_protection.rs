@@ -165,20 +165,40 @@ pub(crate) fn map_detection_graph(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Nor
     Ok(d)
 }
 
-/// What a risk detection's outputs are made of, decided once: the finding caches and the
-/// user cache are consulted (and taught) here, for the tree and the flat form alike.
-struct DetectionFacts<'p> {
+/// What every Identity Protection finding is keyed, dated and rated by.
+struct Finding<'p> {
     time: ParsedTime,
+    /// The time text as the source gave it.
     original: &'p str,
     id: &'p str,
     tenant: Option<String>,
-    is_sp: bool,
+    /// The finding caches' key prefix (`risk.detection`, `risk.user_state`, ...).
     kind_key: &'static str,
-    event_type: &'p str,
-    title: String,
     status_id: u8,
     severity: u8,
+    /// Create or Update, from the finding cache.
     activity_id: u8,
+}
+
+impl Finding<'_> {
+    /// `metadata.uid`.
+    fn uid(&self) -> u128 {
+        uid_of(&[
+            self.kind_key,
+            self.tenant.as_deref().unwrap_or(""),
+            self.id,
+            self.original,
+        ])
+    }
+}
+
+/// What a risk detection's outputs are made of, decided once: the finding caches and the
+/// user cache are consulted (and taught) here, for the tree and the flat form alike.
+struct DetectionFacts<'p> {
+    finding: Finding<'p>,
+    is_sp: bool,
+    event_type: &'p str,
+    title: String,
     /// `additionalInfo` as an object.
     info: Option<Value>,
     /// The user (not a service principal): uid, UPN and display name, the UPN maybe
@@ -253,17 +273,19 @@ fn detection_facts<'p>(
         }
     }
     Ok(DetectionFacts {
-        time,
-        original,
-        id,
-        tenant,
+        finding: Finding {
+            time,
+            original,
+            id,
+            tenant,
+            kind_key,
+            status_id,
+            severity: risk_severity(p.risk_level.get(), p.risk_state.get()),
+            activity_id,
+        },
         is_sp,
-        kind_key,
         event_type,
         title: risk_title(event_type),
-        status_id,
-        severity: risk_severity(p.risk_level.get(), p.risk_state.get()),
-        activity_id,
         info: decode_embedded(p.additional_info).map(key_value_object),
         uid,
         upn,
@@ -279,18 +301,17 @@ fn detection(
     tenant: Option<String>,
 ) -> Result<Draft, NormalizeError> {
     let f = detection_facts(ctx, p, envelope_time, tenant)?;
-    let (id, event_type, title) = (f.id, f.event_type, f.title.clone());
-    let t = f.tenant.as_deref();
-    let mut d = Draft::new(Class::DetectionFinding, f.time, PRODUCT);
-    d.original_time = Some(f.original.to_owned());
+    let (id, event_type, title) = (f.finding.id, f.event_type, f.title.clone());
+    let mut d = Draft::new(Class::DetectionFinding, f.finding.time, PRODUCT);
+    d.original_time = Some(f.finding.original.to_owned());
     d.feature = ctx.meta.category.to_string();
-    d.severity_id = f.severity;
-    d.status_id = Some(f.status_id);
+    d.severity_id = f.finding.severity;
+    d.status_id = Some(f.finding.status_id);
     d.status = p.risk_state.owned();
     d.correlation_uid = p.correlation_id.owned();
-    d.uid = uid_of(&[f.kind_key, t.unwrap_or(""), id, f.original]);
+    d.uid = f.finding.uid();
     d.detection = Some((DetectionKind::Risk, id.to_owned()));
-    d.activity_id = f.activity_id;
+    d.activity_id = f.finding.activity_id;
     d.entity_key = Some(id.to_owned());
     d.body.v("is_alert", true);
     if let Some((rid, caption)) = risk_level(p.risk_level.get()) {
@@ -368,7 +389,7 @@ fn detection(
         .s("resourceTenantId", p.resource_tenant.get())
         .s("homeTenantId", p.home_tenant.get())
         .arr("keyIds", key_ids);
-    d.tenant = f.tenant;
+    d.tenant = f.finding.tenant;
     d.unmapped.ov("additionalInfo", f.info);
     Ok(d)
 }
@@ -394,18 +415,11 @@ pub(crate) fn map_state_graph(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Normali
 
 /// What a risk state's outputs are made of, decided once (caches consulted and taught here).
 struct StateFacts<'p> {
-    time: ParsedTime,
-    original: &'p str,
-    id: &'p str,
-    tenant: Option<String>,
+    finding: Finding<'p>,
     is_sp: bool,
     prefix: &'static str,
-    kind_key: &'static str,
     title: &'static str,
     at_risk: bool,
-    status_id: u8,
-    severity: u8,
-    activity_id: u8,
     /// A user's UPN (maybe restored from the cache) and display name.
     upn: Option<Cow<'p, str>>,
     full: Option<Cow<'p, str>>,
@@ -414,14 +428,14 @@ struct StateFacts<'p> {
 
 impl StateFacts<'_> {
     fn finding_uid(&self) -> String {
-        format!("{}:{}", self.prefix, self.id)
+        format!("{}:{}", self.prefix, self.finding.id)
     }
 
     fn message(&self, p: &RiskState<'_>) -> String {
         let name = if self.is_sp {
-            p.display_name.get().unwrap_or(self.id)
+            p.display_name.get().unwrap_or(self.finding.id)
         } else {
-            self.upn.as_deref().or(self.full.as_deref()).unwrap_or(self.id)
+            self.upn.as_deref().or(self.full.as_deref()).unwrap_or(self.finding.id)
         };
         format!(
             "{} {name}: {} (risk level {})",
@@ -482,18 +496,20 @@ fn state_facts<'p>(
         }
     }
     Ok(StateFacts {
-        time,
-        original,
-        id,
-        tenant,
+        finding: Finding {
+            time,
+            original,
+            id,
+            tenant,
+            kind_key,
+            status_id,
+            severity: risk_severity(p.risk_level.get(), state),
+            activity_id,
+        },
         is_sp,
         prefix,
-        kind_key,
         title,
         at_risk,
-        status_id,
-        severity: risk_severity(p.risk_level.get(), state),
-        activity_id,
         upn,
         full,
         restored,
@@ -508,15 +524,15 @@ fn state(
     is_sp: bool,
 ) -> Result<Draft, NormalizeError> {
     let f = state_facts(ctx, p, envelope_time, tenant, is_sp)?;
-    let id = f.id;
-    let mut d = Draft::new(Class::DetectionFinding, f.time, PRODUCT);
-    d.original_time = Some(f.original.to_owned());
+    let id = f.finding.id;
+    let mut d = Draft::new(Class::DetectionFinding, f.finding.time, PRODUCT);
+    d.original_time = Some(f.finding.original.to_owned());
     d.feature = ctx.meta.category.to_string();
-    d.severity_id = f.severity;
-    d.status_id = Some(f.status_id);
+    d.severity_id = f.finding.severity;
+    d.status_id = Some(f.finding.status_id);
     d.status = p.risk_state.owned();
-    d.uid = uid_of(&[f.kind_key, f.tenant.as_deref().unwrap_or(""), id, f.original]);
-    d.activity_id = f.activity_id;
+    d.uid = f.finding.uid();
+    d.activity_id = f.finding.activity_id;
     d.entity_key = Some(f.finding_uid());
     d.body.v("is_alert", f.at_risk);
     if let Some((rid, caption)) = risk_level(p.risk_level.get()) {
@@ -526,7 +542,7 @@ fn state(
     fi.v("uid", f.finding_uid())
         .v("title", f.title)
         .v("types", vec![Value::from(f.prefix)])
-        .i("modified_time", Some(f.time.ms))
+        .i("modified_time", Some(f.finding.time.ms))
         .s("desc", p.risk_detail.get());
     d.body.o("finding_info", fi);
 
@@ -550,7 +566,7 @@ fn state(
     d.body.o("actor", actor);
     d.host_profile = true;
     d.body.v("message", f.message(p));
-    d.tenant = f.tenant;
+    d.tenant = f.finding.tenant;
     d.unmapped
         .s("riskDetail", p.risk_detail.get())
         .s("servicePrincipalType", p.sp_type.get())

@@ -3,12 +3,29 @@
 
 use bytestring::ByteString;
 
-use super::super::common::{time_ms, uid_of, Envelope};
+use super::super::common::{time_ms, Envelope};
 use super::super::correlate::DetectionKind;
 use super::super::direct::{owned, pair, set_location, t, Base, Direct};
 use super::super::ocsf::Class;
 use super::super::{Ctx, FlatUser, NormalizeError};
-use super::{detection_facts, state_facts, Detection, RiskState, PRODUCT};
+use super::{detection_facts, state_facts, Detection, Finding, RiskState, PRODUCT};
+
+/// The base attributes of an Identity Protection finding.
+fn base(f: &Finding<'_>, status: Option<String>) -> Direct {
+    Base {
+        class: Class::DetectionFinding,
+        activity_id: f.activity_id,
+        activity_name: None,
+        status_id: Some(f.status_id),
+        status,
+        severity_id: f.severity,
+        time: f.time,
+        product: ByteString::from_static(PRODUCT),
+        uid: f.uid(),
+        tenant: f.tenant.clone(),
+    }
+    .into_direct()
+}
 
 /// UserRiskEvents and ServicePrincipalRiskEvents.
 pub(crate) fn flat_detection_eventhub(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeError> {
@@ -16,26 +33,14 @@ pub(crate) fn flat_detection_eventhub(ctx: &Ctx<'_>, raw: &str) -> Result<Direct
     let empty = Detection::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
     let f = detection_facts(ctx, p, &env.time, env.tenant())?;
-    let mut d = Base {
-        class: Class::DetectionFinding,
-        activity_id: f.activity_id,
-        activity_name: None,
-        status_id: Some(f.status_id),
-        status: p.risk_state.owned(),
-        severity_id: f.severity,
-        time: f.time,
-        product: ByteString::from_static(PRODUCT),
-        uid: uid_of(&[f.kind_key, f.tenant.as_deref().unwrap_or(""), f.id, f.original]),
-        tenant: f.tenant.clone(),
-    }
-    .into_direct();
-    d.entity_key = Some(f.id.to_owned());
-    d.detection = Some((DetectionKind::Risk, f.id.to_owned()));
+    let mut d = base(&f.finding, p.risk_state.owned());
+    d.entity_key = Some(f.finding.id.to_owned());
+    d.detection = Some((DetectionKind::Risk, f.finding.id.to_owned()));
     let x = &mut d.flat;
     x.title = Some(owned(f.title.clone()));
     x.detector = t(Some(f.event_type));
     x.category = x.detector.clone();
-    x.finding_uid = t(Some(f.id));
+    x.finding_uid = t(Some(f.finding.id));
     x.start_ms = time_ms(&p.activity_time);
     x.end_ms = x.start_ms;
     x.portal_url = t(f.info_str("alertUrl"));
@@ -70,19 +75,7 @@ pub(crate) fn flat_state_eventhub(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, No
     let p = env.properties.as_ref().unwrap_or(&empty);
     let is_sp = ctx.meta.category.as_ref() == "RiskyServicePrincipals";
     let f = state_facts(ctx, p, &env.time, env.tenant(), is_sp)?;
-    let mut d = Base {
-        class: Class::DetectionFinding,
-        activity_id: f.activity_id,
-        activity_name: None,
-        status_id: Some(f.status_id),
-        status: p.risk_state.owned(),
-        severity_id: f.severity,
-        time: f.time,
-        product: ByteString::from_static(PRODUCT),
-        uid: uid_of(&[f.kind_key, f.tenant.as_deref().unwrap_or(""), f.id, f.original]),
-        tenant: f.tenant.clone(),
-    }
-    .into_direct();
+    let mut d = base(&f.finding, p.risk_state.owned());
     let finding_uid = f.finding_uid();
     let x = &mut d.flat;
     x.title = Some(ByteString::from_static(f.title));
@@ -93,12 +86,12 @@ pub(crate) fn flat_state_eventhub(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, No
         x.app_name = t(p.display_name.get());
         FlatUser {
             name: t(p.display_name.get()),
-            uid: t(Some(f.id)),
+            uid: t(Some(f.finding.id)),
         }
     } else {
         FlatUser {
             name: t(f.upn.as_deref()),
-            uid: t(Some(f.id)),
+            uid: t(Some(f.finding.id)),
         }
     };
     (x.src_user, x.dst_user) = pair(actor, FlatUser::default());
