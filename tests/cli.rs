@@ -208,6 +208,49 @@ fn convert_writes_one_line_per_event() {
 }
 
 #[test]
+fn convert_reads_a_file_named_twice_once() {
+    // A file listed again (or also through its directory) would otherwise be read again or
+    // not, depending on whether its checkpoint was committed in between.
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let file = inputs.join("audit.json");
+    std::fs::copy(data("eventhub/auditlogs.json"), &file).unwrap();
+    let dl = dir.path().join("q.ndjson");
+    let (f, d) = (file.to_str().unwrap(), inputs.to_str().unwrap());
+    let out = run(&[
+        "convert",
+        "--from",
+        "eventhub",
+        "--to",
+        "raw",
+        "--dead-letter",
+        dl.to_str().unwrap(),
+        f,
+        f,
+        d,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let once = run(&[
+        "convert",
+        "--from",
+        "eventhub",
+        "--to",
+        "raw",
+        "--dead-letter",
+        dl.to_str().unwrap(),
+        f,
+    ]);
+    let (twice, once) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&once.stdout),
+    );
+    assert!(once.lines().count() >= 3);
+    assert_eq!(twice.lines().count(), once.lines().count(), "each event once");
+    assert_eq!(twice, once);
+}
+
+#[test]
 fn convert_of_a_malformed_body_exits_3_and_quarantines_it() {
     let dir = tempfile::tempdir().unwrap();
     let dl = dir.path().join("q.ndjson");

@@ -188,21 +188,31 @@ impl Source for ReplaySource {
     }
 }
 
+/// The files to read, in order: directories listed (sorted), each file once. A file named
+/// twice (directly, or also through its directory) is read once: its checkpoint is the end
+/// of the file after the first read, so a second read would forward nothing or, before the
+/// checkpoint is committed, everything again.
 fn expand_paths(paths: &[PathBuf], source: &str) -> Result<Vec<PathBuf>, SourceError> {
-    let mut out = Vec::new();
+    let mut out: Vec<PathBuf> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut add = |p: PathBuf| {
+        if p.as_os_str() != "-" && !seen.insert(p.clone()) {
+            tracing::warn!(source, file = %p.display(), "file named more than once; read once");
+        } else {
+            out.push(p);
+        }
+    };
     for p in paths {
-        if p.as_os_str() == "-" {
-            out.push(p.clone());
-        } else if p.is_dir() {
+        if p.as_os_str() != "-" && p.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| fatal(source, format!("cannot list {}: {e}", p.display())))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file())
                 .collect();
             files.sort();
-            out.extend(files);
+            files.into_iter().for_each(&mut add);
         } else {
-            out.push(p.clone());
+            add(p.clone());
         }
     }
     Ok(out)
