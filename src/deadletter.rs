@@ -117,7 +117,7 @@ impl DeadLetter {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
                 }
-                *guard = Some(std::fs::OpenOptions::new().create(true).append(true).open(&path)?);
+                *guard = Some(crate::line_file::open_for_lines(&path)?);
             }
             let f = guard.as_mut().expect("opened above");
             let r = f.write_all(&buf).and_then(|_| f.sync_data());
@@ -147,5 +147,34 @@ impl DeadLetter {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::Finalizer;
+    use crate::event::{EventKind, EventMeta, Position};
+
+    #[tokio::test]
+    async fn a_record_cut_short_by_a_kill_does_not_join_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.ndjson");
+        // What a process killed while writing its second record leaves.
+        std::fs::write(&path, "{\"stage\":\"decode\"}\n{\"stage\":\"norm").unwrap();
+        let dl = DeadLetter::new(&path, Arc::new(Metrics::new()));
+        let meta = EventMeta::new(
+            Arc::from("s"),
+            "SignInLogs",
+            EventKind::SignIn,
+            Position::at(Arc::from("p"), 0, 0),
+        );
+        let mut e = Event::new(bytes::Bytes::from_static(b"{}"), meta, Finalizer::noop());
+        e.quarantine("normalize", "invalid_json", "bad".into());
+        dl.write(&[e]).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[1]["reason"], "invalid_json");
     }
 }

@@ -14,6 +14,7 @@ pub mod decode;
 pub mod encode;
 pub mod event;
 pub(crate) mod json_text;
+pub(crate) mod line_file;
 pub mod normalize;
 pub mod pipeline;
 pub mod sinks;
