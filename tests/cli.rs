@@ -10,6 +10,21 @@ fn run(args: &[&str]) -> std::process::Output {
     Command::new(bin()).args(args).output().unwrap()
 }
 
+/// `convert --from eventhub --to <to> --dead-letter <dl> <inputs>...`.
+fn convert(to: &str, dl: &std::path::Path, inputs: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "convert",
+        "--from",
+        "eventhub",
+        "--to",
+        to,
+        "--dead-letter",
+        dl.to_str().unwrap(),
+    ];
+    args.extend_from_slice(inputs);
+    run(&args)
+}
+
 fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
     let p = dir.join("forwarder.toml");
     std::fs::write(&p, text).unwrap();
@@ -186,17 +201,11 @@ fn convert_ends_when_its_reader_goes_away() {
 fn convert_writes_one_line_per_event() {
     let dir = tempfile::tempdir().unwrap();
     let dl = dir.path().join("q.ndjson");
-    let out = run(&[
-        "convert",
-        "--from",
-        "eventhub",
-        "--to",
-        "raw",
-        "--dead-letter",
-        dl.to_str().unwrap(),
-        data("eventhub/auditlogs.json").to_str().unwrap(),
-        data("eventhub/signin_interactive.json").to_str().unwrap(),
-    ]);
+    let (audit, signin) = (
+        data("eventhub/auditlogs.json"),
+        data("eventhub/signin_interactive.json"),
+    );
+    let out = convert("raw", &dl, &[audit.to_str().unwrap(), signin.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 5);
@@ -218,29 +227,9 @@ fn convert_reads_a_file_named_twice_once() {
     std::fs::copy(data("eventhub/auditlogs.json"), &file).unwrap();
     let dl = dir.path().join("q.ndjson");
     let (f, d) = (file.to_str().unwrap(), inputs.to_str().unwrap());
-    let out = run(&[
-        "convert",
-        "--from",
-        "eventhub",
-        "--to",
-        "raw",
-        "--dead-letter",
-        dl.to_str().unwrap(),
-        f,
-        f,
-        d,
-    ]);
+    let out = convert("raw", &dl, &[f, f, d]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let once = run(&[
-        "convert",
-        "--from",
-        "eventhub",
-        "--to",
-        "raw",
-        "--dead-letter",
-        dl.to_str().unwrap(),
-        f,
-    ]);
+    let once = convert("raw", &dl, &[f]);
     let (twice, once) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&once.stdout),
@@ -254,16 +243,8 @@ fn convert_reads_a_file_named_twice_once() {
 fn convert_of_a_malformed_body_exits_3_and_quarantines_it() {
     let dir = tempfile::tempdir().unwrap();
     let dl = dir.path().join("q.ndjson");
-    let out = run(&[
-        "convert",
-        "--from",
-        "eventhub",
-        "--to",
-        "ocsf",
-        "--dead-letter",
-        dl.to_str().unwrap(),
-        data("eventhub/malformed/placeholder_blob.txt").to_str().unwrap(),
-    ]);
+    let blob = data("eventhub/malformed/placeholder_blob.txt");
+    let out = convert("ocsf", &dl, &[blob.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("quarantined") && err.contains("not_json"), "{err}");
