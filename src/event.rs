@@ -143,6 +143,9 @@ pub struct EventMeta {
     pub entity_key: Option<Arc<str>>,
     /// The body needed a repair before it parsed (single quotes, raw newlines).
     pub repaired: bool,
+    /// Decoding skipped the record's nested values without checking their syntax
+    /// (`DecodedRecord::checked`); normalization checks it.
+    pub unchecked: bool,
     /// Change type from the Graph state engine (`created`, `updated`, `alert_added`,
     /// `status_changed`, ...), when the source computed one.
     pub change_type: Option<Arc<str>>,
@@ -217,6 +220,7 @@ impl EventMeta {
             severity_id: 0,
             entity_key: None,
             repaired: false,
+            unchecked: false,
             change_type: None,
             changed_fields: None,
             duplicate: false,

@@ -256,6 +256,40 @@ fn convert_of_a_malformed_body_exits_3_and_quarantines_it() {
     assert!(rec["partition"].as_str().unwrap().ends_with("placeholder_blob.txt"));
 }
 
+/// Decoding reads a record's own members and skips its nested values by their brackets;
+/// the normalizer's parse checks them. A line broken inside `properties` still ends in
+/// quarantine as undecodable (stage `decode`, `not_json`, as before), a raw control
+/// character there is still repaired, and the lines around them are converted.
+#[test]
+fn convert_quarantines_a_line_broken_inside_as_undecodable() {
+    let dir = tempfile::tempdir().unwrap();
+    let dl = dir.path().join("q.ndjson");
+    let body: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data("eventhub/signin_interactive.json")).unwrap()).unwrap();
+    let good = serde_json::to_string(&body["records"][0]).unwrap();
+    let upn = body["records"][0]["properties"]["userPrincipalName"].as_str().unwrap();
+    let broken = good.replacen("\"properties\":{", "\"properties\":{\"x\":tru,", 1);
+    let control = good.replacen(upn, &format!("{upn}\u{1}"), 1);
+    assert!(broken != good && control != good);
+    let input = dir.path().join("lines.ndjson");
+    std::fs::write(&input, format!("{good}\n{broken}\n{control}\n{good}\n")).unwrap();
+    let out = convert("ocsf", &dl, &[input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "the good lines and the repaired one");
+    assert_eq!(lines[1]["user"]["name"], format!("{upn}\u{1}"), "repaired, not dropped");
+    let q = std::fs::read_to_string(&dl).unwrap();
+    let recs: Vec<serde_json::Value> = q.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(recs.len(), 1, "{q}");
+    assert_eq!(recs[0]["stage"], "decode");
+    assert_eq!(recs[0]["reason"], "not_json");
+    assert_eq!(recs[0]["category"], "Unknown");
+    assert_eq!(recs[0]["original"].as_str().unwrap().trim_end(), broken);
+}
+
 #[test]
 fn convert_reads_stdin_and_repairs_single_quotes() {
     use std::io::Write;

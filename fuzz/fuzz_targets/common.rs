@@ -1,5 +1,6 @@
 //! Shared by the fuzz targets: decode a body, normalize every record, encode each event in
-//! every format and check that what we emit is well formed (JSON parses, CEF/LEEF parse back).
+//! every format and check that what we emit is well formed (JSON parses, CEF/LEEF parse back),
+//! and that a record decoded unchecked normalizes only when it is valid JSON.
 
 use std::sync::Arc;
 
@@ -32,6 +33,17 @@ pub fn pipeline(format: InputFormat, data: &[u8]) {
         meta.tenant = r.tenant.as_deref().map(Arc::from);
         let full = normalizer.normalize(&meta, &r.raw);
         let lean_out = lean.normalize(&meta, &r.raw);
+        if !r.checked {
+            // Decoded unchecked (nested values skipped by their brackets): it normalizes
+            // only when it is valid JSON (as text, the way the normalizer reads it), and
+            // when it is not, decoding it in full refuses it (no repair would have saved it).
+            let text = String::from_utf8_lossy(&r.raw);
+            let valid = serde_json::from_str::<serde_json::Value>(&text).is_ok();
+            assert!(valid || full.is_err(), "an unchecked record that is not JSON normalized");
+            if !valid {
+                assert!(m365_forwarder::decode::recheck(&r.raw).is_some(), "no decode error for broken JSON");
+            }
+        }
         let out = match (full, lean_out) {
             (Ok(out), Ok(l)) => {
                 let mut le = Event::new(r.raw.clone(), meta.clone(), Finalizer::noop());

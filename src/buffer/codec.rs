@@ -121,6 +121,8 @@ pub fn decode_batch(payload: &[u8], finalizer: &Finalizer) -> Result<Vec<Event>,
             severity_id,
             entity_key,
             repaired,
+            // Only normalization reads it; buffered events were normalized already.
+            unchecked: false,
             change_type,
             changed_fields,
             // Only the router reads it; buffered events were routed already.

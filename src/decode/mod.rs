@@ -4,6 +4,7 @@
 pub mod graph;
 pub mod repair;
 mod scan;
+mod skip;
 pub mod time;
 
 use std::borrow::Cow;
@@ -62,6 +63,10 @@ pub struct DecodedRecord {
     pub tenant: Option<String>,
     /// Stable entity key known at decode time (the incident id of a Graph alert).
     pub entity_key: Option<String>,
+    /// Whether the record's whole syntax was checked. A single record's nested values are
+    /// only skipped by their brackets (see `scan`): the normalizer's parse checks them, and
+    /// a record it refuses goes through [`recheck`].
+    pub checked: bool,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +86,19 @@ const MAX_INFLATED: u64 = 256 * 1024 * 1024;
 
 /// Decode one unit. Errors mean the unit must be quarantined whole.
 pub fn decode_unit(format: InputFormat, body: Bytes) -> Result<DecodedUnit, DecodeError> {
+    decode_checking(format, body, Check::Heads)
+}
+
+/// How much of a single record's syntax decoding checks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Its own members; nested values by their brackets only ([`DecodedRecord::checked`]).
+    Heads,
+    /// Everything.
+    All,
+}
+
+fn decode_checking(format: InputFormat, body: Bytes, check: Check) -> Result<DecodedUnit, DecodeError> {
     let body = if body.starts_with(&GZIP_MAGIC) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(&body[..])
@@ -99,7 +117,7 @@ pub fn decode_unit(format: InputFormat, body: Bytes) -> Result<DecodedUnit, Deco
     // One pass for an object (envelope keys and a single record's head together); only a
     // syntax error takes the repair path below.
     if body.starts_with(b"{") {
-        match decode_object(format, &body) {
+        match decode_object(format, &body, check) {
             Ok(unit) => return Ok(unit),
             Err(Some(e)) => return Err(e),
             Err(None) => {}
@@ -122,7 +140,7 @@ pub fn decode_unit(format: InputFormat, body: Bytes) -> Result<DecodedUnit, Deco
         return Err(DecodeError::NotRecords("top level is a scalar".into()));
     }
     // A repaired object body: the same one-pass decoding.
-    let mut unit = decode_object(format, &body)
+    let mut unit = decode_object(format, &body, check)
         .map_err(|e| e.unwrap_or_else(|| DecodeError::NotJson("the repaired body does not parse".into())))?;
     unit.repaired = repaired;
     Ok(unit)
@@ -147,28 +165,30 @@ struct Top<'a> {
 }
 
 /// Decodes an object body in one parse. `Err(None)`: not valid JSON (try the repairs).
-fn decode_object(format: InputFormat, body: &Bytes) -> Result<DecodedUnit, Option<DecodeError>> {
+fn decode_object(format: InputFormat, body: &Bytes, check: Check) -> Result<DecodedUnit, Option<DecodeError>> {
     // The fast scan covers Event Hub bodies and single diagnostic records; anything else
     // (Graph objects and pages, what it does not handle) takes the serde pass below; Graph
     // input goes there at once instead of being scanned first.
-    let scanned = (format != InputFormat::Graph).then(|| scan::scan(body)).flatten();
+    let scanned = (format != InputFormat::Graph)
+        .then(|| scan::scan(body, check == Check::Heads))
+        .flatten();
     if let Some(scanned) = scanned {
         let mut unit = DecodedUnit::default();
         match scanned {
             scan::Scanned::Records(list) => {
                 for (bytes, head) in list {
-                    push_scanned(body, bytes, head, &mut unit);
+                    push_scanned(body, bytes, head, true, &mut unit);
                 }
                 return Ok(unit);
             }
-            scan::Scanned::Single(head)
+            scan::Scanned::Single { head, checked }
                 if format == InputFormat::Eventhub
                     || (format == InputFormat::Auto && !graph::looks_like_graph_bytes(body)) =>
             {
-                push_scanned(body, body, head, &mut unit);
+                push_scanned(body, body, head, checked, &mut unit);
                 return Ok(unit);
             }
-            scan::Scanned::Single(_) => {}
+            scan::Scanned::Single { .. } => {}
         }
     }
     let top: Top = match serde_json::from_slice(body) {
@@ -209,6 +229,7 @@ fn decode_object(format: InputFormat, body: &Bytes) -> Result<DecodedUnit, Optio
                     category,
                     tenant: record_tenant(top.tenant_id, top.resource_id.as_deref()),
                     entity_key: None,
+                    checked: true,
                 });
             }
         }
@@ -252,12 +273,13 @@ fn push_eventhub_record(body: &Bytes, item: &RawValue, unit: &mut DecodedUnit) -
         category,
         tenant: record_tenant(head.tenant_id, head.resource_id.as_deref()),
         entity_key: None,
+        checked: true,
     });
     Ok(())
 }
 
 /// A record found by the fast scan (`bytes` is part of `body`).
-fn push_scanned(body: &Bytes, bytes: &[u8], head: scan::Head<'_>, unit: &mut DecodedUnit) {
+fn push_scanned(body: &Bytes, bytes: &[u8], head: scan::Head<'_>, checked: bool, unit: &mut DecodedUnit) {
     let category = head.category.unwrap_or("Unknown").to_string();
     unit.records.push(DecodedRecord {
         raw: slice_bytes(body, bytes),
@@ -265,7 +287,22 @@ fn push_scanned(body: &Bytes, bytes: &[u8], head: scan::Head<'_>, unit: &mut Dec
         category,
         tenant: record_tenant(head.tenant_id.map(Cow::Borrowed), head.resource_id),
         entity_key: None,
+        checked,
     });
+}
+
+/// For a record decoded unchecked ([`DecodedRecord::checked`]) that the normalizer refused:
+/// the error decoding it in full gives (the one it would have been quarantined with), or
+/// `None` when its JSON is valid (the normalizer's error stands). It never needs a repair:
+/// the scan gives up on anything one would fix.
+pub fn recheck(record: &Bytes) -> Option<DecodeError> {
+    match decode_checking(InputFormat::Eventhub, record.clone(), Check::All) {
+        Ok(unit) => {
+            debug_assert!(unit.repaired.is_none(), "an unchecked record needed a repair");
+            None
+        }
+        Err(e) => Some(e),
+    }
 }
 
 /// `tenantId`, else the tenant in `resourceId`.

@@ -1,8 +1,15 @@
 //! A fast validating scan of an object body: finds its records (the body itself, or the
 //! elements of an Event Hub body's `records`) and the keys decoding needs from each
-//! (`category`, `tenantId`, `resourceId`) without building anything. The normalizer parses
-//! each record in full afterwards, so this pass only has to be exact about validity, and it
-//! is cheap: strings are skipped eight bytes at a time.
+//! (`category`, `tenantId`, `resourceId`) without building anything. It is cheap: strings
+//! are skipped sixteen bytes at a time.
+//!
+//! A body that is one record has its nested objects and arrays (`properties`, most of its
+//! bytes) skipped by their brackets alone (`skip`), unchecked: the normalizer's parse reads
+//! the whole record afterwards and checks them there. Such a record is marked
+//! ([`Scanned::Single`]'s `checked`), and a record the normalizer then refuses is decoded
+//! again in full (`super::recheck`), so it ends as it would have here. The skip gives up
+//! on anything a repair would fix, so an unchecked record never needed one. The records of
+//! an Event Hub body are checked in full here (a broken one fails the whole body).
 //!
 //! Whatever it does not handle returns `None` and decoding takes the serde path, which
 //! reports or repairs it: syntax errors, Graph pages (`value`), escapes in keys or in those
@@ -22,8 +29,8 @@ pub(crate) struct Head<'a> {
 /// What an object body holds.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Scanned<'a> {
-    /// The body is one record.
-    Single(Head<'a>),
+    /// The body is one record; `checked`: its nested values too (else only its brackets).
+    Single { head: Head<'a>, checked: bool },
     /// An Event Hub body: each record's bytes and head.
     Records(Vec<(&'a [u8], Head<'a>)>),
 }
@@ -32,9 +39,15 @@ pub(crate) enum Scanned<'a> {
 const MAX_DEPTH: usize = 120;
 
 /// Scans `body` (starting with `{`, already trimmed; Event Hub or auto-detected input: a
-/// `records` array is read as an Event Hub body).
-pub(crate) fn scan(body: &[u8]) -> Option<Scanned<'_>> {
-    let mut s = Scanner { b: body, i: 0 };
+/// `records` array is read as an Event Hub body); `unchecked`: a single record's nested
+/// values may be skipped by their brackets.
+pub(crate) fn scan(body: &[u8], unchecked: bool) -> Option<Scanned<'_>> {
+    let mut s = Scanner {
+        b: body,
+        i: 0,
+        unchecked,
+        skipped: false,
+    };
     let mut head = Head::default();
     let mut list = None;
     s.object(|s, key| match key {
@@ -42,7 +55,9 @@ pub(crate) fn scan(body: &[u8]) -> Option<Scanned<'_>> {
             if list.is_some() {
                 return None;
             }
+            let allowed = std::mem::replace(&mut s.unchecked, false);
             list = Some(s.records()?);
+            s.unchecked = allowed;
             Some(())
         }
         b"value" | b"@odata.nextLink" => None,
@@ -53,14 +68,23 @@ pub(crate) fn scan(body: &[u8]) -> Option<Scanned<'_>> {
         return None;
     }
     Some(match list {
+        // Members beside `records` skipped unchecked: the body is checked by serde.
+        Some(_) if s.skipped => return None,
         Some(l) => Scanned::Records(l),
-        None => Scanned::Single(head),
+        None => Scanned::Single {
+            head,
+            checked: !s.skipped,
+        },
     })
 }
 
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
+    /// A nested object or array may be skipped by its brackets (`skip::container_end`).
+    unchecked: bool,
+    /// One was.
+    skipped: bool,
 }
 
 impl<'a> Scanner<'a> {
@@ -161,6 +185,11 @@ impl<'a> Scanner<'a> {
     fn value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(|_| ()),
+            b'{' | b'[' if self.unchecked => {
+                self.i = super::skip::container_end(self.b, self.i, MAX_DEPTH - depth)?;
+                self.skipped = true;
+                Some(())
+            }
             b'{' | b'[' => self.container(depth),
             b't' => self.word(b"true"),
             b'f' => self.word(b"false"),

@@ -1,5 +1,6 @@
 //! The fast scan against serde_json: it never accepts what serde_json rejects, and reads
-//! the same heads.
+//! the same heads. A single record whose nested values it only skipped (unchecked) may be
+//! invalid JSON, but then one that decoding in full refuses without a repair.
 
 use std::borrow::Cow;
 
@@ -29,36 +30,50 @@ fn samples() -> Vec<Vec<u8>> {
     out
 }
 
-/// Checks one input: accepted only when serde_json accepts it, with the same heads.
+/// Checks one input both ways. Checking everything, the scan accepts it only when
+/// serde_json does, with the same heads. Skipping nested values unchecked, it accepts the
+/// same valid inputs with the same heads, and an invalid one only as an unchecked single
+/// record that decoding in full refuses (without a repair). Returns whether the checking
+/// scan accepted it.
 fn check(body: &[u8]) -> bool {
     let trimmed = body.trim_ascii();
     if !trimmed.starts_with(b"{") {
         return false;
     }
-    let Some(scanned) = scan(trimmed) else {
-        return false;
-    };
+    let (full, quick) = (scan(trimmed, false), scan(trimmed, true));
     let Ok(text) = std::str::from_utf8(trimmed) else {
         // The scan leaves UTF-8 to the normalizer, which checks each record's text.
-        return true;
+        return full.is_some();
     };
-    assert!(
-        serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok(),
-        "the scan accepted invalid JSON: {text}"
-    );
-    match scanned {
-        Scanned::Single(h) => assert_eq!(head_tuple(&h), serde_head(text), "{text}"),
-        Scanned::Records(list) => {
-            #[derive(Deserialize)]
-            struct Body<'a> {
-                #[serde(borrow)]
-                records: Vec<&'a RawValue>,
-            }
-            let b: Body = serde_json::from_str(text).unwrap();
-            assert_eq!(b.records.len(), list.len());
-            for (r, (bytes, h)) in b.records.iter().zip(&list) {
-                assert_eq!(r.get().as_bytes(), *bytes, "record span");
-                assert_eq!(head_tuple(h), serde_head(r.get()));
+    let valid = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+    if !valid {
+        assert!(full.is_none(), "the scan accepted invalid JSON: {text}");
+        if let Some(q) = quick {
+            assert!(matches!(q, Scanned::Single { checked: false, .. }), "{text}");
+            let err = crate::decode::recheck(&bytes::Bytes::copy_from_slice(trimmed));
+            assert!(err.is_some(), "no decode error for broken JSON: {text}");
+        }
+        return false;
+    }
+    assert_eq!(full.is_some(), quick.is_some(), "{text}");
+    let (Some(full), Some(quick)) = (full, quick) else {
+        return false;
+    };
+    for scanned in [quick, full] {
+        match scanned {
+            Scanned::Single { head, .. } => assert_eq!(head_tuple(&head), serde_head(text), "{text}"),
+            Scanned::Records(list) => {
+                #[derive(Deserialize)]
+                struct Body<'a> {
+                    #[serde(borrow)]
+                    records: Vec<&'a RawValue>,
+                }
+                let b: Body = serde_json::from_str(text).unwrap();
+                assert_eq!(b.records.len(), list.len());
+                for (r, (bytes, h)) in b.records.iter().zip(&list) {
+                    assert_eq!(r.get().as_bytes(), *bytes, "record span");
+                    assert_eq!(head_tuple(h), serde_head(r.get()));
+                }
             }
         }
     }
@@ -103,7 +118,10 @@ fn never_accepts_what_serde_rejects() {
 
 #[test]
 fn what_it_leaves_to_serde() {
-    let none = |s: &str| assert_eq!(scan(s.as_bytes()), None, "{s}");
+    let none = |s: &str| {
+        assert_eq!(scan(s.as_bytes(), false), None, "{s}");
+        assert_eq!(scan(s.as_bytes(), true), None, "{s}");
+    };
     none(r#"{"value":[{"id":"1"}],"@odata.nextLink":"x"}"#);
     none(r#"{"category":"A","category":"B"}"#);
     none(r#"{"category":1}"#);
@@ -117,17 +135,39 @@ fn what_it_leaves_to_serde() {
     none(r#"{"a":1} {"b":2}"#);
     none(r#"{"a":01}"#);
     none(r#"{"a":1.}"#);
-    none(r#"{"a":[1,]}"#);
-    none(r#"{"a":{"b":1,}}"#);
+    // Nested values of a single record are skipped unchecked: the normalizer's parse
+    // refuses these, and decoding in full then does too.
+    for broken in [
+        r#"{"a":[1,]}"#,
+        r#"{"a":{"b":1,}}"#,
+        r#"{"a":{"b":tru}}"#,
+        r#"{"a":[1,2}}"#,
+    ] {
+        let quick = scan(broken.as_bytes(), true);
+        assert!(
+            matches!(quick, Some(Scanned::Single { checked: false, .. })),
+            "{broken}"
+        );
+        assert!(!check(broken.as_bytes()), "{broken}");
+    }
+    // Inside an Event Hub body they are checked; beside one, the body goes to serde.
+    none(r#"{"records":[{"a":[1,]}]}"#);
+    for beside in [r#"{"x":[1],"records":[]}"#, r#"{"records":[],"x":{}}"#] {
+        assert_eq!(scan(beside.as_bytes(), true), None, "{beside}");
+        assert_eq!(scan(beside.as_bytes(), false), Some(Scanned::Records(Vec::new())));
+    }
     let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
     none(&deep);
-    assert_eq!(scan(br#"{"records":[]}"#), Some(Scanned::Records(Vec::new())));
+    assert_eq!(scan(br#"{"records":[]}"#, true), Some(Scanned::Records(Vec::new())));
     assert_eq!(
-        scan(br#" {"category" : "AuditLogs" , "x" : [ ] } "#.trim_ascii()),
-        Some(Scanned::Single(Head {
-            category: Some("AuditLogs"),
-            ..Head::default()
-        }))
+        scan(br#" {"category" : "AuditLogs" , "x" : [ ] } "#.trim_ascii(), true),
+        Some(Scanned::Single {
+            head: Head {
+                category: Some("AuditLogs"),
+                ..Head::default()
+            },
+            checked: false,
+        })
     );
 }
 

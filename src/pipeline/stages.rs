@@ -58,7 +58,10 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
                 }
                 e.normalized = Some(Arc::new(out.normalized));
             }
-            Ok(Err(err)) => e.quarantine("normalize", err.reason(), err.to_string()),
+            Ok(Err(err)) => match e.meta.unchecked.then(|| crate::decode::recheck(&e.raw)).flatten() {
+                Some(decode_err) => quarantine_undecodable(e, &decode_err),
+                None => e.quarantine("normalize", err.reason(), err.to_string()),
+            },
             Err(_) => e.quarantine("normalize", "panic", "the normalizer panicked on this record".into()),
         }
     }
@@ -69,6 +72,16 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
         Metrics::source_count(&metrics.time_assumed_utc, &source, n);
     }
     (batch, unrestored)
+}
+
+/// Quarantines a record decoded unchecked whose JSON turned out broken as decoding would
+/// have (see `decode::scan`): stage `decode`, its reason, and the metadata of a body that
+/// never decoded (no category, kind or tenant learned from it).
+fn quarantine_undecodable(e: &mut Event, err: &crate::decode::DecodeError) {
+    e.meta.category = Arc::from("Unknown");
+    e.meta.kind = crate::event::EventKind::Generic;
+    e.meta.tenant = None;
+    e.quarantine("decode", err.reason(), err.to_string());
 }
 
 /// Normalizes again the events of `batch` at `indexes` (their user was not cached when they
