@@ -143,9 +143,10 @@ pub struct EventMeta {
     pub entity_key: Option<Arc<str>>,
     /// The body needed a repair before it parsed (single quotes, raw newlines).
     pub repaired: bool,
-    /// Decoding skipped the record's nested values without checking their syntax
-    /// (`DecodedRecord::checked`); normalization checks it.
-    pub unchecked: bool,
+    /// `Some` when decoding skipped the record's nested values without checking their
+    /// syntax, which normalization checks: the bytes that followed the record in its unit
+    /// (`DecodedRecord::unchecked`).
+    pub unchecked: Option<&'static str>,
     /// Change type from the Graph state engine (`created`, `updated`, `alert_added`,
     /// `status_changed`, ...), when the source computed one.
     pub change_type: Option<Arc<str>>,
@@ -220,7 +221,7 @@ impl EventMeta {
             severity_id: 0,
             entity_key: None,
             repaired: false,
-            unchecked: false,
+            unchecked: None,
             change_type: None,
             changed_fields: None,
             duplicate: false,

@@ -258,8 +258,9 @@ fn convert_of_a_malformed_body_exits_3_and_quarantines_it() {
 
 /// Decoding reads a record's own members and skips its nested values by their brackets;
 /// the normalizer's parse checks them. A line broken inside `properties` still ends in
-/// quarantine as undecodable (stage `decode`, `not_json`, as before), a raw control
-/// character there is still repaired, and the lines around them are converted.
+/// quarantine as undecodable (stage `decode`, `not_json`, the line as it came, as before), a
+/// raw control character there is still repaired, a valid record the normalizer refuses
+/// stays a normalization failure, and the lines around them are converted.
 #[test]
 fn convert_quarantines_a_line_broken_inside_as_undecodable() {
     let dir = tempfile::tempdir().unwrap();
@@ -268,11 +269,15 @@ fn convert_quarantines_a_line_broken_inside_as_undecodable() {
         serde_json::from_str(&std::fs::read_to_string(data("eventhub/signin_interactive.json")).unwrap()).unwrap();
     let good = serde_json::to_string(&body["records"][0]).unwrap();
     let upn = body["records"][0]["properties"]["userPrincipalName"].as_str().unwrap();
+    let mut untimed = body["records"][0].clone();
+    untimed["time"] = "yesterday".into();
+    untimed["properties"]["createdDateTime"] = "nope".into();
     let broken = good.replacen("\"properties\":{", "\"properties\":{\"x\":tru,", 1);
     let control = good.replacen(upn, &format!("{upn}\u{1}"), 1);
-    assert!(broken != good && control != good);
+    let bad_time = serde_json::to_string(&untimed).unwrap();
+    assert!(broken != good && control != good && bad_time != good);
     let input = dir.path().join("lines.ndjson");
-    std::fs::write(&input, format!("{good}\n{broken}\n{control}\n{good}\n")).unwrap();
+    std::fs::write(&input, format!("{good}\n{broken}\r\n{control}\n{bad_time}\n{good}\n")).unwrap();
     let out = convert("ocsf", &dl, &[input.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
@@ -283,11 +288,15 @@ fn convert_quarantines_a_line_broken_inside_as_undecodable() {
     assert_eq!(lines[1]["user"]["name"], format!("{upn}\u{1}"), "repaired, not dropped");
     let q = std::fs::read_to_string(&dl).unwrap();
     let recs: Vec<serde_json::Value> = q.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(recs.len(), 1, "{q}");
+    assert_eq!(recs.len(), 2, "{q}");
     assert_eq!(recs[0]["stage"], "decode");
     assert_eq!(recs[0]["reason"], "not_json");
     assert_eq!(recs[0]["category"], "Unknown");
-    assert_eq!(recs[0]["original"].as_str().unwrap().trim_end(), broken);
+    assert_eq!(recs[0]["tenant"], serde_json::Value::Null);
+    assert_eq!(recs[0]["original"], format!("{broken}\r\n"), "the line as it came");
+    assert_eq!(recs[1]["stage"], "normalize");
+    assert_eq!(recs[1]["reason"], "bad_time");
+    assert_eq!(recs[1]["category"], "SignInLogs");
 }
 
 #[test]

@@ -122,7 +122,7 @@ pub fn decode_batch(payload: &[u8], finalizer: &Finalizer) -> Result<Vec<Event>,
             entity_key,
             repaired,
             // Only normalization reads it; buffered events were normalized already.
-            unchecked: false,
+            unchecked: None,
             change_type,
             changed_fields,
             // Only the router reads it; buffered events were routed already.

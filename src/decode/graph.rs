@@ -99,7 +99,7 @@ pub(crate) fn push_graph_item(body: &Bytes, item: &RawValue, unit: &mut DecodedU
         kind,
         tenant: tenant.clone(),
         entity_key: entity_key.clone(),
-        checked: true,
+        unchecked: None,
     });
     if kind == EventKind::Incident {
         for alert in head.alerts.unwrap_or_default() {
@@ -121,7 +121,7 @@ pub(crate) fn push_graph_item(body: &Bytes, item: &RawValue, unit: &mut DecodedU
                     .or(tenant.clone()),
                 // Keyed by the incident so an incident and its alerts stay ordered together.
                 entity_key: entity_key.clone(),
-                checked: true,
+                unchecked: None,
             });
         }
     }

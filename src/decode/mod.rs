@@ -56,17 +56,20 @@ impl DecodeError {
 /// One record out of a unit.
 #[derive(Clone, Debug)]
 pub struct DecodedRecord {
-    /// The record's JSON, on one line.
+    /// The record's JSON, on one line (its nested values unchecked when `unchecked`: then it
+    /// may be broken, and the normalizer's parse finds out).
     pub raw: Bytes,
     pub category: String,
     pub kind: EventKind,
     pub tenant: Option<String>,
     /// Stable entity key known at decode time (the incident id of a Graph alert).
     pub entity_key: Option<String>,
-    /// Whether the record's whole syntax was checked. A single record's nested values are
-    /// only skipped by their brackets (see `scan`): the normalizer's parse checks them, and
-    /// a record it refuses goes through [`recheck`].
-    pub checked: bool,
+    /// `None` when the record's whole syntax was checked. `Some` for a single record whose
+    /// nested values were only skipped by their brackets (see `scan`; the normalizer's parse
+    /// checks them, and a record it refuses goes through [`recheck`]): the bytes that
+    /// followed it in its unit (a line's end, or nothing), so that a quarantine record can
+    /// hold the unit as it came.
+    pub unchecked: Option<&'static str>,
 }
 
 #[derive(Debug, Default)]
@@ -84,22 +87,41 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Largest inflated body we accept (Event Hub messages are at most 1 MB; Graph pages are larger).
 const MAX_INFLATED: u64 = 256 * 1024 * 1024;
 
-/// Decode one unit. Errors mean the unit must be quarantined whole.
+/// Decode one unit. Errors mean the unit must be quarantined whole; a single record's
+/// nested values may be left to the normalizer to check ([`DecodedRecord::unchecked`]).
 pub fn decode_unit(format: InputFormat, body: Bytes) -> Result<DecodedUnit, DecodeError> {
-    decode_checking(format, body, Check::Heads)
+    decode_checking(format, body, Check::Heads(""))
 }
 
 /// How much of a single record's syntax decoding checks.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Check {
-    /// Its own members; nested values by their brackets only ([`DecodedRecord::checked`]).
-    Heads,
+    /// Its own members; nested values by their brackets only ([`DecodedRecord::unchecked`],
+    /// which keeps the bytes that follow the record in its unit).
+    Heads(&'static str),
     /// Everything.
     All,
 }
 
+/// Whether a single record may be decoded unchecked, and what follows it in its unit. Only a
+/// body as it came, but for a line's end: an inflated one, one with a byte order mark or
+/// other whitespace around it is checked in full (its quarantine record holds the unit as it
+/// came, which an unchecked record found broken later could not reproduce).
+fn check_for(check: Check, gzipped: bool, body: &[u8], trimmed: &[u8]) -> Check {
+    if check == Check::All || gzipped || trimmed.as_ptr() != body.as_ptr() {
+        return Check::All;
+    }
+    match &body[trimmed.len()..] {
+        b"" => Check::Heads(""),
+        b"\n" => Check::Heads("\n"),
+        b"\r\n" => Check::Heads("\r\n"),
+        _ => Check::All,
+    }
+}
+
 fn decode_checking(format: InputFormat, body: Bytes, check: Check) -> Result<DecodedUnit, DecodeError> {
-    let body = if body.starts_with(&GZIP_MAGIC) {
+    let gzipped = body.starts_with(&GZIP_MAGIC);
+    let body = if gzipped {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(&body[..])
             .take(MAX_INFLATED)
@@ -113,6 +135,7 @@ fn decode_checking(format: InputFormat, body: Bytes, check: Check) -> Result<Dec
     if trimmed.is_empty() {
         return Err(DecodeError::Empty);
     }
+    let check = check_for(check, gzipped, &body, trimmed);
     let body = body.slice_ref(trimmed);
     // One pass for an object (envelope keys and a single record's head together); only a
     // syntax error takes the repair path below.
@@ -140,7 +163,8 @@ fn decode_checking(format: InputFormat, body: Bytes, check: Check) -> Result<Dec
         return Err(DecodeError::NotRecords("top level is a scalar".into()));
     }
     // A repaired object body: the same one-pass decoding.
-    let mut unit = decode_object(format, &body, check)
+    // (Checked in full by the repair's parse.)
+    let mut unit = decode_object(format, &body, Check::All)
         .map_err(|e| e.unwrap_or_else(|| DecodeError::NotJson("the repaired body does not parse".into())))?;
     unit.repaired = repaired;
     Ok(unit)
@@ -170,14 +194,26 @@ fn decode_object(format: InputFormat, body: &Bytes, check: Check) -> Result<Deco
     // (Graph objects and pages, what it does not handle) takes the serde pass below; Graph
     // input goes there at once instead of being scanned first.
     let scanned = (format != InputFormat::Graph)
-        .then(|| scan::scan(body, check == Check::Heads))
+        .then(|| scan::scan(body, check != Check::All))
         .flatten();
+    // A record with line breaks is compacted (`slice_bytes`), which would join the tokens of
+    // broken JSON into valid JSON (`[1 2]` into `[12]`): such a record is checked in full.
+    let scanned = match scanned {
+        Some(scan::Scanned::Single { checked: false, .. }) if memchr::memchr2(b'\n', b'\r', body).is_some() => {
+            scan::scan(body, false)
+        }
+        s => s,
+    };
+    let trailer = match check {
+        Check::Heads(t) => t,
+        Check::All => "",
+    };
     if let Some(scanned) = scanned {
         let mut unit = DecodedUnit::default();
         match scanned {
             scan::Scanned::Records(list) => {
                 for (bytes, head) in list {
-                    push_scanned(body, bytes, head, true, &mut unit);
+                    push_scanned(body, bytes, head, None, &mut unit);
                 }
                 return Ok(unit);
             }
@@ -185,7 +221,7 @@ fn decode_object(format: InputFormat, body: &Bytes, check: Check) -> Result<Deco
                 if format == InputFormat::Eventhub
                     || (format == InputFormat::Auto && !graph::looks_like_graph_bytes(body)) =>
             {
-                push_scanned(body, body, head, checked, &mut unit);
+                push_scanned(body, body, head, (!checked).then_some(trailer), &mut unit);
                 return Ok(unit);
             }
             scan::Scanned::Single { .. } => {}
@@ -229,7 +265,7 @@ fn decode_object(format: InputFormat, body: &Bytes, check: Check) -> Result<Deco
                     category,
                     tenant: record_tenant(top.tenant_id, top.resource_id.as_deref()),
                     entity_key: None,
-                    checked: true,
+                    unchecked: None,
                 });
             }
         }
@@ -273,13 +309,19 @@ fn push_eventhub_record(body: &Bytes, item: &RawValue, unit: &mut DecodedUnit) -
         category,
         tenant: record_tenant(head.tenant_id, head.resource_id.as_deref()),
         entity_key: None,
-        checked: true,
+        unchecked: None,
     });
     Ok(())
 }
 
 /// A record found by the fast scan (`bytes` is part of `body`).
-fn push_scanned(body: &Bytes, bytes: &[u8], head: scan::Head<'_>, checked: bool, unit: &mut DecodedUnit) {
+fn push_scanned(
+    body: &Bytes,
+    bytes: &[u8],
+    head: scan::Head<'_>,
+    unchecked: Option<&'static str>,
+    unit: &mut DecodedUnit,
+) {
     let category = head.category.unwrap_or("Unknown").to_string();
     unit.records.push(DecodedRecord {
         raw: slice_bytes(body, bytes),
@@ -287,11 +329,11 @@ fn push_scanned(body: &Bytes, bytes: &[u8], head: scan::Head<'_>, checked: bool,
         category,
         tenant: record_tenant(head.tenant_id.map(Cow::Borrowed), head.resource_id),
         entity_key: None,
-        checked,
+        unchecked,
     });
 }
 
-/// For a record decoded unchecked ([`DecodedRecord::checked`]) that the normalizer refused:
+/// For a record decoded unchecked ([`DecodedRecord::unchecked`]) that the normalizer refused:
 /// the error decoding it in full gives (the one it would have been quarantined with), or
 /// `None` when its JSON is valid (the normalizer's error stands). It never needs a repair:
 /// the scan gives up on anything one would fix.
@@ -453,5 +495,59 @@ mod tests {
         let unit = decode_unit(InputFormat::Auto, Bytes::from_static(body)).unwrap();
         assert_eq!(unit.records[0].kind, EventKind::Generic);
         assert_eq!(unit.records[0].tenant.as_deref(), Some("abc"));
+    }
+
+    /// A single record is decoded unchecked only as it came (but for a line's end, kept for
+    /// its quarantine record); anything decoding alters is checked in full, and a record
+    /// broken inside is then refused as before.
+    #[test]
+    fn which_single_records_are_decoded_unchecked() {
+        let record = r#"{"category":"AuditLogs","tenantId":"t","properties":{"a":[1,2],"b":{"c":"d"}}}"#;
+        let unchecked = |body: Vec<u8>| {
+            let unit = decode_unit(InputFormat::Eventhub, Bytes::from(body)).unwrap();
+            assert_eq!(unit.records.len(), 1);
+            assert_eq!(&unit.records[0].raw[..], record.as_bytes(), "the record, trimmed");
+            unit.records[0].unchecked
+        };
+        assert_eq!(unchecked(record.into()), Some(""));
+        assert_eq!(unchecked(format!("{record}\n").into()), Some("\n"));
+        assert_eq!(unchecked(format!("{record}\r\n").into()), Some("\r\n"));
+        assert_eq!(unchecked(format!("{record} \n").into()), None);
+        assert_eq!(unchecked(format!(" {record}").into()), None);
+        assert_eq!(unchecked(format!("\u{feff}{record}").into()), None);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, record.as_bytes()).unwrap();
+        assert_eq!(unchecked(gz.finish().unwrap()), None, "inflated");
+        // In an Event Hub body, records are checked.
+        let body = format!(r#"{{"records":[{record}]}}"#);
+        let unit = decode_unit(InputFormat::Eventhub, Bytes::from(body)).unwrap();
+        assert_eq!(unit.records[0].unchecked, None);
+        // Repaired, the record was checked by the repair's parse.
+        let unit = decode_unit(InputFormat::Eventhub, Bytes::from(record.replace("\"d\"", "'d'"))).unwrap();
+        assert_eq!(
+            (unit.repaired, unit.records[0].unchecked),
+            (Some("single_quotes"), None)
+        );
+        // With line breaks the record is compacted, which would join broken tokens: checked.
+        let pretty = "{\"category\":\"AuditLogs\",\n\"properties\":{\"n\":[1,\n2]}}";
+        let unit = decode_unit(InputFormat::Eventhub, Bytes::from(pretty)).unwrap();
+        assert_eq!(unit.records[0].unchecked, None);
+        assert_eq!(
+            &unit.records[0].raw[..],
+            br#"{"category":"AuditLogs","properties":{"n":[1,2]}}"#
+        );
+        for broken in [
+            "{\"category\":\"AuditLogs\",\n\"properties\":{\"n\":[1 2]}}",
+            "{\"category\":\"AuditLogs\",\n\"properties\":{\"b\":tr ue}}",
+        ] {
+            let err = decode_unit(InputFormat::Eventhub, Bytes::from(broken)).unwrap_err();
+            assert_eq!(err.reason(), "not_json", "{broken}");
+        }
+        // Broken inside, on one line: decoded unchecked, refused by the full decoding.
+        let broken = record.replace("[1,2]", "[1 2]");
+        let unit = decode_unit(InputFormat::Eventhub, Bytes::from(broken.clone())).unwrap();
+        assert_eq!(unit.records[0].unchecked, Some(""));
+        assert_eq!(recheck(&unit.records[0].raw).map(|e| e.reason()), Some("not_json"));
+        assert!(recheck(&Bytes::from(record)).is_none());
     }
 }

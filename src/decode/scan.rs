@@ -1,20 +1,22 @@
-//! A fast validating scan of an object body: finds its records (the body itself, or the
-//! elements of an Event Hub body's `records`) and the keys decoding needs from each
-//! (`category`, `tenantId`, `resourceId`) without building anything. It is cheap: strings
-//! are skipped sixteen bytes at a time.
+//! A fast scan of an object body: finds its records (the body itself, or the elements of an
+//! Event Hub body's `records`) and the keys decoding needs from each (`category`,
+//! `tenantId`, `resourceId`) without building anything, checking the syntax on the way. It
+//! is cheap: strings are skipped sixteen bytes at a time.
 //!
-//! A body that is one record has its nested objects and arrays (`properties`, most of its
-//! bytes) skipped by their brackets alone (`skip`), unchecked: the normalizer's parse reads
-//! the whole record afterwards and checks them there. Such a record is marked
-//! ([`Scanned::Single`]'s `checked`), and a record the normalizer then refuses is decoded
-//! again in full (`super::recheck`), so it ends as it would have here. The skip gives up
-//! on anything a repair would fix, so an unchecked record never needed one. The records of
-//! an Event Hub body are checked in full here (a broken one fails the whole body).
+//! Asked to (`unchecked`), it checks less of a body that is one record: its nested objects
+//! and arrays (`properties`, most of its bytes) are skipped by their brackets alone
+//! (`skip`), since the normalizer's parse reads the whole record afterwards and checks them
+//! there. Such a record is marked ([`Scanned::Single`]'s `checked`); decoding hands it on
+//! only as it came (see `super::DecodedRecord::unchecked`), and a record the normalizer
+//! refuses is decoded again in full (`super::recheck`), so it ends as it would have here.
+//! The skip gives up on anything a repair would fix, so an unchecked record never needed
+//! one. The records of an Event Hub body are always checked in full (a broken one fails the
+//! whole body, as before).
 //!
 //! Whatever it does not handle returns `None` and decoding takes the serde path, which
-//! reports or repairs it: syntax errors, Graph pages (`value`), escapes in keys or in those
-//! values, a key given twice, values of those keys that are not strings, nesting deeper
-//! than serde_json's limit.
+//! reports or repairs it: syntax errors (in a checked part), Graph pages (`value`), escapes
+//! in keys or in those values, a key given twice, values of those keys that are not
+//! strings, nesting deeper than serde_json's limit.
 
 use crate::json_text::{escape_end, plain_run_end};
 

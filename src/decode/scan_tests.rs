@@ -158,6 +158,17 @@ fn what_it_leaves_to_serde() {
     }
     let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
     none(&deep);
+    // The nesting limit is the same checked or not: 119 containers in a member, not 120.
+    let nested = |n: usize| format!("{{\"a\":{}{}}}", "[".repeat(n), "]".repeat(n));
+    none(&nested(120));
+    assert!(matches!(
+        scan(nested(119).as_bytes(), true),
+        Some(Scanned::Single { checked: false, .. })
+    ));
+    assert!(matches!(
+        scan(nested(119).as_bytes(), false),
+        Some(Scanned::Single { checked: true, .. })
+    ));
     assert_eq!(scan(br#"{"records":[]}"#, true), Some(Scanned::Records(Vec::new())));
     assert_eq!(
         scan(br#" {"category" : "AuditLogs" , "x" : [ ] } "#.trim_ascii(), true),

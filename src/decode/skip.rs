@@ -7,7 +7,8 @@
 //! It gives up (`None`) on what one of decoding's repairs would fix, so that a record it
 //! passes is either valid JSON or broken beyond repair: a control character inside a
 //! string or anywhere but as whitespace, a single quote outside a string. It also gives up
-//! on nesting deeper than the caller allows and at the end of the input.
+//! on nesting deeper than the caller allows and at the end of the input. (A record with
+//! line breaks is checked in full instead: compacting it could join broken tokens.)
 
 /// One bit per byte of a 64-byte block (bit `i` for byte `i`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -32,7 +32,12 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
             continue;
         }
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            normalizer.normalize_bytes(&e.meta, &e.raw)
+            normalizer.normalize_bytes(&e.meta, &e.raw).map_err(|err| {
+                // A record decoded unchecked may be broken JSON: then it ends as decoding
+                // would have ended it.
+                let undecodable = e.meta.unchecked.and_then(|_| crate::decode::recheck(&e.raw));
+                (err, undecodable)
+            })
         }));
         match res {
             Ok(Ok(out)) => {
@@ -58,10 +63,8 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
                 }
                 e.normalized = Some(Arc::new(out.normalized));
             }
-            Ok(Err(err)) => match e.meta.unchecked.then(|| crate::decode::recheck(&e.raw)).flatten() {
-                Some(decode_err) => quarantine_undecodable(e, &decode_err),
-                None => e.quarantine("normalize", err.reason(), err.to_string()),
-            },
+            Ok(Err((_, Some(decode_err)))) => quarantine_undecodable(e, &decode_err),
+            Ok(Err((err, None))) => e.quarantine("normalize", err.reason(), err.to_string()),
             Err(_) => e.quarantine("normalize", "panic", "the normalizer panicked on this record".into()),
         }
     }
@@ -75,9 +78,13 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
 }
 
 /// Quarantines a record decoded unchecked whose JSON turned out broken as decoding would
-/// have (see `decode::scan`): stage `decode`, its reason, and the metadata of a body that
-/// never decoded (no category, kind or tenant learned from it).
+/// have (see `decode::scan`): stage `decode`, its reason, the unit as it came (the record and
+/// the line end that followed it) and the metadata of a body that never decoded (no
+/// category, kind or tenant learned from it).
 fn quarantine_undecodable(e: &mut Event, err: &crate::decode::DecodeError) {
+    if let Some(trailer) = e.meta.unchecked.filter(|t| !t.is_empty()) {
+        e.raw = Bytes::from([&e.raw[..], trailer.as_bytes()].concat());
+    }
     e.meta.category = Arc::from("Unknown");
     e.meta.kind = crate::event::EventKind::Generic;
     e.meta.tenant = None;

@@ -224,7 +224,7 @@ impl BatchBuilder {
                     meta.tenant = r.tenant.map(|t| self.tenants.get(&t));
                     meta.entity_key = r.entity_key.map(Arc::from);
                     meta.repaired = unit.repaired.is_some();
-                    meta.unchecked = !r.checked;
+                    meta.unchecked = r.unchecked;
                     self.pending.push((r.raw, meta, None));
                 }
             }
@@ -244,7 +244,7 @@ impl BatchBuilder {
         let mut meta = self.meta(offset, index, &record.category, record.kind);
         meta.tenant = record.tenant.map(|t| self.tenants.get(&t));
         meta.entity_key = record.entity_key.map(Arc::from);
-        meta.unchecked = !record.checked;
+        meta.unchecked = record.unchecked;
         if let Some(c) = change {
             meta.change_type = Some(c.change_type);
             meta.changed_fields = c.changed_fields;
