@@ -324,7 +324,11 @@ fn push_scanned(
 ) {
     let category = head.category.unwrap_or("Unknown").to_string();
     unit.records.push(DecodedRecord {
-        raw: slice_bytes(body, bytes),
+        // An unchecked record has no line breaks (see `decode_object`): nothing to compact.
+        raw: match unchecked {
+            Some(_) => body.slice_ref(bytes),
+            None => slice_bytes(body, bytes),
+        },
         kind: EventKind::from_category(&category),
         category,
         tenant: record_tenant(head.tenant_id.map(Cow::Borrowed), head.resource_id),
