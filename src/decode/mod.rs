@@ -90,7 +90,7 @@ const MAX_INFLATED: u64 = 256 * 1024 * 1024;
 /// Decode one unit. Errors mean the unit must be quarantined whole; a single record's
 /// nested values may be left to the normalizer to check ([`DecodedRecord::unchecked`]).
 pub fn decode_unit(format: InputFormat, body: Bytes) -> Result<DecodedUnit, DecodeError> {
-    decode_checking(format, body, Check::Heads(""))
+    decode_checking(format, body, false)
 }
 
 /// How much of a single record's syntax decoding checks.
@@ -103,12 +103,14 @@ enum Check {
     All,
 }
 
-/// Whether a single record may be decoded unchecked, and what follows it in its unit. Only a
-/// body as it came, but for a line's end: an inflated one, one with a byte order mark or
-/// other whitespace around it is checked in full (its quarantine record holds the unit as it
-/// came, which an unchecked record found broken later could not reproduce).
-fn check_for(check: Check, gzipped: bool, body: &[u8], trimmed: &[u8]) -> Check {
-    if check == Check::All || gzipped || trimmed.as_ptr() != body.as_ptr() {
+/// Whether a single record of `body` may be decoded unchecked, and what follows it in its
+/// unit. Only a body as it came, on one line but for its end: an inflated one, one with a
+/// byte order mark or other whitespace around it is checked in full (its quarantine record
+/// holds the unit as it came, which an unchecked record found broken later could not
+/// reproduce), and so is one with line breaks, which is compacted (`slice_bytes`): that
+/// could join the tokens of broken JSON into valid JSON (`[1 2]` into `[12]`).
+fn check_for(gzipped: bool, body: &[u8], trimmed: &[u8]) -> Check {
+    if gzipped || trimmed.as_ptr() != body.as_ptr() || memchr::memchr2(b'\n', b'\r', trimmed).is_some() {
         return Check::All;
     }
     match &body[trimmed.len()..] {
@@ -119,7 +121,8 @@ fn check_for(check: Check, gzipped: bool, body: &[u8], trimmed: &[u8]) -> Check 
     }
 }
 
-fn decode_checking(format: InputFormat, body: Bytes, check: Check) -> Result<DecodedUnit, DecodeError> {
+/// [`decode_unit`]; `all`: check every record in full ([`recheck`]).
+fn decode_checking(format: InputFormat, body: Bytes, all: bool) -> Result<DecodedUnit, DecodeError> {
     let gzipped = body.starts_with(&GZIP_MAGIC);
     let body = if gzipped {
         let mut out = Vec::new();
@@ -135,7 +138,11 @@ fn decode_checking(format: InputFormat, body: Bytes, check: Check) -> Result<Dec
     if trimmed.is_empty() {
         return Err(DecodeError::Empty);
     }
-    let check = check_for(check, gzipped, &body, trimmed);
+    let check = if all {
+        Check::All
+    } else {
+        check_for(gzipped, &body, trimmed)
+    };
     let body = body.slice_ref(trimmed);
     // One pass for an object (envelope keys and a single record's head together); only a
     // syntax error takes the repair path below.
@@ -196,14 +203,6 @@ fn decode_object(format: InputFormat, body: &Bytes, check: Check) -> Result<Deco
     let scanned = (format != InputFormat::Graph)
         .then(|| scan::scan(body, check != Check::All))
         .flatten();
-    // A record with line breaks is compacted (`slice_bytes`), which would join the tokens of
-    // broken JSON into valid JSON (`[1 2]` into `[12]`): such a record is checked in full.
-    let scanned = match scanned {
-        Some(scan::Scanned::Single { checked: false, .. }) if memchr::memchr2(b'\n', b'\r', body).is_some() => {
-            scan::scan(body, false)
-        }
-        s => s,
-    };
     let trailer = match check {
         Check::Heads(t) => t,
         Check::All => "",
@@ -324,7 +323,7 @@ fn push_scanned(
 ) {
     let category = head.category.unwrap_or("Unknown").to_string();
     unit.records.push(DecodedRecord {
-        // An unchecked record has no line breaks (see `decode_object`): nothing to compact.
+        // An unchecked record has no line breaks (see `check_for`): nothing to compact.
         raw: match unchecked {
             Some(_) => body.slice_ref(bytes),
             None => slice_bytes(body, bytes),
@@ -342,7 +341,7 @@ fn push_scanned(
 /// `None` when its JSON is valid (the normalizer's error stands). It never needs a repair:
 /// the scan gives up on anything one would fix.
 pub fn recheck(record: &Bytes) -> Option<DecodeError> {
-    match decode_checking(InputFormat::Eventhub, record.clone(), Check::All) {
+    match decode_checking(InputFormat::Eventhub, record.clone(), true) {
         Ok(unit) => {
             debug_assert!(unit.repaired.is_none(), "an unchecked record needed a repair");
             None
