@@ -192,6 +192,35 @@ impl Finding<'_> {
     }
 }
 
+/// A user's UPN and display name as the record gives them, else restored from the user
+/// cache by the user's object id (Identity Protection no longer sends them): shared by
+/// risk detections and risky users.
+#[derive(Default)]
+struct Names<'p> {
+    upn: Option<Cow<'p, str>>,
+    full: Option<Cow<'p, str>>,
+    /// The UPN came from the cache.
+    restored: bool,
+}
+
+impl<'p> Names<'p> {
+    fn of(ctx: &Ctx<'_>, t: Option<&str>, uid: Option<&str>, upn: Option<&'p str>, full: Option<&'p str>) -> Self {
+        let mut names = Names {
+            upn: upn.map(Cow::Borrowed),
+            full: full.map(Cow::Borrowed),
+            restored: false,
+        };
+        if names.upn.is_none() {
+            if let Some(k) = uid.and_then(|u| ctx.known_user(t, u)) {
+                names.upn = k.upn.map(|s| Cow::Owned(String::from(s)));
+                names.full = names.full.or(k.display_name.map(|s| Cow::Owned(String::from(s))));
+                names.restored = names.upn.is_some();
+            }
+        }
+        names
+    }
+}
+
 /// What a risk detection's outputs are made of, decided once: the finding caches and the
 /// user cache are consulted (and taught) here, for the tree and the flat form alike.
 struct DetectionFacts<'p> {
@@ -257,21 +286,15 @@ fn detection_facts<'p>(
         ctx.change_type(),
         None,
     );
-    let (mut uid, mut upn, mut full, mut restored) = (None, None, None, false);
+    let (mut uid, mut names) = (None, Names::default());
     if !is_sp {
         uid = p.user_id.get();
-        upn = p.upn.get().map(Cow::Borrowed);
-        full = p.user_display_name.get().map(Cow::Borrowed);
-        if upn.is_none() {
-            if let Some(k) = uid.and_then(|u| ctx.known_user(t, u)) {
-                upn = k.upn.map(|s| Cow::Owned(String::from(s)));
-                full = full.or(k.display_name.map(|s| Cow::Owned(String::from(s))));
-                restored = upn.is_some();
-            }
-        } else {
-            ctx.learn_user(t, uid, upn.as_deref(), full.as_deref());
+        if p.upn.get().is_some() {
+            ctx.learn_user(t, uid, p.upn.get(), p.user_display_name.get());
         }
+        names = Names::of(ctx, t, uid, p.upn.get(), p.user_display_name.get());
     }
+    let Names { upn, full, restored } = names;
     Ok(DetectionFacts {
         finding: Finding {
             time,
@@ -482,19 +505,12 @@ fn state_facts<'p>(
         ctx.change_type(),
         None,
     );
-    let (mut upn, mut full, mut restored) = (None, None, false);
+    let mut names = Names::default();
     if !is_sp {
         ctx.learn_user(t, Some(id), p.upn.get(), p.user_display_name.get());
-        upn = p.upn.get().map(Cow::Borrowed);
-        full = p.user_display_name.get().map(Cow::Borrowed);
-        if upn.is_none() {
-            if let Some(k) = ctx.known_user(t, id) {
-                upn = k.upn.map(|s| Cow::Owned(String::from(s)));
-                full = full.or(k.display_name.map(|s| Cow::Owned(String::from(s))));
-                restored = upn.is_some();
-            }
-        }
+        names = Names::of(ctx, t, Some(id), p.upn.get(), p.user_display_name.get());
     }
+    let Names { upn, full, restored } = names;
     Ok(StateFacts {
         finding: Finding {
             time,
