@@ -9,6 +9,10 @@
 //! string or anywhere but as whitespace, a single quote outside a string. It also gives up
 //! on nesting deeper than the caller allows and at the end of the input. (A record with
 //! line breaks is checked in full instead: compacting it could join broken tokens.)
+//!
+//! On x86-64 the masks come from SSE2 (the baseline), or from AVX2 with the string mask as
+//! one carry-less multiplication when the processor has them (checked once, at run time);
+//! both give the same masks, so the same ends.
 
 /// One bit per byte of a 64-byte block (bit `i` for byte `i`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,18 +29,30 @@ struct Masks {
 }
 
 impl Masks {
-    /// The masks of `b[at..at + 64]`, the bytes past the end of `b` read as spaces.
+    /// The masks of `b[at..at + 64]`, the bytes past the end of `b` read as spaces; with
+    /// AVX2 when `WIDE` (only ever set on a processor that has it: see [`container_end`]).
     #[inline(always)]
-    fn of(b: &[u8], at: usize) -> Masks {
+    fn of<const WIDE: bool>(b: &[u8], at: usize) -> Masks {
         match b.get(at..at + 64) {
-            Some(block) => Masks::of_block(block.try_into().unwrap_or(&[b' '; 64])),
+            Some(block) => Masks::of_any::<WIDE>(block.try_into().unwrap_or(&[b' '; 64])),
             None => {
                 let mut block = [b' '; 64];
                 let rest = b.get(at..).unwrap_or_default();
                 block[..rest.len()].copy_from_slice(rest);
-                Masks::of_block(&block)
+                Masks::of_any::<WIDE>(&block)
             }
         }
+    }
+
+    #[inline(always)]
+    fn of_any<const WIDE: bool>(block: &[u8; 64]) -> Masks {
+        #[cfg(target_arch = "x86_64")]
+        if WIDE {
+            // SAFETY: `WIDE` is only true in `wide::container_end`, called only after the
+            // processor was found to have AVX2.
+            return unsafe { Masks::of_block_avx2(block) };
+        }
+        Masks::of_block(block)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -71,6 +87,36 @@ impl Masks {
             m.close |= close << shift;
             m.control |= control << shift;
             m.single_quote |= single_quote << shift;
+        }
+        m
+    }
+
+    /// The same masks 32 bytes at a time.
+    ///
+    /// # Safety
+    /// The processor must have AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn of_block_avx2(block: &[u8; 64]) -> Masks {
+        use std::arch::x86_64::{
+            _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_max_epu8, _mm256_movemask_epi8, _mm256_or_si256,
+            _mm256_set1_epi8,
+        };
+        let mut m = Masks::default();
+        for half in 0..2 {
+            // The load reads 32 of the 64 bytes of `block` (`half` < 2).
+            let v = _mm256_loadu_si256(block.as_ptr().add(half * 32).cast());
+            let folded = _mm256_or_si256(v, _mm256_set1_epi8(0x20));
+            let below = _mm256_set1_epi8(0x1f);
+            let bits = |x| u64::from(_mm256_movemask_epi8(x) as u32);
+            let shift = half * 32;
+            m.quote |= bits(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8))) << shift;
+            m.backslash |= bits(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8))) << shift;
+            m.open |= bits(_mm256_cmpeq_epi8(folded, _mm256_set1_epi8(b'{' as i8))) << shift;
+            m.close |= bits(_mm256_cmpeq_epi8(folded, _mm256_set1_epi8(b'}' as i8))) << shift;
+            m.control |= bits(_mm256_cmpeq_epi8(_mm256_max_epu8(v, below), below)) << shift;
+            m.single_quote |= bits(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\'' as i8))) << shift;
         }
         m
     }
@@ -124,9 +170,30 @@ fn escaped(backslash: u64, carry: &mut u64) -> u64 {
 }
 
 /// Bit `i` of the result is the XOR of bits `0..=i` of `x`: with `x` the quotes, the bytes
-/// from an opening quote up to (not including) its closing one.
+/// from an opening quote up to (not including) its closing one. With `WIDE`, one carry-less
+/// multiplication by all ones.
 #[inline(always)]
-fn prefix_xor(mut x: u64) -> u64 {
+fn prefix_xor<const WIDE: bool>(x: u64) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if WIDE {
+        // SAFETY: as in `Masks::of`: `WIDE` only where the processor has PCLMULQDQ.
+        return unsafe { prefix_xor_clmul(x) };
+    }
+    prefix_xor_shifts(x)
+}
+
+/// # Safety
+/// The processor must have PCLMULQDQ (and SSE2).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq,sse2")]
+#[inline]
+unsafe fn prefix_xor_clmul(x: u64) -> u64 {
+    use std::arch::x86_64::{_mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_set1_epi8, _mm_set_epi64x};
+    _mm_cvtsi128_si64(_mm_clmulepi64_si128(_mm_set_epi64x(0, x as i64), _mm_set1_epi8(-1), 0)) as u64
+}
+
+#[inline(always)]
+fn prefix_xor_shifts(mut x: u64) -> u64 {
     x ^= x << 1;
     x ^= x << 2;
     x ^= x << 4;
@@ -140,16 +207,44 @@ fn prefix_xor(mut x: u64) -> u64 {
 /// (`b[start]` is `{` or `[`), counting at most `max_depth` containers open at once; `None`
 /// on the input this module gives up on (see above).
 pub(crate) fn container_end(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if wide::available() {
+        // SAFETY: the processor has AVX2 and PCLMULQDQ.
+        return unsafe { wide::container_end(b, start, max_depth) };
+    }
+    walk::<false>(b, start, max_depth)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    /// Whether the processor has what the wide variant uses.
+    pub(super) fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+
+    /// [`super::container_end`] compiled for AVX2 and PCLMULQDQ.
+    ///
+    /// # Safety
+    /// [`available`] must be true.
+    #[target_feature(enable = "avx2,pclmulqdq,bmi1")]
+    pub(super) unsafe fn container_end(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
+        super::walk::<true>(b, start, max_depth)
+    }
+}
+
+/// [`container_end`] with the masks of `Masks::of::<WIDE>`.
+#[inline(always)]
+fn walk<const WIDE: bool>(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
     debug_assert!(matches!(b.get(start), Some(b'{' | b'[')));
     let mut depth = 0usize;
     let mut in_string = 0u64;
     let mut carry = 0u64;
     let mut at = start;
     while at < b.len() {
-        let m = Masks::of(b, at);
+        let m = Masks::of::<WIDE>(b, at);
         let esc = escaped(m.backslash, &mut carry);
         let quotes = m.quote & !esc;
-        let inside = prefix_xor(quotes) ^ in_string;
+        let inside = prefix_xor::<WIDE>(quotes) ^ in_string;
         in_string = ((inside as i64) >> 63) as u64;
         let mut end = None;
         let mut brackets = (m.open | m.close) & !inside & !esc;
@@ -209,6 +304,53 @@ fn bad_control(b: &[u8], at: usize, control: u64, inside: u64) -> bool {
 mod tests {
     use super::*;
 
+    /// The end by the baseline variant and, where the processor has it, the wide one, which
+    /// must agree.
+    fn both(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
+        let narrow = walk::<false>(b, start, max_depth);
+        #[cfg(target_arch = "x86_64")]
+        if wide::available() {
+            // SAFETY: just checked.
+            let wide = unsafe { wide::container_end(b, start, max_depth) };
+            assert_eq!(wide, narrow, "{}", String::from_utf8_lossy(b));
+        }
+        assert_eq!(container_end(b, start, max_depth), narrow);
+        narrow
+    }
+
+    /// Every mask variant of `block` against the bytewise one.
+    fn masks_agree(block: &[u8; 64]) {
+        let want = Masks::of_block_bytewise(block);
+        assert_eq!(Masks::of_block(block), want);
+        #[cfg(target_arch = "x86_64")]
+        if wide::available() {
+            // SAFETY: just checked.
+            assert_eq!(unsafe { Masks::of_block_avx2(block) }, want);
+        }
+    }
+
+    #[test]
+    fn prefix_xor_variants_agree() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..10_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = if i < 64 { 1 << i } else { x };
+            let want = (0..64).fold(0u64, |acc, k| {
+                let bit = (v & (u64::MAX >> (63 - k))).count_ones() as u64 & 1;
+                acc | bit << k
+            });
+            assert_eq!(prefix_xor_shifts(v), want);
+            assert_eq!(prefix_xor::<false>(v), want);
+            #[cfg(target_arch = "x86_64")]
+            if wide::available() {
+                // SAFETY: just checked.
+                assert_eq!(unsafe { prefix_xor_clmul(v) }, want);
+            }
+        }
+    }
+
     /// The end by a byte-at-a-time walk with the same rules (the reference).
     fn reference_end(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
         let (mut depth, mut in_string, mut escape) = (0usize, false, false);
@@ -249,12 +391,12 @@ mod tests {
             for (i, c) in block.iter_mut().enumerate() {
                 *c = (i as u8).wrapping_mul(37).wrapping_add(round.wrapping_mul(64));
             }
-            assert_eq!(Masks::of_block(&block), Masks::of_block_bytewise(&block));
+            masks_agree(&block);
         }
         let all: Vec<u8> = (0..=255).collect();
         for chunk in all.chunks(64) {
             let block: [u8; 64] = chunk.try_into().unwrap();
-            assert_eq!(Masks::of_block(&block), Masks::of_block_bytewise(&block));
+            masks_agree(&block);
         }
     }
 
@@ -274,10 +416,10 @@ mod tests {
                 let b = text.as_bytes();
                 let want = reference_end(b, pad, 128);
                 assert!(want.is_some(), "{text}");
-                assert_eq!(container_end(b, pad, 128), want, "{text}");
+                assert_eq!(both(b, pad, 128), want, "{text}");
                 // Cut anywhere before the end: no end found.
                 for cut in pad + 1..want.unwrap() {
-                    assert_eq!(container_end(&b[..cut], pad, 128), None, "{}", &text[..cut]);
+                    assert_eq!(both(&b[..cut], pad, 128), None, "{}", &text[..cut]);
                 }
             }
         }
@@ -294,21 +436,21 @@ mod tests {
                 format!("{{\"{key}\":'x'}}"),
                 format!("{{'{key}':1}}"),
             ] {
-                assert_eq!(container_end(bad.as_bytes(), 0, 128), None, "{bad:?}");
+                assert_eq!(both(bad.as_bytes(), 0, 128), None, "{bad:?}");
                 assert_eq!(reference_end(bad.as_bytes(), 0, 128), None, "{bad:?}");
             }
             // A single quote inside a string is a plain character.
             let ok = format!("{{\"{key}\":\"O'Brien\"}}");
-            assert_eq!(container_end(ok.as_bytes(), 0, 128), Some(ok.len()));
+            assert_eq!(both(ok.as_bytes(), 0, 128), Some(ok.len()));
         }
     }
 
     #[test]
     fn nesting_is_limited() {
         let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
-        assert_eq!(container_end(deep(5).as_bytes(), 0, 5), Some(10));
-        assert_eq!(container_end(deep(6).as_bytes(), 0, 5), None);
-        assert_eq!(container_end(deep(200).as_bytes(), 0, 300), Some(400));
+        assert_eq!(both(deep(5).as_bytes(), 0, 5), Some(10));
+        assert_eq!(both(deep(6).as_bytes(), 0, 5), None);
+        assert_eq!(both(deep(200).as_bytes(), 0, 300), Some(400));
     }
 
     #[test]
@@ -319,11 +461,11 @@ mod tests {
             g.value(&mut v, 1);
             v.push_str("} ");
             let b = v.as_bytes();
-            assert_eq!(container_end(b, 0, 128), reference_end(b, 0, 128), "{v}");
+            assert_eq!(both(b, 0, 128), reference_end(b, 0, 128), "{v}");
             let changed = g.change(b, b",:{}[]\"\\ x'\n\x01");
             if let Some(b'{' | b'[') = changed.first() {
                 assert_eq!(
-                    container_end(&changed, 0, 128),
+                    both(&changed, 0, 128),
                     reference_end(&changed, 0, 128),
                     "{}",
                     String::from_utf8_lossy(&changed)

@@ -110,6 +110,16 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
+        // A failing test shows what the broker said: its log lives in the test's temporary
+        // directory, which goes away with the test.
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- last lines of tansu.log ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
