@@ -270,11 +270,11 @@ impl Normalized {
         }
     }
 
-    pub(crate) fn from_flat(class_uid: u32, flat: crate::normalize::Flat<bytestring::ByteString>) -> Normalized {
+    pub(crate) fn from_flat(class_uid: u32, flat: Box<crate::normalize::Flat<bytestring::ByteString>>) -> Normalized {
         Normalized {
             class_uid,
             tree: None,
-            flat: Some(Box::new(flat)),
+            flat: Some(flat),
             value: OnceLock::new(),
         }
     }
