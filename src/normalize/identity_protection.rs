@@ -14,7 +14,7 @@ use super::common::{
     SignInLocation, UserType,
 };
 use super::correlate::DetectionKind;
-use super::lenient::{decode_embedded, key_value_object, Flag, Nest, Seq, Str};
+use super::lenient::{key_value_info, Flag, Nest, Seq, Str};
 use super::ocsf::{Class, Draft, PROVIDER_GRAPH};
 use super::seen::{finding_activity, finding_key};
 use super::{Ctx, Node, NormalizeError};
@@ -309,7 +309,7 @@ fn detection_facts<'p>(
         is_sp,
         event_type,
         title: risk_title(event_type),
-        info: decode_embedded(p.additional_info).map(key_value_object),
+        info: key_value_info(p.additional_info),
         uid,
         upn,
         full,

@@ -417,6 +417,49 @@ pub(crate) fn decode_str(s: &str) -> Option<Value> {
     Some(Value::String(s.to_owned()))
 }
 
+/// `decode_embedded(raw).map(key_value_object)` (Identity Protection's `additionalInfo`),
+/// with its usual form read in one pass: a JSON string holding a list of objects with a
+/// string `Key` and a string `Value` and nothing else, without escapes or control
+/// characters inside (so both parsers see the same strings). Anything else, and any list
+/// this pass refuses, goes the general way; `tests::key_value_info_is_the_general_way`
+/// holds the two equal.
+pub(crate) fn key_value_info(raw: Option<&RawValue>) -> Option<Value> {
+    match raw.and_then(key_value_list) {
+        Some(v) => v,
+        None => decode_embedded(raw).map(key_value_object),
+    }
+}
+
+/// [`key_value_info`]'s one pass: `None` when the general way must decide.
+fn key_value_list(raw: &RawValue) -> Option<Option<Value>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Pair<'a> {
+        #[serde(rename = "Key", borrow)]
+        key: &'a str,
+        #[serde(rename = "Value", borrow)]
+        value: &'a str,
+    }
+    let t = raw.get();
+    if !t.starts_with('"') {
+        return None;
+    }
+    let s: Cow<'_, str> = super::json_de::from_str(t).ok()?;
+    let list = trim(&s);
+    if !list.starts_with('[') || list.bytes().any(|b| b == b'\\' || b < 0x20) {
+        return None;
+    }
+    let pairs: Vec<Pair<'_>> = super::json_de::from_str(list).ok()?;
+    if pairs.is_empty() {
+        return Some(None);
+    }
+    let mut out = serde_json::Map::new();
+    for p in pairs {
+        out.insert(p.key.to_owned(), decode_str(p.value).unwrap_or(Value::Null));
+    }
+    Some(Some(Value::Object(out)))
+}
+
 /// Turn a `[{"Key": k, "Value": v}]` / `[{"key": k, "value": v}]` list into an object,
 /// decoding values that hold JSON. Other shapes are returned unchanged.
 pub(crate) fn key_value_object(v: Value) -> Value {
@@ -445,6 +488,87 @@ pub(crate) fn key_value_object(v: Value) -> Value {
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    /// Every list of one to three items built from tricky keys, values and item shapes, as
+    /// a JSON string (compact, spaced, pretty) and as a plain array, and other forms: the
+    /// one pass and the general way give the same object.
+    #[test]
+    fn key_value_info_is_the_general_way() {
+        let values = [
+            r#""Mozilla/5.0 (Windows NT 10.0)""#,
+            r#""""#,
+            r#"" ""#,
+            r#""PII Removed""#,
+            r#""{PII Removed}""#,
+            r#""[PII Removed]""#,
+            r#""{\"a\":1}""#,
+            r#""[1,2]""#,
+            r#""[]""#,
+            r#""\"q\"""#,
+            r#""42""#,
+            r#""[broken""#,
+            r#""tab\there""#,
+            "\"raw\ttab\"",
+            "\"raw\u{1}control\"",
+            r#""é ✓""#,
+            r#""\u00e9""#,
+            r#""\ud800""#,
+            "42",
+            "null",
+            "true",
+            r#"{"x":1}"#,
+        ];
+        let keys = [r#""userAgent""#, r#""alertUrl""#, r#""""#, r#""k\"x""#, "1"];
+        let items = |k: &str, v: &str| {
+            vec![
+                format!(r#"{{"Key":{k},"Value":{v}}}"#),
+                format!(r#"{{"Value":{v},"Key":{k}}}"#),
+                format!(r#"{{"key":{k},"value":{v}}}"#),
+                format!(r#"{{"Key":{k}}}"#),
+                format!(r#"{{"Key":{k},"Value":{v},"Other":1}}"#),
+                format!(r#"{{"Key":{k},"Key":"dup","Value":{v}}}"#),
+                format!(r#"{{ "Key" : {k} , "Value" : {v} }}"#),
+                "[1]".to_string(),
+            ]
+        };
+        let mut lists = vec!["[]".to_string(), "[ ]".to_string(), "{}".to_string(), r#"{"userAgent":"x"}"#.to_string()];
+        for k in keys {
+            for v in values {
+                for item in items(k, v) {
+                    lists.push(format!("[{item}]"));
+                    lists.push(format!(r#"[{item},{{"Key":"userAgent","Value":"second"}}]"#));
+                    lists.push(format!("[\n  {item}\n]"));
+                }
+            }
+        }
+        lists.push(r#"[{"Key":"a","Value":"1"},{"Key":"a","Value":"2"},{"Key":"b","Value":"3"}]"#.to_string());
+        lists.push(r#"[{"Key":"a","Value":"1"}] trailing"#.to_string());
+        let mut checked = 0;
+        let mut fast = 0;
+        for list in &lists {
+            let mut forms = vec![
+                serde_json::to_string(list).unwrap(),
+                serde_json::to_string(&format!("  {list} ")).unwrap(),
+            ];
+            if serde_json::from_str::<&RawValue>(list).is_ok() {
+                forms.push(list.clone());
+            }
+            for form in forms {
+                let raw = RawValue::from_string(form.clone()).unwrap();
+                let want = decode_embedded(Some(&raw)).map(key_value_object);
+                assert_eq!(key_value_info(Some(&raw)), want, "{form}");
+                checked += 1;
+                fast += usize::from(key_value_list(&raw).is_some());
+            }
+        }
+        for other in ["null", "42", r#""""#, r#""PII Removed""#, r#""not a list""#] {
+            let raw = RawValue::from_string(other.to_string()).unwrap();
+            assert_eq!(key_value_info(Some(&raw)), decode_embedded(Some(&raw)).map(key_value_object));
+        }
+        assert_eq!(key_value_info(None), None);
+        // Both ways were taken, the one pass for a good share.
+        assert!(fast > 200 && fast < checked, "{fast} of {checked}");
+    }
 
     #[derive(Deserialize)]
     #[serde(bound(deserialize = "'de: 'a"))]
