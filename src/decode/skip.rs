@@ -11,8 +11,9 @@
 //! line breaks is checked in full instead: compacting it could join broken tokens.)
 //!
 //! On x86-64 the masks come from SSE2 (the baseline), or from AVX2 with the string mask as
-//! one carry-less multiplication when the processor has them (checked once, at run time);
-//! both give the same masks, so the same ends.
+//! one carry-less multiplication when the processor has them (AVX2, PCLMULQDQ and BMI1,
+//! looked up in the standard library's cached feature flags on each call); both give the
+//! same masks, so the same ends.
 
 /// One bit per byte of a 64-byte block (bit `i` for byte `i`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -209,17 +210,20 @@ fn prefix_xor_shifts(mut x: u64) -> u64 {
 pub(crate) fn container_end(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     if wide::available() {
-        // SAFETY: the processor has AVX2 and PCLMULQDQ.
+        // SAFETY: the processor has AVX2, PCLMULQDQ and BMI1.
         return unsafe { wide::container_end(b, start, max_depth) };
     }
-    walk::<false>(b, start, max_depth)
+    // SAFETY: the baseline variant needs nothing beyond the target's baseline.
+    unsafe { walk::<false>(b, start, max_depth) }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod wide {
     /// Whether the processor has what the wide variant uses.
     pub(super) fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("pclmulqdq")
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+            && std::arch::is_x86_feature_detected!("bmi1")
     }
 
     /// [`super::container_end`] compiled for AVX2 and PCLMULQDQ.
@@ -228,13 +232,17 @@ mod wide {
     /// [`available`] must be true.
     #[target_feature(enable = "avx2,pclmulqdq,bmi1")]
     pub(super) unsafe fn container_end(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
-        super::walk::<true>(b, start, max_depth)
+        // SAFETY: the caller's promise; this function is compiled with the features.
+        unsafe { super::walk::<true>(b, start, max_depth) }
     }
 }
 
 /// [`container_end`] with the masks of `Masks::of::<WIDE>`.
+///
+/// # Safety
+/// With `WIDE`, the processor must have AVX2, PCLMULQDQ and BMI1 (see `wide::available`).
 #[inline(always)]
-fn walk<const WIDE: bool>(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
+unsafe fn walk<const WIDE: bool>(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
     debug_assert!(matches!(b.get(start), Some(b'{' | b'[')));
     let mut depth = 0usize;
     let mut in_string = 0u64;
@@ -307,7 +315,8 @@ mod tests {
     /// The end by the baseline variant and, where the processor has it, the wide one, which
     /// must agree.
     fn both(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
-        let narrow = walk::<false>(b, start, max_depth);
+        // SAFETY: the baseline variant.
+        let narrow = unsafe { walk::<false>(b, start, max_depth) };
         #[cfg(target_arch = "x86_64")]
         if wide::available() {
             // SAFETY: just checked.

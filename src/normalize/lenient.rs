@@ -418,9 +418,9 @@ pub(crate) fn decode_str(s: &str) -> Option<Value> {
 }
 
 /// `decode_embedded(raw).map(key_value_object)` (Identity Protection's `additionalInfo`),
-/// with its usual form read in one pass: a JSON string holding a list of objects with a
-/// string `Key` and a string `Value` and nothing else, without escapes or control
-/// characters inside (so both parsers see the same strings). Anything else, and any list
+/// with its usual form read in one pass: a JSON string holding a list of objects, each with
+/// exactly a string `Key` and a string `Value` and no other member, no string with escapes
+/// (the pairs borrow their text) and no control character. Anything else, and any list
 /// this pass refuses, goes the general way; `tests::key_value_info_is_the_general_way`
 /// holds the two equal.
 pub(crate) fn key_value_info(raw: Option<&RawValue>) -> Option<Value> {
@@ -430,16 +430,45 @@ pub(crate) fn key_value_info(raw: Option<&RawValue>) -> Option<Value> {
     }
 }
 
+/// One `{"Key": k, "Value": v}` object of [`key_value_list`]: only an object (a derived
+/// `Deserialize` would also take a two-element array), each member once.
+struct Pair<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Pair<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Pair<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object with a string Key and a string Value")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Pair<'a>, M::Error> {
+                let (mut key, mut value) = (None, None);
+                while let Some(k) = m.next_key::<&'de str>()? {
+                    let slot = match k {
+                        "Key" => &mut key,
+                        "Value" => &mut value,
+                        other => return Err(de::Error::unknown_field(other, &["Key", "Value"])),
+                    };
+                    if slot.replace(m.next_value::<&'de str>()?).is_some() {
+                        return Err(de::Error::custom("a member twice"));
+                    }
+                }
+                match (key, value) {
+                    (Some(key), Some(value)) => Ok(Pair { key, value }),
+                    _ => Err(de::Error::custom("Key or Value missing")),
+                }
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
 /// [`key_value_info`]'s one pass: `None` when the general way must decide.
 fn key_value_list(raw: &RawValue) -> Option<Option<Value>> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Pair<'a> {
-        #[serde(rename = "Key", borrow)]
-        key: &'a str,
-        #[serde(rename = "Value", borrow)]
-        value: &'a str,
-    }
     let t = raw.get();
     if !t.starts_with('"') {
         return None;
@@ -528,10 +557,17 @@ mod tests {
                 format!(r#"{{"Key":{k},"Value":{v},"Other":1}}"#),
                 format!(r#"{{"Key":{k},"Key":"dup","Value":{v}}}"#),
                 format!(r#"{{ "Key" : {k} , "Value" : {v} }}"#),
+                format!("[{k},{v}]"),
+                format!(r#"{{"Key":{k},"Value":{v},"Value":"dup"}}"#),
                 "[1]".to_string(),
             ]
         };
-        let mut lists = vec!["[]".to_string(), "[ ]".to_string(), "{}".to_string(), r#"{"userAgent":"x"}"#.to_string()];
+        let mut lists = vec![
+            "[]".to_string(),
+            "[ ]".to_string(),
+            "{}".to_string(),
+            r#"{"userAgent":"x"}"#.to_string(),
+        ];
         for k in keys {
             for v in values {
                 for item in items(k, v) {
@@ -563,7 +599,10 @@ mod tests {
         }
         for other in ["null", "42", r#""""#, r#""PII Removed""#, r#""not a list""#] {
             let raw = RawValue::from_string(other.to_string()).unwrap();
-            assert_eq!(key_value_info(Some(&raw)), decode_embedded(Some(&raw)).map(key_value_object));
+            assert_eq!(
+                key_value_info(Some(&raw)),
+                decode_embedded(Some(&raw)).map(key_value_object)
+            );
         }
         assert_eq!(key_value_info(None), None);
         // Both ways were taken, the one pass for a good share.
