@@ -122,28 +122,39 @@ impl<'de> Reader<'de> {
         }
     }
 
-    /// The string at the cursor (on its opening quote).
+    /// The string at the cursor (on its opening quote). Small enough to inline: a string
+    /// with an escape goes on in [`Reader::escaped_string`].
+    #[inline]
     fn string(&mut self) -> Result<Text<'de, '_>, Error> {
+        if self.peek() != Some(b'"') {
+            return Err(fail());
+        }
         let start = self.i + 1;
         let end = plain_run_end(self.b, start);
-        match self.b.get(end) {
-            Some(b'"') => {
-                self.i = end + 1;
-                // Both ends are ASCII quotes: character boundaries.
-                Ok(Text::Borrowed(self.s.get(start..end).ok_or_else(fail)?))
-            }
-            Some(b'\\') => {
-                let mut out = std::mem::take(&mut self.scratch);
-                out.clear();
-                out.push_str(self.s.get(start..end).ok_or_else(fail)?);
-                self.i = end;
-                let done = self.unescape_rest(&mut out);
-                self.scratch = out;
-                done?;
-                Ok(Text::Copied(&self.scratch))
-            }
-            _ => Err(fail()),
+        if self.b.get(end) != Some(&b'"') {
+            return self.escaped_string(start, end);
         }
+        self.i = end + 1;
+        // SAFETY: `b[start - 1]` and `b[end]` are ASCII quotes (just checked), so `start` and
+        // `end` are character boundaries of `s`, and `start <= end < s.len()`
+        // (`plain_run_end` never goes back).
+        Ok(Text::Borrowed(unsafe { self.s.get_unchecked(start..end) }))
+    }
+
+    /// [`Reader::string`] from the first byte of its first run that is not a quote.
+    #[inline(never)]
+    fn escaped_string(&mut self, start: usize, end: usize) -> Result<Text<'de, '_>, Error> {
+        if self.b.get(end) != Some(&b'\\') {
+            return Err(fail());
+        }
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        out.push_str(self.s.get(start..end).ok_or_else(fail)?);
+        self.i = end;
+        let done = self.unescape_rest(&mut out);
+        self.scratch = out;
+        done?;
+        Ok(Text::Copied(&self.scratch))
     }
 
     /// Unescapes from the backslash at the cursor to the closing quote into `out`.
