@@ -110,7 +110,7 @@ mod simd {
 }
 
 /// Index of the first byte at or after `from` that is below `below` (`below` ≥ 1) or equal
-/// to one of `any`; `b.len()` when there is none.
+/// to one of `any`; `b.len()` when there is none (`from` itself when it is past the end).
 #[inline(always)]
 pub(crate) fn first_of<const N: usize>(b: &[u8], from: usize, below: u8, any: [u8; N]) -> usize {
     let mut i = from;

@@ -80,6 +80,7 @@ fn fail() -> Error {
 
 struct Reader<'de> {
     s: &'de str,
+    /// `s.as_bytes()` (the string reader's unchecked slices rely on it).
     b: &'de [u8],
     i: usize,
     depth: usize,
@@ -135,13 +136,16 @@ impl<'de> Reader<'de> {
             return self.escaped_string(start, end);
         }
         self.i = end + 1;
-        // SAFETY: `b[start - 1]` and `b[end]` are ASCII quotes (just checked), so `start` and
-        // `end` are character boundaries of `s`, and `start <= end < s.len()`
-        // (`plain_run_end` never goes back).
+        // SAFETY: `b` is `s`'s bytes; `b[start - 1]` and `b[end]` are ASCII quotes (just
+        // checked), so `start` and `end` are character boundaries of `s`; `end < s.len()` by
+        // the check, and `start <= end` since `plain_run_end` never goes back (`start` is at
+        // most `b.len()`: the cursor was on a quote).
         Ok(Text::Borrowed(unsafe { self.s.get_unchecked(start..end) }))
     }
 
-    /// [`Reader::string`] from the first byte of its first run that is not a quote.
+    /// [`Reader::string`] on: `start` is just after the opening quote, `end` where its first
+    /// plain run stopped on something other than a quote — a backslash goes on, anything
+    /// else (a control character, the end of the text) is an error.
     #[inline(never)]
     fn escaped_string(&mut self, start: usize, end: usize) -> Result<Text<'de, '_>, Error> {
         if self.b.get(end) != Some(&b'\\') {

@@ -448,6 +448,12 @@ impl Node {
         match self {
             Node::Str(s) => write_str(out, s),
             Node::Val(Value::String(s)) => write_str(out, s),
+            // Integers (most numbers of an event) without serde's serializer; the digits are
+            // the same (`tests::scalars_are_written_as_serde_json_writes_them`).
+            Node::Val(Value::Number(n)) if n.is_i64() => {
+                out.extend_from_slice(itoa::Buffer::new().format(n.as_i64().unwrap_or_default()).as_bytes())
+            }
+            Node::Val(Value::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
             Node::Val(v) => serde_json::to_writer(&mut *out, v)?,
             Node::Obj(o) => o.write_json(out)?,
             Node::Json(j) => out.extend_from_slice(j.as_bytes()),
@@ -525,6 +531,31 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scalars_are_written_as_serde_json_writes_them() {
+        use serde_json::json;
+        for v in [
+            json!(0),
+            json!(-1),
+            json!(7),
+            json!(i64::MIN),
+            json!(i64::MAX),
+            json!(u64::MAX),
+            json!(1.5),
+            json!(-0.0),
+            json!(1e300),
+            json!(true),
+            json!(false),
+            Value::Null,
+            json!("a\"b"),
+            json!([1, "x", {"k": -2}]),
+        ] {
+            let mut out = Vec::new();
+            Node::Val(v.clone()).write_json(&mut out).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&v).unwrap());
+        }
+    }
 
     #[test]
     fn keys_are_unique_and_absent_values_skipped() {
