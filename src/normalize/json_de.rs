@@ -123,9 +123,11 @@ impl<'de> Reader<'de> {
         }
     }
 
-    /// The string at the cursor (on its opening quote). Small enough to inline: a string
-    /// with an escape goes on in [`Reader::escaped_string`].
-    #[inline]
+    /// The string at the cursor (on its opening quote). Always inlined: out of line, its
+    /// entry and exit cost more than reading a short string (left to the compiler, it was
+    /// not inlined once the string search grew); a string with an escape goes on in
+    /// [`Reader::escaped_string`].
+    #[inline(always)]
     fn string(&mut self) -> Result<Text<'de, '_>, Error> {
         if self.peek() != Some(b'"') {
             return Err(fail());
