@@ -51,6 +51,8 @@ impl Sink for Count {
 }
 
 /// Writes `s` escaped for `ctx` in one pass; returns whether a character had to be replaced.
+/// Always inlined: it runs for every value of every line, and its call cost a fifth of it.
+#[inline(always)]
 pub(crate) fn escape<S: Sink>(s: &str, ctx: Ctx, out: &mut S) -> bool {
     let (s1, s2) = match ctx {
         Ctx::CefHeader => (b'\\', b'|'),
