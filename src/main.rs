@@ -11,6 +11,29 @@ mod cli;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The C libraries (librdkafka above all) allocate with glibc's malloc. Its default lets
+/// the heap shrink whenever 128 KiB are free at its top, so each produce request's buffers
+/// (up to a megabyte) were faulted in afresh: 21k page faults and ~8 % of the CPU in the
+/// kernel's page clearing for 50k events to Kafka (perf). 16 MiB of padding keeps them
+/// (the pages stay mapped, not resident, until used). `GLIBC_TUNABLES` with a `top_pad`
+/// of its own wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_c_malloc() {
+    const TOP_PAD: libc::c_int = 16 << 20;
+    if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("top_pad")) {
+        return;
+    }
+    // SAFETY: called first thing in `main`, before any thread exists; `mallopt` only sets
+    // a parameter of the allocator.
+    unsafe {
+        libc::mallopt(libc::M_TOP_PAD, TOP_PAD);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_c_malloc() {}
+
 fn main() -> std::process::ExitCode {
+    tune_c_malloc();
     cli::main()
 }
