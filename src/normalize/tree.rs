@@ -84,6 +84,7 @@ pub(crate) struct Obj {
 /// The key mask of an [`Obj::discarding`].
 const DISCARD: u64 = u64::MAX;
 
+#[inline(always)]
 fn bit(k: &str) -> u64 {
     let b = k.as_bytes();
     let at = |i: usize| usize::from(b.get(i).copied().unwrap_or(0));
@@ -189,8 +190,22 @@ impl Obj {
         self.items.len()
     }
 
+    /// Insert or replace. The usual case (a new key, room left) is inlined into the mapper,
+    /// where a constant key's bit is folded and the member is built in its slot: called out
+    /// of line, the key and node went through memory and were read back wider than written
+    /// (a stalled store forward per member, ~8 % of a saturated OCSF run's time in perf).
+    #[inline(always)]
     fn put(&mut self, k: Cow<'static, str>, n: Node) {
         let b = bit(&k);
+        if self.mask & b != 0 || self.items.len() == self.items.capacity() {
+            return self.put_slow(k, n, b);
+        }
+        self.mask |= b;
+        self.items.push((k, n));
+    }
+
+    #[inline(never)]
+    fn put_slow(&mut self, k: Cow<'static, str>, n: Node, b: u64) {
         if self.mask & b != 0 {
             if let Some(slot) = self.items.iter_mut().find(|(x, _)| *x == k) {
                 slot.1 = n;
