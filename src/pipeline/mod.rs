@@ -2,6 +2,7 @@
 //! checkpoint committers, the operator API and graceful shutdown.
 
 pub mod route;
+pub mod router;
 pub mod stages;
 
 use std::net::SocketAddr;
@@ -191,7 +192,7 @@ impl Pipeline {
             let name: Arc<str> = Arc::from(name);
             // A disk buffer stores the normalized form: its sink encodes after the buffer.
             let encoder = if disk.is_some() { None } else { encoder };
-            routes.push(stages::Route::new(
+            routes.push(router::Route::new(
                 name.clone(),
                 common.inputs.clone(),
                 filter,
@@ -254,13 +255,13 @@ impl Pipeline {
             correlate_detections: config.normalize.correlate_detections,
             lean,
         }));
-        let router = stages::Router {
+        let router = router::Router::new(
             routes,
-            dead_letter: dead_letter.clone(),
-            metrics: metrics.clone(),
-            force: force.clone(),
-            suppress_duplicates: config.normalize.suppress_duplicate_detections,
-        };
+            dead_letter.clone(),
+            metrics.clone(),
+            force.clone(),
+            config.normalize.suppress_duplicate_detections,
+        );
         let (src_tx, src_rx) = mpsc::channel(pc.channel_capacity);
         let workers = if pc.normalize_workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
