@@ -109,6 +109,48 @@ mod simd {
     }
 }
 
+/// Appends `s` to `out` like `extend_from_slice`, but a string shorter than 16 bytes (most
+/// keys and values of an event) is moved as two overlapping words (or bytes) instead of
+/// through a call to `memcpy`, whose call and size dispatch cost more than the copy.
+#[inline(always)]
+pub(crate) fn append_short(out: &mut Vec<u8>, s: &[u8]) {
+    let n = s.len();
+    if n >= 16 {
+        out.extend_from_slice(s);
+        return;
+    }
+    out.reserve(n);
+    let len = out.len();
+    // SAFETY: `reserve` made room for `n` bytes after `len`. Each branch reads only inside
+    // `s` (pairs of reads start at 0 and end at `n`, with `n` at least their width) and
+    // writes the same offsets in that room; together they cover `0..n`, so the length grows
+    // only over bytes written.
+    unsafe {
+        let (src, dst) = (s.as_ptr(), out.as_mut_ptr().add(len));
+        if n >= 8 {
+            let (a, b) = (
+                src.cast::<u64>().read_unaligned(),
+                src.add(n - 8).cast::<u64>().read_unaligned(),
+            );
+            dst.cast::<u64>().write_unaligned(a);
+            dst.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else if n >= 4 {
+            let (a, b) = (
+                src.cast::<u32>().read_unaligned(),
+                src.add(n - 4).cast::<u32>().read_unaligned(),
+            );
+            dst.cast::<u32>().write_unaligned(a);
+            dst.add(n - 4).cast::<u32>().write_unaligned(b);
+        } else if n > 0 {
+            let (a, m, z) = (*src, *src.add(n / 2), *src.add(n - 1));
+            *dst = a;
+            *dst.add(n / 2) = m;
+            *dst.add(n - 1) = z;
+        }
+        out.set_len(len + n);
+    }
+}
+
 /// Index of the first byte at or after `from` that is below `below` (`below` ≥ 1) or equal
 /// to one of `any`; `b.len()` when there is none (`from` itself when it is past the end).
 #[inline(always)]
@@ -193,7 +235,7 @@ pub(crate) fn copy_replacing<const N: usize>(
     }
     loop {
         let k = first_of(b, i, below, any);
-        out.extend_from_slice(&b[i..k]);
+        append_short(out, &b[i..k]);
         let Some(&c) = b.get(k) else { break };
         match pair(c) {
             Some(e) => out.extend_from_slice(&[b'\\', e]),
@@ -205,6 +247,20 @@ pub(crate) fn copy_replacing<const N: usize>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn short_appends_are_extends() {
+        let src: Vec<u8> = (0u8..40).map(|i| b'a' + i % 26).collect();
+        for start in 0..3 {
+            for n in 0..=20 {
+                let mut a = b"xy".to_vec();
+                let mut b = a.clone();
+                super::append_short(&mut a, &src[start..start + n]);
+                b.extend_from_slice(&src[start..start + n]);
+                assert_eq!(a, b, "{start} {n}");
+            }
+        }
+    }
+
     use super::*;
 
     /// Every member at every position of buffers around the 8- and 16-byte steps, searched

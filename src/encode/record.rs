@@ -36,7 +36,7 @@ pub(crate) trait Sink {
 impl Sink for Vec<u8> {
     #[inline]
     fn put(&mut self, b: &[u8]) {
-        self.extend_from_slice(b);
+        crate::byte_search::append_short(self, b);
     }
 }
 

@@ -122,9 +122,9 @@ fn write_key(out: &mut Vec<u8>, k: &Cow<'static, str>) {
     match k {
         Cow::Borrowed(k) => {
             debug_assert_eq!(crate::json_text::plain_run_end(k.as_bytes(), 0), k.len(), "{k:?}");
-            out.reserve(k.len() + 2);
+            out.reserve(k.len() + 3);
             out.push(b'"');
-            out.extend_from_slice(k.as_bytes());
+            crate::byte_search::append_short(out, k.as_bytes());
             out.push(b'"');
         }
         Cow::Owned(k) => write_str(out, k),
@@ -228,7 +228,9 @@ impl Obj {
         self.put(Cow::Borrowed(k), Node::Str(ByteString::from_static(v)));
         self
     }
-    /// Insert a string when present.
+    /// Insert a string when present. Inlined like [`Obj::put`], so that a constant key's bit
+    /// is folded.
+    #[inline(always)]
     pub fn s(&mut self, k: &'static str, v: Option<&str>) -> &mut Obj {
         if let Some(v) = v.filter(|_| !self.discards()) {
             self.put(Cow::Borrowed(k), Node::Str(text(v)));
@@ -465,9 +467,10 @@ impl Node {
             Node::Val(Value::String(s)) => write_str(out, s),
             // Integers (most numbers of an event) without serde's serializer; the digits are
             // the same (`tests::scalars_are_written_as_serde_json_writes_them`).
-            Node::Val(Value::Number(n)) if n.is_i64() => {
-                out.extend_from_slice(itoa::Buffer::new().format(n.as_i64().unwrap_or_default()).as_bytes())
-            }
+            Node::Val(Value::Number(n)) if n.is_i64() => crate::byte_search::append_short(
+                out,
+                itoa::Buffer::new().format(n.as_i64().unwrap_or_default()).as_bytes(),
+            ),
             Node::Val(Value::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
             Node::Val(v) => serde_json::to_writer(&mut *out, v)?,
             Node::Obj(o) => o.write_json(out)?,
