@@ -412,8 +412,14 @@ impl SyslogEncoder {
         payload.clear();
         self.writer.header(event, header);
         let report = self.inner.encode_reserving(event, payload, reserve + header.len())?;
-        for msg in payload.split(|&b| b == b'\n').filter(|m| !m.is_empty()) {
-            self.writer.frame(out, header, msg);
+        // One message per line of the payload (several only when an event is split); the
+        // line ends found with memchr, not byte by byte (a CEF line is ~600 bytes).
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', payload).chain(std::iter::once(payload.len())) {
+            if end > start {
+                self.writer.frame(out, header, &payload[start..end]);
+            }
+            start = end + 1;
         }
         Ok(report)
     }
