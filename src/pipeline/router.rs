@@ -184,8 +184,8 @@ impl Router {
     }
 
     /// Counts, sorts and encodes `events` (a batch or part of one) without waiting: what goes
-    /// to the dead-letter file and each sink's encoded copies are kept for [`Router::flush`];
-    /// the originals (records and trees) are let go here.
+    /// to the dead-letter file and what each sink gets, encoded, are kept for
+    /// [`Router::flush`]; records and trees are let go once encoded.
     pub fn stage(&mut self, events: Batch) {
         let Router {
             routes,
@@ -230,23 +230,30 @@ impl Router {
             *tallies.entry((s, c)).or_default() += n;
         }
 
-        // Copies for every route, encoded; then the originals are let go.
-        let mut routed = vec![false; good.len()];
-        for route in routes.iter_mut() {
+        // Each event goes to every route that takes it: the last of them gets the event
+        // itself, the others a copy (with its own finalizer handle, so the source waits for
+        // every copy). An event no route takes is done.
+        let last: Vec<Option<usize>> = good.iter().map(|e| routes.iter().rposition(|r| r.takes(e))).collect();
+        let mut good: Vec<Option<Event>> = good.into_iter().map(Some).collect();
+        for (r, route) in routes.iter_mut().enumerate() {
             let mut copies: Batch = Vec::with_capacity(good.len());
-            for (i, e) in good.iter().enumerate().filter(|(_, e)| route.takes(e)) {
-                routed[i] = true;
-                copies.push(e.fan_out());
+            for (slot, last) in good.iter_mut().zip(&last) {
+                match *last {
+                    Some(l) if l == r => copies.extend(slot.take()),
+                    Some(l) if l > r => {
+                        if let Some(e) = slot.as_ref().filter(|e| route.takes(e)) {
+                            copies.push(e.fan_out());
+                        }
+                    }
+                    _ => {}
+                }
             }
             if !copies.is_empty() {
                 dead.append(&mut route.stage(copies));
             }
         }
-        for (e, r) in good.iter_mut().zip(routed) {
-            if !r {
-                *unrouted.entry(e.meta.source.clone()).or_default() += 1;
-            }
-            // The original is done; the copies decide.
+        for mut e in good.into_iter().flatten() {
+            *unrouted.entry(e.meta.source.clone()).or_default() += 1;
             e.finalizer.mark(Status::Delivered);
         }
     }
@@ -461,6 +468,49 @@ mod tests {
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["reason"].to_string())
             .collect();
         assert_eq!(reasons, ["\"not_normalized\"", "\"invalid_json\""]);
+    }
+
+    /// Two sinks that take every event both get all of it, in order (one the events, the
+    /// other copies); a sink whose input is another source gets none.
+    #[tokio::test]
+    async fn every_sink_that_takes_an_event_gets_it() {
+        let opts = EncoderOptions::default();
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let dead_letter = Arc::new(DeadLetter::new(&dir.path().join("dl.ndjson"), metrics.clone()));
+        let mut receivers = Vec::new();
+        let mut routes = Vec::new();
+        for inputs in [vec![], vec!["elsewhere".to_string()], vec![]] {
+            let (tx, rx) = mpsc::channel(4);
+            receivers.push(rx);
+            let enc: Box<dyn Encoder> = Box::new(CefEncoder::new(&opts));
+            routes.push(Route::new(
+                Arc::from("siem"),
+                inputs,
+                CompiledFilter::default(),
+                WhenFull::Block,
+                tx,
+                Some(enc),
+            ));
+        }
+        let mut router = Router::new(routes, dead_letter, metrics, CancellationToken::new(), false);
+        let events: Batch = (1..=3)
+            .map(|n| {
+                let mut e = event(EventKind::Alert, "GraphAlert", "{}", Some(alert_ocsf()));
+                e.meta.position.offset = n;
+                e
+            })
+            .collect();
+        assert!(router.route(events).await);
+        for r in [0, 2] {
+            let batch = receivers[r].try_recv().expect("a batch");
+            let offsets: Vec<u64> = batch.iter().map(|e| e.meta.position.offset).collect();
+            assert_eq!(offsets, [1, 2, 3], "route {r}");
+            assert!(batch
+                .iter()
+                .all(|e| e.encoded.as_ref().unwrap().data.starts_with(b"CEF:0|")));
+        }
+        assert!(receivers[1].try_recv().is_err(), "the other source's sink gets nothing");
     }
 
     #[test]
