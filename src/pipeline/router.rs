@@ -108,8 +108,13 @@ impl Route {
     /// The staged copies, each with its slice ([`Event::encoded`]) of one buffer shared by
     /// them all.
     fn take_staged(&mut self) -> Batch {
-        let mut batch = std::mem::take(&mut self.staged);
-        if self.encoder.is_none() || batch.is_empty() {
+        if self.staged.is_empty() {
+            return Vec::new();
+        }
+        // Room for a batch like this one, so that staging in parts does not regrow it.
+        let room = self.staged.len();
+        let mut batch = std::mem::replace(&mut self.staged, Vec::with_capacity(room));
+        if self.encoder.is_none() {
             return batch;
         }
         let mut buf = std::mem::take(&mut self.buf);
@@ -132,7 +137,8 @@ impl Route {
 
 /// Routes normalized batches to the sinks: quarantined events to the dead-letter file,
 /// duplicate detections dropped (acknowledged and counted) when `suppress_duplicates`,
-/// every other event copied, encoded ahead, to each sink that takes it.
+/// every other event, encoded ahead, to each sink that takes it (the last of them gets the
+/// event, the others copies with their own finalizer handles).
 pub struct Router {
     routes: Vec<Route>,
     dead_letter: Arc<DeadLetter>,
@@ -185,7 +191,8 @@ impl Router {
 
     /// Counts, sorts and encodes `events` (a batch or part of one) without waiting: what goes
     /// to the dead-letter file and what each sink gets, encoded, are kept for
-    /// [`Router::flush`]; records and trees are let go once encoded.
+    /// [`Router::flush`]; records and trees are let go once encoded (for a sink with an
+    /// encoder here and `when_full = "block"`).
     pub fn stage(&mut self, events: Batch) {
         let Router {
             routes,
@@ -314,7 +321,9 @@ impl Router {
                                 "the sink's buffer was full (when_full = \"dead_letter\")".into(),
                             );
                         }
-                        dead_letter_until_written(dead_letter, &mut copies, force).await;
+                        if !dead_letter_until_written(dead_letter, &mut copies, force).await {
+                            return false;
+                        }
                         continue;
                     }
                 },
