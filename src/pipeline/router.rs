@@ -431,14 +431,19 @@ mod tests {
         assert_eq!(&e.raw[..], b"{}", "kept for a sink_buffer_full dead-letter record");
     }
 
+    /// A router over `routes` with its dead-letter file `dl.ndjson` in `dir`.
+    fn router_in(dir: &std::path::Path, routes: Vec<Route>) -> Router {
+        let metrics = Arc::new(Metrics::new());
+        let dead_letter = Arc::new(DeadLetter::new(&dir.join("dl.ndjson"), metrics.clone()));
+        Router::new(routes, dead_letter, metrics, CancellationToken::new(), false)
+    }
+
     /// A batch staged in parts reaches the sink as one batch, in order, each copy encoded;
     /// what was quarantined or could not be encoded goes to the dead-letter file first.
     #[tokio::test]
     async fn parts_staged_go_out_as_one_batch() {
         let opts = EncoderOptions::default();
         let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let dead_letter = Arc::new(DeadLetter::new(&dir.path().join("dl.ndjson"), metrics.clone()));
         let (tx, mut rx) = mpsc::channel(4);
         let route = Route::new(
             Arc::from("siem"),
@@ -448,7 +453,7 @@ mod tests {
             tx,
             Some(Box::new(OcsfEncoder::new(&opts))),
         );
-        let mut router = Router::new(vec![route], dead_letter, metrics, CancellationToken::new(), false);
+        let mut router = router_in(dir.path(), vec![route]);
         let numbered = |n: u64, ocsf: bool| {
             let mut o = alert_ocsf();
             o["metadata"]["uid"] = serde_json::Value::from(format!("e{n}"));
@@ -485,8 +490,6 @@ mod tests {
     async fn every_sink_that_takes_an_event_gets_it() {
         let opts = EncoderOptions::default();
         let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let dead_letter = Arc::new(DeadLetter::new(&dir.path().join("dl.ndjson"), metrics.clone()));
         let mut receivers = Vec::new();
         let mut routes = Vec::new();
         for inputs in [vec![], vec!["elsewhere".to_string()], vec![]] {
@@ -502,7 +505,7 @@ mod tests {
                 Some(enc),
             ));
         }
-        let mut router = Router::new(routes, dead_letter, metrics, CancellationToken::new(), false);
+        let mut router = router_in(dir.path(), routes);
         let events: Batch = (1..=3)
             .map(|n| {
                 let mut e = event(EventKind::Alert, "GraphAlert", "{}", Some(alert_ocsf()));
