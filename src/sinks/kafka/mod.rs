@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use serde::Deserialize;
 
 use super::{BatchLimits, Rejection, SendReport, Sink, SinkConfig, SinkError};
@@ -16,6 +16,9 @@ use crate::config::{typed, ConfigIssue, Secret};
 use crate::encode::numfmt::int_bytes;
 use crate::encode::{self, Encoder, EncoderOptions, Format};
 use crate::event::Event;
+
+mod delivery;
+use delivery::{KafkaProducer, Reports};
 
 /// `[sinks.NAME] type = "kafka"`.
 #[derive(Clone, Debug, Deserialize)]
@@ -169,13 +172,15 @@ impl KafkaSinkConfig {
 
 impl SinkConfig for KafkaSinkConfig {
     fn build(&self, name: &str) -> Result<Box<dyn Sink>, SinkError> {
-        let producer: FutureProducer = self
+        let reports = Reports::default();
+        let producer: KafkaProducer = self
             .client_config()
-            .create()
+            .create_with_context(reports.clone())
             .map_err(|e| SinkError::Build(format!("kafka producer: {e}")))?;
         tracing::info!(sink = name, bootstrap = %self.bootstrap_servers, topic = %self.topic, "kafka producer created");
         Ok(Box::new(KafkaSink {
             producer,
+            reports,
             client_config: self.client_config(),
             topic: self.topic.clone(),
             headers: self.headers,
@@ -193,7 +198,9 @@ impl SinkConfig for KafkaSinkConfig {
 const COALESCE_MAX_EVENTS: usize = 2000;
 
 struct KafkaSink {
-    producer: FutureProducer,
+    producer: KafkaProducer,
+    /// The producer's delivery reports.
+    reports: Reports,
     /// To build a new producer after a fatal error (e.g. the broker lost the idempotent
     /// producer's state): the undelivered messages are then sent with a new producer id.
     client_config: ClientConfig,
@@ -207,7 +214,7 @@ impl KafkaSink {
     fn renew_producer(&mut self) {
         self.producer
             .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-        match self.client_config.create() {
+        match self.client_config.create_with_context(self.reports.clone()) {
             Ok(p) => self.producer = p,
             Err(e) => tracing::error!(error = %e, "cannot create a new kafka producer; keeping the old one"),
         }
@@ -410,60 +417,64 @@ impl Sink for KafkaSink {
         let mut attempt = 0u32;
         let (mut topic, mut key) = (String::new(), String::new());
         while !pending.is_empty() {
-            let mut futures: Vec<(usize, DeliveryFuture)> = Vec::with_capacity(pending.len());
-            for &i in &pending {
-                let e = &events[i];
-                let body: &[u8] = match payloads[i].expect("encoded") {
-                    Payload::Ahead(n) => &e.encoded.as_ref().expect("encoded ahead").data[..n],
-                    Payload::Here(s, end) => &self.buf[s..end],
-                };
-                render_topic_into(&self.topic, e, &mut topic);
-                let keyed = message_key_into(e, &mut key);
-                loop {
-                    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic).payload(body);
-                    if keyed {
-                        record = record.key(key.as_str());
-                    }
-                    if self.headers {
-                        record = record.headers(headers_of(e));
-                    }
-                    match self.producer.send_result(record) {
-                        Ok(f) => {
-                            futures.push((i, f));
-                            break;
+            let mut retry = Vec::new();
+            let mut last_error = None;
+            // One round per send (messages past `MAX_ROUND`, only possible where a pointer
+            // has 32 bits, go in further rounds).
+            for round_of in pending.chunks(delivery::MAX_ROUND) {
+                let round = self.reports.begin(round_of.len());
+                for (j, &i) in round_of.iter().enumerate() {
+                    let e = &events[i];
+                    let body: &[u8] = match payloads[i].expect("encoded") {
+                        Payload::Ahead(n) => &e.encoded.as_ref().expect("encoded ahead").data[..n],
+                        Payload::Here(s, end) => &self.buf[s..end],
+                    };
+                    render_topic_into(&self.topic, e, &mut topic);
+                    let keyed = message_key_into(e, &mut key);
+                    loop {
+                        let mut record: BaseRecord<'_, str, [u8], usize> =
+                            BaseRecord::with_opaque_to(&topic, round.tag(j)).payload(body);
+                        if keyed {
+                            record = record.key(key.as_str());
                         }
-                        Err((err, _)) if err.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                            // Backpressure: wait for the queue to drain a little.
-                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        if self.headers {
+                            record = record.headers(headers_of(e));
                         }
-                        Err((err, _)) => {
-                            return Err(SinkError::Unavailable {
-                                kind: "kafka_produce",
-                                message: err.to_string(),
-                            });
+                        match self.producer.send(record) {
+                            Ok(()) => break,
+                            Err((err, _)) if err.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                                // Backpressure: wait for the queue to drain a little.
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            Err((err, _)) => {
+                                return Err(SinkError::Unavailable {
+                                    kind: "kafka_produce",
+                                    message: err.to_string(),
+                                });
+                            }
                         }
                     }
                 }
-            }
-            let mut retry = Vec::new();
-            let mut last_error = None;
-            for (i, f) in futures {
-                match f.await {
-                    Ok(Ok(_)) => report.bytes += payloads[i].map_or(0, |p| p.len() as u64),
-                    Ok(Err((err, _))) if is_permanent(&err) => {
-                        report.rejected.push(Rejection {
-                            index: i,
-                            reason: "kafka_rejected",
-                            detail: err.to_string(),
-                        });
-                    }
-                    Ok(Err((err, _))) => {
-                        last_error = Some(err.to_string());
-                        retry.push(i);
-                    }
-                    Err(_) => {
-                        last_error = Some("delivery report channel closed".into());
-                        retry.push(i);
+                // librdkafka reports every message it took, at the latest when
+                // `message.timeout.ms` has passed.
+                for (&i, delivered) in round_of.iter().zip(self.reports.wait().await) {
+                    match delivered {
+                        Some(Ok(())) => report.bytes += payloads[i].map_or(0, |p| p.len() as u64),
+                        Some(Err(err)) if is_permanent(&err) => {
+                            report.rejected.push(Rejection {
+                                index: i,
+                                reason: "kafka_rejected",
+                                detail: err.to_string(),
+                            });
+                        }
+                        Some(Err(err)) => {
+                            last_error = Some(err.to_string());
+                            retry.push(i);
+                        }
+                        None => {
+                            last_error = Some("no delivery report".into());
+                            retry.push(i);
+                        }
                     }
                 }
             }
