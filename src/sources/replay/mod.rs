@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 
 use super::{BatchBuilder, Source, SourceConfig, SourceContext, SourceError};
 use crate::config::{typed, ConfigIssue};
 use crate::decode::{decode_unit, InputFormat};
+
+mod reader;
+use reader::{BlockingReader, Input};
 
 /// `[sources.NAME] type = "replay"`.
 #[derive(Clone, Debug, Deserialize)]
@@ -72,83 +75,83 @@ impl SourceConfig for ReplayConfig {
 pub const DEMO_DATA: &[(&str, &[u8])] = &[
     (
         "graph/incidents_page1.json",
-        include_bytes!("../../tests/data/graph/incidents_page1.json"),
+        include_bytes!("../../../tests/data/graph/incidents_page1.json"),
     ),
     (
         "graph/incidents_page2.json",
-        include_bytes!("../../tests/data/graph/incidents_page2.json"),
+        include_bytes!("../../../tests/data/graph/incidents_page2.json"),
     ),
     (
         "graph/incidents_update.json",
-        include_bytes!("../../tests/data/graph/incidents_update.json"),
+        include_bytes!("../../../tests/data/graph/incidents_update.json"),
     ),
     (
         "graph/risk_detections.json",
-        include_bytes!("../../tests/data/graph/risk_detections.json"),
+        include_bytes!("../../../tests/data/graph/risk_detections.json"),
     ),
     (
         "graph/risky_users.json",
-        include_bytes!("../../tests/data/graph/risky_users.json"),
+        include_bytes!("../../../tests/data/graph/risky_users.json"),
     ),
     (
         "eventhub/signin_interactive.json",
-        include_bytes!("../../tests/data/eventhub/signin_interactive.json"),
+        include_bytes!("../../../tests/data/eventhub/signin_interactive.json"),
     ),
     (
         "eventhub/signin_noninteractive.json",
-        include_bytes!("../../tests/data/eventhub/signin_noninteractive.json"),
+        include_bytes!("../../../tests/data/eventhub/signin_noninteractive.json"),
     ),
     (
         "eventhub/serviceprincipal_signin.json",
-        include_bytes!("../../tests/data/eventhub/serviceprincipal_signin.json"),
+        include_bytes!("../../../tests/data/eventhub/serviceprincipal_signin.json"),
     ),
     (
         "eventhub/managedidentity_signin.json",
-        include_bytes!("../../tests/data/eventhub/managedidentity_signin.json"),
+        include_bytes!("../../../tests/data/eventhub/managedidentity_signin.json"),
     ),
     (
         "eventhub/auditlogs.json",
-        include_bytes!("../../tests/data/eventhub/auditlogs.json"),
+        include_bytes!("../../../tests/data/eventhub/auditlogs.json"),
     ),
     (
         "eventhub/user_risk_events.json",
-        include_bytes!("../../tests/data/eventhub/user_risk_events.json"),
+        include_bytes!("../../../tests/data/eventhub/user_risk_events.json"),
     ),
     (
         "eventhub/risky_users.json",
-        include_bytes!("../../tests/data/eventhub/risky_users.json"),
+        include_bytes!("../../../tests/data/eventhub/risky_users.json"),
     ),
     (
         "eventhub/risky_serviceprincipals.json",
-        include_bytes!("../../tests/data/eventhub/risky_serviceprincipals.json"),
+        include_bytes!("../../../tests/data/eventhub/risky_serviceprincipals.json"),
     ),
     (
         "eventhub/serviceprincipal_risk_events.json",
-        include_bytes!("../../tests/data/eventhub/serviceprincipal_risk_events.json"),
+        include_bytes!("../../../tests/data/eventhub/serviceprincipal_risk_events.json"),
     ),
     (
         "eventhub/graph_activity_logs.json",
-        include_bytes!("../../tests/data/eventhub/graph_activity_logs.json"),
+        include_bytes!("../../../tests/data/eventhub/graph_activity_logs.json"),
     ),
     (
         "eventhub/defender_identity_logon_events.json",
-        include_bytes!("../../tests/data/eventhub/defender_identity_logon_events.json"),
+        include_bytes!("../../../tests/data/eventhub/defender_identity_logon_events.json"),
     ),
     (
         "eventhub/defender_alert_info_evidence.json",
-        include_bytes!("../../tests/data/eventhub/defender_alert_info_evidence.json"),
+        include_bytes!("../../../tests/data/eventhub/defender_alert_info_evidence.json"),
     ),
     (
         "eventhub/malformed/single_quoted_properties.json",
-        include_bytes!("../../tests/data/eventhub/malformed/single_quoted_properties.json"),
+        include_bytes!("../../../tests/data/eventhub/malformed/single_quoted_properties.json"),
     ),
     (
         "eventhub/malformed/raw_newline_in_string.json",
-        include_bytes!("../../tests/data/eventhub/malformed/raw_newline_in_string.json"),
+        include_bytes!("../../../tests/data/eventhub/malformed/raw_newline_in_string.json"),
     ),
     (
         "eventhub/malformed/placeholder_blob.txt",
-        include_bytes!("../../tests/data/eventhub/malformed/placeholder_blob.txt"),
+        include_bytes!("../../../tests/data/eventhub/malformed/placeholder_blob.txt"),
     ),
 ];
 
@@ -289,51 +292,56 @@ async fn read_file(ctx: &SourceContext, path: &Path, config: &ReplayConfig) -> R
         let batch = b.take(&ctx.acks);
         return ctx.send(batch).await;
     }
-    let mut f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| fatal(&ctx.name, format!("cannot open {}: {e}", path.display())))?;
-    f.seek(std::io::SeekFrom::Start(start))
-        .await
-        .map_err(|e| fatal(&ctx.name, format!("cannot seek {}: {e}", path.display())))?;
+    let owned = path.to_owned();
+    let f = tokio::task::spawn_blocking(move || {
+        use std::io::Seek;
+        let mut f = std::fs::File::open(&owned).map_err(|e| format!("cannot open {}: {e}", owned.display()))?;
+        f.seek(std::io::SeekFrom::Start(start))
+            .map_err(|e| format!("cannot seek {}: {e}", owned.display()))?;
+        Ok::<_, String>(f)
+    })
+    .await
+    .map_err(|e| fatal(&ctx.name, format!("cannot open {}: {e}", path.display())))?
+    .map_err(|e| fatal(&ctx.name, e))?;
     if start > 0 {
         tracing::info!(source = %ctx.name, file = %path.display(), offset = start, "resuming from checkpoint");
     }
-    read_stream(ctx, f, partition, start, true, config).await
+    let reader = BlockingReader::new(Input::File(f));
+    read_stream(ctx, reader, BytesMut::new(), partition, start, true, config).await
 }
 
 /// Stdin: NDJSON streamed line by line, unless its first line is not JSON on its own (a
 /// pretty-printed body or page), in which case all of stdin is one document.
 async fn read_stdin(ctx: &SourceContext, config: &ReplayConfig) -> Result<(), SourceError> {
     widen_stdin_pipe();
-    let mut stdin = tokio::io::stdin();
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 8192];
+    let mut stdin = BlockingReader::new(Input::Stdin);
+    let mut head = BytesMut::new();
     loop {
         let n = stdin
-            .read(&mut chunk)
+            .read_buf(&mut head, READ_ROOM)
             .await
             .map_err(|e| fatal(&ctx.name, format!("read error on stdin: {e}")))?;
-        head.extend_from_slice(&chunk[..n]);
         if n == 0 || head.contains(&b'\n') {
             break;
         }
     }
-    let first = head.split(|&c| c == b'\n').next().unwrap_or(&[]).trim_ascii();
+    let first = head[..].split(|&c| c == b'\n').next().unwrap_or(&[]).trim_ascii();
     let whole = first.starts_with(&[0x1f, 0x8b])
         || (!first.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(first).is_err());
     let partition: Arc<str> = Arc::from("stdin");
     if whole {
-        stdin
-            .read_to_end(&mut head)
+        while stdin
+            .read_buf(&mut head, READ_ROOM)
             .await
-            .map_err(|e| fatal(&ctx.name, format!("read error on stdin: {e}")))?;
-        let body = Bytes::from(head);
+            .map_err(|e| fatal(&ctx.name, format!("read error on stdin: {e}")))?
+            > 0
+        {}
+        let body = head.freeze();
         let mut b = BatchBuilder::new(ctx.name.clone(), partition, ctx.batch_max_events);
         b.push_unit(0, &body, decode_unit(config.format, body.clone()), None, &ctx.metrics);
         return ctx.send(b.take(&ctx.acks)).await;
     }
-    let reader = AsyncReadExt::chain(std::io::Cursor::new(head), stdin);
-    read_stream(ctx, reader, partition, 0, false, config).await
+    read_stream(ctx, stdin, head, partition, 0, false, config).await
 }
 
 /// Bytes a pipe on stdin is asked to hold (Linux's default is 64 KiB), within the limit
@@ -371,15 +379,15 @@ const BATCH_MAX_AGE: Duration = Duration::from_millis(5);
 /// A read this large means the input is arriving in bulk.
 const BULK_READ: usize = 32 * 1024;
 
-async fn read_stream<R: AsyncRead + Unpin>(
+async fn read_stream(
     ctx: &SourceContext,
-    mut reader: R,
+    mut reader: BlockingReader,
+    mut buf: BytesMut,
     partition: Arc<str>,
     mut offset: u64,
     checkpointed: bool,
     config: &ReplayConfig,
 ) -> Result<(), SourceError> {
-    let mut buf = BytesMut::with_capacity(256 * 1024);
     let mut b = BatchBuilder::new(ctx.name.clone(), partition.clone(), ctx.batch_max_events);
     let mut eof = false;
     let mut started: Option<Instant> = None;
@@ -443,7 +451,6 @@ async fn read_stream<R: AsyncRead + Unpin>(
                 &ctx.metrics,
             );
         }
-        buf.reserve(READ_ROOM);
         // A partial batch waits at most FLUSH_IDLE for more input (a slow pipe or a file
         // being appended to), then goes downstream: latency stays low at low rates.
         // A batch is sent at the latest BATCH_MAX_AGE after its first event was read.
@@ -456,7 +463,7 @@ async fn read_stream<R: AsyncRead + Unpin>(
                 BATCH_MAX_AGE.saturating_sub(started.map_or(Duration::ZERO, |t| t.elapsed()))
             };
             if !left.is_zero() {
-                if let Ok(r) = tokio::time::timeout(FLUSH_IDLE.min(left), reader.read_buf(&mut buf)).await {
+                if let Ok(r) = tokio::time::timeout(FLUSH_IDLE.min(left), reader.read_buf(&mut buf, READ_ROOM)).await {
                     let n = r.map_err(|e| fatal(&ctx.name, format!("read error on {partition}: {e}")))?;
                     bulk = n >= BULK_READ;
                     if n == 0 {
@@ -468,7 +475,7 @@ async fn read_stream<R: AsyncRead + Unpin>(
             ctx.send(b.take(&ctx.acks)).await?;
         }
         let n = reader
-            .read_buf(&mut buf)
+            .read_buf(&mut buf, READ_ROOM)
             .await
             .map_err(|e| fatal(&ctx.name, format!("read error on {partition}: {e}")))?;
         bulk = n >= BULK_READ;
