@@ -12,18 +12,18 @@
 //! (`mi_malloc_aligned`, `mi_realloc_aligned`) for every allocation, which check the
 //! alignment and go through two more calls before the same small-block path; those calls
 //! were 1.4 % of a saturated OCSF-to-Kafka run's time (perf). mimalloc's plain entry points
-//! return blocks aligned to at least 8 bytes (a machine word) for every size, and to 16
-//! bytes for sizes of 16 and up (`mi_malloc_is_naturally_aligned` in its sources relies on
-//! it), so layouts aligned to 8 bytes or less take them; larger alignments keep the aligned
-//! calls.
+//! return blocks aligned to at least a machine word for every size (8 bytes on 64-bit
+//! targets, where blocks over 8 bytes are 16-aligned: `mi_malloc_is_naturally_aligned` in
+//! its sources relies on it), so layouts aligned to a word or less take them; larger
+//! alignments keep the aligned calls.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
 
 use libmimalloc_sys as mi;
 
-/// Largest alignment mimalloc's plain calls guarantee for any size.
-const PLAIN_ALIGN: usize = 8;
+/// Largest alignment mimalloc's plain calls guarantee for any size: a machine word.
+const PLAIN_ALIGN: usize = std::mem::size_of::<usize>();
 
 /// The global allocator (see the module docs).
 pub struct Allocator;

@@ -19,7 +19,8 @@ pub(super) type KafkaProducer = ThreadedProducer<Reports>;
 /// A message's delivery report: delivered, or the error it failed with.
 pub(super) type Report = Result<(), KafkaError>;
 
-/// Bits of a delivery tag that hold the message's index; the others hold the round.
+/// Bits of a delivery tag that hold the message's index; the others hold the round (32 on
+/// 64-bit targets; on 32-bit ones 16, so a round number comes back after 65,536 sends).
 const INDEX_BITS: u32 = usize::BITS / 2;
 const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
 

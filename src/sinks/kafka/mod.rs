@@ -456,7 +456,8 @@ impl Sink for KafkaSink {
                     }
                 }
                 // librdkafka reports every message it took, at the latest when
-                // `message.timeout.ms` has passed.
+                // `message.timeout.ms` has passed (with 0, which librdkafka takes as no
+                // limit, a send waits as long as the brokers refuse its messages).
                 for (&i, delivered) in round_of.iter().zip(self.reports.wait().await) {
                     match delivered {
                         Some(Ok(())) => report.bytes += payloads[i].map_or(0, |p| p.len() as u64),
@@ -520,93 +521,4 @@ impl Sink for KafkaSink {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::ack::Finalizer;
-    use crate::event::{EventKind, EventMeta, Normalized, Position};
-
-    fn event(kind: EventKind, category: &str, entity: Option<&str>) -> Event {
-        let meta = EventMeta {
-            tenant: Some(Arc::from("t1")),
-            severity_id: 3,
-            entity_key: entity.map(Arc::from),
-            ..EventMeta::new(Arc::from("graph"), category, kind, Position::at(Arc::from("p"), 0, 0))
-        };
-        let mut e = Event::new(bytes::Bytes::from_static(b"{}"), meta, Finalizer::noop());
-        e.normalized = Some(Arc::new(Normalized::from_value(
-            2004,
-            serde_json::json!({"metadata": {"uid": "u-1"}}),
-        )));
-        e
-    }
-
-    #[test]
-    fn topic_template_and_sanitizing() {
-        let e = event(EventKind::Hunting, "AdvancedHunting-Device Events", None);
-        assert_eq!(render_topic("m365.{kind}", &e), "m365.hunting");
-        assert_eq!(
-            render_topic("m365.{tenant}.{category}", &e),
-            "m365.t1.AdvancedHunting-Device_Events"
-        );
-        assert_eq!(render_topic("ocsf-{class_uid}", &e), "ocsf-2004");
-        // One `_` per character Kafka refuses (not per byte); at most 249 characters.
-        assert_eq!(render_topic("sécurité {kind}/{unknown}x", &e), "s_curit__hunting_x");
-        let long = render_topic(&format!("{}{{category}}", "a".repeat(240)), &e);
-        assert_eq!(long, format!("{}AdvancedH", "a".repeat(240)));
-    }
-
-    #[test]
-    fn key_is_entity_then_uid() {
-        assert_eq!(
-            message_key(&event(EventKind::Alert, "GraphAlert", Some("3106"))).as_deref(),
-            Some("t1:3106"),
-            "scoped by tenant so one topic can carry many tenants"
-        );
-        assert_eq!(
-            message_key(&event(EventKind::SignIn, "SignInLogs", None)).as_deref(),
-            Some("u-1")
-        );
-    }
-
-    fn issue(toml_text: &str) -> ConfigIssue {
-        let v: toml::Value = toml::from_str(toml_text).unwrap();
-        match factory("k", v, "sinks.k") {
-            Err(i) => i,
-            Ok(_) => panic!("expected an error"),
-        }
-    }
-
-    #[test]
-    fn config_errors_name_the_key() {
-        assert_eq!(
-            issue("bootstrap_servers = \"b:9092\"\ntopic = \"m365.{knd}\"").path,
-            "sinks.k.topic"
-        );
-        assert_eq!(
-            issue("bootstrap_servers = \"b:9092\"\ncompression = \"brotli\"").path,
-            "sinks.k.compression"
-        );
-        assert_eq!(
-            issue("bootstrap_servers = \"b:9092\"\nacks = \"1\"").path,
-            "sinks.k.acks"
-        );
-        assert_eq!(
-            issue("bootstrap_servers = \"b:9092\"\nencoding = \"cef\"").path,
-            "sinks.k.encoding"
-        );
-        let ok: toml::Value = toml::from_str(
-            "bootstrap_servers = \"b:9092\"\nlibrdkafka_options = { \"security.protocol\" = \"SASL_SSL\" }",
-        )
-        .unwrap();
-        assert!(factory("k", ok, "sinks.k").is_ok());
-    }
-
-    #[test]
-    fn secrets_are_not_in_debug_output() {
-        let v: toml::Value = toml::from_str("bootstrap_servers = \"b:9092\"\nsasl_password = \"hunter2\"").unwrap();
-        let c: KafkaSinkConfig = typed(v, "sinks.k").unwrap();
-        assert!(!format!("{c:?}").contains("hunter2"));
-    }
-}
+mod tests;

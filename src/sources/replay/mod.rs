@@ -75,83 +75,143 @@ impl SourceConfig for ReplayConfig {
 pub const DEMO_DATA: &[(&str, &[u8])] = &[
     (
         "graph/incidents_page1.json",
-        include_bytes!("../../../tests/data/graph/incidents_page1.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/graph/incidents_page1.json"
+        )),
     ),
     (
         "graph/incidents_page2.json",
-        include_bytes!("../../../tests/data/graph/incidents_page2.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/graph/incidents_page2.json"
+        )),
     ),
     (
         "graph/incidents_update.json",
-        include_bytes!("../../../tests/data/graph/incidents_update.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/graph/incidents_update.json"
+        )),
     ),
     (
         "graph/risk_detections.json",
-        include_bytes!("../../../tests/data/graph/risk_detections.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/graph/risk_detections.json"
+        )),
     ),
     (
         "graph/risky_users.json",
-        include_bytes!("../../../tests/data/graph/risky_users.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/graph/risky_users.json"
+        )),
     ),
     (
         "eventhub/signin_interactive.json",
-        include_bytes!("../../../tests/data/eventhub/signin_interactive.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/signin_interactive.json"
+        )),
     ),
     (
         "eventhub/signin_noninteractive.json",
-        include_bytes!("../../../tests/data/eventhub/signin_noninteractive.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/signin_noninteractive.json"
+        )),
     ),
     (
         "eventhub/serviceprincipal_signin.json",
-        include_bytes!("../../../tests/data/eventhub/serviceprincipal_signin.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/serviceprincipal_signin.json"
+        )),
     ),
     (
         "eventhub/managedidentity_signin.json",
-        include_bytes!("../../../tests/data/eventhub/managedidentity_signin.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/managedidentity_signin.json"
+        )),
     ),
     (
         "eventhub/auditlogs.json",
-        include_bytes!("../../../tests/data/eventhub/auditlogs.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/auditlogs.json"
+        )),
     ),
     (
         "eventhub/user_risk_events.json",
-        include_bytes!("../../../tests/data/eventhub/user_risk_events.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/user_risk_events.json"
+        )),
     ),
     (
         "eventhub/risky_users.json",
-        include_bytes!("../../../tests/data/eventhub/risky_users.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/risky_users.json"
+        )),
     ),
     (
         "eventhub/risky_serviceprincipals.json",
-        include_bytes!("../../../tests/data/eventhub/risky_serviceprincipals.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/risky_serviceprincipals.json"
+        )),
     ),
     (
         "eventhub/serviceprincipal_risk_events.json",
-        include_bytes!("../../../tests/data/eventhub/serviceprincipal_risk_events.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/serviceprincipal_risk_events.json"
+        )),
     ),
     (
         "eventhub/graph_activity_logs.json",
-        include_bytes!("../../../tests/data/eventhub/graph_activity_logs.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/graph_activity_logs.json"
+        )),
     ),
     (
         "eventhub/defender_identity_logon_events.json",
-        include_bytes!("../../../tests/data/eventhub/defender_identity_logon_events.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/defender_identity_logon_events.json"
+        )),
     ),
     (
         "eventhub/defender_alert_info_evidence.json",
-        include_bytes!("../../../tests/data/eventhub/defender_alert_info_evidence.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/defender_alert_info_evidence.json"
+        )),
     ),
     (
         "eventhub/malformed/single_quoted_properties.json",
-        include_bytes!("../../../tests/data/eventhub/malformed/single_quoted_properties.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/malformed/single_quoted_properties.json"
+        )),
     ),
     (
         "eventhub/malformed/raw_newline_in_string.json",
-        include_bytes!("../../../tests/data/eventhub/malformed/raw_newline_in_string.json"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/malformed/raw_newline_in_string.json"
+        )),
     ),
     (
         "eventhub/malformed/placeholder_blob.txt",
-        include_bytes!("../../../tests/data/eventhub/malformed/placeholder_blob.txt"),
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/eventhub/malformed/placeholder_blob.txt"
+        )),
     ),
 ];
 
@@ -295,14 +355,19 @@ async fn read_file(ctx: &SourceContext, path: &Path, config: &ReplayConfig) -> R
     let owned = path.to_owned();
     let f = tokio::task::spawn_blocking(move || {
         use std::io::Seek;
-        let mut f = std::fs::File::open(&owned).map_err(|e| format!("cannot open {}: {e}", owned.display()))?;
-        f.seek(std::io::SeekFrom::Start(start))
-            .map_err(|e| format!("cannot seek {}: {e}", owned.display()))?;
-        Ok::<_, String>(f)
+        let mut f = std::fs::File::open(&owned)?;
+        f.seek(std::io::SeekFrom::Start(start))?;
+        Ok::<_, std::io::Error>(f)
     })
     .await
-    .map_err(|e| fatal(&ctx.name, format!("cannot open {}: {e}", path.display())))?
-    .map_err(|e| fatal(&ctx.name, e))?;
+    .map_err(std::io::Error::other)
+    .and_then(|opened| opened)
+    .map_err(|e| {
+        fatal(
+            &ctx.name,
+            format!("cannot open {} at byte {start}: {e}", path.display()),
+        )
+    })?;
     if start > 0 {
         tracing::info!(source = %ctx.name, file = %path.display(), offset = start, "resuming from checkpoint");
     }

@@ -66,7 +66,10 @@ impl BlockingReader {
         let done = running.await;
         self.running = None;
         let (owned, n) = done.map_err(io::Error::other)?;
-        debug_assert!(buf.is_empty(), "the buffer is with its read");
+        assert!(
+            buf.is_empty(),
+            "the line buffer is with its read: nothing may add to it meanwhile"
+        );
         *buf = owned;
         n
     }
@@ -87,6 +90,8 @@ fn read_into(input: &Input, buf: &mut BytesMut) -> io::Result<usize> {
             return Ok(n);
         }
         let e = io::Error::last_os_error();
+        // (A process started with descriptor 0 closed has it on /dev/null: Rust's runtime
+        // opens it there before `main`, so a missing stdin reads as an empty one.)
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
@@ -121,9 +126,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_cut_short_by_a_timeout_is_picked_up_by_the_next_call() {
-        let (rx, mut tx) = std::io::pipe().unwrap();
-        let file = std::fs::File::from(std::os::fd::OwnedFd::from(rx));
-        let mut r = BlockingReader::new(Input::File(file));
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe(2) fills both descriptors, each then owned by exactly one `File`.
+        let (rx, mut tx) = unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            use std::os::fd::FromRawFd;
+            (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1]))
+        };
+        let mut r = BlockingReader::new(Input::File(rx));
         let mut buf = BytesMut::from(&b"partial "[..]);
         // Nothing to read yet: the caller stops waiting, the read keeps the buffer.
         let cut = tokio::time::timeout(Duration::from_millis(50), r.read_buf(&mut buf, 1024)).await;
