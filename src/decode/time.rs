@@ -290,11 +290,21 @@ fn parse_iso(b: &[u8]) -> Result<ParsedTime, Fail> {
         return Err(Fail::Range);
     }
     let off_ms = sign * (i64::from(oh) * 60 + i64::from(om)) * 60_000;
+    // The offset can carry a time at the edge of the years 0001-9999 out of them (found by
+    // the fuzzer: `0001-01-01T00:09:33+02` is in year 0 in UTC).
+    let ms = base - off_ms;
+    if !(FIRST_MS..=LAST_MS).contains(&ms) {
+        return Err(Fail::Range);
+    }
     Ok(ParsedTime {
-        ms: base - off_ms,
+        ms,
         assumed_utc: false,
     })
 }
+
+/// 0001-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z, the instants a time may name.
+const FIRST_MS: i64 = -62_135_596_800_000;
+const LAST_MS: i64 = 253_402_300_799_999;
 
 /// `M/D/YYYY[ h:mm[:ss[.frac]][ AM|PM]]`
 fn parse_us(b: &[u8]) -> Result<ParsedTime, Fail> {
@@ -409,8 +419,12 @@ fn parse_dotnet(b: &[u8]) -> Result<ParsedTime, Fail> {
         return Err(Fail::Format);
     }
     let v = parse_u64(num)?;
+    let ms = i64::try_from(v).map_err(|_| Fail::Range)?;
+    if ms > LAST_MS {
+        return Err(Fail::Range);
+    }
     Ok(ParsedTime {
-        ms: i64::try_from(v).map_err(|_| Fail::Range)?,
+        ms,
         assumed_utc: false,
     })
 }
@@ -571,6 +585,10 @@ mod tests {
             "3/9/2026 13:43:05 PM",
             "3/9/2026 0:43:05 AM",
             "2026-11-27T09:14:05+25:00",
+            // An offset that moves the instant out of the years 0001-9999.
+            "0001-01-01T00:09:33+02",
+            "9999-12-31T23:30:00-01:00",
+            "/Date(253402300800000)/",
         ] {
             assert!(
                 matches!(parse_time(bad), Err(TimeError::Range(_))),
