@@ -296,10 +296,7 @@ fn parse_iso(b: &[u8]) -> Result<ParsedTime, Fail> {
     if !(FIRST_MS..=LAST_MS).contains(&ms) {
         return Err(Fail::Range);
     }
-    Ok(ParsedTime {
-        ms,
-        assumed_utc: false,
-    })
+    Ok(ParsedTime { ms, assumed_utc: false })
 }
 
 /// 0001-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z, the instants a time may name.
@@ -423,10 +420,7 @@ fn parse_dotnet(b: &[u8]) -> Result<ParsedTime, Fail> {
     if ms > LAST_MS {
         return Err(Fail::Range);
     }
-    Ok(ParsedTime {
-        ms,
-        assumed_utc: false,
-    })
+    Ok(ParsedTime { ms, assumed_utc: false })
 }
 
 #[cfg(test)]
