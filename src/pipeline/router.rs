@@ -69,38 +69,44 @@ impl Route {
         (self.inputs.is_empty() || self.inputs.iter().any(|i| **i == *e.meta.source)) && self.filter.matches(&e.meta)
     }
 
-    /// Encodes `copies` for this route's sink after what is staged already, and stages them;
-    /// each lets its record and normalized form go once encoded (unless the route
-    /// dead-letters when full: the dead-letter record needs the record). Returns the events
-    /// that cannot be encoded, quarantined as the sink would have done.
-    fn stage(&mut self, copies: Batch) -> Batch {
+    /// Encodes `e` for this route's sink after what is staged already, and stages it; it
+    /// lets its record and normalized form go once encoded (unless the route dead-letters
+    /// when full: the dead-letter record needs the record). An event that cannot be encoded
+    /// is quarantined as the sink would have done and pushed to `failed`.
+    fn stage_one(&mut self, mut e: Event, failed: &mut Vec<Event>) {
         let Some(encoder) = &self.encoder else {
-            self.staged.extend(copies);
-            return Vec::new();
+            self.staged.push(e);
+            return;
         };
         if self.staged.is_empty() {
-            let events = self.events_per_batch.max(copies.len());
+            // Room for a batch like the last one (a part's worth before the first).
+            let events = self.events_per_batch.max(super::stages::STAGE_EVENTS);
             self.buf.reserve(self.bytes_per_event * events);
         }
-        let release = self.when_full == WhenFull::Block;
-        let mut failed = Vec::new();
-        for mut e in copies {
-            let start = self.buf.len();
-            match encoder.encode(&e, &mut self.buf) {
-                Ok(report) => {
-                    self.encoded.push((start..self.buf.len(), report));
-                    if release {
-                        e.raw = Bytes::new();
-                        e.normalized = None;
-                    }
-                    self.staged.push(e);
+        let start = self.buf.len();
+        match encoder.encode(&e, &mut self.buf) {
+            Ok(report) => {
+                self.encoded.push((start..self.buf.len(), report));
+                if self.when_full == WhenFull::Block {
+                    e.raw = Bytes::new();
+                    e.normalized = None;
                 }
-                Err(err) => {
-                    self.buf.truncate(start);
-                    e.quarantine(format!("sink:{}", self.sink), err.reason(), err.to_string());
-                    failed.push(e);
-                }
+                self.staged.push(e);
             }
+            Err(err) => {
+                self.buf.truncate(start);
+                e.quarantine(format!("sink:{}", self.sink), err.reason(), err.to_string());
+                failed.push(e);
+            }
+        }
+    }
+
+    /// [`Route::stage_one`] for each of `copies`; the events that cannot be encoded.
+    #[cfg(test)]
+    fn stage(&mut self, copies: Batch) -> Batch {
+        let mut failed = Vec::new();
+        for e in copies {
+            self.stage_one(e, &mut failed);
         }
         failed
     }
@@ -193,7 +199,7 @@ impl Router {
     /// to the dead-letter file and what each sink gets, encoded, are kept for
     /// [`Router::flush`]; records and trees are let go once encoded (for a sink with an
     /// encoder here and `when_full = "block"`).
-    pub fn stage(&mut self, events: Batch) {
+    pub fn stage(&mut self, events: impl IntoIterator<Item = Event>) {
         let Router {
             routes,
             metrics,
@@ -206,7 +212,8 @@ impl Router {
         } = self;
         // Runs of one source and category (the usual batch) are counted before the map.
         let mut run: Option<(Arc<str>, Arc<str>, u64)> = None;
-        let mut good = Vec::with_capacity(events.len());
+        // Each event is staged as it comes (moved as few times as possible: an event is a
+        // few hundred bytes).
         for mut e in events {
             match &mut run {
                 Some((s, c, n)) if Arc::ptr_eq(s, &e.meta.source) && Arc::ptr_eq(c, &e.meta.category) => *n += 1,
@@ -226,42 +233,32 @@ impl Router {
             }
             if e.quarantine.is_some() {
                 dead.push(e);
-            } else if *suppress_duplicates && e.meta.duplicate {
+                continue;
+            }
+            if *suppress_duplicates && e.meta.duplicate {
                 Metrics::source_count(&metrics.detections_suppressed, &e.meta.source, 1);
                 e.finalizer.mark(Status::Delivered);
-            } else {
-                good.push(e);
+                continue;
+            }
+            // Every route that takes the event gets it: the last of them the event itself, the
+            // others a copy (with its own finalizer handle, so the source waits for every
+            // copy). An event no route takes is done.
+            match routes.iter().rposition(|r| r.takes(&e)) {
+                Some(last) => {
+                    for route in routes[..last].iter_mut().filter(|r| r.takes(&e)) {
+                        let copy = e.fan_out();
+                        route.stage_one(copy, dead);
+                    }
+                    routes[last].stage_one(e, dead);
+                }
+                None => {
+                    *unrouted.entry(e.meta.source.clone()).or_default() += 1;
+                    e.finalizer.mark(Status::Delivered);
+                }
             }
         }
         if let Some((s, c, n)) = run.take() {
             *tallies.entry((s, c)).or_default() += n;
-        }
-
-        // Each event goes to every route that takes it: the last of them gets the event
-        // itself, the others a copy (with its own finalizer handle, so the source waits for
-        // every copy). An event no route takes is done.
-        let last: Vec<Option<usize>> = good.iter().map(|e| routes.iter().rposition(|r| r.takes(e))).collect();
-        let mut good: Vec<Option<Event>> = good.into_iter().map(Some).collect();
-        for (r, route) in routes.iter_mut().enumerate() {
-            let mut copies: Batch = Vec::with_capacity(good.len());
-            for (slot, last) in good.iter_mut().zip(&last) {
-                match *last {
-                    Some(l) if l == r => copies.extend(slot.take()),
-                    Some(l) if l > r => {
-                        if let Some(e) = slot.as_ref().filter(|e| route.takes(e)) {
-                            copies.push(e.fan_out());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if !copies.is_empty() {
-                dead.append(&mut route.stage(copies));
-            }
-        }
-        for mut e in good.into_iter().flatten() {
-            *unrouted.entry(e.meta.source.clone()).or_default() += 1;
-            e.finalizer.mark(Status::Delivered);
         }
     }
 

@@ -17,9 +17,10 @@ use crate::event::{Batch, Event, EventUid};
 use crate::normalize::{Normalizer, UserKey};
 use crate::telemetry::Metrics;
 
-/// Normalize one batch; a failure (or a panic) quarantines that event only. Also returns
-/// the indexes of events whose user was not in the restoration cache.
-pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Batch) -> (Batch, Vec<(usize, UserKey)>) {
+/// Normalize events in place (a batch or part of one); a failure (or a panic) quarantines
+/// that event only. Returns the indexes of events whose user was not in the restoration
+/// cache.
+pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, batch: &mut [Event]) -> Vec<(usize, UserKey)> {
     let mut unrestored = Vec::new();
     let mut assumed_utc: BTreeMap<Arc<str>, u64> = BTreeMap::new();
     let mut correlated: BTreeMap<Arc<str>, u64> = BTreeMap::new();
@@ -70,7 +71,7 @@ pub fn normalize_batch(normalizer: &Normalizer, metrics: &Metrics, mut batch: Ba
     for (source, n) in assumed_utc {
         Metrics::source_count(&metrics.time_assumed_utc, &source, n);
     }
-    (batch, unrestored)
+    unrestored
 }
 
 /// Quarantines a record decoded unchecked whose JSON turned out broken as decoding would
@@ -137,7 +138,11 @@ async fn run_normalize_pool(
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
         .map(|batch| {
             let (n, m) = (normalizer.clone(), metrics.clone());
-            tokio::task::spawn_blocking(move || normalize_batch(&n, &m, batch))
+            tokio::task::spawn_blocking(move || {
+                let mut batch = batch;
+                let unrestored = normalize_batch(&n, &m, &mut batch);
+                (batch, unrestored)
+            })
         })
         .buffered(workers);
     futures_util::pin_mut!(stream);
@@ -176,14 +181,13 @@ async fn run_normalize_inline(
     metrics: &Metrics,
 ) {
     while let Some(batch) = rx.recv().await {
+        // Each part is normalized where it lies in the batch and moved from there to the
+        // sinks' staged batches: no vector per part, one move less per event.
         let mut events = batch.into_iter();
-        loop {
-            let part: Batch = events.by_ref().take(STAGE_EVENTS).collect();
-            if part.is_empty() {
-                break;
-            }
-            let (part, _) = normalize_batch(normalizer, metrics, part);
-            router.stage(part);
+        while !events.as_slice().is_empty() {
+            let n = events.as_slice().len().min(STAGE_EVENTS);
+            normalize_batch(normalizer, metrics, &mut events.as_mut_slice()[..n]);
+            router.stage(events.by_ref().take(n));
         }
         if !router.flush().await {
             break;
