@@ -80,7 +80,10 @@ impl Route {
         };
         if self.staged.is_empty() {
             // Room for a batch like the last one (a part's worth before the first).
-            let events = self.events_per_batch.max(super::stages::STAGE_EVENTS);
+            let events = match self.events_per_batch {
+                0 => super::stages::STAGE_EVENTS,
+                n => n,
+            };
             self.buf.reserve(self.bytes_per_event * events);
         }
         let start = self.buf.len();
@@ -198,7 +201,8 @@ impl Router {
     /// Counts, sorts and encodes `events` (a batch or part of one) without waiting: what goes
     /// to the dead-letter file and what each sink gets, encoded, are kept for
     /// [`Router::flush`]; records and trees are let go once encoded (for a sink with an
-    /// encoder here and `when_full = "block"`).
+    /// encoder here and `when_full = "block"`). Takes every event of `events` (the inline
+    /// normalizer relies on it).
     pub fn stage(&mut self, events: impl IntoIterator<Item = Event>) {
         let Router {
             routes,

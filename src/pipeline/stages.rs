@@ -187,7 +187,9 @@ async fn run_normalize_inline(
         while !events.as_slice().is_empty() {
             let n = events.as_slice().len().min(STAGE_EVENTS);
             normalize_batch(normalizer, metrics, &mut events.as_mut_slice()[..n]);
+            let left = events.len() - n;
             router.stage(events.by_ref().take(n));
+            debug_assert_eq!(events.len(), left, "the router takes every event of a part");
         }
         if !router.flush().await {
             break;
