@@ -3,11 +3,14 @@
 # generator, receivers and emulators pinned to core 0, the syslog-ng peer measured in the
 # same run. Needs syslog-ng (and syslog-ng-mod-rdkafka for the S2 peer) and, for
 # s2-broker, the tansu broker that .ci/run installs.
-#   bash benches/load.sh            # 200k events per scenario
-#   EVENTS=50000 bash benches/load.sh
+#   bash benches/load.sh            # 600k events per scenario (200k against the broker)
+#   EVENTS=50000 BROKER_EVENTS=20000 bash benches/load.sh
+# 600k events: on this 2-core VM, runs of 200k events (4-7 s of our side) varied by up to
+# 40 % within minutes; runs of 600k stayed within a few percent of each other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EVENTS=${EVENTS:-200000}
+EVENTS=${EVENTS:-600000}
+BROKER_EVENTS=${BROKER_EVENTS:-200000}
 OUT=${OUT:-target/load/report.ndjson}
 mkdir -p target/load
 cargo bench --bench load --no-run
@@ -17,5 +20,6 @@ run --mix 1.6k --latency-secs 10 --scenarios s1,s1-peer,s1-memory
 run --mix 3.6k --latency-secs 10 --scenarios s1,s1-peer
 run --mix 1.6k --latency-secs 0 --scenarios s2,s2-peer,s3,s4
 if command -v tansu >/dev/null || [ -x "$HOME/.cargo/bin/tansu" ]; then
-  run --mix 1.6k --latency-secs 0 --scenarios s2-broker
+  taskset -c 0 cargo bench --bench load -- --core 1 --events "$BROKER_EVENTS" --out "$OUT" \
+    --mix 1.6k --latency-secs 0 --scenarios s2-broker
 fi

@@ -330,10 +330,10 @@ impl Encoder for HecEncoder {
             }
             field(out, "category", &meta.category);
             if let Some(n) = normalized {
-                field(out, "class_uid", &n.class_uid.to_string());
+                field(out, "class_uid", itoa::Buffer::new().format(n.class_uid));
             }
             let sev = view.map_or(meta.severity_id, |v| v.severity_id());
-            field(out, "severity_id", &sev.to_string());
+            field(out, "severity_id", itoa::Buffer::new().format(sev));
             out.push(b'}');
         }
         out.push(b'}');

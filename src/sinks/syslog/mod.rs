@@ -451,7 +451,10 @@ impl Sink for SyslogSink {
         let bytes = self.buf.len() as u64;
         let mut settle = None;
         if !self.buf.is_empty() {
-            let data = Bytes::copy_from_slice(&self.buf);
+            // The batch's buffer itself is sent and kept for the replay window (no copy of
+            // it); the next batch is encoded into a new one of the same size.
+            let next = Vec::with_capacity(self.buf.capacity());
+            let data = Bytes::from(std::mem::replace(&mut self.buf, next));
             match self.mode {
                 Mode::Udp => self.send_udp(&data).await?,
                 Mode::Tcp | Mode::Tls => settle = self.send_stream(data, report.messages as u64).await?,
