@@ -245,6 +245,39 @@ async fn requests_not_acknowledged_in_time_are_sent_again_and_none_lost() {
     assert!(sent_twice >= 1000 / 100 + 3, "{sent_twice} accepted requests");
 }
 
+/// An indexer that restarts loses its acknowledgment state and hands out ackIds from 0
+/// again: a request still waiting for its id must not take the new request's
+/// acknowledgment as its own (it is sent again at once, not after the timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_id_handed_out_again_after_a_restart_does_not_acknowledge_the_older_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = HecEmulator::start(
+        &[(TOKEN, true)],
+        Script {
+            never_ack_first: 1,
+            restart_after: Some(1),
+            ack_delay: Duration::from_millis(20),
+            ..Script::default()
+        },
+    )
+    .await;
+    // One instance: one channel, whose ackIds the restart sets back.
+    let sinks = sink_toml(&emu.url(), TOKEN, "batch.max_events = 100\nconcurrency = 1\n");
+    let r = run(dir.path(), 300, &sinks, "", None).await;
+    assert_eq!(r.report.unacknowledged_batches, 0);
+    let log = emu.log();
+    assert_eq!(log[0].ack_id, Some(0));
+    assert_eq!(log[1].ack_id, Some(0), "the restarted indexer counts from 0 again");
+    let counts = ids(&emu.indexed());
+    let missing: Vec<u64> = (0..300).filter(|i| !counts.contains_key(i)).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert!(
+        counts.values().all(|&c| c == 1),
+        "the forgotten request was not indexed"
+    );
+    assert_eq!(metric(&r.metrics, "sink_ack_timeouts_total", "sink=\"splunk\""), 0.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_and_throttled_collector_is_retried_with_backoff() {
     let dir = tempfile::tempdir().unwrap();

@@ -35,6 +35,10 @@ pub struct Script {
     pub throttle_next: u32,
     /// The first N accepted requests are never acknowledged (nor indexed).
     pub never_ack_first: u32,
+    /// After this many accepted requests the indexer restarts: the acknowledgment state of
+    /// every channel is lost (ackIds count from 0 again, requests not yet acknowledged are
+    /// forgotten, their events not indexed). Once.
+    pub restart_after: Option<u32>,
     /// Acknowledgments become true this long after acceptance.
     pub ack_delay: Duration,
     /// The health endpoint answers 503 code 18.
@@ -291,6 +295,10 @@ async fn event(State(st): State<Arc<Mutex<Emu>>>, uri: Uri, headers: HeaderMap, 
         if !ack {
             emu.index(envelopes);
             return Ok(reply(200, 0, "Success"));
+        }
+        if emu.script.restart_after.is_some_and(|n| emu.accepted > n) {
+            emu.script.restart_after = None;
+            emu.channels.clear();
         }
         let never = emu.accepted <= emu.script.never_ack_first;
         let ready_at = (!never).then(|| Instant::now() + emu.script.ack_delay);

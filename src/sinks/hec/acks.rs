@@ -37,13 +37,27 @@ impl AckBook {
 
     /// Registers `ids`; the poller (started when none runs) resolves each receiver when its
     /// id is reported indexed. A dropped receiver is forgotten at the next poll.
+    ///
+    /// An id already waited for was handed out again: the indexer counts ackIds from 0 per
+    /// channel, so after a restart (its acknowledgment state lost) or behind a load balancer
+    /// without sticky sessions (each indexer counting on its own) a new request can get the
+    /// id of one still waiting. The older wait then ends in failure (its sender is dropped
+    /// here) and its batch is sent again, rather than taking the new request's
+    /// acknowledgment for its own.
     fn register(self: &Arc<Self>, ids: &[u64]) -> Vec<oneshot::Receiver<()>> {
         let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let rxs = ids
             .iter()
             .map(|&id| {
                 let (tx, rx) = oneshot::channel();
-                w.ids.insert(id, tx);
+                if w.ids.insert(id, tx).is_some_and(|old| !old.is_closed()) {
+                    tracing::warn!(
+                        ack_id = id,
+                        "HEC ackId handed out again while a request still waited for it (the \
+                         indexer restarted, or requests reach several indexers without sticky \
+                         sessions): that request is sent again"
+                    );
+                }
                 rx
             })
             .collect();
@@ -106,14 +120,19 @@ impl AckBook {
         Settle::new(async move {
             let mut rxs = rxs.into_iter().zip(ids).peekable();
             let all = async {
-                while let Some((rx, _)) = rxs.peek_mut() {
-                    // The poller never drops a sender it has not resolved while we wait.
-                    let _ = rx.await;
+                while let Some((rx, id)) = rxs.peek_mut() {
+                    let id = *id;
+                    // Resolved when the id is reported indexed; dropped unresolved only when
+                    // the id was handed out again for another request (see `register`).
+                    if rx.await.is_err() {
+                        return Err(id);
+                    }
                     rxs.next();
                     if let Some(g) = &pending {
                         g.dec();
                     }
                 }
+                Ok(())
             };
             let result = tokio::time::timeout(timeout, all).await;
             let late: Vec<u64> = rxs.map(|(_, id)| id).collect();
@@ -121,7 +140,11 @@ impl AckBook {
                 g.dec_by(late.len() as i64);
             }
             match result {
-                Ok(()) => Ok(()),
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(id)) => Err(SinkError::Unavailable {
+                    kind: "hec_ack_lost",
+                    message: format!("ackId {id} was handed out again before it was acknowledged"),
+                }),
                 Err(_) => {
                     tracing::warn!(
                         ack_ids = ?late,

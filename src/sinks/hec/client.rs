@@ -97,7 +97,11 @@ fn data_reason(code: i64) -> Option<&'static str> {
 pub fn classify(r: &Reply) -> Outcome {
     let detail = r.describe();
     match (r.status, r.code) {
-        (200..=299, Some(0) | None) => Outcome::Accepted { ack_id: r.ack_id },
+        // HEC answers every accepted request with code 0 (§5.3). A 2xx without it is not
+        // HEC's (a proxy's or a login page, a wrong port): nothing says the events were
+        // taken, so they are not counted as delivered.
+        (200..=299, Some(0)) => Outcome::Accepted { ack_id: r.ack_id },
+        (200..=299, None) => Outcome::Config(format!("not a HEC reply: {detail}")),
         (413, _) => Outcome::Data {
             code: r.code,
             reason: "hec_request_too_large",
@@ -173,6 +177,9 @@ impl HecClient {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(50))
+            // A redirect would turn the POST into a GET without its body (301-303), and its
+            // answer is not HEC's: 3xx is a configuration error (the endpoint to fix).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let base = endpoint.trim_end_matches('/');
@@ -311,6 +318,11 @@ mod tests {
             }
         ));
         assert!(matches!(r(413, ""), Outcome::Data { .. }));
+        // A 2xx that is not HEC's (a proxy's page, a wrong port, an empty object) does not
+        // count as delivered, nor does a redirect.
+        for (s, b) in [(200, "<html>Please log in</html>"), (200, "{}"), (204, ""), (302, "")] {
+            assert!(matches!(r(s, b), Outcome::Config(_)), "{s} {b}");
+        }
     }
 
     #[test]
