@@ -253,7 +253,8 @@ impl Stream {
         }
     }
 
-    /// Writes and flushes `data` within `timeout`.
+    /// Writes and flushes `data`; fails when the socket takes nothing for `timeout` (a
+    /// receiver that reads slowly but steadily gets the whole batch, however long that takes).
     pub async fn write(&mut self, data: &[u8], timeout: Duration) -> io::Result<()> {
         if self.shared.closed.at().is_some() {
             return Err(io::Error::new(
@@ -261,13 +262,20 @@ impl Stream {
                 "receiver closed the connection",
             ));
         }
-        let w = &mut self.writer;
-        tokio::time::timeout(timeout, async move {
-            w.write_all(data).await?;
-            w.flush().await
-        })
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
+        let stalled = || io::Error::new(io::ErrorKind::TimedOut, "write made no progress within the timeout");
+        let mut rest = data;
+        while !rest.is_empty() {
+            // Cancel-safe: a write that is still pending when the timeout fires took nothing.
+            match tokio::time::timeout(timeout, self.writer.write(rest)).await {
+                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => rest = &rest[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(stalled()),
+            }
+        }
+        tokio::time::timeout(timeout, self.writer.flush())
+            .await
+            .map_err(|_| stalled())?
     }
 
     /// Waits until the receiver's TCP has acknowledged every byte written (the kernel send
@@ -333,6 +341,37 @@ mod tests {
         assert!(s.closed_at().is_some(), "the reader task saw the close");
         let e = s.write(b"x", Duration::from_secs(1)).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    }
+
+    /// The write timeout limits a stall, not the whole batch: a receiver that reads slowly
+    /// but steadily gets a batch that takes far longer than the timeout to go through.
+    #[tokio::test]
+    async fn a_slow_steady_receiver_gets_a_batch_longer_than_the_write_timeout() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        const BATCH: usize = 24 << 20;
+        let reader = tokio::spawn(async move {
+            let mut peer = l.accept().await.unwrap().0;
+            let mut buf = vec![0u8; 256 << 10];
+            let mut got = 0;
+            while got < BATCH {
+                let n = peer.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed after {got} bytes");
+                got += n;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            got
+        });
+        let mut s = Stream::connect(&addr, None, Duration::from_secs(5)).await.unwrap();
+        let start = Instant::now();
+        s.write(&vec![b'x'; BATCH], Duration::from_millis(400)).await.unwrap();
+        s.wait_delivered(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(reader.await.unwrap(), BATCH);
+        assert!(
+            start.elapsed() > Duration::from_millis(400),
+            "the batch went through faster than the timeout ({:?}): the test shows nothing",
+            start.elapsed()
+        );
     }
 
     #[tokio::test]

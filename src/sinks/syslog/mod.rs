@@ -137,6 +137,11 @@ fn local_hostname() -> String {
 }
 
 pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn SinkConfig>, ConfigIssue> {
+    Ok(Box::new(parse(table, prefix)?))
+}
+
+/// The sink's config from its table, checked, with the defaults that depend on the mode.
+fn parse(table: toml::Value, prefix: &str) -> Result<SyslogSinkConfig, ConfigIssue> {
     let mut c: SyslogSinkConfig = typed(table, prefix)?;
     if split_address(&c.address).is_none() {
         return Err(ConfigIssue::new(
@@ -150,10 +155,12 @@ pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn 
             "hec envelopes are for the splunk_hec sink; use cef, leef, ocsf or raw",
         ));
     }
-    let max = c
-        .encoder
-        .max_message_bytes
-        .get_or_insert(if c.mode == Mode::Udp { 1472 } else { 8192 });
+    let max = c.encoder.max_message_bytes.get_or_insert(match c.mode {
+        // The largest unfragmented datagram payload over a 1500-byte MTU.
+        Mode::Udp if c.address.starts_with('[') => 1452,
+        Mode::Udp => 1472,
+        _ => 8192,
+    });
     if c.mode == Mode::Udp && *max > UDP_MAX {
         return Err(ConfigIssue::new(
             format!("{prefix}.encoder.max_message_bytes"),
@@ -176,7 +183,7 @@ pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn 
             return Err(ConfigIssue::new(format!("{prefix}.{key}"), "must be greater than 0"));
         }
     }
-    Ok(Box::new(c))
+    Ok(c)
 }
 
 impl SyslogSinkConfig {
@@ -200,6 +207,12 @@ impl SinkConfig for SyslogSinkConfig {
     }
 
     fn build(&self, name: &str) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(Box::new(self.sink(name)?))
+    }
+}
+
+impl SyslogSinkConfig {
+    fn sink(&self, name: &str) -> Result<SyslogSink, SinkError> {
         let tls = match self.mode {
             Mode::Tls => {
                 if self.tls.insecure_skip_verify {
@@ -219,7 +232,7 @@ impl SinkConfig for SyslogSinkConfig {
             }
             _ => None,
         };
-        Ok(Box::new(SyslogSink {
+        Ok(SyslogSink {
             name: name.into(),
             address: self.address.clone(),
             mode: self.mode,
@@ -237,7 +250,7 @@ impl SinkConfig for SyslogSinkConfig {
             pending: VecDeque::new(),
             buf: Vec::new(),
             metrics: None,
-        }))
+        })
     }
 }
 
@@ -282,7 +295,12 @@ fn unavailable(kind: &'static str, e: impl std::fmt::Display) -> SinkError {
 impl SyslogSink {
     /// Encodes the batch into `self.buf`; returns the rejections and the totals.
     fn encode(&mut self, events: &[Event]) -> (Vec<Rejection>, EncodeReport, u64) {
-        self.buf.clear();
+        // Every event encoded ahead (the usual case): a buffer of exactly their size, which
+        // `send` then hands over whole.
+        match events.iter().map(|e| e.encoded.as_ref().map(|x| x.data.len())).sum() {
+            Some(exact) => self.buf = Vec::with_capacity(exact),
+            None => self.buf.clear(),
+        }
         let mut rejected = Vec::new();
         let mut total = EncodeReport::default();
         let mut split = 0;
@@ -451,10 +469,14 @@ impl Sink for SyslogSink {
         let bytes = self.buf.len() as u64;
         let mut settle = None;
         if !self.buf.is_empty() {
-            // The batch's buffer itself is sent and kept for the replay window (no copy of
-            // it); the next batch is encoded into a new one of the same size.
-            let next = Vec::with_capacity(self.buf.capacity());
-            let data = Bytes::from(std::mem::replace(&mut self.buf, next));
+            // A buffer of exactly the batch is sent and kept for the replay window as it is
+            // (no copy); one with room to spare is copied, so that the window holds no more
+            // than the bytes it counts (`replay_window_max_bytes`).
+            let data = if self.buf.len() == self.buf.capacity() {
+                Bytes::from(std::mem::take(&mut self.buf))
+            } else {
+                Bytes::copy_from_slice(&self.buf)
+            };
             match self.mode {
                 Mode::Udp => self.send_udp(&data).await?,
                 Mode::Tcp | Mode::Tls => settle = self.send_stream(data, report.messages as u64).await?,

@@ -151,6 +151,9 @@ fn config_defaults_and_checks() {
     let c = factory("s", table("address = \"127.0.0.1:514\"\nmode = \"udp\""), "sinks.s").unwrap();
     let dbg = format!("{c:?}");
     assert!(dbg.contains("max_message_bytes: Some(1472)"), "{dbg}");
+    // IPv6: the largest unfragmented payload over a 1500-byte MTU is 20 bytes smaller.
+    let c = factory("s", table("address = \"[2001:db8::5]:514\"\nmode = \"udp\""), "sinks.s").unwrap();
+    assert!(format!("{c:?}").contains("max_message_bytes: Some(1452)"));
     let c = factory("s", table("address = \"siem:6514\"\nencoding = \"leef\""), "sinks.s").unwrap();
     assert!(format!("{c:?}").contains("max_message_bytes: Some(8192)"));
     let e = factory("s", table("address = \"nohost\""), "sinks.s").unwrap_err();
@@ -178,4 +181,57 @@ fn config_defaults_and_checks() {
     assert_eq!(split_address("[::1]:514"), Some(("[::1]", 514)));
     assert_eq!(split_address("::1:514"), None);
     assert_eq!(split_address("h:0"), None);
+}
+
+/// Events encoded ahead (the pipeline's usual case) are sent from a buffer of exactly their
+/// size, handed to the replay window as it is: the window holds no more than the bytes it
+/// counts, and the sink keeps no buffer sized by an earlier, larger batch.
+#[tokio::test]
+async fn a_batch_encoded_ahead_is_kept_in_the_window_at_its_size() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let config = parse(
+        toml::from_str(&format!("address = \"{addr}\"\nencoder.syslog.hostname = \"h\"\n")).unwrap(),
+        "sinks.s",
+    )
+    .unwrap();
+    let mut sink = config.sink("s").unwrap();
+    let encoder = config.syslog_encoder();
+    let ahead = |n: usize| -> Vec<Event> {
+        (0..n)
+            .map(|i| {
+                let mut o = alert_ocsf();
+                o["metadata"]["uid"] = format!("evt-{i}").into();
+                let mut e = event(EventKind::Alert, "GraphAlert", "{}", Some(o));
+                let mut data = Vec::new();
+                let report = encoder.encode(&e, &mut data).unwrap();
+                e.encoded = Some(crate::encode::Encoded {
+                    data: Bytes::from(data),
+                    report,
+                });
+                e
+            })
+            .collect()
+    };
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    for n in [200, 1, 3] {
+        let batch = ahead(n);
+        let size: usize = batch.iter().map(|e| e.encoded.as_ref().unwrap().data.len()).sum();
+        let sent = sink.send(&batch).await.unwrap();
+        assert_eq!(sent.bytes as usize, size);
+        assert_eq!(sink.buf.capacity(), 0, "the batch's buffer went with it");
+        assert_eq!(sink.window.back().unwrap().data.len(), size);
+    }
+    assert_eq!(
+        sink.window_bytes,
+        sink.window.iter().map(|c| c.data.len()).sum::<usize>()
+    );
+    sink.close().await.unwrap();
+    let got = reader.await.unwrap();
+    assert_eq!(octet_frames(&got).count(), 204);
 }
