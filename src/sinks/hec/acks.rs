@@ -13,11 +13,27 @@ use super::client::HecClient;
 use crate::sinks::{Settle, SinkError};
 use crate::telemetry::{Metrics, SinkLabels};
 
+/// A registered ackId: which registration it is (an id handed out again is registered
+/// anew), and the wait it ends.
+struct Waiter {
+    serial: u64,
+    tx: oneshot::Sender<()>,
+}
+
 /// The ackIds waiting on one channel, and whether its poller runs.
 #[derive(Default)]
 struct Waiting {
-    ids: HashMap<u64, oneshot::Sender<()>>,
+    ids: HashMap<u64, Waiter>,
+    /// Registrations so far (each waiter's `serial`).
+    registered: u64,
     polling: bool,
+}
+
+/// An ackId registered as soon as its request's reply came ([`AckBook::register`]), for
+/// [`AckBook::settle`].
+pub struct Registered {
+    id: u64,
+    rx: oneshot::Receiver<()>,
 }
 
 pub struct AckBook {
@@ -35,59 +51,65 @@ impl AckBook {
         })
     }
 
-    /// Registers `ids`; the poller (started when none runs) resolves each receiver when its
-    /// id is reported indexed. A dropped receiver is forgotten at the next poll.
+    /// Registers `id`, given by the reply to a request just now (not when the batch's last
+    /// request is answered: an answer to a poll must not find an older request's wait under
+    /// an id a newer request already has). The poller (started when none runs) resolves the
+    /// wait when the id is reported indexed; a dropped [`Registered`] is forgotten at the
+    /// next poll.
     ///
     /// An id already waited for was handed out again: the indexer counts ackIds from 0 per
     /// channel, so after a restart (its acknowledgment state lost) or behind a load balancer
     /// without sticky sessions (each indexer counting on its own) a new request can get the
     /// id of one still waiting. The older wait then ends in failure (its sender is dropped
     /// here) and its batch is sent again, rather than taking the new request's
-    /// acknowledgment for its own.
-    fn register(self: &Arc<Self>, ids: &[u64]) -> Vec<oneshot::Receiver<()>> {
+    /// acknowledgment for its own; a poll asked before this registration does not resolve
+    /// it either (its answer may be about the older request).
+    pub fn register(self: &Arc<Self>, id: u64) -> Registered {
         let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let rxs = ids
-            .iter()
-            .map(|&id| {
-                let (tx, rx) = oneshot::channel();
-                if w.ids.insert(id, tx).is_some_and(|old| !old.is_closed()) {
-                    tracing::warn!(
-                        ack_id = id,
-                        "HEC ackId handed out again while a request still waited for it (the \
-                         indexer restarted, or requests reach several indexers without sticky \
-                         sessions): that request is sent again"
-                    );
-                }
-                rx
-            })
-            .collect();
+        let (tx, rx) = oneshot::channel();
+        w.registered += 1;
+        let serial = w.registered;
+        if w.ids
+            .insert(id, Waiter { serial, tx })
+            .is_some_and(|old| !old.tx.is_closed())
+        {
+            tracing::warn!(
+                ack_id = id,
+                "HEC ackId handed out again while a request still waited for it (the indexer \
+                 restarted, or requests reach several indexers without sticky sessions): that \
+                 request is sent again"
+            );
+        }
         if !w.polling {
             w.polling = true;
             tokio::spawn(self.clone().poll_loop());
         }
-        rxs
+        Registered { id, rx }
     }
 
     /// Every `poll`: one query for every id still waited for; ends when none is left.
     async fn poll_loop(self: Arc<Self>) {
         loop {
             tokio::time::sleep(self.poll).await;
-            let ids: Vec<u64> = {
+            // The ids asked for, each with the registration it was asked for.
+            let asked: HashMap<u64, u64> = {
                 let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-                w.ids.retain(|_, tx| !tx.is_closed());
+                w.ids.retain(|_, x| !x.tx.is_closed());
                 if w.ids.is_empty() {
                     w.polling = false;
                     return;
                 }
-                w.ids.keys().copied().collect()
+                w.ids.iter().map(|(&id, x)| (id, x.serial)).collect()
             };
+            let ids: Vec<u64> = asked.keys().copied().collect();
             match self.client.query_acks(&ids).await {
                 Ok(acks) => {
                     let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
                     for (id, done) in acks {
-                        if done {
-                            if let Some(tx) = w.ids.remove(&id) {
-                                let _ = tx.send(());
+                        let same = |x: &Waiter| asked.get(&id) == Some(&x.serial);
+                        if done && w.ids.get(&id).is_some_and(same) {
+                            if let Some(x) = w.ids.remove(&id) {
+                                let _ = x.tx.send(());
                             }
                         }
                     }
@@ -99,26 +121,20 @@ impl AckBook {
         }
     }
 
-    /// The wait for the indexer to acknowledge `ids`; fails after `timeout` (the batch is
-    /// then sent again). With the sink's metrics and name, the ids waiting are counted in
-    /// `sink_acks_pending` and the late ones in `sink_ack_timeouts_total`.
-    pub fn settle(
-        self: &Arc<Self>,
-        ids: Vec<u64>,
-        timeout: Duration,
-        metrics: Option<(Arc<Metrics>, String)>,
-    ) -> Settle {
+    /// The wait for the indexer to acknowledge the `registered` ids; fails after `timeout`
+    /// (the batch is then sent again). With the sink's metrics and name, the ids waiting are
+    /// counted in `sink_acks_pending` and the late ones in `sink_ack_timeouts_total`.
+    pub fn settle(registered: Vec<Registered>, timeout: Duration, metrics: Option<(Arc<Metrics>, String)>) -> Settle {
         let pending: Option<Gauge> = metrics.as_ref().map(|(m, name)| {
             m.sink_acks_pending
                 .get_or_create(&SinkLabels { sink: name.clone() })
                 .clone()
         });
-        let rxs = self.register(&ids);
         if let Some(g) = &pending {
-            g.inc_by(ids.len() as i64);
+            g.inc_by(registered.len() as i64);
         }
         Settle::new(async move {
-            let mut rxs = rxs.into_iter().zip(ids).peekable();
+            let mut rxs = registered.into_iter().map(|r| (r.rx, r.id)).peekable();
             let all = async {
                 while let Some((rx, id)) = rxs.peek_mut() {
                     let id = *id;

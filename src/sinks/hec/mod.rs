@@ -297,11 +297,11 @@ impl HecSink {
         }
     }
 
-    /// The wait for the indexer to acknowledge `ids` (this sink's channel, queried together
-    /// with the other batches' ids every `poll_interval_ms`); fails after `timeout_secs` so
-    /// that the batch is sent again.
-    fn settle(&self, ids: Vec<u64>) -> Settle {
-        self.acks.settle(
+    /// The wait for the indexer to acknowledge the ids of a batch's requests (this sink's
+    /// channel, queried together with the other batches' ids every `poll_interval_ms`); fails
+    /// after `timeout_secs` so that the batch is sent again.
+    fn settle(&self, ids: Vec<acks::Registered>) -> Settle {
+        acks::AckBook::settle(
             ids,
             Duration::from_secs(self.ack.timeout_secs),
             self.metrics.clone().map(|m| (m, self.name.clone())),
@@ -355,7 +355,7 @@ impl Sink for HecSink {
             }
         }
         let mut queue = self.requests(&spans);
-        let mut pending: Vec<u64> = Vec::new();
+        let mut pending: Vec<acks::Registered> = Vec::new();
         let mut bytes = 0u64;
         while let Some(req) = queue.pop_front() {
             let body = self.body(&spans, &req);
@@ -372,12 +372,12 @@ impl Sink for HecSink {
                 Outcome::Accepted { ack_id } => {
                     bytes += body_len as u64;
                     if let Some(ack_id) = ack_id.filter(|_| self.ack.enabled) {
-                        pending.push(ack_id);
+                        pending.push(self.acks.register(ack_id));
                     }
                 }
                 Outcome::Retry(m) => return Err(unavailable("hec_unavailable", m)),
                 Outcome::Config(m) => {
-                    tracing::error!(reply = %m, "HEC refused the request: check token, index and channel settings");
+                    tracing::error!(reply = %m, "HEC did not take the request: check the endpoint, token, index and channel settings");
                     return Err(unavailable("hec_config", m));
                 }
                 Outcome::Data {

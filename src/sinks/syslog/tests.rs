@@ -222,6 +222,12 @@ async fn a_batch_encoded_ahead_is_kept_in_the_window_at_its_size() {
     for n in [200, 1, 3] {
         let batch = ahead(n);
         let size: usize = batch.iter().map(|e| e.encoded.as_ref().unwrap().data.len()).sum();
+        sink.encode(&batch);
+        assert_eq!(
+            (sink.buf.len(), sink.buf.capacity()),
+            (size, size),
+            "a buffer of exactly the batch, whatever the last one held"
+        );
         let sent = sink.send(&batch).await.unwrap();
         assert_eq!(sent.bytes as usize, size);
         assert_eq!(sink.buf.capacity(), 0, "the batch's buffer went with it");
