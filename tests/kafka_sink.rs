@@ -214,3 +214,65 @@ async fn broker_down_30s_loses_nothing_and_keeps_order_per_key() {
     eprintln!("{total} events through a 30 s broker outage: {dups} duplicates");
     assert!(dups <= 200, "{dups} duplicates exceed the in-flight window");
 }
+
+/// A message librdkafka refuses before queueing it (here: larger than `message.max.bytes`)
+/// is dead-lettered with the reason, and the rest of the batch is delivered once: the sink
+/// neither stalls on it nor sends the messages queued before it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_at_produce_is_dead_lettered_and_the_rest_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("m365.all", 1);
+    let inputs = [
+        support::data("graph/incidents_page1.json"),
+        support::data("graph/incidents_page2.json"),
+    ];
+    let paths: Vec<&Path> = inputs.iter().map(|p| p.as_path()).collect();
+    // The two largest OCSF events of these pages are 13-14 KB, the others at most 9.5 KB.
+    let config = pipeline_config(
+        dir.path(),
+        &paths,
+        &broker.bootstrap(),
+        "m365.all",
+        "librdkafka_options = { \"message.max.bytes\" = \"11000\" }",
+    );
+    let dead_letter = config.dead_letter_path();
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        Pipeline::new(config).run(CancellationToken::new()),
+    )
+    .await
+    .expect("the sink does not stall on the refused messages")
+    .unwrap();
+    assert_eq!(report.unacknowledged_batches, 0);
+    let delivered = report.summary.delivered["kafka"];
+    assert_eq!(delivered, 5 + 6 - 2);
+    let quarantined: Vec<serde_json::Value> = std::fs::read_to_string(&dead_letter)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(quarantined.len(), 2, "{quarantined:#?}");
+    for q in &quarantined {
+        assert_eq!(q["reason"], "kafka_rejected", "{q}");
+        assert!(q["detail"].as_str().unwrap().contains("too large"), "{q}");
+    }
+    let got = tokio::task::spawn_blocking({
+        let b = broker.bootstrap();
+        move || consume(&b, &["m365.all"], 2 * delivered as usize, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let mut uids: Vec<String> = got
+        .iter()
+        .map(|m| serde_json::from_str::<serde_json::Value>(&m.payload).unwrap()["metadata"]["uid"].to_string())
+        .collect();
+    uids.sort();
+    let n = uids.len();
+    uids.dedup();
+    assert_eq!(
+        (n, uids.len()),
+        (delivered as usize, delivered as usize),
+        "each delivered once"
+    );
+}

@@ -82,6 +82,12 @@ impl Reports {
         }
     }
 
+    /// Records a report for message `index` of `round` that librdkafka refused to take (its
+    /// produce call failed), so the round's wait counts it like a delivery report.
+    pub(super) fn refused(&self, round: Round, index: usize, err: rdkafka::error::KafkaError) {
+        self.record(round.tag(index), Err(err));
+    }
+
     fn record(&self, tag: usize, report: Report) {
         let (round, index) = (tag >> INDEX_BITS, tag & INDEX_MASK);
         let mut t = self.table();

@@ -128,6 +128,23 @@ pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn 
         }
         rest = &rest[open + close + 1..];
     }
+    // Properties the sink's delivery accounting depends on: set only through the typed keys.
+    for (key, instead) in [
+        ("acks", "use `acks`"),
+        ("request.required.acks", "use `acks`"),
+        ("enable.idempotence", "use `idempotence`"),
+        ("message.timeout.ms", "use `message_timeout_ms`"),
+        ("delivery.timeout.ms", "use `message_timeout_ms`"),
+        ("delivery.report.only.error", "the sink needs every delivery report"),
+        ("transactional.id", "the sink does not produce in transactions"),
+    ] {
+        if c.librdkafka_options.contains_key(key) {
+            return Err(ConfigIssue::new(
+                format!("{prefix}.librdkafka_options.{key}"),
+                format!("not allowed here: {instead}"),
+            ));
+        }
+    }
     for key in ["sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret"] {
         if let Some(v) = c.librdkafka_options.get(key) {
             if !v.is_empty() {
@@ -390,6 +407,12 @@ impl Sink for KafkaSink {
     }
 
     async fn send(&mut self, events: &[Event]) -> Result<SendReport, SinkError> {
+        // A fatal error (raised since the last send, or left by a producer that could not be
+        // renewed) refuses every produce: start over with a new producer.
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            tracing::error!(?code, %reason, "kafka producer hit a fatal error; creating a new producer");
+            self.renew_producer();
+        }
         let mut report = SendReport::default();
         // Encode first: an event that cannot be encoded is rejected, not retried. Bytes
         // encoded ahead by the pipeline are sent from where they are.
@@ -446,11 +469,14 @@ impl Sink for KafkaSink {
                                 // Backpressure: wait for the queue to drain a little.
                                 tokio::time::sleep(Duration::from_millis(5)).await;
                             }
+                            // Refused before it was queued (larger than `message.max.bytes`, a
+                            // topic the cluster does not have or refuses, a fatal producer
+                            // error): that message's report, judged like a delivery report. The
+                            // round's other messages go on (returning here left those already
+                            // queued to be delivered and then sent again with the whole batch).
                             Err((err, _)) => {
-                                return Err(SinkError::Unavailable {
-                                    kind: "kafka_produce",
-                                    message: err.to_string(),
-                                });
+                                self.reports.refused(round, j, err);
+                                break;
                             }
                         }
                     }

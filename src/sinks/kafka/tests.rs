@@ -75,6 +75,23 @@ fn config_errors_name_the_key() {
         issue("bootstrap_servers = \"b:9092\"\nencoding = \"cef\"").path,
         "sinks.k.encoding"
     );
+    for key in [
+        "acks",
+        "request.required.acks",
+        "enable.idempotence",
+        "message.timeout.ms",
+        "delivery.report.only.error",
+        "transactional.id",
+    ] {
+        assert_eq!(
+            issue(&format!(
+                "bootstrap_servers = \"b:9092\"\nlibrdkafka_options = {{ \"{key}\" = \"0\" }}"
+            ))
+            .path,
+            format!("sinks.k.librdkafka_options.{key}"),
+            "a property that would undo the delivery accounting"
+        );
+    }
     let ok: toml::Value =
         toml::from_str("bootstrap_servers = \"b:9092\"\nlibrdkafka_options = { \"security.protocol\" = \"SASL_SSL\" }")
             .unwrap();
