@@ -252,6 +252,48 @@ async fn backfill_reads_the_window_once_with_progress_lines() {
 
 /// A Graph outage in the middle (503 past max_retries): the run fails after committing what
 /// the sink acknowledged; the same command then continues where it stopped.
+/// The query's chunk bounds are whole seconds (`ge` / `lt`): with a start that has a
+/// fraction of a second, an object in the fraction before a chunk's exact start is left out
+/// of the chunk before by its `lt`, comes with the next chunk, and is kept there (it was
+/// dropped as outside that chunk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_with_a_fractional_start_keeps_what_lies_just_before_a_chunk_boundary() {
+    let emu = Emulator::start().await;
+    let mut all = history(10);
+    let edge = all[3]["id"].as_str().unwrap().to_owned();
+    all[3]["lastUpdateDateTime"] = json!("2026-11-03T00:00:00.200Z");
+    all[3]["alerts"][0]["lastUpdateDateTime"] = json!("2026-11-03T00:00:00.200Z");
+    emu.add_tenant(TA, "client-a", "secret-a", all.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&emu, dir.path(), "requests_per_minute = 600\nburst = 1");
+    let (since, until) = ("2026-11-02T00:00:00.400Z", "2026-11-04T00:00:00Z");
+    let (out, _) = run(
+        &config,
+        &[
+            "--since",
+            since,
+            "--until",
+            until,
+            "--chunk-hours",
+            "24",
+            "--progress",
+            "none",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "exit {:?}\n{}", out.status, text(&out.stderr));
+    let want = expected(&all, since, until);
+    assert!(want.contains(&edge));
+    let (incidents, alerts) = delivered(dir.path());
+    assert_eq!(
+        incidents.keys().cloned().collect::<BTreeSet<_>>(),
+        want,
+        "exactly the window"
+    );
+    assert!(incidents.values().all(|&n| n == 1), "each once: {incidents:?}");
+    assert!(alerts.contains_key(&format!("da{edge}")), "its alert too: {alerts:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_resumes_after_a_graph_outage_without_duplicates_or_loss() {
     let emu = Emulator::start().await;

@@ -153,6 +153,44 @@ async fn b_alert_added_to_an_old_incident_is_emitted_once_with_the_incident_upda
     );
 }
 
+/// An incident stamped in the future (a wrong clock upstream) does not carry the watermark
+/// past changes not yet read: the polls after it still ask from before now, and a later
+/// change of another incident is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_future_timestamp_does_not_move_the_watermark_past_now() {
+    let emu = emulator_with_samples().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The watermark ends near now: the samples' state (2026-11) is kept whatever today is.
+    let cfg = config(
+        &emu,
+        dir.path(),
+        "graph_incidents",
+        "state_retention_days = 36500",
+        &secret_tenant(TA, "client-a", "secret-a"),
+    );
+    let run = start(cfg, open_store(dir.path()), usize::MAX);
+    wait_until("first poll delivered", SECS, || run.count() >= 11).await;
+    let mut future = incidents().into_iter().find(|i| i["id"] == "3108").unwrap();
+    future["lastUpdateDateTime"] = json!("2099-01-01T00:00:00Z");
+    future["status"] = json!("resolved");
+    let polls = cycles(&emu, TA);
+    emu.upsert_incident(TA, future);
+    wait_until("the future-dated change", SECS, || run.count() >= 12).await;
+    wait_until("two more polls", SECS, || cycles(&emu, TA) >= polls + 3).await;
+    let mut later = incidents().into_iter().find(|i| i["id"] == "3109").unwrap();
+    later["lastUpdateDateTime"] = json!(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    later["status"] = json!("resolved");
+    emu.upsert_incident(TA, later);
+    wait_until("the later change of another incident", SECS, || run.count() >= 13).await;
+    let got = run.got();
+    run.finish().await;
+    assert_eq!(got.len(), 13, "{:#?}", &got[11..]);
+    assert_eq!((got[11].id.as_str(), got[12].id.as_str()), ("3108", "3109"));
+    let reqs = emu.requests(TA);
+    let last = reqs.last().unwrap().filter.clone().unwrap_or_default();
+    assert!(!last.contains("2099"), "the watermark stayed before now: {last}");
+}
+
 /// (c) Every poll re-reads everything (a three-day overlap): nothing is sent twice, and a
 /// later resolution is sent once as `resolved`, with the new alert as `created`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -274,6 +274,9 @@ pub(super) async fn run_tenant(
     while !st.complete {
         let from = st.done_us();
         let to = from.saturating_add(plan.chunk_us()).min(until);
+        // The query's bounds are whole seconds (`filter_time`): the last chunk ends at the
+        // second after `until`, so that nothing of its last fraction of a second is left out.
+        let to = if to >= until { whole_second_up(until) } else { to };
         let mut attempts = 0;
         loop {
             match poller.backfill_chunk(&mut st, from, to, until, plan).await {
@@ -315,6 +318,21 @@ pub(super) async fn run_tenant(
     Ok(())
 }
 
+/// `t` rounded down to a whole second.
+fn whole_second_down(t: Micros) -> Micros {
+    t - t.rem_euclid(1_000_000)
+}
+
+/// `t` rounded up to a whole second.
+fn whole_second_up(t: Micros) -> Micros {
+    let down = whole_second_down(t);
+    if down == t {
+        t
+    } else {
+        down.saturating_add(1_000_000)
+    }
+}
+
 /// What a backfill does with a chunk it could not read whole.
 const CHUNK_REDO: &str = "the chunk is read again";
 
@@ -349,6 +367,11 @@ impl Poller<'_> {
             (Resource::RiskyUsers, _) => identity::risky_user(&rec.raw),
             _ => return true,
         };
+        // The bounds the query had (`window_url`: whole seconds, rounded down): what the
+        // server gave for `[from, to)` is judged by them, or an object in the fraction of a
+        // second before a chunk's exact start, left out of the chunk before by its `lt`,
+        // would be dropped here as outside.
+        let (from, to) = (whole_second_down(from), whole_second_down(to));
         match viewed {
             Ok((obs, _)) => {
                 let inside = obs.t >= from && obs.t < to;

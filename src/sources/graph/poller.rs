@@ -334,6 +334,11 @@ impl Poller<'_> {
 
     /// One poll: every page from `watermark - overlap` on.
     async fn cycle(&mut self, state: &mut PollState) -> Result<(), CycleError> {
+        // The watermark never passes the start of this walk: an object updated while the
+        // pages were read (its new time above what it was read at) and one stamped in the
+        // future (a clock gone wrong upstream) must not move it past changes not yet read;
+        // the next polls read from here again and the seen-set drops what is unchanged.
+        let walk_started = now_us();
         let old_watermark = state.watermark_us().unwrap_or(0);
         let since = old_watermark - self.config.overlap_secs as i64 * 1_000_000;
         let mut url = self.first_url(since);
@@ -364,6 +369,7 @@ impl Poller<'_> {
             };
             let last = next.is_none();
             if last {
+                let newest = newest.min(walk_started.max(old_watermark));
                 if !partial && newest > old_watermark {
                     state.set_watermark(newest);
                 }
