@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use graph_emulator::{sample, Emulator, Fault};
 use graph_harness::*;
+use m365_forwarder::checkpoint::CheckpointKey;
 use m365_forwarder::event::EventKind;
 use serde_json::{json, Value};
 
@@ -178,7 +179,12 @@ async fn a_future_timestamp_does_not_move_the_watermark_past_now() {
     wait_until("the future-dated change", SECS, || run.count() >= 12).await;
     wait_until("two more polls", SECS, || cycles(&emu, TA) >= polls + 3).await;
     let mut later = incidents().into_iter().find(|i| i["id"] == "3109").unwrap();
-    later["lastUpdateDateTime"] = json!(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    // Now (the watermark is held there), and after the sample's own time.
+    let sample_next = chrono::DateTime::parse_from_rfc3339("2026-11-27T09:44:12Z")
+        .unwrap()
+        .to_utc();
+    let t = chrono::Utc::now().max(sample_next);
+    later["lastUpdateDateTime"] = json!(t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
     later["status"] = json!("resolved");
     emu.upsert_incident(TA, later);
     wait_until("the later change of another incident", SECS, || run.count() >= 13).await;
@@ -189,6 +195,50 @@ async fn a_future_timestamp_does_not_move_the_watermark_past_now() {
     let reqs = emu.requests(TA);
     let last = reqs.last().unwrap().filter.clone().unwrap_or_default();
     assert!(!last.contains("2099"), "the watermark stayed before now: {last}");
+}
+
+/// A watermark already in the future in the checkpoint (left by a version before the
+/// watermark was held to the poll's start) is repaired at start: the poller reads again from
+/// where a first run starts, delivers the change made since, and nothing it sent before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_future_watermark_is_read_again_from_the_start() {
+    let emu = emulator_with_samples().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let cfg = || {
+        config(
+            &emu,
+            dir.path(),
+            "graph_incidents",
+            "state_retention_days = 36500",
+            &secret_tenant(TA, "client-a", "secret-a"),
+        )
+    };
+    let run = start(cfg(), store.clone(), usize::MAX);
+    wait_until("first poll delivered", SECS, || run.count() >= 11).await;
+    wait_until("its state committed", SECS, || {
+        checkpoint(&store, TA, "incidents").is_some_and(|c| c["watermark"] != "2026-11-20T00:00:00.000000Z")
+    })
+    .await;
+    run.finish().await;
+    let mut cp = checkpoint(&store, TA, "incidents").unwrap();
+    cp["watermark"] = json!("2099-01-01T00:00:00.000000Z");
+    store
+        .commit(&[(CheckpointKey::new("graph", Some(TA), "incidents"), cp.to_string())])
+        .unwrap();
+    let mut later = incidents().into_iter().find(|i| i["id"] == "3109").unwrap();
+    later["lastUpdateDateTime"] = json!("2026-11-28T00:00:00Z");
+    later["status"] = json!("resolved");
+    emu.upsert_incident(TA, later);
+    let run = start(cfg(), store.clone(), usize::MAX);
+    wait_until("the change made since", SECS, || run.count() >= 1).await;
+    let polls = cycles(&emu, TA);
+    wait_until("two more polls", SECS, || cycles(&emu, TA) >= polls + 2).await;
+    let got = run.got();
+    run.finish().await;
+    let ids: Vec<&str> = got.iter().map(|g| g.id.as_str()).collect();
+    assert_eq!(ids, ["3109"], "the change, and nothing sent before");
+    assert_eq!(got[0].change.as_deref(), Some("resolved"));
 }
 
 /// (c) Every poll re-reads everything (a three-day overlap): nothing is sent twice, and a

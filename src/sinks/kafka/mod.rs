@@ -379,6 +379,23 @@ fn message_len(encoded: &[u8]) -> usize {
     encoded.len() - usize::from(encoded.last() == Some(&b'\n'))
 }
 
+/// Refusals in the produce call itself that no retry fixes, besides [`is_permanent`]: the
+/// cluster's metadata has no such topic (with topic creation off), or the topic is not
+/// ours to write. Retried, the whole send would fail and be sent again (with the messages
+/// that did go) for as long as the topic is missing: the message is dead-lettered instead,
+/// with the topic in the detail, and the rest goes on. (In a delivery report the same codes
+/// can be a moment of a topic being created or moved: retried there.)
+fn refused_for_good(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+        )
+    )
+}
+
 /// Delivery errors that no retry can fix: the message goes to the dead-letter file.
 fn is_permanent(e: &KafkaError) -> bool {
     matches!(
@@ -446,6 +463,8 @@ impl Sink for KafkaSink {
             // has 32 bits, go in further rounds).
             for round_of in pending.chunks(delivery::MAX_ROUND) {
                 let round = self.reports.begin(round_of.len());
+                // Messages librdkafka refused for good in the produce call (see `refused_for_good`).
+                let mut final_refusal = vec![false; round_of.len()];
                 for (j, &i) in round_of.iter().enumerate() {
                     let e = &events[i];
                     let body: &[u8] = match payloads[i].expect("encoded") {
@@ -475,6 +494,7 @@ impl Sink for KafkaSink {
                             // round's other messages go on (returning here left those already
                             // queued to be delivered and then sent again with the whole batch).
                             Err((err, _)) => {
+                                final_refusal[j] = refused_for_good(&err);
                                 self.reports.refused(round, j, err);
                                 break;
                             }
@@ -484,10 +504,10 @@ impl Sink for KafkaSink {
                 // librdkafka reports every message it took, at the latest when
                 // `message.timeout.ms` has passed (with 0, which librdkafka takes as no
                 // limit, a send waits as long as the brokers refuse its messages).
-                for (&i, delivered) in round_of.iter().zip(self.reports.wait().await) {
+                for ((&i, delivered), refused) in round_of.iter().zip(self.reports.wait().await).zip(final_refusal) {
                     match delivered {
                         Some(Ok(())) => report.bytes += payloads[i].map_or(0, |p| p.len() as u64),
-                        Some(Err(err)) if is_permanent(&err) => {
+                        Some(Err(err)) if refused || is_permanent(&err) => {
                             report.rejected.push(Rejection {
                                 index: i,
                                 reason: "kafka_rejected",
@@ -505,20 +525,26 @@ impl Sink for KafkaSink {
                     }
                 }
             }
+            // A fatal error (the broker lost this idempotent producer's sequence state, ...):
+            // the messages not delivered go again with a new producer, in this send, so that
+            // those that were delivered are not sent again with the whole batch.
             let fatal = self.producer.client().fatal_error();
             if let Some((code, reason)) = &fatal {
                 tracing::error!(?code, %reason, "kafka producer hit a fatal error; creating a new producer");
+                self.renew_producer();
             }
             if !retry.is_empty() {
                 attempt += 1;
                 let err = last_error.unwrap_or_default();
                 tracing::warn!(failed = retry.len(), attempt, error = %err, "kafka deliveries failed; retrying those messages");
-                if fatal.is_some() || (attempt >= 3 && retry.len() == pending.len()) {
+                if attempt >= 3 && retry.len() == pending.len() {
                     // Nothing gets through. A broker that restarted may have lost this
                     // producer id's sequence state and refuse it for good, so the next
                     // attempt starts with a new producer (the messages are sent again anyway);
                     // meanwhile the driver backs off and health turns red.
-                    self.renew_producer();
+                    if fatal.is_none() {
+                        self.renew_producer();
+                    }
                     return Err(SinkError::Unavailable {
                         kind: "kafka_delivery",
                         message: err,

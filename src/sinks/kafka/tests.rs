@@ -80,6 +80,7 @@ fn config_errors_name_the_key() {
         "request.required.acks",
         "enable.idempotence",
         "message.timeout.ms",
+        "delivery.timeout.ms",
         "delivery.report.only.error",
         "transactional.id",
     ] {

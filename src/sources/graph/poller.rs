@@ -73,6 +73,10 @@ impl Source for GraphSource {
     }
 }
 
+/// How far in the future a stored watermark may be before it is taken as broken (clocks
+/// differ by a little; a watermark is never set past the start of its poll).
+const FUTURE_WATERMARK_SLACK_US: i64 = 10 * 60 * 1_000_000;
+
 /// Poll one tenant until shutdown.
 async fn run_tenant(
     ctx: &SourceContext,
@@ -94,6 +98,23 @@ async fn run_tenant(
             PollState::new(start)
         }
     };
+    // A watermark in the future can only come from a future-dated object read by a version
+    // before the watermark was held to the poll's start: every change since was skipped.
+    // Read again from where a first run starts (the seen-set drops what was already sent).
+    if state
+        .watermark_us()
+        .is_some_and(|w| w > now_us() + FUTURE_WATERMARK_SLACK_US)
+    {
+        let back = config
+            .start_time
+            .unwrap_or_else(|| now_us() - config.initial_lookback_days as i64 * 86_400_000_000);
+        tracing::warn!(
+            tenant = %tenant.tenant_id,
+            watermark = %state.watermark,
+            "the stored watermark is in the future; reading again from where a first run starts"
+        );
+        state.set_watermark(back);
+    }
     tracing::info!(tenant = %tenant.tenant_id, resource = resource.partition(), watermark = %state.watermark, "Graph poller starting");
     let mut poller = Poller {
         ctx,
