@@ -383,7 +383,7 @@ fn message_len(encoded: &[u8]) -> usize {
 /// cluster's metadata has no such topic (with topic creation off), or the topic is not
 /// ours to write. Retried, the whole send would fail and be sent again (with the messages
 /// that did go) for as long as the topic is missing: the message is dead-lettered instead,
-/// with the topic in the detail, and the rest goes on. (In a delivery report the same codes
+/// with librdkafka's error in the detail, and the rest goes on. (In a delivery report the same codes
 /// can be a moment of a topic being created or moved: retried there.)
 fn refused_for_good(e: &KafkaError) -> bool {
     matches!(
