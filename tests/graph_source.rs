@@ -23,6 +23,17 @@ fn incidents() -> Vec<Value> {
     v
 }
 
+/// The `graph_incidents` source for tenant A with `extra` source keys.
+fn incidents_config(emu: &Emulator, dir: &std::path::Path, extra: &str) -> m365_forwarder::config::Config {
+    config(
+        emu,
+        dir,
+        "graph_incidents",
+        extra,
+        &secret_tenant(TA, "client-a", "secret-a"),
+    )
+}
+
 async fn emulator_with_samples() -> Emulator {
     let emu = Emulator::start().await;
     emu.add_tenant(TA, "client-a", "secret-a", incidents());
@@ -41,13 +52,7 @@ fn ids(got: &[Got], kind: EventKind) -> Vec<String> {
 async fn a_paging_follows_next_links_across_three_pages() {
     let emu = emulator_with_samples().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        &emu,
-        dir.path(),
-        "graph_incidents",
-        "page_size = 2",
-        &secret_tenant(TA, "client-a", "secret-a"),
-    );
+    let cfg = incidents_config(&emu, dir.path(), "page_size = 2");
     let run = start(cfg, open_store(dir.path()), usize::MAX);
     wait_until("11 events and a second poll", SECS, || {
         run.count() >= 11 && cycles(&emu, TA) >= 2
@@ -102,13 +107,7 @@ async fn a_paging_follows_next_links_across_three_pages() {
 async fn b_alert_added_to_an_old_incident_is_emitted_once_with_the_incident_updated() {
     let emu = emulator_with_samples().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        &emu,
-        dir.path(),
-        "graph_incidents",
-        "",
-        &secret_tenant(TA, "client-a", "secret-a"),
-    );
+    let cfg = incidents_config(&emu, dir.path(), "");
     let run = start(cfg, open_store(dir.path()), usize::MAX);
     wait_until("first poll delivered", SECS, || run.count() >= 11).await;
 
@@ -162,13 +161,7 @@ async fn a_future_timestamp_does_not_move_the_watermark_past_now() {
     let emu = emulator_with_samples().await;
     let dir = tempfile::tempdir().unwrap();
     // The watermark ends near now: the samples' state (2026-11) is kept whatever today is.
-    let cfg = config(
-        &emu,
-        dir.path(),
-        "graph_incidents",
-        "state_retention_days = 36500",
-        &secret_tenant(TA, "client-a", "secret-a"),
-    );
+    let cfg = incidents_config(&emu, dir.path(), "state_retention_days = 36500");
     let run = start(cfg, open_store(dir.path()), usize::MAX);
     wait_until("first poll delivered", SECS, || run.count() >= 11).await;
     let mut future = incidents().into_iter().find(|i| i["id"] == "3108").unwrap();
@@ -205,15 +198,7 @@ async fn a_stored_future_watermark_is_read_again_from_the_start() {
     let emu = emulator_with_samples().await;
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
-    let cfg = || {
-        config(
-            &emu,
-            dir.path(),
-            "graph_incidents",
-            "state_retention_days = 36500",
-            &secret_tenant(TA, "client-a", "secret-a"),
-        )
-    };
+    let cfg = || incidents_config(&emu, dir.path(), "state_retention_days = 36500");
     let run = start(cfg(), store.clone(), usize::MAX);
     wait_until("first poll delivered", SECS, || run.count() >= 11).await;
     wait_until("its state committed", SECS, || {
@@ -247,13 +232,7 @@ async fn a_stored_future_watermark_is_read_again_from_the_start() {
 async fn c_overlapping_rereads_send_nothing_twice() {
     let emu = emulator_with_samples().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        &emu,
-        dir.path(),
-        "graph_incidents",
-        "overlap_secs = 259200",
-        &secret_tenant(TA, "client-a", "secret-a"),
-    );
+    let cfg = incidents_config(&emu, dir.path(), "overlap_secs = 259200");
     let run = start(cfg, open_store(dir.path()), usize::MAX);
     wait_until("five polls", SECS, || cycles(&emu, TA) >= 5).await;
     assert_eq!(run.count(), 11, "five overlapping reads, each object once");
@@ -312,13 +291,7 @@ async fn d_items_sharing_a_timestamp_across_a_page_boundary_are_all_emitted() {
     let emu = Emulator::start().await;
     emu.add_tenant(TA, "client-a", "secret-a", list.clone());
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        &emu,
-        dir.path(),
-        "graph_incidents",
-        "page_size = 2\noverlap_secs = 0",
-        &secret_tenant(TA, "client-a", "secret-a"),
-    );
+    let cfg = incidents_config(&emu, dir.path(), "page_size = 2\noverlap_secs = 0");
     let run = start(cfg, open_store(dir.path()), usize::MAX);
     wait_until("first poll", SECS, || run.count() >= 11 && cycles(&emu, TA) >= 2).await;
     let mut late = list[0].clone();
@@ -375,13 +348,7 @@ async fn e_retry_after_is_honoured() {
         },
     );
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        &emu,
-        dir.path(),
-        "graph_incidents",
-        "",
-        &secret_tenant(TA, "client-a", "secret-a"),
-    );
+    let cfg = incidents_config(&emu, dir.path(), "");
     let run = start(cfg, open_store(dir.path()), usize::MAX);
     wait_until("events after throttling", SECS, || run.count() >= 11).await;
     let waits = run.metric("graph_throttle_waits", &["graph", TA]);
@@ -415,13 +382,7 @@ async fn e2_throttle_storm_never_sends_early_and_forwards_everything() {
     let emu = emulator_with_samples().await;
     emu.set_storm(TA, seed, 80, 1);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        &emu,
-        dir.path(),
-        "graph_incidents",
-        "page_size = 2",
-        &secret_tenant(TA, "client-a", "secret-a"),
-    );
+    let cfg = incidents_config(&emu, dir.path(), "page_size = 2");
     let run = start(cfg, open_store(dir.path()), usize::MAX);
     // Enough requests for the share to mean something (each 429 costs a 1 s wait).
     let want: usize = std::env::var("STORM_REQUESTS")
@@ -480,13 +441,7 @@ async fn f_partial_page_holds_the_watermark_until_the_missing_items_arrive() {
     );
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
-    let cfg = config(
-        &emu,
-        dir.path(),
-        "graph_incidents",
-        "",
-        &secret_tenant(TA, "client-a", "secret-a"),
-    );
+    let cfg = incidents_config(&emu, dir.path(), "");
     let run = start(cfg, store.clone(), usize::MAX);
     wait_until("three polls", SECS, || cycles(&emu, TA) >= 3 && run.count() >= 11).await;
     let got = run.got();
