@@ -449,3 +449,54 @@ async fn expand_failures_fall_back_to_alerts_per_incident() {
         "alerts put back into the incident"
     );
 }
+
+/// An incident open for longer than the state retention (30 days): its alerts were last
+/// updated before the retention, but they come with every change of the incident. A new
+/// alert on it is one `created` alert and the incident `updated`; the old alerts are not
+/// sent again as new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_alerts_of_a_long_open_incident_are_not_sent_again_as_created() {
+    let emu = Emulator::start().await;
+    let mut list = incidents();
+    let inc = list.iter_mut().find(|i| i["id"] == "3108").unwrap();
+    let old_alerts = inc["alerts"].as_array().unwrap().len();
+    assert!(old_alerts >= 1);
+    for a in inc["alerts"].as_array_mut().unwrap() {
+        a["createdDateTime"] = json!("2026-09-01T08:00:00Z");
+        a["lastUpdateDateTime"] = json!("2026-09-02T08:00:00Z");
+    }
+    let mut inc = inc.clone();
+    emu.add_tenant(TA, "client-a", "secret-a", list);
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = secret_tenant(TA, "client-a", "secret-a");
+    let run = start(
+        config(&emu, dir.path(), "graph_incidents", "", &tenant),
+        open_store(dir.path()),
+        usize::MAX,
+    );
+    wait_until("first poll delivered", SECS, || {
+        run.count() >= 11 && cycles(&emu, TA) >= 2
+    })
+    .await;
+
+    let mut late = inc["alerts"][0].clone();
+    late["id"] = json!("ad5e1a7e0d0c4b1f8a2e9c3d4f5a6b7c");
+    late["createdDateTime"] = json!("2026-11-30T07:59:00Z");
+    late["lastUpdateDateTime"] = json!("2026-11-30T08:00:00Z");
+    inc["alerts"].as_array_mut().unwrap().push(late);
+    inc["lastUpdateDateTime"] = json!("2026-11-30T08:00:05Z");
+    let polls = cycles(&emu, TA);
+    emu.upsert_incident(TA, inc);
+    wait_until("the new alert", SECS, || run.count() >= 13).await;
+    wait_until("three more polls", SECS, || cycles(&emu, TA) >= polls + 4).await;
+    let got = run.got();
+    run.finish().await;
+
+    let after: Vec<(EventKind, &str, Option<&str>)> = got[11..]
+        .iter()
+        .map(|g| (g.kind, g.id.as_str(), g.change.as_deref()))
+        .collect();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.contains(&(EventKind::Alert, "ad5e1a7e0d0c4b1f8a2e9c3d4f5a6b7c", Some("created"))));
+    assert!(after.contains(&(EventKind::Incident, "3108", Some("updated"))));
+}

@@ -160,29 +160,17 @@ impl PollState {
     }
 
     /// Drop objects last updated before `horizon`, then the oldest beyond `max_items`.
-    /// Returns how many were dropped.
+    /// An alert counts as updated when it or its incident was: an incident open for longer
+    /// than the retention lists its old alerts with every change, and they must still be
+    /// known then (else they come back as `created`). Returns how many were dropped.
     pub fn prune(&mut self, horizon: Micros, max_items: usize) -> usize {
         let before = self.items.len() + self.alerts.len();
-        for map in [&mut self.items, &mut self.alerts] {
-            map.retain(|_, v| v.t >= horizon);
-            if map.len() > max_items {
-                let mut times: Vec<Micros> = map.values().map(|v| v.t).collect();
-                times.sort_unstable();
-                let cut = times[map.len() - max_items];
-                map.retain(|_, v| v.t >= cut);
-                // Ties at the cut can leave a few more than max_items; drop arbitrary ones.
-                let excess = map.len().saturating_sub(max_items);
-                let drop: Vec<String> = map
-                    .iter()
-                    .filter(|(_, v)| v.t == cut)
-                    .take(excess)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in drop {
-                    map.remove(&k);
-                }
-            }
-        }
+        prune_map(&mut self.items, horizon, max_items, |v| v.t);
+        let items = &self.items;
+        prune_map(&mut self.alerts, horizon, max_items, |v| {
+            let incident = v.f.get("incidentId").and_then(|i| items.get(i));
+            incident.map_or(v.t, |i| v.t.max(i.t))
+        });
         before - self.items.len() - self.alerts.len()
     }
 
@@ -196,6 +184,34 @@ impl PollState {
             return Err(format!("watermark `{}` is not a time", st.watermark));
         }
         Ok(st)
+    }
+}
+
+/// Keep the objects whose time (by `time`) is at or after `horizon`, then the newest
+/// `max_items` of them.
+fn prune_map(
+    map: &mut BTreeMap<String, Tracked>,
+    horizon: Micros,
+    max_items: usize,
+    time: impl Fn(&Tracked) -> Micros,
+) {
+    map.retain(|_, v| time(v) >= horizon);
+    if map.len() > max_items {
+        let mut times: Vec<Micros> = map.values().map(&time).collect();
+        times.sort_unstable();
+        let cut = times[map.len() - max_items];
+        map.retain(|_, v| time(v) >= cut);
+        // Ties at the cut can leave a few more than max_items; drop arbitrary ones.
+        let excess = map.len().saturating_sub(max_items);
+        let drop: Vec<String> = map
+            .iter()
+            .filter(|(_, v)| time(v) == cut)
+            .take(excess)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in drop {
+            map.remove(&k);
+        }
     }
 }
 
@@ -334,5 +350,40 @@ mod tests {
         let back = PollState::from_checkpoint(&st.to_checkpoint()).unwrap();
         assert_eq!(back, st);
         assert!(PollState::from_checkpoint("{\"v\":1,\"watermark\":\"x\"}").is_err());
+    }
+
+    #[test]
+    fn alerts_of_a_kept_incident_are_kept() {
+        let mut st = PollState::new(1_000);
+        let alert = |t: Micros, incident: &str| Tracked {
+            t,
+            f: [("incidentId".to_string(), incident.to_string())].into_iter().collect(),
+            s: true,
+        };
+        st.items.insert(
+            "open".into(),
+            Tracked {
+                t: 900,
+                ..Default::default()
+            },
+        );
+        st.items.insert(
+            "old".into(),
+            Tracked {
+                t: 10,
+                ..Default::default()
+            },
+        );
+        st.alerts.insert("a-open".into(), alert(10, "open"));
+        st.alerts.insert("a-old".into(), alert(10, "old"));
+        st.alerts.insert("a-gone".into(), alert(10, "never-seen"));
+        st.alerts.insert("a-new".into(), alert(950, "old"));
+        assert_eq!(st.prune(500, 100), 3);
+        assert_eq!(st.items.keys().collect::<Vec<_>>(), ["open"]);
+        assert_eq!(st.alerts.keys().collect::<Vec<_>>(), ["a-new", "a-open"]);
+        // Over the count, an alert is as new as its incident.
+        st.alerts.insert("a-mid".into(), alert(800, "none"));
+        assert_eq!(st.prune(500, 2), 1);
+        assert_eq!(st.alerts.keys().collect::<Vec<_>>(), ["a-new", "a-open"]);
     }
 }
