@@ -130,12 +130,18 @@ pub fn decode_batch(payload: &[u8], finalizer: &Finalizer) -> Result<Vec<Event>,
             class_uid: None,
             uid: None,
         };
-        let mut e = Event::new(raw, meta, finalizer.clone());
+        // The record's finalizer only once the whole record decoded: a copy dropped with the
+        // events of a record that fails part way would count the record as errored, and
+        // its partition would never be acknowledged past it.
+        let mut e = Event::new(raw, meta, Finalizer::noop());
         e.normalized = normalized;
         out.push(e);
     }
     if !r.is_empty() {
         return Err(WireError::Invalid("bytes after the last event"));
+    }
+    for e in &mut out {
+        e.finalizer = finalizer.clone();
     }
     Ok(out)
 }

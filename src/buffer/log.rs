@@ -108,11 +108,15 @@ impl Log {
             }
         }
         let pointer = dir.join("ack.pos");
-        let stored = std::fs::read_to_string(&pointer)
-            .ok()
-            .and_then(|s| Pos::parse(&s))
-            .unwrap_or_default();
-        let write_seg = segments.keys().next_back().map_or(0, |s| s + 1);
+        let pointed = std::fs::read_to_string(&pointer).ok().and_then(|s| Pos::parse(&s));
+        // Segment numbers never go back to the pointer's: a number used again while the
+        // stored pointer still names an offset in its earlier use would skip new records.
+        let write_seg = segments
+            .keys()
+            .next_back()
+            .map_or(0, |s| s + 1)
+            .max(pointed.map_or(0, |p| p.seg + 1));
+        let stored = pointed.unwrap_or_default();
         segments.insert(write_seg, 0);
         let mut log = Log {
             dir: dir.to_path_buf(),
@@ -130,6 +134,9 @@ impl Log {
         }
         log.skip_finished();
         log.delete_before(log.ack.seg)?;
+        if log.ack != stored {
+            log.store_pointer()?;
+        }
         Ok(log)
     }
 
@@ -216,6 +223,10 @@ impl Log {
         self.ack = pos;
         self.skip_finished();
         self.delete_before(self.ack.seg)?;
+        self.store_pointer()
+    }
+
+    fn store_pointer(&self) -> Result<(), LogError> {
         let tmp = self.dir.join("ack.pos.tmp");
         let dst = self.dir.join("ack.pos");
         std::fs::write(&tmp, self.ack.encode()).map_err(io_err(&tmp))?;

@@ -64,6 +64,30 @@ fn log_appends_replays_and_deletes_acknowledged_segments() {
     assert!(bad.is_empty());
 }
 
+/// Everything acknowledged, then a start with nothing to write, then new records: the new
+/// records are all read (the segment number was used again once, under a stored pointer
+/// into its earlier use, and the new records before that offset were skipped).
+#[test]
+fn new_records_after_an_idle_restart_are_all_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), 1 << 20).unwrap();
+    log.append(&frame(b"first")).unwrap();
+    let end = log.append(&frame(b"second")).unwrap();
+    log.sync().unwrap();
+    log.ack_to(end).unwrap();
+    drop(log);
+    drop(Log::open(dir.path(), 1 << 20).unwrap());
+    let mut log = Log::open(dir.path(), 1 << 20).unwrap();
+    for r in [&b"x"[..], b"y", b"z"] {
+        log.append(&frame(r)).unwrap();
+    }
+    log.sync().unwrap();
+    let (good, bad, _) = read_all(dir.path(), &log, log.ack_pos());
+    assert_eq!(good, [b"x".to_vec(), b"y".to_vec(), b"z".to_vec()]);
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(log.pending_bytes(), 3 * frame(b"x").len() as u64);
+}
+
 #[test]
 fn torn_tail_is_reported_once_and_reading_goes_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -337,6 +361,52 @@ async fn a_flipped_byte_goes_to_the_dead_letter_file_and_the_rest_is_delivered()
     assert!(text.contains("m365fwd_buffer_replayed_events_total{sink=\"s\"} 6"));
     drop(rig.tx);
     rig.task.await.unwrap();
+}
+
+/// A record whose frame is good but whose events stop part way (written by another
+/// version, say): dead-lettered as undecodable, and the buffer goes on past it: the next
+/// record is delivered and the acknowledgment pointer passes both.
+#[tokio::test]
+async fn a_record_that_stops_part_way_is_dead_lettered_and_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = DiskSettings::new(None, 1 << 20, Fsync::Always);
+    let sink = Scripted::default();
+    sink.down.store(true, Ordering::SeqCst);
+    let mut rig = start(dir, settings.clone(), sink);
+    for k in 0..3 {
+        let b = rig.batch(k * 3..k * 3 + 3, 20);
+        rig.tx.send(b).await.unwrap();
+    }
+    let up = rig.upstream.clone();
+    assert!(until(|| up.in_flight() == 0).await);
+    rig.force.cancel();
+    rig.task.await.unwrap();
+    let dir = rig.dir;
+    // The second record framed again without its last byte (its CRC good).
+    let seg = segment_file(&dir.path().join("buffers/s"), 0);
+    let bytes = std::fs::read(&seg).unwrap();
+    let len_at = |at: usize| u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+    let second = len_at(0) + 12;
+    let third = second + len_at(second) + 12;
+    let mut rewritten = bytes[..second].to_vec();
+    rewritten.extend(frame(&bytes[second + 12..third - 1]));
+    rewritten.extend(&bytes[third..]);
+    std::fs::write(&seg, rewritten).unwrap();
+
+    let rig = start(dir, settings, Scripted::default());
+    let got = rig.sink.got.clone();
+    assert!(until(|| got.lock().unwrap().len() == 6).await, "{:?}", rig.got());
+    let mut want = ids(0..3);
+    want.extend(ids(6..9));
+    assert_eq!(rig.got(), want);
+    let dl = std::fs::read_to_string(rig.dir.path().join("dl.ndjson")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(dl.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["reason"], "undecodable");
+    let log_dir = rig.dir.path().join("buffers/s");
+    drop(rig.tx);
+    rig.task.await.unwrap();
+    let log = Log::open(&log_dir, 1 << 20).unwrap();
+    assert_eq!(log.pending_bytes(), 0, "acknowledged past the bad record");
 }
 
 #[tokio::test]
