@@ -138,6 +138,22 @@ async fn blob_claims_are_etag_conditioned_checkpoints_round_trip_and_list_by_pre
         cps,
         vec![("0".into(), Some(50), Some("5000".into())), ("1".into(), Some(7), None)]
     );
+    // Where `latest` starts is written only to a partition without a checkpoint.
+    let kept = s
+        .create_checkpoint(&h, "0", &h.checkpoint(60, Some("6000".into())))
+        .await;
+    assert_eq!(
+        kept.unwrap().map(|c| c.sequence_number),
+        Some(50),
+        "the stored one wins"
+    );
+    assert_eq!(s.checkpoint(&h, "0").await.unwrap().unwrap().sequence_number, 50);
+    let created = s
+        .create_checkpoint(&other, "3", &other.checkpoint(12, Some("1200".into())))
+        .await;
+    assert_eq!(created.unwrap(), None);
+    let c = s.checkpoint(&other, "3").await.unwrap().unwrap();
+    assert_eq!((c.sequence_number, c.offset.as_deref()), (12, Some("1200")));
 
     // The layout the SDKs use: lower-cased names, metadata ownerid / sequencenumber / offset.
     let all = s.client().list("").await.unwrap();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use support::eventhub_emulator::EventHubEmulator;
 use support::eventhub_pipeline::{ids_in, Pipeline};
-use support::scaleout::{fill, wait_for, HUB};
+use support::scaleout::{fill, wait_for, HUB, STRIDE};
 use support::*;
 
 /// One Event Hub body of sign-in records with ids `evt-first ..`.
@@ -341,4 +341,48 @@ async fn a_stolen_partition_is_given_up_and_resumed_without_loss() {
         count("event hub connection failed"),
         started.elapsed()
     );
+}
+
+/// `start = "latest"` is resolved once per partition and kept as its checkpoint: what
+/// arrives on a quiet partition (one that has handed nothing to the pipeline yet) while its
+/// connection is being rebuilt, or while the forwarder is stopped, is read; what was there
+/// before the first start is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_is_resolved_once_so_a_quiet_partition_loses_nothing_across_reconnects_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = emulator_with(10).await;
+    let mut s = Pipeline::start_with(dir.path(), &emu, r#"start = "latest""#);
+    s.wait(30, "both partitions opened", || {
+        s.fwd.log_text().matches("partition opened").count() >= 2
+    })
+    .await;
+    // Both quiet; the connection drops and partition 1 gets events before it is rebuilt.
+    let connections = emu.stats().connections;
+    emu.drop_connections();
+    emu.enqueue(1, body(STRIDE + 100, 10));
+    s.wait(30, "partition 1's events from the reconnect", || {
+        let c = s.counts();
+        (STRIDE + 100..STRIDE + 110).all(|i| c.contains_key(&i))
+    })
+    .await;
+    assert!(emu.stats().connections > connections, "the connection was rebuilt");
+    s.stop().await;
+
+    // Partition 0, still quiet, gets events while the forwarder is stopped.
+    emu.enqueue(0, body(100, 10));
+    s.restart();
+    s.wait(30, "partition 0's events from while it was stopped", || {
+        let c = s.counts();
+        (100..110).all(|i| c.contains_key(&i))
+    })
+    .await;
+    s.stop().await;
+
+    let c = s.counts();
+    assert!(
+        !(0..100).chain(STRIDE..STRIDE + 100).any(|i| c.contains_key(&i)),
+        "what was there before the first start is not read"
+    );
+    assert_eq!(c.len(), 20, "{c:?}");
+    assert!(c.values().all(|&n| n == 1), "nothing twice: {c:?}");
 }

@@ -15,6 +15,8 @@ pub struct EventHubConfig<'a> {
     /// Checkpoints in this blob container (connection string from `M365FWD_TEST_STORAGE`)
     /// instead of the embedded store.
     pub blob_container: Option<&'a str>,
+    /// More keys of the `eh` source (`start = "latest"`), one per line.
+    pub extra: &'a str,
 }
 
 impl EventHubConfig<'_> {
@@ -46,6 +48,7 @@ custom_endpoint = "{endpoint}"
 ownership_interval_ms = 500
 lag_interval_ms = 200
 stall_timeout_ms = {stall}
+{extra}
 {store}[sinks.out]
 type = "file"
 path = "{out}"
@@ -56,6 +59,7 @@ encoding = "raw"
             cs = self.emu.connection_string(),
             endpoint = self.emu.endpoint(),
             stall = self.stall_timeout_ms,
+            extra = self.extra,
             out = self.out.display(),
         )
     }

@@ -24,6 +24,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// Write the config for `emu` into `dir` and start the forwarder.
     pub fn start(dir: &Path, emu: &EventHubEmulator) -> Pipeline {
+        Pipeline::start_with(dir, emu, "")
+    }
+
+    /// [`Pipeline::start`] with more keys of the `eh` source.
+    pub fn start_with(dir: &Path, emu: &EventHubEmulator, extra: &str) -> Pipeline {
         let out = dir.join("out.ndjson");
         let data = dir.join("data");
         let api_port = free_port();
@@ -34,6 +39,7 @@ impl Pipeline {
             api_port,
             stall_timeout_ms: 2000,
             blob_container: None,
+            extra,
         }
         .text();
         Pipeline {

@@ -56,6 +56,7 @@ pub fn replica_with_storage(dir: &Path, emu: &EventHubEmulator, storage: &str) -
         out: &out,
         api_port,
         stall_timeout_ms: 5000,
+        extra: "",
         blob_container: Some(CONTAINER),
     }
     .text();

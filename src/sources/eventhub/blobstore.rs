@@ -180,6 +180,29 @@ impl BlobStore {
             "checkpoint of partition {partition} kept changing under the write"
         )))
     }
+
+    /// Write `c` only if the partition has no checkpoint; else the stored one (which wins).
+    pub async fn create_checkpoint(
+        &self,
+        hub: &HubIdentity,
+        partition: &str,
+        c: &StoredCheckpoint,
+    ) -> Result<Option<StoredCheckpoint>, BlobError> {
+        if let Some(stored) = self.checkpoint(hub, partition).await? {
+            return Ok(Some(stored));
+        }
+        let name = prefix(&hub.namespace, &hub.event_hub, &hub.consumer_group, "checkpoint") + partition;
+        let mut meta = BTreeMap::new();
+        meta.insert(SEQUENCE_NUMBER.to_string(), c.sequence_number.to_string());
+        if let Some(o) = &c.offset {
+            meta.insert(OFFSET.to_string(), o.clone());
+        }
+        match self.client.put_blob(&name, &meta, Condition::Absent).await {
+            Ok(_) => Ok(None),
+            Err(e) if is_lost_race(&e) => self.checkpoint(hub, partition).await,
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The pipeline committer's view of the blob store: acknowledged checkpoints (the values the

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::blob::{parse_connection_string, BlobAuth, BlobClient};
 use super::blobstore::{BlobCommitter, BlobStore};
-use super::store::{Backend, SourceStore};
+use super::store::{Backend, SourceStore, StoredCheckpoint};
 use super::{BlobStoreConfig, EventHubAuth, Resolved, Start};
 use crate::checkpoint::CheckpointStore;
 use crate::decode::{decode_unit, DecodeError};
@@ -77,6 +77,9 @@ pub(super) struct Inner {
     pub(super) reading: Mutex<HashSet<String>>,
     /// Partition streams that ended in a row without delivering an event.
     failures: Mutex<HashMap<String, u32>>,
+    /// `start = "latest"`: each partition's last sequence number when its session started,
+    /// stored as its checkpoint when it is opened without one.
+    latest: Mutex<HashMap<String, StoredCheckpoint>>,
 }
 
 impl Inner {
@@ -124,6 +127,7 @@ impl Source for EventHubSource {
             progress: Mutex::new(HashMap::new()),
             reading: Mutex::new(HashSet::new()),
             failures: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
         });
         // The SDK's TLS stack finds two rustls providers in this build (ring, which the
         // forwarder uses, and aws-lc-rs); name ring as the process default.
@@ -270,6 +274,15 @@ async fn start_positions(inner: &Inner, client: &ConsumerClient) -> Result<Start
             let location = if pp.is_empty {
                 StartLocation::Earliest
             } else {
+                let pin = inner
+                    .cfg
+                    .hub
+                    .checkpoint(pp.last_enqueued_sequence_number, Some(pp.last_enqueued_offset.clone()));
+                inner
+                    .latest
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(p.clone(), pin);
                 StartLocation::SequenceNumber(pp.last_enqueued_sequence_number)
             };
             per_partition.insert(
@@ -420,11 +433,32 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
         .insert(pid.clone());
     // Everything at or before this sequence number was already handed to the pipeline.
     let mut last = inner.store.resume_point(&pid).await.map(|c| c.sequence_number);
+    let mut abandon = false;
+    if last.is_none() {
+        let pin = inner
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pid)
+            .cloned();
+        if let Some(pin) = pin {
+            let seq = pin.sequence_number;
+            match inner.store.pin_start(&pid, pin).await {
+                Ok(None) => last = Some(seq),
+                // A checkpoint the SDK did not see (its read failed): start again from it.
+                Ok(Some(_)) | Err(_) => {
+                    tracing::warn!(partition = %pid, "cannot store where `latest` starts, or a checkpoint appeared; reconnecting");
+                    broken.cancel();
+                    abandon = true;
+                }
+            }
+        }
+    }
     let mut unsent: Option<Read> = None;
     tracing::info!(partition = %pid, resume_after = ?last, "partition opened");
     let mut received = false;
     let mut stolen = false;
-    {
+    if !abandon {
         let stream = pc.stream_events();
         futures_util::pin_mut!(stream);
         loop {

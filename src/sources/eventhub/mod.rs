@@ -128,7 +128,8 @@ pub struct EventHubSourceConfig {
     #[serde(default)]
     pub client_secret: Option<Secret>,
     /// Where a partition without a checkpoint starts: `earliest` (default), `latest`, or an
-    /// RFC 3339 enqueued time.
+    /// RFC 3339 enqueued time. `latest` is the partition's last event when it is first
+    /// opened, stored then as its checkpoint (a reconnect or restart goes on from there).
     #[serde(default = "default_start")]
     pub start: String,
     /// Connect the socket here instead of the namespace (an emulator, a private endpoint),

@@ -148,6 +148,36 @@ impl SourceStore {
             .insert(partition.to_string(), position);
     }
 
+    /// A partition opened with no checkpoint and no read position, at `pin` (the last
+    /// sequence number it had when `start = "latest"` was resolved): store `pin` as its
+    /// checkpoint, so a reconnect or a restart goes on from there and does not resolve
+    /// `latest` again past what arrived in between. Only when no checkpoint is stored: then
+    /// that one is returned (and the caller must not trust where the SDK started).
+    pub async fn pin_start(&self, partition: &str, pin: StoredCheckpoint) -> Result<Option<StoredCheckpoint>, String> {
+        let stored = match &self.backend {
+            Backend::Embedded(store) => {
+                let key = CheckpointKey::new(&self.source, None, partition);
+                let current = store
+                    .get(&key)
+                    .map_err(|e| e.to_string())?
+                    .and_then(|v| StoredCheckpoint::decode(&v))
+                    .filter(|c| self.hub.matches(&c.namespace, &c.event_hub, &c.consumer_group));
+                if current.is_none() {
+                    store.commit(&[(key, pin.encode())]).map_err(|e| e.to_string())?;
+                }
+                current
+            }
+            Backend::Blob(b) => b
+                .create_checkpoint(&self.hub, partition, &pin)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        if stored.is_none() {
+            self.set_read_through(partition, pin);
+        }
+        Ok(stored)
+    }
+
     /// Where a (re)opened partition resumes: the newer of the committed checkpoint and what
     /// this process already read.
     pub async fn resume_point(&self, partition: &str) -> Option<StoredCheckpoint> {
