@@ -351,7 +351,7 @@ async fn a_stolen_partition_is_given_up_and_resumed_without_loss() {
 async fn latest_is_resolved_once_so_a_quiet_partition_loses_nothing_across_reconnects_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let emu = emulator_with(10).await;
-    let mut s = Pipeline::start_with(dir.path(), &emu, r#"start = "latest""#);
+    let mut s = Pipeline::start_with(dir.path(), &emu, 2000, r#"start = "latest""#, "");
     s.wait(30, "both partitions opened", || {
         s.fwd.log_text().matches("partition opened").count() >= 2
     })
@@ -385,4 +385,30 @@ async fn latest_is_resolved_once_so_a_quiet_partition_loses_nothing_across_recon
     );
     assert_eq!(c.len(), 20, "{c:?}");
     assert!(c.values().all(|&n| n == 1), "nothing twice: {c:?}");
+}
+
+/// A sink slowed to a trickle (a licence's EPS cap, here 1 event per second) holds the
+/// source back for longer than the stall timeout: that is backpressure, not a stalled
+/// receiver, so the connection is kept (a reconnect gives the partitions up and, with a
+/// shared store, hands them to another replica to read again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_longer_than_the_stall_timeout_keeps_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    // 20,000 events: more than the pipeline's channels hold, so the source waits.
+    let emu = emulator_with(1000).await;
+    let mut s = Pipeline::start_with(dir.path(), &emu, 1000, "", "rate_limit_eps = 1");
+    s.wait(30, "both partitions opened", || {
+        s.fwd.log_text().matches("partition opened").count() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stats = emu.stats();
+    let log = s.fwd.log_text();
+    s.fwd.kill9();
+    assert_eq!(
+        stats.receivers.len(),
+        2,
+        "each partition attached once: no reconnect while the sink was slow: {stats:?}"
+    );
+    assert!(!log.contains("receives nothing"), "no stall reported: {}", s.log_tail());
 }

@@ -17,6 +17,8 @@ pub struct EventHubConfig<'a> {
     pub blob_container: Option<&'a str>,
     /// More keys of the `eh` source (`start = "latest"`), one per line.
     pub extra: &'a str,
+    /// More keys of the `out` sink (`rate_limit_eps = 1000`).
+    pub sink_extra: &'a str,
 }
 
 impl EventHubConfig<'_> {
@@ -53,6 +55,7 @@ stall_timeout_ms = {stall}
 type = "file"
 path = "{out}"
 encoding = "raw"
+{sink_extra}
 "#,
             data = self.data.display(),
             api_port = self.api_port,
@@ -60,6 +63,7 @@ encoding = "raw"
             endpoint = self.emu.endpoint(),
             stall = self.stall_timeout_ms,
             extra = self.extra,
+            sink_extra = self.sink_extra,
             out = self.out.display(),
         )
     }

@@ -24,11 +24,12 @@ pub struct Pipeline {
 impl Pipeline {
     /// Write the config for `emu` into `dir` and start the forwarder.
     pub fn start(dir: &Path, emu: &EventHubEmulator) -> Pipeline {
-        Pipeline::start_with(dir, emu, "")
+        Pipeline::start_with(dir, emu, 2000, "", "")
     }
 
-    /// [`Pipeline::start`] with more keys of the `eh` source.
-    pub fn start_with(dir: &Path, emu: &EventHubEmulator, extra: &str) -> Pipeline {
+    /// [`Pipeline::start`] with another stall timeout and more keys of the `eh` source and
+    /// of the `out` sink.
+    pub fn start_with(dir: &Path, emu: &EventHubEmulator, stall_ms: u64, extra: &str, sink_extra: &str) -> Pipeline {
         let out = dir.join("out.ndjson");
         let data = dir.join("data");
         let api_port = free_port();
@@ -37,9 +38,10 @@ impl Pipeline {
             data: &data,
             out: &out,
             api_port,
-            stall_timeout_ms: 2000,
+            stall_timeout_ms: stall_ms,
             blob_container: None,
             extra,
+            sink_extra,
         }
         .text();
         Pipeline {

@@ -57,6 +57,7 @@ pub fn replica_with_storage(dir: &Path, emu: &EventHubEmulator, storage: &str) -
         api_port,
         stall_timeout_ms: 5000,
         extra: "",
+        sink_extra: "",
         blob_container: Some(CONTAINER),
     }
     .text();

@@ -80,6 +80,8 @@ pub(super) struct Inner {
     /// `start = "latest"`: each partition's last sequence number when its session started,
     /// stored as its checkpoint when it is opened without one.
     latest: Mutex<HashMap<String, StoredCheckpoint>>,
+    /// Partitions waiting for the pipeline to take a batch (backpressure): not stalled.
+    pub(super) sending: Mutex<HashSet<String>>,
 }
 
 impl Inner {
@@ -128,6 +130,7 @@ impl Source for EventHubSource {
             reading: Mutex::new(HashSet::new()),
             failures: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
+            sending: Mutex::new(HashSet::new()),
         });
         // The SDK's TLS stack finds two rustls providers in this build (ring, which the
         // forwarder uses, and aws-lc-rs); name ring as the process default.
@@ -588,11 +591,44 @@ fn push_event(inner: &Inner, pid: &str, builder: &mut BatchBuilder, ev: &Receive
 
 /// Send what was collected; remember how far this process has read. False when the
 /// pipeline is closing.
+/// A partition waiting for the pipeline (a slow or failing sink) is not stalled: marked
+/// while it waits, and counted as progress once the batch is taken.
+struct Sending<'a> {
+    inner: &'a Inner,
+    pid: &'a str,
+}
+
+impl<'a> Sending<'a> {
+    fn new(inner: &'a Inner, pid: &'a str) -> Sending<'a> {
+        inner
+            .sending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid.to_string());
+        Sending { inner, pid }
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .sending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.pid);
+        self.inner.touch(self.pid);
+    }
+}
+
 async fn flush(inner: &Inner, pid: &str, builder: &mut BatchBuilder, unsent: &mut Option<Read>) -> bool {
     if builder.is_empty() && !builder.has_checkpoint() {
         return true;
     }
-    if let Err(e) = inner.ctx.send(builder.take(&inner.ctx.acks)).await {
+    let sent = {
+        let _waiting = Sending::new(inner, pid);
+        inner.ctx.send(builder.take(&inner.ctx.acks)).await
+    };
+    if let Err(e) = sent {
         tracing::debug!(partition = pid, error = %e, "batch not sent");
         return false;
     }

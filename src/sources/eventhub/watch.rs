@@ -81,7 +81,9 @@ async fn check(inner: &Shared, client: &ConsumerClient, opened: Instant, stall: 
             .set(lag);
         // With a shared store another replica may own the partition: only ours can stall here.
         let ours = !inner.store.is_shared() || inner.reading.lock().unwrap_or_else(|e| e.into_inner()).contains(&p);
-        if !ours {
+        // Waiting for the pipeline to take a batch (backpressure) is not a stall.
+        let waiting = inner.sending.lock().unwrap_or_else(|e| e.into_inner()).contains(&p);
+        if !ours || waiting {
             continue;
         }
         let read = inner.store.resume_point(&p).await.map(|c| c.sequence_number);
