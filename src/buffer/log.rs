@@ -208,10 +208,26 @@ impl Log {
     /// Make everything appended so far durable.
     pub fn sync(&mut self) -> Result<(), LogError> {
         if let Some(f) = &self.write_file {
+            #[cfg(test)]
+            if std::fs::remove_file(self.dir.join("fail-next-sync")).is_ok() {
+                return Err(io_err(&segment_path(&self.dir, self.write_seg))(std::io::Error::other(
+                    "injected fsync failure",
+                )));
+            }
             f.sync_data()
                 .map_err(io_err(&segment_path(&self.dir, self.write_seg)))?;
         }
         Ok(())
+    }
+
+    /// Stop writing to the current segment: the next record starts a new one. After a
+    /// failed fsync the file's state is unknown (the kernel may have dropped its pages).
+    pub fn seal(&mut self) {
+        if self.segments.get(&self.write_seg).is_some_and(|len| *len > 0) {
+            self.write_file = None;
+            self.write_seg += 1;
+            self.segments.insert(self.write_seg, 0);
+        }
     }
 
     /// The sink has everything before `pos`: move the pointer, delete finished segments and

@@ -286,28 +286,32 @@ async fn sync_and_release(shared: &Arc<Shared>, unsynced: &mut Vec<Event>, force
     if unsynced.is_empty() {
         return true;
     }
-    let mut attempt = 0u32;
-    loop {
-        let s = shared.clone();
-        let res = tokio::task::spawn_blocking(move || s.log().sync()).await;
-        match res {
-            Ok(Ok(())) => break,
-            Ok(Err(e)) => {
-                attempt += 1;
-                shared.metrics.error(&shared.name, "buffer_io");
-                tracing::error!(error = %e, attempt, "disk buffer fsync failed; retrying");
+    let s = shared.clone();
+    let res = tokio::task::spawn_blocking(move || s.log().sync()).await;
+    let error = match res {
+        Ok(Ok(())) => {
+            for mut e in unsynced.drain(..) {
+                e.finalizer.mark(Status::Delivered);
             }
-            Err(e) => tracing::error!(error = %e, "disk buffer fsync task failed; retrying"),
+            return true;
         }
-        tokio::select! {
-            _ = force.cancelled() => return false,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    }
-    for mut e in unsynced.drain(..) {
-        e.finalizer.mark(Status::Delivered);
-    }
-    true
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("fsync task failed: {e}"),
+    };
+    // A failed fsync is not retried: Linux may drop the unwritten pages and clear the
+    // error, so a second fsync can succeed without the data on disk. These events stay
+    // unacknowledged upstream (their source reads them again after a restart) and the
+    // writer goes on in a new segment.
+    shared.metrics.error(&shared.name, "buffer_fsync");
+    tracing::error!(
+        error = %error,
+        events = unsynced.len(),
+        "disk buffer fsync failed: these events are not acknowledged to their source (read again after a restart); writing on in a new segment"
+    );
+    unsynced.clear();
+    let s = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || s.log().seal()).await;
+    !force.is_cancelled()
 }
 
 /// Replay records to the driver in order; skip (and dead-letter) what is not a good record.

@@ -409,6 +409,31 @@ async fn a_record_that_stops_part_way_is_dead_lettered_and_acknowledged() {
     assert_eq!(log.pending_bytes(), 0, "acknowledged past the bad record");
 }
 
+/// A failed fsync is not retried into an acknowledgment (a second fsync can succeed after
+/// the kernel dropped the pages): the batch stays unacknowledged upstream, so its source
+/// reads it again after a restart, and the next batch is acknowledged as usual.
+#[tokio::test]
+async fn a_failed_fsync_leaves_its_events_unacknowledged_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = DiskSettings::new(None, 1 << 20, Fsync::Always);
+    let mut rig = start(dir, settings, Scripted::default());
+    std::fs::write(rig.dir.path().join("buffers/s/fail-next-sync"), b"").unwrap();
+    let b = rig.batch(0..3, 20);
+    rig.tx.send(b).await.unwrap();
+    let up = rig.upstream.clone();
+    assert!(until(|| up.counts().1 == 1).await, "{:?}", up.counts());
+    assert_eq!(up.counts().0, 0, "not acknowledged");
+    let b = rig.batch(3..6, 20);
+    rig.tx.send(b).await.unwrap();
+    assert!(until(|| up.counts().0 == 1).await, "{:?}", up.counts());
+    assert_eq!(up.counts().1, 1);
+    let got = rig.sink.got.clone();
+    assert!(until(|| got.lock().unwrap().len() == 6).await, "{:?}", rig.got());
+    assert!(rig.metrics.encode().contains("error_type=\"buffer_fsync\"} 1"));
+    drop(rig.tx);
+    rig.task.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_full_buffer_blocks_writes_and_drops_nothing() {
     // 1 MiB limit, 256 KiB segments, ~100 KiB records.
