@@ -574,7 +574,7 @@ fn push_event(inner: &Inner, pid: &str, builder: &mut BatchBuilder, ev: &Receive
                 .unknown_categories
                 .get_or_create(&crate::telemetry::CategoryLabels {
                     source: ctx.name.to_string(),
-                    category: r.category.to_string(),
+                    category: ctx.metrics.category_label(&r.category),
                 })
                 .inc();
         }

@@ -45,6 +45,8 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Mutex<Registry>,
     summary: Mutex<Summary>,
+    /// Category names used as labels so far (see [`Metrics::category_label`]).
+    category_names: Mutex<std::collections::HashSet<String>>,
     pub events_in: Family<ComponentLabels, Counter>,
     pub bytes_in: Family<ComponentLabels, Counter>,
     pub events_out: Family<ComponentLabels, Counter>,
@@ -110,6 +112,7 @@ impl Metrics {
         let m = Metrics {
             registry: Mutex::new(Registry::default()),
             summary: Mutex::new(Summary::default()),
+            category_names: Mutex::new(std::collections::HashSet::new()),
             events_in: Family::default(),
             bytes_in: Family::default(),
             events_out: Family::default(),

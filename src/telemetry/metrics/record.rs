@@ -9,6 +9,9 @@ use prometheus_client::metrics::family::Family;
 
 use super::{CategoryLabels, ComponentLabels, ErrorLabels, Metrics, SinkCodeLabels, SinkLabels, SourceLabels};
 
+/// Distinct category names used as metric labels; the rest are counted as `other`.
+pub const MAX_CATEGORY_LABELS: usize = 200;
+
 /// Totals for the end-of-run summary of `demo` and `convert`.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
@@ -62,14 +65,30 @@ impl Metrics {
     pub fn categories(&self, counts: &BTreeMap<(Arc<str>, Arc<str>), u64>) {
         let mut sum = self.summary.lock().unwrap_or_else(|e| e.into_inner());
         for ((source, cat), n) in counts {
-            *sum.by_category.entry(cat.to_string()).or_default() += n;
+            let category = self.category_label(cat);
+            *sum.by_category.entry(category.clone()).or_default() += n;
             self.events_by_category
                 .get_or_create(&CategoryLabels {
                     source: source.to_string(),
-                    category: cat.to_string(),
+                    category,
                 })
                 .inc_by(*n);
         }
+    }
+
+    /// A record's category as a metric label. The input names it, so a foreign producer
+    /// on an Event Hub could make any number of series: the first
+    /// [`MAX_CATEGORY_LABELS`] names (of at most 100 bytes) are kept, later ones are `other`.
+    pub fn category_label(&self, category: &str) -> String {
+        let mut names = self.category_names.lock().unwrap_or_else(|e| e.into_inner());
+        if names.contains(category) {
+            return category.to_string();
+        }
+        if category.len() > 100 || names.len() >= MAX_CATEGORY_LABELS {
+            return "other".to_string();
+        }
+        names.insert(category.to_string());
+        category.to_string()
     }
 
     /// How full a sink's buffer is: `queued` of `capacity` batches.
@@ -150,5 +169,33 @@ impl Metrics {
 
     pub fn summary(&self) -> Summary {
         self.summary.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Categories come from the input: their series are bounded.
+    #[test]
+    fn category_series_are_bounded() {
+        let m = Metrics::new();
+        let src: Arc<str> = Arc::from("eh");
+        for i in 0..MAX_CATEGORY_LABELS + 50 {
+            let counts = BTreeMap::from([((src.clone(), Arc::from(format!("Made-Up-{i}"))), 1)]);
+            m.categories(&counts);
+        }
+        let long = "x".repeat(101);
+        m.categories(&BTreeMap::from([((src.clone(), Arc::from(long.as_str())), 1)]));
+        m.categories(&BTreeMap::from([((src.clone(), Arc::from("Made-Up-0")), 1)]));
+        let text = m.encode();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("m365fwd_source_events_by_category_total{"))
+            .count();
+        assert_eq!(series, MAX_CATEGORY_LABELS + 1, "the first names and `other`");
+        assert!(text.contains("category=\"other\"} 51"), "{text}");
+        assert!(text.contains("category=\"Made-Up-0\"} 2"));
+        assert!(!text.contains(&long));
     }
 }
