@@ -13,6 +13,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 use tokio::sync::Notify;
 
+use crate::event::Event;
+use crate::sinks::Rejection;
+
 /// The sink's producer: its context is the report table.
 pub(super) type KafkaProducer = ThreadedProducer<Reports>;
 
@@ -26,6 +29,55 @@ const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
 
 /// Most messages in one round (the index must fit its bits of the tag).
 pub(super) const MAX_ROUND: usize = INDEX_MASK;
+
+/// What a send that gave up left of its batch: the messages still to deliver and what the
+/// delivered part reported. The driver sends the same batch again; that send takes up
+/// from here instead of producing the delivered messages a second time.
+pub(super) struct Unfinished {
+    batch: BatchId,
+    pub pending: Vec<usize>,
+    pub rejected: Vec<Rejection>,
+    pub bytes: u64,
+}
+
+/// Which batch a send was given: its length, where it is, and its first and last events'
+/// positions (the driver sends the same batch again, unmoved, until it is taken).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct BatchId {
+    len: usize,
+    at: usize,
+    ends: Option<[(Arc<str>, Arc<str>, u64, u32); 2]>,
+}
+
+impl BatchId {
+    pub fn of(events: &[Event]) -> BatchId {
+        let pos = |e: &Event| {
+            let p = &e.meta.position;
+            (e.meta.source.clone(), p.partition.clone(), p.offset, p.index)
+        };
+        BatchId {
+            len: events.len(),
+            at: events.as_ptr() as usize,
+            ends: events.first().zip(events.last()).map(|(a, b)| [pos(a), pos(b)]),
+        }
+    }
+}
+
+impl Unfinished {
+    pub fn new(events: &[Event], pending: Vec<usize>, rejected: Vec<Rejection>, bytes: u64) -> Unfinished {
+        Unfinished {
+            batch: BatchId::of(events),
+            pending,
+            rejected,
+            bytes,
+        }
+    }
+
+    /// This, if it was left by the same batch.
+    pub fn of(self, events: &[Event]) -> Option<Unfinished> {
+        (self.batch == BatchId::of(events)).then_some(self)
+    }
+}
 
 /// The producer's context: where its delivery reports are recorded.
 #[derive(Clone, Default)]

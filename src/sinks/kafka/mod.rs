@@ -203,6 +203,7 @@ impl SinkConfig for KafkaSinkConfig {
             headers: self.headers,
             encoder: encode::encoder(self.encoding, &self.encoder),
             buf: Vec::new(),
+            unfinished: None,
         }))
     }
 
@@ -225,6 +226,8 @@ struct KafkaSink {
     headers: bool,
     encoder: Box<dyn Encoder>,
     buf: Vec<u8>,
+    /// What the last send left of its batch when it gave up.
+    unfinished: Option<delivery::Unfinished>,
 }
 
 impl KafkaSink {
@@ -454,6 +457,12 @@ impl Sink for KafkaSink {
             }
         }
         let mut pending: Vec<usize> = (0..events.len()).filter(|i| payloads[*i].is_some()).collect();
+        // The same batch again after a send that gave up part way: only what is left.
+        if let Some(u) = self.unfinished.take().and_then(|u| u.of(events)) {
+            pending = u.pending;
+            report.rejected = u.rejected;
+            report.bytes = u.bytes;
+        }
         let mut attempt = 0u32;
         let (mut topic, mut key) = (String::new(), String::new());
         while !pending.is_empty() {
@@ -545,6 +554,8 @@ impl Sink for KafkaSink {
                     if fatal.is_none() {
                         self.renew_producer();
                     }
+                    let rejected = std::mem::take(&mut report.rejected);
+                    self.unfinished = Some(delivery::Unfinished::new(events, retry, rejected, report.bytes));
                     return Err(SinkError::Unavailable {
                         kind: "kafka_delivery",
                         message: err,

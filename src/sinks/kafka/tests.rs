@@ -105,3 +105,49 @@ fn secrets_are_not_in_debug_output() {
     let c: KafkaSinkConfig = typed(v, "sinks.k").unwrap();
     assert!(!format!("{c:?}").contains("hunter2"));
 }
+
+/// Messages in partition 0 of `topic` on the mock cluster (its high watermark).
+fn written(servers: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "count")
+        .create()
+        .unwrap();
+    c.fetch_watermarks(topic, 0, std::time::Duration::from_secs(10))
+        .unwrap()
+        .1
+}
+
+/// A send that gives up part way (the broker leading one topic is down, three rounds in a
+/// row) keeps what was delivered: the driver's retry of the same batch produces only the
+/// rest, so the other topic's messages are written once, not again with the whole batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_partial_delivery_sends_only_the_rest() {
+    let mock = rdkafka::mocking::MockCluster::new(2).unwrap();
+    let servers = mock.bootstrap_servers();
+    for (topic, leader) in [("up", 1), ("down", 2)] {
+        mock.create_topic(topic, 1, 1).unwrap();
+        mock.partition_leader(topic, 0, Some(leader)).unwrap();
+    }
+    let toml_text = format!(
+        "bootstrap_servers = \"{servers}\"\ntopic = \"{{category}}\"\nencoding = \"raw\"\nmessage_timeout_ms = 300\n"
+    );
+    let config = factory("k", toml::from_str(&toml_text).unwrap(), "sinks.k").unwrap();
+    let mut sink = config.build("k").unwrap();
+    let batch: Vec<Event> = (0..10u64)
+        .map(|i| {
+            let mut e = event(EventKind::SignIn, if i % 2 == 0 { "up" } else { "down" }, None);
+            e.meta.position = Position::at(Arc::from("p"), i, 0);
+            e
+        })
+        .collect();
+    mock.broker_down(2).unwrap();
+    assert!(sink.send(&batch).await.is_err(), "the down topic's messages never went");
+    assert_eq!(written(&servers, "up"), 5);
+    mock.broker_up(2).unwrap();
+    let report = sink.send(&batch).await.unwrap();
+    assert!(report.rejected.is_empty());
+    assert_eq!(written(&servers, "down"), 5);
+    assert_eq!(written(&servers, "up"), 5, "the delivered half was not sent again");
+}
