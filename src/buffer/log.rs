@@ -85,6 +85,9 @@ pub struct Log {
     segments: BTreeMap<u64, u64>,
     write_seg: u64,
     write_file: Option<File>,
+    /// Segments finished since the last `sync`, still to be made durable by it (a rotation
+    /// does not sync: a failed fsync must reach the caller of `sync`, never be retried).
+    rotated: Vec<(u64, File)>,
     ack: Pos,
     /// Held open with an exclusive `flock`: one process per buffer directory.
     _lock: File,
@@ -115,7 +118,7 @@ impl Log {
             .keys()
             .next_back()
             .map_or(0, |s| s + 1)
-            .max(pointed.map_or(0, |p| p.seg + 1));
+            .max(pointed.map_or(0, |p| p.seg.saturating_add(1)));
         let stored = pointed.unwrap_or_default();
         segments.insert(write_seg, 0);
         let mut log = Log {
@@ -124,6 +127,7 @@ impl Log {
             segments,
             write_seg,
             write_file: None,
+            rotated: Vec::new(),
             ack: stored,
             _lock: lock,
         };
@@ -134,8 +138,12 @@ impl Log {
         }
         log.skip_finished();
         log.delete_before(log.ack.seg)?;
+        // Only tidiness (segment numbers never go back, so a stale pointer is harmless): a
+        // full disk must not keep the buffer, the way out of it, from opening.
         if log.ack != stored {
-            log.store_pointer()?;
+            if let Err(e) = log.store_pointer() {
+                tracing::warn!(error = %e, "disk buffer: cannot store the moved acknowledgment pointer");
+            }
         }
         Ok(log)
     }
@@ -176,8 +184,9 @@ impl Log {
     pub fn append(&mut self, record: &[u8]) -> Result<Pos, LogError> {
         let size = self.segments.get(&self.write_seg).copied().unwrap_or(0);
         if size > 0 && size + record.len() as u64 > self.segment_max {
-            self.sync()?;
-            self.write_file = None;
+            if let Some(f) = self.write_file.take() {
+                self.rotated.push((self.write_seg, f));
+            }
             self.write_seg += 1;
             self.segments.insert(self.write_seg, 0);
         }
@@ -206,16 +215,19 @@ impl Log {
     }
 
     /// Make everything appended so far durable.
+    /// After an error nothing written before it may be taken as durable (not even by a
+    /// later `sync` that succeeds): the caller must not acknowledge it.
     pub fn sync(&mut self) -> Result<(), LogError> {
-        if let Some(f) = &self.write_file {
+        let rotated = std::mem::take(&mut self.rotated);
+        let current = self.write_file.as_ref().map(|f| (self.write_seg, f));
+        for (seg, f) in rotated.iter().map(|(s, f)| (*s, f)).chain(current) {
             #[cfg(test)]
-            if std::fs::remove_file(self.dir.join("fail-next-sync")).is_ok() {
-                return Err(io_err(&segment_path(&self.dir, self.write_seg))(std::io::Error::other(
+            if injected_sync_failure(&self.dir) {
+                return Err(io_err(&segment_path(&self.dir, seg))(std::io::Error::other(
                     "injected fsync failure",
                 )));
             }
-            f.sync_data()
-                .map_err(io_err(&segment_path(&self.dir, self.write_seg)))?;
+            f.sync_data().map_err(io_err(&segment_path(&self.dir, seg)))?;
         }
         Ok(())
     }
@@ -275,6 +287,24 @@ impl Log {
         }
         Ok(())
     }
+}
+
+/// Tests make the next N fsyncs of a log fail with a file `fail-syncs` holding N.
+#[cfg(test)]
+fn injected_sync_failure(dir: &Path) -> bool {
+    let marker = dir.join("fail-syncs");
+    let Some(n) = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    if n > 1 {
+        std::fs::write(&marker, (n - 1).to_string()).expect("marker rewritten");
+    } else {
+        let _ = std::fs::remove_file(&marker);
+    }
+    n > 0
 }
 
 /// What the reader found at its position.

@@ -299,18 +299,42 @@ async fn sync_and_release(shared: &Arc<Shared>, unsynced: &mut Vec<Event>, force
         Err(e) => format!("fsync task failed: {e}"),
     };
     // A failed fsync is not retried: Linux may drop the unwritten pages and clear the
-    // error, so a second fsync can succeed without the data on disk. These events stay
-    // unacknowledged upstream (their source reads them again after a restart) and the
-    // writer goes on in a new segment.
+    // error, so a second fsync can succeed without the data on disk. The events (still in
+    // memory) are written once more into a new segment and synced; if that fails too they
+    // stay unacknowledged upstream (their source reads them again after a restart). The
+    // reader may deliver the first copy as well: at least once.
     shared.metrics.error(&shared.name, "buffer_fsync");
-    tracing::error!(
-        error = %error,
-        events = unsynced.len(),
-        "disk buffer fsync failed: these events are not acknowledged to their source (read again after a restart); writing on in a new segment"
-    );
-    unsynced.clear();
+    let mut payload = Vec::new();
+    codec::encode_batch(unsynced, &mut payload);
+    let record = frame(&payload);
     let s = shared.clone();
-    let _ = tokio::task::spawn_blocking(move || s.log().seal()).await;
+    let again = tokio::task::spawn_blocking(move || {
+        let mut log = s.log();
+        log.seal();
+        log.append(&record)?;
+        log.sync()
+    })
+    .await;
+    match again {
+        Ok(Ok(())) => {
+            tracing::error!(error = %error, events = unsynced.len(), "disk buffer fsync failed; the events were written again to a new segment and synced");
+            shared.data.notify_waiters();
+            shared.publish_bytes();
+            for mut e in unsynced.drain(..) {
+                e.finalizer.mark(Status::Delivered);
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %error, again = %e, events = unsynced.len(), "disk buffer fsync failed twice: these events are not acknowledged to their source (read again after a restart)");
+            unsynced.clear();
+            let s = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || s.log().seal()).await;
+        }
+        Err(e) => {
+            tracing::error!(error = %error, again = %e, "disk buffer fsync failed, and writing the events again failed");
+            unsynced.clear();
+        }
+    }
     !force.is_cancelled()
 }
 
