@@ -305,6 +305,33 @@ async fn busy_and_throttled_collector_is_retried_with_backoff() {
     assert!(r.dead_letter.is_empty());
 }
 
+/// A 503 with `Retry-After: 2` (a load balancer in front of HEC): the next request waits
+/// those 2 s, not the sink's 20 ms backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_a_busy_reply_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = HecEmulator::start(
+        &[(TOKEN, true)],
+        Script {
+            busy_next: 1,
+            retry_after_secs: Some(2),
+            ..Script::default()
+        },
+    )
+    .await;
+    let r = run(dir.path(), 20, &sink_toml(&emu.url(), TOKEN, ""), "", None).await;
+    assert_eq!(r.report.unacknowledged_batches, 0);
+    assert_eq!(ids(&emu.indexed()).len(), 20);
+    let log = emu.log();
+    assert_eq!(log[0].status, 503);
+    assert_eq!(log[1].status, 200);
+    let waited = log[1].at - log[0].at;
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
+        "waited {waited:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_event_is_dead_lettered_with_its_hec_code_and_the_rest_indexed() {
     let dir = tempfile::tempdir().unwrap();

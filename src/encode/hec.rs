@@ -181,9 +181,15 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 
 /// Appends epoch ms as seconds with a 3-digit fraction (`1732698845.123`).
 pub fn write_epoch_seconds(out: &mut Vec<u8>, ms: i64) {
-    push_int(out, ms.div_euclid(1000));
+    // Sign, then the magnitude: -1 ms is -0.001 (whole seconds rounded down and a positive
+    // fraction would read as -1.999).
+    if ms < 0 {
+        out.push(b'-');
+    }
+    let a = ms.unsigned_abs();
+    push_int(out, (a / 1000) as i64);
     out.push(b'.');
-    push_padded(out, ms.rem_euclid(1000) as u32, 3);
+    push_padded(out, (a % 1000) as u32, 3);
 }
 
 pub struct HecEncoder {
@@ -463,7 +469,14 @@ mod tests {
         write_epoch_seconds(&mut v, 1_732_698_845_003);
         v.push(b' ');
         write_epoch_seconds(&mut v, -1);
-        assert_eq!(v, b"1732698845.003 -1.999");
+        v.push(b' ');
+        write_epoch_seconds(&mut v, -86_400_250);
+        v.push(b' ');
+        write_epoch_seconds(&mut v, i64::MIN);
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            "1732698845.003 -0.001 -86400.250 -9223372036854775.808"
+        );
         let mut s = Vec::new();
         json_str_body(&mut s, "a\"b\\c\u{1}\té");
         assert_eq!(String::from_utf8(s).unwrap(), "a\\\"b\\\\c\\u0001\\té");

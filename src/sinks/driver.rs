@@ -295,6 +295,17 @@ async fn settle_batch(sh: Arc<Shared>, batch: Batch, report: SendReport, settle:
     }
 }
 
+/// The longest `Retry-After` honoured; a longer one is taken as this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// The wait before attempt `attempt`: the backoff, or longer when the receiver asked for
+/// it (`Retry-After`, at most [`MAX_RETRY_AFTER`]).
+fn retry_delay(policy: &RetryPolicy, attempt: u32, e: &SinkError) -> Duration {
+    let backoff = policy.delay(attempt);
+    e.retry_after()
+        .map_or(backoff, |asked| asked.min(MAX_RETRY_AFTER).max(backoff))
+}
+
 /// Deliver one batch: send it with retry and backoff until the sink takes it.
 async fn deliver(sh: &Shared, sink: &mut Box<dyn Sink>, batch: Batch) -> Sent {
     let n = batch.len();
@@ -313,7 +324,7 @@ async fn deliver(sh: &Shared, sink: &mut Box<dyn Sink>, batch: Batch) -> Sent {
                 sh.metrics.error(&sh.name, e.kind());
                 Metrics::sink_count(&sh.metrics.sink_retries, &sh.name, 1);
                 sh.health.sink_failing(&sh.name, &e.to_string());
-                let delay = sh.retry.delay(attempt);
+                let delay = retry_delay(&sh.retry, attempt, &e);
                 log_failure(&e, attempt, delay, n);
                 tokio::select! {
                     _ = sh.force.cancelled() => return Sent::Stopped,

@@ -194,3 +194,27 @@ fn backoff_grows_and_is_capped() {
         assert!(p.delay(a) <= Duration::from_millis(2001));
     }
 }
+
+/// `Retry-After` makes the wait longer than the backoff, never shorter, and at most
+/// `MAX_RETRY_AFTER`.
+#[test]
+fn retry_after_lengthens_the_backoff_up_to_a_limit() {
+    let policy = RetryPolicy {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+    };
+    let throttled = |secs| SinkError::Throttled {
+        kind: "t",
+        message: String::new(),
+        retry_after: Duration::from_secs(secs),
+    };
+    assert_eq!(retry_delay(&policy, 1, &throttled(7)), Duration::from_secs(7));
+    assert_eq!(retry_delay(&policy, 1, &throttled(86_400)), MAX_RETRY_AFTER);
+    let short = retry_delay(&policy, 20, &throttled(0));
+    assert!(short >= Duration::from_millis(500), "{short:?}: the backoff, not 0");
+    let plain = SinkError::Unavailable {
+        kind: "u",
+        message: String::new(),
+    };
+    assert!(retry_delay(&policy, 1, &plain) <= Duration::from_millis(100));
+}

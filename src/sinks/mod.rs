@@ -25,6 +25,13 @@ pub enum SinkError {
     /// The receiver is unavailable or refused the whole batch for now: retry later.
     #[error("{kind}: {message}")]
     Unavailable { kind: &'static str, message: String },
+    /// Unavailable, and the receiver said when to try again (`Retry-After`).
+    #[error("{kind}: {message} (retry after {}s)", retry_after.as_secs())]
+    Throttled {
+        kind: &'static str,
+        message: String,
+        retry_after: Duration,
+    },
     #[error("cannot build sink: {0}")]
     Build(String),
 }
@@ -34,8 +41,16 @@ impl SinkError {
     pub fn kind(&self) -> &'static str {
         match self {
             SinkError::Io(_) => "io",
-            SinkError::Unavailable { kind, .. } => kind,
+            SinkError::Unavailable { kind, .. } | SinkError::Throttled { kind, .. } => kind,
             SinkError::Build(_) => "build",
+        }
+    }
+
+    /// How long the receiver asked to be left alone, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SinkError::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 }

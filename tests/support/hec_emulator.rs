@@ -33,6 +33,9 @@ pub struct Script {
     pub busy_next: u32,
     /// The next N event requests answer 429 code 27 (ACK channel at capacity).
     pub throttle_next: u32,
+    /// The 503 and 429 answers above carry `Retry-After` with this many seconds (as a load
+    /// balancer in front of HEC may send).
+    pub retry_after_secs: Option<u64>,
     /// The first N accepted requests are never acknowledged (nor indexed).
     pub never_ack_first: u32,
     /// After this many accepted requests the indexer restarts: the acknowledgment state of
@@ -59,6 +62,8 @@ pub struct Logged {
     pub ack_id: Option<u64>,
     /// The `evt-N` ids of its envelopes, in order (not kept with `count_only`).
     pub ids: Vec<u64>,
+    /// When the request came.
+    pub at: Instant,
 }
 
 struct PendingAck {
@@ -265,17 +270,28 @@ async fn event(State(st): State<Arc<Mutex<Emu>>>, uri: Uri, headers: HeaderMap, 
         channel: channel.clone(),
         ack_id: None,
         ids: Vec::new(),
+        at: Instant::now(),
     };
     let resp = (|| {
         let ack = emu.auth(&headers)?;
         let channel = Emu::channel(&headers, &uri, ack)?;
+        let wait = |mut r: Response, secs: Option<u64>| {
+            if let Some(s) = secs {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+            }
+            r
+        };
         if emu.script.busy_next > 0 {
             emu.script.busy_next -= 1;
-            return Err(reply(503, 9, "Server is busy"));
+            return Err(wait(reply(503, 9, "Server is busy"), emu.script.retry_after_secs));
         }
         if emu.script.throttle_next > 0 {
             emu.script.throttle_next -= 1;
-            return Err(reply(429, 27, "ACK channel at capacity"));
+            return Err(wait(
+                reply(429, 27, "ACK channel at capacity"),
+                emu.script.retry_after_secs,
+            ));
         }
         let mut plain = Vec::new();
         let data: &[u8] = if gzip {

@@ -22,6 +22,33 @@ pub struct Reply {
     pub ack_id: Option<u64>,
     /// Zero-based index of the envelope that failed (code 6).
     pub invalid_event: Option<usize>,
+    /// `Retry-After` in seconds (a proxy or load balancer in front of HEC may send it).
+    pub retry_after: Option<Duration>,
+}
+
+/// Most of a reply body read: HEC's replies are small JSON objects; a larger body (an
+/// error page, a misbehaving proxy) is cut here instead of being held whole.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+
+/// The body of `resp`, at most `cap` bytes of it.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = cap - out.len();
+        if chunk.len() >= room {
+            out.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// `Retry-After` as a number of seconds (the HTTP-date form is not used by HEC's proxies
+/// and is ignored).
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 #[derive(Deserialize)]
@@ -44,6 +71,7 @@ impl Reply {
                 text: b.text,
                 ack_id: b.ack_id,
                 invalid_event: b.invalid_event,
+                retry_after: None,
             },
             Err(_) => Reply {
                 status,
@@ -68,8 +96,9 @@ impl Reply {
 pub enum Outcome {
     /// Taken; delivered now, or once `ack_id` is acknowledged.
     Accepted { ack_id: Option<u64> },
-    /// Busy, throttled, server error or no answer: nothing was taken; retry with backoff.
-    Retry(String),
+    /// Busy, throttled, server error or no answer: nothing was taken; retry with backoff
+    /// (at least `Retry-After` when the reply had it).
+    Retry(String, Option<Duration>),
     /// Token, index or channel problem: nothing was taken and retrying will not help until
     /// the configuration changes; retried with backoff (never dropped), logged as an error.
     Config(String),
@@ -114,7 +143,7 @@ pub fn classify(r: &Reply) -> Outcome {
             detail,
             invalid_event: r.invalid_event,
         },
-        (429 | 500..=599, _) | (408, _) => Outcome::Retry(detail),
+        (429 | 500..=599, _) | (408, _) => Outcome::Retry(detail, r.retry_after),
         _ => Outcome::Config(detail),
     }
 }
@@ -216,8 +245,12 @@ impl HecClient {
         };
         let resp = req.body(payload).send().await?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await?;
-        Ok(Reply::parse(status, &bytes))
+        let wait = retry_after(&resp);
+        let bytes = read_capped(resp, MAX_REPLY_BYTES).await?;
+        Ok(Reply {
+            retry_after: wait,
+            ..Reply::parse(status, &bytes)
+        })
     }
 
     /// Which of `ids` are indexed (`true` is reported once: record it at once).
@@ -231,7 +264,8 @@ impl HecClient {
             .send()
             .await?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await?;
+        // An answer for every id asked about is ~20 bytes each.
+        let bytes = read_capped(resp, MAX_REPLY_BYTES + ids.len() * 32).await?;
         if status != 200 {
             return Err(ClientError::AckReply(Reply::parse(status, &bytes).describe()));
         }
@@ -251,7 +285,7 @@ impl HecClient {
     pub async fn health(&self) -> Result<Reply, ClientError> {
         let resp = self.http.get(&self.health_url).send().await?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await?;
+        let bytes = read_capped(resp, MAX_REPLY_BYTES).await?;
         Ok(Reply::parse(status, &bytes))
     }
 }
@@ -280,7 +314,7 @@ mod tests {
             (429, r#"{"text":"ACK channel at capacity","code":27}"#),
             (502, "<html>bad gateway</html>"),
         ] {
-            assert!(matches!(r(s, b), Outcome::Retry(_)), "{s} {b}");
+            assert!(matches!(r(s, b), Outcome::Retry(_, None)), "{s} {b}");
         }
         for (s, b) in [
             (403, r#"{"text":"Invalid token","code":4}"#),
@@ -323,6 +357,16 @@ mod tests {
         for (s, b) in [(200, "<html>Please log in</html>"), (200, "{}"), (204, ""), (302, "")] {
             assert!(matches!(r(s, b), Outcome::Config(_)), "{s} {b}");
         }
+    }
+
+    /// A reply body larger than a HEC reply is cut at the cap, not held whole.
+    #[tokio::test]
+    async fn reply_bodies_are_read_up_to_the_cap() {
+        let big = vec![b'x'; 1 << 20];
+        let resp = reqwest::Response::from(axum::http::Response::new(big));
+        assert_eq!(read_capped(resp, MAX_REPLY_BYTES).await.unwrap().len(), MAX_REPLY_BYTES);
+        let small = reqwest::Response::from(axum::http::Response::new(b"{\"code\":0}".to_vec()));
+        assert_eq!(read_capped(small, MAX_REPLY_BYTES).await.unwrap(), b"{\"code\":0}");
     }
 
     #[test]

@@ -375,7 +375,14 @@ impl Sink for HecSink {
                         pending.push(self.acks.register(ack_id));
                     }
                 }
-                Outcome::Retry(m) => return Err(unavailable("hec_unavailable", m)),
+                Outcome::Retry(message, Some(retry_after)) => {
+                    return Err(SinkError::Throttled {
+                        kind: "hec_unavailable",
+                        message,
+                        retry_after,
+                    })
+                }
+                Outcome::Retry(m, None) => return Err(unavailable("hec_unavailable", m)),
                 Outcome::Config(m) => {
                     tracing::error!(reply = %m, "HEC did not take the request: check the endpoint, token, index and channel settings");
                     return Err(unavailable("hec_config", m));
