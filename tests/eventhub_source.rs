@@ -387,6 +387,28 @@ async fn latest_is_resolved_once_so_a_quiet_partition_loses_nothing_across_recon
     assert!(c.values().all(|&n| n == 1), "nothing twice: {c:?}");
 }
 
+/// `start = "latest"` on partitions that are empty when first opened: what arrives while
+/// the forwarder is stopped is read after the restart (by then the partition is no longer
+/// empty, and resolving `latest` again would skip it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_on_an_empty_partition_reads_what_came_while_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = EventHubEmulator::start(HUB, 2).await;
+    let mut s = Pipeline::start_with(dir.path(), &emu, 2000, r#"start = "latest""#, "");
+    s.wait(30, "both partitions opened", || {
+        s.fwd.log_text().matches("partition opened").count() >= 2
+    })
+    .await;
+    s.stop().await;
+    emu.enqueue(1, body(STRIDE, 10));
+    s.restart();
+    s.wait_ids(10, 30, "what came while stopped").await;
+    s.stop().await;
+    let c = s.counts();
+    assert_eq!(c.len(), 10, "{c:?}");
+    assert!(c.values().all(|&n| n == 1));
+}
+
 /// A sink slowed to a trickle (a licence's EPS cap, here 1 event per second) holds the
 /// source back for longer than the stall timeout: that is backpressure, not a stalled
 /// receiver, so the connection is kept (a reconnect gives the partitions up and, with a

@@ -199,7 +199,14 @@ impl BlobStore {
         }
         match self.client.put_blob(&name, &meta, Condition::Absent).await {
             Ok(_) => Ok(None),
-            Err(e) if is_lost_race(&e) => self.checkpoint(hub, partition).await,
+            // Another writer created it first: that one stands (one without a readable
+            // sequence number is an error, not a success).
+            Err(e) if is_lost_race(&e) => match self.checkpoint(hub, partition).await? {
+                Some(c) => Ok(Some(c)),
+                None => Err(BlobError::Response(format!(
+                    "checkpoint of partition {partition} exists without a sequence number"
+                ))),
+            },
             Err(e) => Err(e),
         }
     }

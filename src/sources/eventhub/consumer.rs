@@ -274,20 +274,23 @@ async fn start_positions(inner: &Inner, client: &ConsumerClient) -> Result<Start
         let props = client.get_eventhub_properties().await.map_err(|e| e.to_string())?;
         for p in props.partition_ids {
             let pp = client.get_partition_properties(&p).await.map_err(|e| e.to_string())?;
-            let location = if pp.is_empty {
-                StartLocation::Earliest
+            // An empty partition (new, or every event past retention) starts at its
+            // beginning; its pin is the last sequence number it had (-1 when new), without
+            // an offset, so what comes after it is read however late it is opened again.
+            let (location, offset) = if pp.is_empty {
+                (StartLocation::Earliest, None)
             } else {
-                let pin = inner
-                    .cfg
-                    .hub
-                    .checkpoint(pp.last_enqueued_sequence_number, Some(pp.last_enqueued_offset.clone()));
-                inner
-                    .latest
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(p.clone(), pin);
-                StartLocation::SequenceNumber(pp.last_enqueued_sequence_number)
+                (
+                    StartLocation::SequenceNumber(pp.last_enqueued_sequence_number),
+                    Some(pp.last_enqueued_offset.clone()),
+                )
             };
+            let pin = inner.cfg.hub.checkpoint(pp.last_enqueued_sequence_number, offset);
+            inner
+                .latest
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(p.clone(), pin);
             per_partition.insert(
                 p,
                 StartPosition {
@@ -449,8 +452,13 @@ async fn read_partition(inner: Shared, pc: Arc<PartitionClient>, stop: Cancellat
             match inner.store.pin_start(&pid, pin).await {
                 Ok(None) => last = Some(seq),
                 // A checkpoint the SDK did not see (its read failed): start again from it.
-                Ok(Some(_)) | Err(_) => {
-                    tracing::warn!(partition = %pid, "cannot store where `latest` starts, or a checkpoint appeared; reconnecting");
+                Ok(Some(c)) => {
+                    tracing::warn!(partition = %pid, checkpoint = c.sequence_number, "partition has a checkpoint the connection did not start from; reconnecting");
+                    broken.cancel();
+                    abandon = true;
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %pid, error = %e, "cannot store where `latest` starts; reconnecting");
                     broken.cancel();
                     abandon = true;
                 }
@@ -589,8 +597,6 @@ fn push_event(inner: &Inner, pid: &str, builder: &mut BatchBuilder, ev: &Receive
     builder.push_unit_with_sequence(position, seq, &body, decoded, Some(checkpoint), &ctx.metrics);
 }
 
-/// Send what was collected; remember how far this process has read. False when the
-/// pipeline is closing.
 /// A partition waiting for the pipeline (a slow or failing sink) is not stalled: marked
 /// while it waits, and counted as progress once the batch is taken.
 struct Sending<'a> {
@@ -620,6 +626,8 @@ impl Drop for Sending<'_> {
     }
 }
 
+/// Send what was collected; remember how far this process has read. False when the
+/// pipeline is closing.
 async fn flush(inner: &Inner, pid: &str, builder: &mut BatchBuilder, unsent: &mut Option<Read>) -> bool {
     if builder.is_empty() && !builder.has_checkpoint() {
         return true;
