@@ -46,8 +46,11 @@ pub(super) struct Unfinished {
 pub(super) struct BatchId {
     len: usize,
     at: usize,
-    ends: Option<[(Arc<str>, Arc<str>, u64, u32); 2]>,
+    ends: Option<[EventAt; 2]>,
 }
+
+/// An event's source, partition, offset and index in its unit.
+type EventAt = (Arc<str>, Arc<str>, u64, u32);
 
 impl BatchId {
     pub fn of(events: &[Event]) -> BatchId {
