@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use azure_messaging_eventhubs::models::Ownership;
-use m365_forwarder::sources::eventhub::blob::{parse_connection_string, BlobAuth, BlobClient};
+use m365_forwarder::sources::eventhub::blob::{parse_connection_string, BlobAuth, BlobClient, Condition};
 use m365_forwarder::sources::eventhub::blobstore::BlobStore;
 use m365_forwarder::sources::eventhub::HubIdentity;
 use support::azurite::{self, Azurite};
@@ -154,6 +154,18 @@ async fn blob_claims_are_etag_conditioned_checkpoints_round_trip_and_list_by_pre
     assert_eq!(created.unwrap(), None);
     let c = s.checkpoint(&other, "3").await.unwrap().unwrap();
     assert_eq!((c.sequence_number, c.offset.as_deref()), (12, Some("1200")));
+    // A checkpoint blob without a sequence number (another tool's) is no position: written over.
+    let name = format!("{NAMESPACE}/other-hub/$default/checkpoint/4").to_lowercase();
+    s.client()
+        .put_blob(&name, &BTreeMap::new(), Condition::Absent)
+        .await
+        .unwrap();
+    assert!(s.checkpoint(&other, "4").await.unwrap().is_none());
+    let created = s
+        .create_checkpoint(&other, "4", &other.checkpoint(-1, Some("-1".into())))
+        .await;
+    assert_eq!(created.unwrap(), None);
+    assert_eq!(s.checkpoint(&other, "4").await.unwrap().unwrap().sequence_number, -1);
 
     // The layout the SDKs use: lower-cased names, metadata ownerid / sequencenumber / offset.
     let all = s.client().list("").await.unwrap();

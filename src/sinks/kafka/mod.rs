@@ -459,7 +459,7 @@ impl Sink for KafkaSink {
         let mut pending: Vec<usize> = (0..events.len()).filter(|i| payloads[*i].is_some()).collect();
         // The same batch again after a send that gave up part way: only what is left.
         if let Some(u) = self.unfinished.take().and_then(|u| u.of(events)) {
-            pending = u.pending;
+            pending = u.pending.into_iter().filter(|&i| payloads[i].is_some()).collect();
             report.rejected = u.rejected;
             report.bytes = u.bytes;
         }

@@ -199,13 +199,15 @@ impl BlobStore {
         }
         match self.client.put_blob(&name, &meta, Condition::Absent).await {
             Ok(_) => Ok(None),
-            // Another writer created it first: that one stands (one without a readable
-            // sequence number is an error, not a success).
+            // Another writer created it first: that one stands. One without a readable
+            // sequence number (another tool's) is no position: write over it (never past a
+            // readable one another replica may have written meanwhile), then say which won.
             Err(e) if is_lost_race(&e) => match self.checkpoint(hub, partition).await? {
                 Some(c) => Ok(Some(c)),
-                None => Err(BlobError::Response(format!(
-                    "checkpoint of partition {partition} exists without a sequence number"
-                ))),
+                None => {
+                    self.write_checkpoint(hub, partition, c).await?;
+                    Ok(self.checkpoint(hub, partition).await?.filter(|stored| stored != c))
+                }
             },
             Err(e) => Err(e),
         }

@@ -275,10 +275,12 @@ async fn start_positions(inner: &Inner, client: &ConsumerClient) -> Result<Start
         for p in props.partition_ids {
             let pp = client.get_partition_properties(&p).await.map_err(|e| e.to_string())?;
             // An empty partition (new, or every event past retention) starts at its
-            // beginning; its pin is the last sequence number it had (-1 when new), without
-            // an offset, so what comes after it is read however late it is opened again.
+            // beginning, and so does its pin: offset -1 (the SDK then asks for
+            // `x-opt-offset > '-1'`, as for `earliest`; a sequence number filter of -1 is
+            // reported not to work on a new hub) with the last sequence number it had, so
+            // what comes later is read however late the partition is opened again.
             let (location, offset) = if pp.is_empty {
-                (StartLocation::Earliest, None)
+                (StartLocation::Earliest, Some("-1".to_string()))
             } else {
                 (
                     StartLocation::SequenceNumber(pp.last_enqueued_sequence_number),

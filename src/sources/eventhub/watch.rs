@@ -81,8 +81,10 @@ async fn check(inner: &Shared, client: &ConsumerClient, opened: Instant, stall: 
             .set(lag);
         // With a shared store another replica may own the partition: only ours can stall here.
         let ours = !inner.store.is_shared() || inner.reading.lock().unwrap_or_else(|e| e.into_inner()).contains(&p);
-        // Waiting for the pipeline to take a batch (backpressure) is not a stall.
-        let waiting = inner.sending.lock().unwrap_or_else(|e| e.into_inner()).contains(&p);
+        // Waiting for the pipeline to take a batch (backpressure) is not a stall, and while
+        // one partition waits the others can starve on the shared connection (its
+        // undelivered prefetch holds the session's window): no partition is judged then.
+        let waiting = !inner.sending.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
         if !ours || waiting {
             continue;
         }
