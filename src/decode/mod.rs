@@ -383,14 +383,18 @@ fn slice_bytes(body: &Bytes, s: &[u8]) -> Bytes {
 }
 
 fn trim(b: &[u8]) -> &[u8] {
+    // A UTF-8 byte order mark is not JSON either, nor whitespace after it.
+    let s = trim_whitespace(b);
+    s.strip_prefix(b"\xEF\xBB\xBF").map_or(s, trim_whitespace)
+}
+
+fn trim_whitespace(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
     let end = b
         .iter()
         .rposition(|c| !c.is_ascii_whitespace())
         .map_or(start, |e| e + 1);
-    // A UTF-8 byte order mark is not JSON either.
-    let s = &b[start..end];
-    s.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(s)
+    &b[start..end]
 }
 
 /// Parse as JSON; on a syntax error try the repair that matches the error.
@@ -518,6 +522,19 @@ mod tests {
         assert_eq!(unchecked(format!("{record} \n").into()), None);
         assert_eq!(unchecked(format!(" {record}").into()), None);
         assert_eq!(unchecked(format!("\u{feff}{record}").into()), None);
+        assert_eq!(
+            unchecked(format!("\u{feff}\n {record}").into()),
+            None,
+            "whitespace after the mark"
+        );
+        let body = format!("\u{feff}\n{{\"records\":[{record}]}}");
+        assert_eq!(
+            decode_unit(InputFormat::Eventhub, Bytes::from(body))
+                .unwrap()
+                .records
+                .len(),
+            1
+        );
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, record.as_bytes()).unwrap();
         assert_eq!(unchecked(gz.finish().unwrap()), None, "inflated");

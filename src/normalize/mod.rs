@@ -176,8 +176,9 @@ impl Ctx<'_> {
         upn: Option<&str>,
         display_name: Option<&str>,
     ) {
+        let at = self.meta.event_ms.unwrap_or(self.meta.received_ms);
         self.users
-            .learn(self.cache_tenant(tenant), object_id, upn, display_name);
+            .learn(self.cache_tenant(tenant), object_id, upn, display_name, at);
     }
 
     pub fn known_user(&self, tenant: Option<&str>, object_id: &str) -> Option<KnownUser> {

@@ -80,7 +80,14 @@ impl<V: Clone> TwoGen<V> {
 pub(crate) struct KnownUser {
     pub upn: Option<Box<str>>,
     pub display_name: Option<Box<str>>,
+    /// Time (epoch ms) of the newest event it was learned from: an older event (a late
+    /// sign-in, a backfill) does not bring back a name the user no longer has.
+    pub at_ms: i64,
 }
+
+/// The all-zero object id: Entra's placeholder for an unknown user (a failed sign-in with a
+/// typed user name), never one user.
+const NIL_ID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// Sharded (tenant, object id) → user cache. `Send + Sync`.
 pub(crate) struct UserCache {
@@ -107,33 +114,55 @@ impl UserCache {
         &self.shards[(k >> 120) as usize % SHARDS]
     }
 
-    /// Remember a user when the record carries the object id and at least a UPN or name.
-    pub fn learn(&self, tenant: &str, object_id: Option<&str>, upn: Option<&str>, display_name: Option<&str>) {
-        let Some(oid) = object_id else { return };
+    /// Remember a user when the record carries the object id and at least a UPN or name,
+    /// from an event of time `at_ms`: an entry learned from a newer event is kept.
+    pub fn learn(
+        &self,
+        tenant: &str,
+        object_id: Option<&str>,
+        upn: Option<&str>,
+        display_name: Option<&str>,
+        at_ms: i64,
+    ) {
+        let Some(oid) = object_id.filter(|o| !trim(o).eq_ignore_ascii_case(NIL_ID)) else {
+            return;
+        };
         if upn.is_none() && display_name.is_none() {
             return;
         }
         let k = user_key(tenant, oid);
         let shard = self.shard(k);
+        let same = |u: &KnownUser| {
+            (upn.is_none() || u.upn.as_deref() == upn)
+                && (display_name.is_none() || u.display_name.as_deref() == display_name)
+        };
         {
             let g = shard.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(u) = g.get(k) {
-                let same_upn = upn.is_none() || u.upn.as_deref() == upn;
-                let same_name = display_name.is_none() || u.display_name.as_deref() == display_name;
-                if same_upn && same_name {
+            // Known as it is (and current, so it is not dropped at the next rotation), or
+            // known from a newer event.
+            if let Some(u) = g.cur.get(&k) {
+                if (same(u) && u.at_ms >= at_ms) || u.at_ms > at_ms {
                     return;
                 }
             }
         }
         let mut g = shard.write().unwrap_or_else(|e| e.into_inner());
-        let prev = g.get(k).cloned();
+        let prev = g.get_promote(k);
+        if let Some(p) = &prev {
+            if p.at_ms > at_ms && !same(p) {
+                return;
+            }
+        }
         let merged = KnownUser {
             upn: upn.map(Box::from).or_else(|| prev.as_ref().and_then(|p| p.upn.clone())),
             display_name: display_name
                 .map(Box::from)
                 .or_else(|| prev.as_ref().and_then(|p| p.display_name.clone())),
+            at_ms: prev.as_ref().map_or(at_ms, |p| p.at_ms.max(at_ms)),
         };
-        g.insert(k, merged);
+        if prev.as_ref() != Some(&merged) {
+            g.insert(k, merged);
+        }
     }
 
     /// Whether a key is cached (no promotion).
@@ -143,6 +172,9 @@ impl UserCache {
 
     /// Look a user up by tenant and object id.
     pub fn lookup(&self, tenant: &str, object_id: &str) -> Option<KnownUser> {
+        if trim(object_id).eq_ignore_ascii_case(NIL_ID) {
+            return None;
+        }
         let k = user_key(tenant, object_id);
         let shard = self.shard(k);
         {
@@ -171,7 +203,7 @@ mod tests {
     #[test]
     fn learn_and_lookup_case_insensitive() {
         let c = UserCache::new(100);
-        c.learn("T1", Some("ABC"), Some("a@fabrikam.example"), Some("Alex"));
+        c.learn("T1", Some("ABC"), Some("a@fabrikam.example"), Some("Alex"), 1);
         let u = c.lookup("t1", "abc").unwrap();
         assert_eq!(u.upn.as_deref(), Some("a@fabrikam.example"));
         assert_eq!(u.display_name.as_deref(), Some("Alex"));
@@ -181,13 +213,13 @@ mod tests {
     #[test]
     fn partial_updates_merge() {
         let c = UserCache::new(100);
-        c.learn("t", Some("id"), Some("u@x"), None);
-        c.learn("t", Some("id"), None, Some("Name"));
+        c.learn("t", Some("id"), Some("u@x"), None, 1);
+        c.learn("t", Some("id"), None, Some("Name"), 1);
         let u = c.lookup("t", "id").unwrap();
         assert_eq!(u.upn.as_deref(), Some("u@x"));
         assert_eq!(u.display_name.as_deref(), Some("Name"));
-        c.learn("t", Some("id"), None, None);
-        c.learn("t", None, Some("v@x"), None);
+        c.learn("t", Some("id"), None, None, 1);
+        c.learn("t", None, Some("v@x"), None, 1);
         assert_eq!(c.lookup("t", "id").unwrap().upn.as_deref(), Some("u@x"));
     }
 
@@ -195,7 +227,7 @@ mod tests {
     fn bounded() {
         let c = UserCache::new(32);
         for i in 0..10_000 {
-            c.learn("t", Some(&i.to_string()), Some("u@x"), None);
+            c.learn("t", Some(&i.to_string()), Some("u@x"), None, 1);
         }
         assert!(c.len() <= 2 * 32 + 2 * SHARDS, "len {}", c.len());
         assert!(c.lookup("t", "9999").is_some());
@@ -212,5 +244,47 @@ mod tests {
         g.insert(5, 5);
         assert_eq!(g.get(2), None);
         assert!(g.get(4).is_some());
+    }
+
+    /// A user renamed: a late event with the old name (a delayed sign-in, a backfill) does
+    /// not bring it back; a newer one replaces it.
+    #[test]
+    fn the_newest_event_wins() {
+        let c = UserCache::new(100);
+        c.learn("t", Some("oid1"), Some("new@x"), None, 200);
+        c.learn("t", Some("oid1"), Some("old@x"), None, 100);
+        assert_eq!(c.lookup("t", "oid1").unwrap().upn.as_deref(), Some("new@x"));
+        c.learn("t", Some("oid1"), Some("newer@x"), None, 300);
+        assert_eq!(c.lookup("t", "oid1").unwrap().upn.as_deref(), Some("newer@x"));
+    }
+
+    /// The all-zero object id stands for no user: never learned, never looked up.
+    #[test]
+    fn the_nil_object_id_is_never_a_user() {
+        let c = UserCache::new(100);
+        c.learn("t", Some(NIL_ID), Some("typed-by-anyone@x"), None, 1);
+        assert!(c.lookup("t", NIL_ID).is_none());
+        assert_eq!(c.len(), 0);
+    }
+
+    /// A user learned again stays through rotations: it is moved to the current generation
+    /// when learned, as when looked up (it was dropped at the next rotation).
+    #[test]
+    fn a_user_learned_again_survives_a_rotation() {
+        let c = UserCache::new(2 * SHARDS);
+        let shard_of = |id: &str| (user_key("t", id) >> 120) as usize % SHARDS;
+        let home = shard_of("active");
+        let mut same_shard = (0..).map(|i| format!("k{i}")).filter(|id| shard_of(id) == home);
+        let mut learn_other = || {
+            let id = same_shard.next().unwrap();
+            c.learn("t", Some(&id), Some("u@x"), None, 1);
+        };
+        c.learn("t", Some("active"), Some("a@x"), None, 1);
+        learn_other();
+        learn_other(); // rotates: "active" is in the old generation
+        c.learn("t", Some("active"), Some("a@x"), None, 1);
+        learn_other();
+        learn_other(); // rotates again
+        assert!(c.lookup("t", "active").is_some());
     }
 }
