@@ -13,6 +13,13 @@ EVENTS=${EVENTS:-600000}
 BROKER_EVENTS=${BROKER_EVENTS:-200000}
 OUT=${OUT:-target/load/report.ndjson}
 mkdir -p target/load
+# The peer: syslog-ng with its Kafka module (Debian packages), installed when missing.
+if ! dpkg -s syslog-ng-core syslog-ng-mod-rdkafka >/dev/null 2>&1 && command -v apt-get >/dev/null; then
+  pkgs=(syslog-ng-core syslog-ng-mod-rdkafka)
+  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${pkgs[@]}"; } ||
+    echo "install ${pkgs[*]} for the syslog-ng peer" >&2
+fi
 cargo bench --bench load --no-run
 run() { taskset -c 0 cargo bench --bench load -- --core 1 --events "$EVENTS" --out "$OUT" "$@"; }
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"

@@ -85,7 +85,7 @@ pub struct DecodedUnit {
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Largest inflated body we accept (Event Hub messages are at most 1 MB; Graph pages are larger).
-const MAX_INFLATED: u64 = 256 * 1024 * 1024;
+const MAX_INFLATED: u64 = if cfg!(test) { 1 << 20 } else { 256 << 20 };
 
 /// Decode one unit. Errors mean the unit must be quarantined whole; a single record's
 /// nested values may be left to the normalizer to check ([`DecodedRecord::unchecked`]).
@@ -127,9 +127,16 @@ fn decode_checking(format: InputFormat, body: Bytes, all: bool) -> Result<Decode
     let body = if gzipped {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(&body[..])
-            .take(MAX_INFLATED)
+            .take(MAX_INFLATED + 1)
             .read_to_end(&mut out)
             .map_err(|e| DecodeError::Gzip(e.to_string()))?;
+        // Said as what it is (cut at the limit, it failed later as JSON ending early).
+        if out.len() as u64 > MAX_INFLATED {
+            return Err(DecodeError::Gzip(format!(
+                "inflates to more than {} MiB",
+                MAX_INFLATED >> 20
+            )));
+        }
         Bytes::from(out)
     } else {
         body
@@ -502,6 +509,21 @@ mod tests {
         let unit = decode_unit(InputFormat::Auto, Bytes::from_static(body)).unwrap();
         assert_eq!(unit.records[0].kind, EventKind::Generic);
         assert_eq!(unit.records[0].tenant.as_deref(), Some("abc"));
+    }
+
+    /// A body that inflates past the limit (a gzip bomb) is refused as such, not cut and
+    /// then refused as broken JSON.
+    #[test]
+    fn a_body_inflating_past_the_limit_is_refused_as_too_large() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut body = br#"{"records":[{"category":"AuditLogs","properties":{"x":""#.to_vec();
+        body.resize(body.len() + (MAX_INFLATED as usize), b'a');
+        body.extend_from_slice(br#""}}]}"#);
+        std::io::Write::write_all(&mut gz, &body).unwrap();
+        match decode_unit(InputFormat::Eventhub, Bytes::from(gz.finish().unwrap())) {
+            Err(e @ DecodeError::Gzip(_)) => assert!(e.to_string().contains("more than 1 MiB"), "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A single record is decoded unchecked only as it came (but for a line's end, kept for
