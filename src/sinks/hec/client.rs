@@ -273,8 +273,11 @@ impl HecClient {
         struct Acks {
             acks: HashMap<String, bool>,
         }
-        let a: Acks = serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::AckReply(format!("{e}: {}", String::from_utf8_lossy(&bytes))))?;
+        let a: Acks = serde_json::from_slice(&bytes).map_err(|e| {
+            // The start of what came is enough to tell a proxy's page from HEC's answer.
+            let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
+            ClientError::AckReply(format!("{e}: {shown}"))
+        })?;
         Ok(a.acks
             .into_iter()
             .filter_map(|(k, v)| k.parse().ok().map(|k| (k, v)))
