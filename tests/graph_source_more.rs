@@ -342,6 +342,35 @@ async fn j_remediated_risky_user_yields_a_change_event() {
     );
 }
 
+/// A tenant configured by its domain name: risky users carry no `tenantId`, so they are
+/// stamped with the tenant's GUID as the access token names it (`tid`), the id the Event
+/// Hub records carry and the user cache and tenant routes key by, not with the domain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_without_a_tenant_id_get_the_tenant_guid_when_the_domain_is_configured() {
+    let emu = Emulator::start().await;
+    emu.add_tenant(TA, "client-a", "secret-a", Vec::new());
+    emu.add_domain("contoso.onmicrosoft.com", TA);
+    emu.with_tenant(TA, |d| d.risky_users = sample("risky_users.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &emu,
+        dir.path(),
+        "graph_risky_users",
+        "",
+        &secret_tenant("Contoso.onmicrosoft.com", "client-a", "secret-a"),
+    );
+    let run = start(cfg, open_store(dir.path()), usize::MAX);
+    wait_until("three risky users", SECS, || run.count() >= 3).await;
+    let got = run.got();
+    run.finish().await;
+
+    assert_eq!(emu.token_requests(TA).len(), 1, "the domain named the tenant");
+    for g in &got {
+        assert_eq!(g.tenant.as_deref(), Some(TA), "{}", g.id);
+        assert_eq!(g.ocsf.as_ref().unwrap()["metadata"]["tenant_uid"], TA);
+    }
+}
+
 /// Risk detections: incremental on lastUpdatedDateTime, a title filter, and a dismissal
 /// as a `dismissed` change; a 429 without Retry-After (Identity Protection) backs off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,6 +177,8 @@ pub struct TokenProvider {
     pub metrics: Arc<Metrics>,
     pub source: Arc<str>,
     cache: tokio::sync::Mutex<Option<Cached>>,
+    /// The tenant GUID the tokens are issued for (their `tid` claim), once one was read.
+    guid: std::sync::OnceLock<Arc<str>>,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +192,34 @@ struct TokenResponse {
 
 fn number(v: &serde_json::Value) -> Option<i64> {
     v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+/// The `tid` claim of an access token (a JWT), lower-cased, when it is a GUID. The payload
+/// is read without checking the signature: the token came from the token endpoint over
+/// TLS and is only ever sent back to Graph; the claim only names the tenant.
+pub fn token_tenant(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Claims {
+        tid: Option<String>,
+    }
+    let mut parts = token.split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let tid = serde_json::from_slice::<Claims>(&bytes).ok()?.tid?;
+    is_guid(&tid).then(|| tid.to_ascii_lowercase())
+}
+
+/// `8-4-4-4-12` hexadecimal digits.
+fn is_guid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 /// A random (version 4) GUID.
@@ -228,7 +258,16 @@ impl TokenProvider {
             metrics,
             source,
             cache: tokio::sync::Mutex::new(None),
+            guid: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The tenant's GUID, as the `tid` claim of the last access token names it (`None`
+    /// before the first token, or when the tokens are not JWTs). The configured
+    /// `tenant_id` may be a domain name; records that carry no `tenantId` (risk
+    /// detections, risky users) are stamped with this, as the Event Hub records are.
+    pub fn tenant_guid(&self) -> Option<Arc<str>> {
+        self.guid.get().cloned()
     }
 
     /// A valid token: the cached one, or a new one when it is due for refresh.
@@ -241,6 +280,11 @@ impl TokenProvider {
         match self.fetch().await {
             Ok((token, lifetime)) => {
                 let early = (lifetime / 2).min(Duration::from_secs(300));
+                if self.guid.get().is_none() {
+                    if let Some(tid) = token_tenant(&token) {
+                        let _ = self.guid.set(Arc::from(tid));
+                    }
+                }
                 let token: Arc<str> = Arc::from(token);
                 *cache = Some(Cached {
                     token: token.clone(),
@@ -410,6 +454,24 @@ mod tests {
         assert_eq!(&g[14..15], "4");
         assert!(matches!(&g[19..20], "8" | "9" | "a" | "b"), "{g}");
         assert_ne!(guid(), g);
+    }
+
+    #[test]
+    fn the_tenant_guid_is_read_from_the_token_claims() {
+        let jwt = |claims: &str| {
+            format!(
+                "{}.{}.{}",
+                URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"RS256"}"#),
+                URL_SAFE_NO_PAD.encode(claims),
+                URL_SAFE_NO_PAD.encode([7u8; 32])
+            )
+        };
+        let t = jwt(r#"{"aud":"https://graph.microsoft.com","tid":"72F988BF-86F1-41AF-91AB-2D7CD011DB47","roles":["x"]}"#);
+        assert_eq!(token_tenant(&t).as_deref(), Some("72f988bf-86f1-41af-91ab-2d7cd011db47"));
+        assert_eq!(token_tenant(&jwt(r#"{"tid":"contoso.onmicrosoft.com"}"#)), None, "not a GUID");
+        assert_eq!(token_tenant(&jwt(r#"{"oid":"x"}"#)), None);
+        assert_eq!(token_tenant("opaque-token"), None);
+        assert_eq!(token_tenant(&format!("{t}.extra")), None, "a JWE has five parts");
     }
 
     #[test]

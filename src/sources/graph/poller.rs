@@ -473,7 +473,10 @@ impl Poller<'_> {
                     };
                     let mut rec = rec;
                     if rec.tenant.is_none() {
-                        rec.tenant = Some(self.tenant.to_string());
+                        // The GUID when the token named it: Event Hub records carry the
+                        // GUID, and the user cache and tenant routes key by it.
+                        let t = self.client.tokens.tenant_guid();
+                        rec.tenant = Some(t.as_deref().unwrap_or(&self.tenant).to_string());
                     }
                     b.push_record(self.offset, index, rec, Some(change));
                 }

@@ -26,8 +26,31 @@ fn aad_error(status: u16, error: &str, description: &str) -> Response {
 }
 
 pub(super) fn issue(st: &mut EmuState, tenant: &str, ttl: u64) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
     st.seq += 1;
-    let token = format!("tok-{}-{}-{:016x}", tenant, st.seq, rand::random::<u64>());
+    // Shaped as Entra's access tokens are: a JWT whose claims name the tenant by its GUID
+    // (`tid`), whatever name (GUID or domain) the token request used. Not signed: the
+    // emulator checks a token by looking it up.
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + ttl;
+    let claims = serde_json::json!({
+        "aud": "https://graph.microsoft.com",
+        "iss": format!("https://sts.windows.net/{tenant}/"),
+        "tid": tenant,
+        "exp": exp,
+        "roles": ["SecurityIncident.Read.All"],
+        "uti": format!("{}-{:016x}", st.seq, rand::random::<u64>()),
+    });
+    let token = format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"RS256","x5t":"emulator"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    );
     st.tokens.insert(
         token.clone(),
         (tenant.to_string(), Instant::now() + Duration::from_secs(ttl)),
@@ -38,6 +61,15 @@ pub(super) fn issue(st: &mut EmuState, tenant: &str, ttl: u64) -> String {
 pub(super) fn token(state: &Mutex<EmuState>, base: &str, tenant: &str, body: &[u8]) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
     let mut st = state.lock().unwrap();
+    // A verified domain of a tenant names it as its GUID does (the assertion's `aud` is
+    // still the URL as requested).
+    let in_url = tenant;
+    let tenant = st
+        .domains
+        .get(&tenant.to_ascii_lowercase())
+        .cloned()
+        .unwrap_or_else(|| tenant.to_string());
+    let tenant = tenant.as_str();
     let Some(t) = st.tenants.get(tenant).cloned() else {
         return aad_error(400, "invalid_request", "AADSTS90002: Tenant not found.");
     };
@@ -85,7 +117,7 @@ pub(super) fn token(state: &Mutex<EmuState>, base: &str, tenant: &str, body: &[u
                     ));
                 }
                 let jwt = form.get("client_assertion").cloned().unwrap_or_default();
-                let aud = format!("{base}/{tenant}/oauth2/v2.0/token");
+                let aud = format!("{base}/{in_url}/oauth2/v2.0/token");
                 let (a, res) = verify_assertion(&jwt, t.cert_der.as_deref(), &aud, &t.client_id);
                 alg = a;
                 res.map_err(|e| {

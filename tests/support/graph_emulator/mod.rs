@@ -168,6 +168,15 @@ impl Emulator {
         );
     }
 
+    /// Let `domain` name `tenant` at the token endpoint (a verified domain).
+    pub fn add_domain(&self, domain: &str, tenant: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .domains
+            .insert(domain.to_ascii_lowercase(), tenant.to_string());
+    }
+
     pub fn with_tenant<R>(&self, tenant: &str, f: impl FnOnce(&mut TenantData) -> R) -> R {
         let mut st = self.state.lock().unwrap();
         f(st.tenants.get_mut(tenant).expect("known tenant"))

@@ -77,6 +77,8 @@ pub struct EmuState {
     pub tenants: HashMap<String, TenantData>,
     pub requests: Vec<Logged>,
     pub token_requests: Vec<TokenLog>,
+    /// Verified domains (lower case) and the tenant each names.
+    pub domains: HashMap<String, String>,
     /// nextLinks that came back altered (must stay 0).
     pub altered_links: usize,
     pub(super) tokens: HashMap<String, (String, Instant)>,
