@@ -332,6 +332,33 @@ async fn retry_after_on_a_busy_reply_is_honoured() {
     );
 }
 
+/// The acknowledgment query answered 503 with `Retry-After: 2`: the next query waits those
+/// 2 s, not the 50 ms poll interval; the events are then acknowledged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_a_busy_acknowledgment_query_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = HecEmulator::start(
+        &[(TOKEN, true)],
+        Script {
+            ack_busy_next: 1,
+            retry_after_secs: Some(2),
+            ..Script::default()
+        },
+    )
+    .await;
+    let r = run(dir.path(), 20, &sink_toml(&emu.url(), TOKEN, ""), "", None).await;
+    assert_eq!(r.report.unacknowledged_batches, 0);
+    assert_eq!(ids(&emu.indexed()).len(), 20);
+    assert!(emu.log().iter().all(|l| l.status == 200), "nothing sent again");
+    let at = emu.ack_query_times();
+    assert!(at.len() >= 2, "{} queries", at.len());
+    let waited = at[1] - at[0];
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
+        "waited {waited:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_event_is_dead_lettered_with_its_hec_code_and_the_rest_indexed() {
     let dir = tempfile::tempdir().unwrap();

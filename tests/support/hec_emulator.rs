@@ -36,6 +36,8 @@ pub struct Script {
     /// The 503 and 429 answers above carry `Retry-After` with this many seconds (as a load
     /// balancer in front of HEC may send).
     pub retry_after_secs: Option<u64>,
+    /// The next N acknowledgment queries answer 503 code 9 (with `retry_after_secs`).
+    pub ack_busy_next: u32,
     /// The first N accepted requests are never acknowledged (nor indexed).
     pub never_ack_first: u32,
     /// After this many accepted requests the indexer restarts: the acknowledgment state of
@@ -112,6 +114,7 @@ struct Emu {
     indexed_ids: Vec<u64>,
     log: Vec<Logged>,
     ack_queries: u32,
+    ack_query_times: Vec<Instant>,
     /// The most ackIds one query asked for.
     max_ids_per_query: usize,
     health_checks: u32,
@@ -275,13 +278,6 @@ async fn event(State(st): State<Arc<Mutex<Emu>>>, uri: Uri, headers: HeaderMap, 
     let resp = (|| {
         let ack = emu.auth(&headers)?;
         let channel = Emu::channel(&headers, &uri, ack)?;
-        let wait = |mut r: Response, secs: Option<u64>| {
-            if let Some(s) = secs {
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
-            }
-            r
-        };
         if emu.script.busy_next > 0 {
             emu.script.busy_next -= 1;
             return Err(wait(reply(503, 9, "Server is busy"), emu.script.retry_after_secs));
@@ -333,12 +329,26 @@ async fn event(State(st): State<Arc<Mutex<Emu>>>, uri: Uri, headers: HeaderMap, 
     resp
 }
 
+/// `r` with `Retry-After: secs` when given.
+fn wait(mut r: Response, secs: Option<u64>) -> Response {
+    if let Some(s) = secs {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+    }
+    r
+}
+
 async fn ack(State(st): State<Arc<Mutex<Emu>>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let mut emu = st.lock().unwrap();
     emu.ack_queries += 1;
+    emu.ack_query_times.push(Instant::now());
     let r = (|| {
         if !emu.auth(&headers)? {
             return Err(reply(400, 14, "ACK is disabled"));
+        }
+        if emu.script.ack_busy_next > 0 {
+            emu.script.ack_busy_next -= 1;
+            return Err(wait(reply(503, 9, "Server is busy"), emu.script.retry_after_secs));
         }
         let channel = Emu::channel(&headers, &uri, true)?.unwrap_or_default();
         let ids: Vec<u64> = serde_json::from_slice::<Value>(&body)
@@ -457,6 +467,11 @@ impl HecEmulator {
 
     pub fn ack_queries(&self) -> u32 {
         self.state.lock().unwrap().ack_queries
+    }
+
+    /// When each acknowledgment query came.
+    pub fn ack_query_times(&self) -> Vec<Instant> {
+        self.state.lock().unwrap().ack_query_times.clone()
     }
 
     pub fn health_checks(&self) -> u32 {

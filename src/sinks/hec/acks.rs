@@ -9,7 +9,7 @@ use std::time::Duration;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::oneshot;
 
-use super::client::HecClient;
+use super::client::{ClientError, HecClient};
 use crate::sinks::{Settle, SinkError};
 use crate::telemetry::{Metrics, SinkLabels};
 
@@ -115,7 +115,12 @@ impl AckBook {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, pending = ids.len(), "HEC acknowledgment query failed; will ask again")
+                    tracing::warn!(error = %e, pending = ids.len(), "HEC acknowledgment query failed; will ask again");
+                    // Asked to wait: the next query comes no sooner (at most five minutes).
+                    if let ClientError::AckWait { retry_after, .. } = e {
+                        let d = retry_after.min(crate::sinks::driver::MAX_RETRY_AFTER);
+                        tokio::time::sleep(d.saturating_sub(self.poll)).await;
+                    }
                 }
             }
         }

@@ -170,6 +170,10 @@ pub enum ClientError {
     Gzip(#[from] std::io::Error),
     #[error("unexpected acknowledgment reply: {0}")]
     AckReply(String),
+    /// The acknowledgment query was refused with `Retry-After` (a busy indexer, or a load
+    /// balancer in front of it).
+    #[error("acknowledgment query refused: {detail}; retry after {} s", retry_after.as_secs())]
+    AckWait { detail: String, retry_after: Duration },
 }
 
 #[derive(Clone)]
@@ -264,10 +268,15 @@ impl HecClient {
             .send()
             .await?;
         let status = resp.status().as_u16();
+        let wait = retry_after(&resp);
         // An answer for every id asked about is ~20 bytes each.
         let bytes = read_capped(resp, MAX_REPLY_BYTES + ids.len() * 32).await?;
         if status != 200 {
-            return Err(ClientError::AckReply(Reply::parse(status, &bytes).describe()));
+            let detail = Reply::parse(status, &bytes).describe();
+            return Err(match wait {
+                Some(retry_after) => ClientError::AckWait { detail, retry_after },
+                None => ClientError::AckReply(detail),
+            });
         }
         #[derive(Deserialize)]
         struct Acks {
