@@ -251,6 +251,25 @@ fn resolve(c: &EventHubSourceConfig, prefix: &str) -> Result<Resolved, ConfigIss
                     "not an Event Hubs connection string",
                 )
             })?;
+            // The key belongs to the connection string's namespace (and, with EntityPath, to
+            // that hub only): another name configured beside it could only fail at connect.
+            if let Some(n) = namespace.as_deref().filter(|n| !n.eq_ignore_ascii_case(&parsed.fully_qualified_namespace)) {
+                return Err(ConfigIssue::new(
+                    format!("{prefix}.fully_qualified_namespace"),
+                    format!(
+                        "`{n}` is not the connection string's namespace `{}`; leave it out",
+                        parsed.fully_qualified_namespace
+                    ),
+                ));
+            }
+            if let (Some(h), Some(e)) = (hub.as_deref(), parsed.entity_path.as_deref()) {
+                if !h.eq_ignore_ascii_case(e) {
+                    return Err(ConfigIssue::new(
+                        format!("{prefix}.event_hub"),
+                        format!("`{h}` is not the connection string's EntityPath `{e}`, the only hub its key opens"),
+                    ));
+                }
+            }
             namespace.get_or_insert(parsed.fully_qualified_namespace);
             if hub.is_none() {
                 hub = parsed.entity_path;
@@ -414,6 +433,23 @@ mod tests {
             "sources.eh",
         );
         assert!(c.is_ok(), "{c:?}");
+    }
+
+    #[test]
+    fn names_beside_a_connection_string_must_be_its_own() {
+        let cs = r#"connection_string = "Endpoint=sb://ns1.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=a2V5;EntityPath=signins"
+"#;
+        let with = |extra: &str| factory("eh", table(&format!("{cs}{extra}")), "sources.eh");
+        assert!(with("event_hub = \"SignIns\"\nfully_qualified_namespace = \"NS1.servicebus.windows.net\"").is_ok());
+        let e = with("event_hub = \"audit\"").unwrap_err();
+        assert!(e.path.ends_with(".event_hub") && e.message.contains("EntityPath `signins`"), "{e:?}");
+        let e = with("fully_qualified_namespace = \"ns2.servicebus.windows.net\"").unwrap_err();
+        assert!(e.path.ends_with(".fully_qualified_namespace"), "{e:?}");
+        // A namespace-wide key (no EntityPath) opens any hub of the namespace.
+        let ns = r#"connection_string = "Endpoint=sb://ns1.servicebus.windows.net/;SharedAccessKeyName=l;SharedAccessKey=a2V5"
+event_hub = "audit"
+"#;
+        assert!(factory("eh", table(ns), "sources.eh").is_ok());
     }
 
     #[test]
