@@ -128,6 +128,8 @@ struct TrackerState {
     partitions: HashMap<Arc<str>, PartitionState>,
     delivered_batches: u64,
     errored_batches: u64,
+    /// The partition of the first batch that failed for good.
+    first_stalled: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -135,11 +137,15 @@ struct TrackerShared {
     state: Mutex<TrackerState>,
     /// Woken when a partition has a new checkpoint ready, or all pending work drained.
     changed: Notify,
+    /// Fired at the first batch that failed for good (its partition's checkpoint is held
+    /// from then on): the pipeline stops, so a restart reads it again.
+    stalled: tokio_util::sync::CancellationToken,
 }
 
 impl TrackerShared {
     fn complete(&self, partition: &Arc<str>, seq: u64, status: Status) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = &mut *guard;
         match status {
             Status::Errored => st.errored_batches += 1,
             _ => st.delivered_batches += 1,
@@ -156,6 +162,10 @@ impl TrackerShared {
         if status == Status::Errored && !p.stalled {
             p.stalled = true;
             tracing::error!(partition = %partition, seq, "batch not delivered; checkpoint held at the last delivered batch until restart");
+            if st.first_stalled.is_none() {
+                st.first_stalled = Some(partition.clone());
+            }
+            self.stalled.cancel();
         }
         let mut advanced = false;
         while let Some(front) = p.pending.front() {
@@ -171,7 +181,7 @@ impl TrackerShared {
                 _ => break,
             }
         }
-        drop(st);
+        drop(guard);
         if advanced || status == Status::Errored {
             self.changed.notify_waiters();
         }
@@ -228,6 +238,27 @@ impl AckTracker {
                 })
             })
             .collect()
+    }
+
+    /// Give back checkpoints taken with [`AckTracker::take_ready`] whose commit failed, so
+    /// the next commit retries them even if their partition gets no new acknowledgment;
+    /// a newer value made ready meanwhile is kept instead.
+    pub fn restore_ready(&self, ready: Vec<ReadyCheckpoint>) {
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        for r in ready {
+            if let Some(p) = st.partitions.get_mut(&r.partition) {
+                p.ready.get_or_insert(r.value);
+            }
+        }
+    }
+
+    /// Resolves, with the partition's name, once a batch failed for good (no sink or
+    /// dead-letter file took it): its partition's checkpoint is held until a restart, so
+    /// running on would only pile up what a restart reads again.
+    pub async fn stalled(&self) -> Arc<str> {
+        self.shared.stalled.cancelled().await;
+        let st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.first_stalled.clone().unwrap_or_else(|| Arc::from("?"))
     }
 
     /// Batches registered but not yet finalized, over all partitions.

@@ -103,6 +103,18 @@ filter.kinds = ["incident"]
     Config::from_str(&text, Path::new("test.toml")).unwrap()
 }
 
+/// As [`config`] with batches of 100, the file followed: the source never ends by itself.
+fn follow_config(dir: &Path, input: &Path) -> Config {
+    let text = format!(
+        "data_dir = {:?}\n[api]\nenabled = false\n[pipeline]\nbatch_max_events = 100\nchannel_capacity = 2\n\
+         checkpoint_interval_ms = 10\ndrain_timeout_secs = 1\n[sources.files]\ntype = \"replay\"\npaths = [{:?}]\n\
+         follow = true\n[sinks.none]\ntype = \"blackhole\"\nfilter.kinds = [\"incident\"]\n",
+        dir.join("data").display().to_string(),
+        input.display().to_string()
+    );
+    Config::from_str(&text, Path::new("test.toml")).unwrap()
+}
+
 fn line_ends(input: &Path) -> HashMap<u64, u64> {
     let text = std::fs::read_to_string(input).unwrap();
     let mut end = 0u64;
@@ -326,4 +338,186 @@ async fn when_full_dead_letter_diverts_a_stalled_sink_without_holding_the_others
     // Held by the stalled sink: its buffer (1 batch) and the batch it is sending.
     let diverted = support::lines(&dl);
     assert!(diverted >= total - 200 && diverted < total, "{diverted} dead-lettered");
+}
+
+/// A sink whose third send panics (a defect in a sink): it delivers its first two batches.
+struct PanickingSink {
+    seen: Arc<Mutex<Seen>>,
+}
+
+#[async_trait::async_trait]
+impl Sink for PanickingSink {
+    async fn send(&mut self, events: &[Event]) -> Result<SendReport, SinkError> {
+        let mut seen = self.seen.lock().unwrap();
+        seen.attempts += 1;
+        if seen.attempts == 3 {
+            drop(seen);
+            panic!("a defect in the sink");
+        }
+        seen.delivered.extend(events.iter().map(id_of));
+        Ok(SendReport::default())
+    }
+}
+
+/// A sink dies (its delivery task panics) while a followed file is read, with a memory and
+/// with a disk buffer: the run stops with an error naming the sink, promptly and without a
+/// shutdown signal (an orchestrator then restarts it), instead of reading on with the sink
+/// gone or stalling for good; the checkpoint never passes what the sink did not take, and
+/// the next run delivers the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_dies_stops_the_run_with_an_error_and_the_next_run_resumes() {
+    for disk in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.ndjson");
+        let total = 2_000u64;
+        support::write_ndjson(&input, total as usize);
+        let cfg = |d: &Path| follow_config(d, &input);
+        let mut common = common();
+        if disk {
+            common.buffer = toml::from_str("type = \"disk\"\nmax_bytes = 2097152").unwrap();
+        }
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let p = Pipeline::new(cfg(dir.path())).with_sink(
+            "dies",
+            common.clone(),
+            Box::new(PanickingSink { seen: seen.clone() }),
+        );
+        let run = p.run(CancellationToken::new());
+        let err = tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .expect("the run ends by itself")
+            .expect_err("the run fails");
+        assert!(
+            err.to_string().contains("sink dies: a delivery task failed"),
+            "disk {disk}: {err}"
+        );
+
+        // The next run, with a sink that works, delivers everything the first did not.
+        let delivered_first: std::collections::HashSet<u64> = seen.lock().unwrap().delivered.iter().copied().collect();
+        // Seeded with the first run's deliveries: the invariant holds over both runs.
+        let again = Arc::new(Mutex::new(Seen {
+            delivered: seen.lock().unwrap().delivered.clone(),
+            ..Seen::default()
+        }));
+        let store: Arc<dyn CheckpointStore> = Arc::new(FileCheckpointStore::open(&dir.path().join("data")).unwrap());
+        let key = CheckpointKey::new("files", None, input.to_str().unwrap());
+        let ok = FlakySink {
+            seen: again.clone(),
+            fail_first: 0,
+            succeed: usize::MAX / 2,
+            store: store.clone(),
+            key,
+            line_end: Arc::new(line_ends(&input)),
+        };
+        let shutdown = CancellationToken::new();
+        let p = Pipeline::new(cfg(dir.path()))
+            .with_checkpoint_store(store)
+            .with_sink("dies", common, Box::new(ok));
+        let run = tokio::spawn(p.run(shutdown.clone()));
+        let start = std::time::Instant::now();
+        loop {
+            let got: std::collections::HashSet<u64> = again.lock().unwrap().delivered.iter().copied().collect();
+            if (0..total).all(|i| got.contains(&i) || delivered_first.contains(&i)) {
+                break;
+            }
+            if run.is_finished() {
+                panic!("disk {disk}: the second run ended: {:?}", run.await);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "disk {disk}: {} of {total} after the restart",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        // With a disk buffer the source's checkpoint may pass what is durably in the buffer
+        // (the buffer delivers it after the restart, as the loop above saw).
+        let v = &again.lock().unwrap().violations;
+        assert!(disk || v.is_empty(), "{:?}", &v[..v.len().min(3)]);
+        assert!(!delivered_first.is_empty(), "the sink took two batches before it died");
+    }
+}
+
+/// A checkpoint store whose first `fail` commits fail (a full disk for a moment).
+#[derive(Debug)]
+struct FailingFirst {
+    inner: FileCheckpointStore,
+    fail: std::sync::atomic::AtomicUsize,
+}
+
+impl CheckpointStore for FailingFirst {
+    fn get(&self, key: &CheckpointKey) -> Result<Option<String>, m365_forwarder::checkpoint::CheckpointError> {
+        self.inner.get(key)
+    }
+    fn commit(&self, values: &[(CheckpointKey, String)]) -> Result<(), m365_forwarder::checkpoint::CheckpointError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(m365_forwarder::checkpoint::CheckpointError::Io {
+                path: "test".into(),
+                source: std::io::Error::other("No space left on device"),
+            });
+        }
+        self.inner.commit(values)
+    }
+    fn list(&self, source: &str) -> Result<Vec<(CheckpointKey, String)>, m365_forwarder::checkpoint::CheckpointError> {
+        self.inner.list(source)
+    }
+}
+
+/// A commit that fails is retried with the same values, though the partition has nothing
+/// new to acknowledge: a followed file read whole and then quiet is checkpointed at its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_checkpoint_commit_is_retried_without_new_acknowledgments() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    support::write_ndjson(&input, 50);
+    let len = std::fs::metadata(&input).unwrap().len();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let store = Arc::new(FailingFirst {
+        inner: FileCheckpointStore::open(&dir.path().join("data")).unwrap(),
+        fail: std::sync::atomic::AtomicUsize::new(1),
+    });
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let key = CheckpointKey::new("files", None, input.to_str().unwrap());
+    let sink = FlakySink {
+        seen: seen.clone(),
+        fail_first: 0,
+        succeed: usize::MAX / 2,
+        store: store.clone(),
+        key: key.clone(),
+        line_end: Arc::new(line_ends(&input)),
+    };
+    let p = Pipeline::new(follow_config(dir.path(), &input))
+        .with_checkpoint_store(store.clone())
+        .with_sink("s", common(), Box::new(sink));
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(p.run(shutdown.clone()));
+    let start = std::time::Instant::now();
+    while store.get(&key).unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "never checkpointed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        store.fail.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the first commit failed"
+    );
+    assert_eq!(store.get(&key).unwrap().unwrap(), len.to_string());
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().delivered.len(), 50);
 }

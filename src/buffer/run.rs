@@ -17,7 +17,7 @@ use super::{DiskSettings, Fsync};
 use crate::ack::{AckTracker, Finalizer, Status};
 use crate::deadletter::DeadLetter;
 use crate::event::{Batch, Event, EventKind, EventMeta, Position};
-use crate::sinks::driver::SinkDriver;
+use crate::sinks::driver::{SinkDied, SinkDriver};
 use crate::telemetry::{BufferMetrics, BufferReasonLabels, Metrics};
 
 /// The acknowledgment partition the reader registers records under.
@@ -112,20 +112,27 @@ impl DiskBuffer {
 
     /// Run the writer on `rx`, the reader and the acknowledger, and the driver on what the
     /// reader replays; returns when the driver has ended and the last acknowledgments are stored.
-    pub async fn run(self, rx: mpsc::Receiver<Batch>, driver: SinkDriver) {
+    /// `Err` when the driver died: the writer then stops taking batches (what it took and
+    /// did not make durable stays unacknowledged), so the pipeline learns of it at once
+    /// instead of filling the buffer for a sink that no longer reads it.
+    pub async fn run(self, rx: mpsc::Receiver<Batch>, driver: SinkDriver) -> Result<(), SinkDied> {
         let span = tracing::info_span!("disk_buffer", sink = %self.shared.name);
-        let force = driver.force.clone();
+        let writer_stop = driver.force.child_token();
         let (dtx, drx) = mpsc::channel(2);
         let acks = AckTracker::new();
-        let writer = tokio::spawn(write_loop(self.shared.clone(), rx, force).instrument(span.clone()));
+        let writer = tokio::spawn(write_loop(self.shared.clone(), rx, writer_stop.clone()).instrument(span.clone()));
         let reader = tokio::spawn(read_loop(self.shared.clone(), dtx, acks.clone()).instrument(span.clone()));
         let stop = CancellationToken::new();
         let acker = tokio::spawn(ack_loop(self.shared.clone(), acks, stop.clone()).instrument(span));
-        driver.run(drx).await;
+        let ended = driver.run(drx).await;
+        if ended.is_err() {
+            writer_stop.cancel();
+        }
         let _ = reader.await;
         let _ = writer.await;
         stop.cancel();
         let _ = acker.await;
+        ended
     }
 }
 

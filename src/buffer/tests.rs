@@ -190,7 +190,7 @@ struct Rig {
     upstream: AckTracker,
     metrics: Arc<Metrics>,
     tx: mpsc::Sender<Batch>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), crate::sinks::driver::SinkDied>>,
     /// The driver's drain-timeout token: stops everything without delivering more.
     force: CancellationToken,
     next_batch: u64,
@@ -300,7 +300,7 @@ async fn upstream_is_acknowledged_while_the_sink_is_down_and_everything_arrives_
     assert!(until(|| got.lock().unwrap().len() == 50).await);
     assert_eq!(rig.got(), ids(0..50));
     drop(rig.tx);
-    rig.task.await.unwrap();
+    rig.task.await.unwrap().unwrap();
     let segs: Vec<_> = std::fs::read_dir(rig.dir.path().join("buffers/s"))
         .unwrap()
         .filter_map(|e| e.ok())
@@ -333,7 +333,7 @@ async fn a_flipped_byte_goes_to_the_dead_letter_file_and_the_rest_is_delivered()
     assert!(until(|| up.in_flight() == 0).await);
     // Stopped as at the end of a drain timeout: the sink never got the records.
     rig.force.cancel();
-    rig.task.await.unwrap();
+    rig.task.await.unwrap().unwrap();
     let dir = rig.dir;
     // Flip one byte inside the second record's payload.
     let seg = segment_file(&dir.path().join("buffers/s"), 0);
@@ -360,7 +360,7 @@ async fn a_flipped_byte_goes_to_the_dead_letter_file_and_the_rest_is_delivered()
     );
     assert!(text.contains("m365fwd_buffer_replayed_events_total{sink=\"s\"} 6"));
     drop(rig.tx);
-    rig.task.await.unwrap();
+    rig.task.await.unwrap().unwrap();
 }
 
 /// A record whose frame is good but whose events stop part way (written by another
@@ -380,7 +380,7 @@ async fn a_record_that_stops_part_way_is_dead_lettered_and_acknowledged() {
     let up = rig.upstream.clone();
     assert!(until(|| up.in_flight() == 0).await);
     rig.force.cancel();
-    rig.task.await.unwrap();
+    rig.task.await.unwrap().unwrap();
     let dir = rig.dir;
     // The second record framed again without its last byte (its CRC good).
     let seg = segment_file(&dir.path().join("buffers/s"), 0);
@@ -404,7 +404,7 @@ async fn a_record_that_stops_part_way_is_dead_lettered_and_acknowledged() {
     assert_eq!(rec["reason"], "undecodable");
     let log_dir = rig.dir.path().join("buffers/s");
     drop(rig.tx);
-    rig.task.await.unwrap();
+    rig.task.await.unwrap().unwrap();
     let log = Log::open(&log_dir, 1 << 20).unwrap();
     assert_eq!(log.pending_bytes(), 0, "acknowledged past the bad record");
 }
@@ -437,7 +437,7 @@ async fn a_failed_fsync_writes_the_batch_again_before_acknowledging_it() {
     );
     assert!(rig.metrics.encode().contains("error_type=\"buffer_fsync\"} 1"));
     drop(rig.tx);
-    rig.task.await.unwrap();
+    rig.task.await.unwrap().unwrap();
 }
 
 /// The fsync of the copy written again fails too: the batch stays unacknowledged upstream
@@ -457,7 +457,7 @@ async fn a_batch_whose_fsync_fails_twice_stays_unacknowledged_upstream() {
     rig.tx.send(b).await.unwrap();
     assert!(until(|| up.counts().0 == 1).await, "{:?}", up.counts());
     drop(rig.tx);
-    rig.task.await.unwrap();
+    rig.task.await.unwrap().unwrap();
 }
 
 /// With `fsync = batch` and small segments, a batch fills a segment and the next starts a
@@ -483,7 +483,7 @@ async fn a_failed_fsync_at_a_segment_rotation_is_not_acknowledged() {
         up.counts()
     );
     drop(rig.tx);
-    rig.task.await.unwrap();
+    rig.task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -537,6 +537,7 @@ async fn a_full_buffer_blocks_writes_and_drops_nothing() {
     tokio::time::timeout(Duration::from_secs(20), rig.task)
         .await
         .unwrap()
+        .unwrap()
         .unwrap();
     assert_eq!(rig.sink.got.lock().unwrap().len(), 400);
     let mut got: Vec<String> = rig
@@ -589,7 +590,7 @@ async fn an_undecodable_record_with_a_good_crc_is_dead_lettered_and_skipped() {
         "{rec}"
     );
     drop(rig.tx);
-    rig.task.await.unwrap();
+    rig.task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -618,5 +619,5 @@ async fn with_an_fsync_interval_upstream_acknowledgments_wait_for_the_fsync() {
         "acknowledged after the interval's fsync"
     );
     rig.force.cancel();
-    rig.task.await.unwrap();
+    rig.task.await.unwrap().unwrap();
 }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +21,7 @@ use crate::config::{Config, SinkCommon};
 use crate::deadletter::DeadLetter;
 use crate::encode::Encoder;
 use crate::normalize::{NormalizeOptions, Normalizer};
-use crate::sinks::driver::{RetryPolicy, SinkDriver};
+use crate::sinks::driver::{RetryPolicy, SinkDied, SinkDriver};
 use crate::sinks::{Sink, SinkError};
 use crate::sources::{Source, SourceContext};
 use crate::telemetry::{Health, Metrics, Summary};
@@ -53,8 +54,19 @@ pub enum PipelineError {
     },
     #[error("source {name}: {message}")]
     SourceBuild { name: String, message: String },
-    #[error("{0} source(s) failed: {1}")]
-    SourcesFailed(usize, String),
+    /// A source failed, a sink died, or a batch failed for good: the run stopped early
+    /// (nothing unacknowledged was checkpointed; a restart resumes from there).
+    #[error("{0} failure(s): {1}")]
+    Failed(usize, String),
+}
+
+/// Why a sink task ended with a failure (`None`: it ended normally).
+fn sink_end(res: Result<Result<(), SinkDied>, tokio::task::JoinError>) -> Option<String> {
+    match res {
+        Ok(Ok(())) => None,
+        Ok(Err(died)) => Some(died.to_string()),
+        Err(e) => Some(format!("a sink task panicked: {e}")),
+    }
 }
 
 /// What a finished run reports.
@@ -298,7 +310,7 @@ impl Pipeline {
             let name: Arc<str> = Arc::from(name);
             let acks = AckTracker::new();
             let store = source.checkpoint_store().unwrap_or_else(|| store.clone());
-            trackers.push(acks.clone());
+            trackers.push((name.clone(), acks.clone()));
             committers.spawn(stages::run_committer(
                 name.clone(),
                 acks.clone(),
@@ -327,49 +339,91 @@ impl Pipeline {
         health.set_started();
         tracing::info!(sources = trackers.len(), sinks = sink_tasks.len(), "pipeline running");
 
-        // Wait for the sources to end by themselves or for shutdown.
+        // Wait for the sources to end by themselves or for shutdown. A sink that dies, or a
+        // batch that fails for good (its partition's checkpoint is then held), stops the
+        // run as a failed source does: running on would only pile up what a restart reads
+        // again, and the exit lets an orchestrator restart the forwarder.
         let mut failures = Vec::new();
-        while let Some(res) = source_tasks.join_next().await {
-            match res {
-                Ok((_, Ok(()))) | Ok((_, Err(crate::sources::SourceError::ShuttingDown(_)))) => {}
-                Ok((name, Err(e))) => {
-                    tracing::error!(source = %name, error = %e, "source failed; stopping the pipeline");
-                    metrics.error(&name, "fatal");
-                    failures.push(e.to_string());
-                    source_stop.cancel();
+        let mut stalls: FuturesUnordered<_> = trackers
+            .iter()
+            .map(|(name, t)| {
+                let (name, t) = (name.clone(), t.clone());
+                async move { (name, t.stalled().await) }
+            })
+            .collect();
+        loop {
+            tokio::select! {
+                res = source_tasks.join_next() => match res {
+                    None => break,
+                    Some(Ok((_, Ok(())))) | Some(Ok((_, Err(crate::sources::SourceError::ShuttingDown(_))))) => {}
+                    Some(Ok((name, Err(e)))) => {
+                        tracing::error!(source = %name, error = %e, "source failed; stopping the pipeline");
+                        metrics.error(&name, "fatal");
+                        failures.push(e.to_string());
+                        source_stop.cancel();
+                    }
+                    Some(Err(e)) => {
+                        failures.push(format!("source task panicked: {e}"));
+                        source_stop.cancel();
+                    }
+                },
+                // A sink ends normally only once its input closed (the sources are done
+                // sending): not a failure.
+                Some(res) = sink_tasks.join_next(), if !sink_tasks.is_empty() => {
+                    if let Some(why) = sink_end(res) {
+                        tracing::error!(error = %why, "stopping the pipeline");
+                        failures.push(why);
+                        source_stop.cancel();
+                    }
                 }
-                Err(e) => {
-                    failures.push(format!("source task panicked: {e}"));
+                // Once stopping, a source drops what it had not sent: not a failure.
+                Some((name, partition)) = stalls.next(), if !source_stop.is_cancelled() => {
+                    if source_stop.is_cancelled() {
+                        continue;
+                    }
+                    let why = format!("source {name}, partition {partition}: a batch was not delivered (its checkpoint is held; a restart reads it again)");
+                    tracing::error!(source = %name, %partition, "a batch failed for good; stopping the pipeline");
+                    metrics.error(&name, "batch_failed");
+                    failures.push(why);
                     source_stop.cancel();
                 }
             }
         }
+        drop(stalls);
         tracing::info!("sources ended; draining in-flight events");
 
         // Drain: the channels close stage by stage as each ends.
-        let drain = async {
-            let _ = normalize.await;
-            while sink_tasks.join_next().await.is_some() {}
-        };
-        let timeout = Duration::from_secs(pc.drain_timeout_secs);
-        tokio::pin!(drain);
-        let drained = if shutdown.is_cancelled() {
-            tokio::time::timeout(timeout, &mut drain).await.is_ok()
-        } else {
-            // Finite input: wait for delivery, but still honour a shutdown signal.
-            tokio::select! {
-                _ = &mut drain => true,
-                _ = shutdown.cancelled() => tokio::time::timeout(timeout, &mut drain).await.is_ok(),
+        let mut sink_failures = Vec::new();
+        {
+            let drain = async {
+                let _ = normalize.await;
+                while let Some(res) = sink_tasks.join_next().await {
+                    sink_failures.extend(sink_end(res));
+                }
+            };
+            let timeout = Duration::from_secs(pc.drain_timeout_secs);
+            tokio::pin!(drain);
+            // A failing run is bounded as a shutdown is: a sink that cannot deliver would
+            // otherwise keep a stopped forwarder up for good.
+            let drained = if shutdown.is_cancelled() || !failures.is_empty() {
+                tokio::time::timeout(timeout, &mut drain).await.is_ok()
+            } else {
+                // Finite input: wait for delivery, but still honour a shutdown signal.
+                tokio::select! {
+                    _ = &mut drain => true,
+                    _ = shutdown.cancelled() => tokio::time::timeout(timeout, &mut drain).await.is_ok(),
+                }
+            };
+            if !drained {
+                tracing::warn!(
+                    timeout_secs = pc.drain_timeout_secs,
+                    "drain timeout: giving up on in-flight events; their checkpoints do not move"
+                );
+                force.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(5), &mut drain).await;
             }
-        };
-        if !drained {
-            tracing::warn!(
-                timeout_secs = pc.drain_timeout_secs,
-                "drain timeout: giving up on in-flight events; their checkpoints do not move"
-            );
-            force.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut drain).await;
         }
+        failures.extend(sink_failures);
 
         // Final checkpoint commit of everything acknowledged.
         commit_stop.cancel();
@@ -378,14 +432,14 @@ impl Pipeline {
         if let Some(t) = api_task {
             let _ = t.await;
         }
-        let unacknowledged = trackers.iter().map(|t| t.in_flight() as u64 + t.counts().1).sum();
+        let unacknowledged = trackers.iter().map(|(_, t)| t.in_flight() as u64 + t.counts().1).sum();
         let report = RunReport {
             summary: metrics.summary(),
             unacknowledged_batches: unacknowledged,
             api_address,
         };
         if !failures.is_empty() {
-            return Err(PipelineError::SourcesFailed(failures.len(), failures.join("; ")));
+            return Err(PipelineError::Failed(failures.len(), failures.join("; ")));
         }
         Ok(report)
     }

@@ -214,23 +214,40 @@ pub async fn run_committer(
             _ = stop.cancelled() => true,
             _ = tokio::time::sleep(interval) => false,
         };
-        commit_ready(&source, &acks, &store, &metrics).await;
+        let mut committed = commit_ready(&source, &acks, &store, &metrics).await;
         if stopping {
+            // The last commit: a failed one is tried a few more times, for a moment.
+            for _ in 0..FINAL_COMMIT_RETRIES {
+                if committed {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                committed = commit_ready(&source, &acks, &store, &metrics).await;
+            }
             return;
         }
     }
 }
 
-async fn commit_ready(source: &Arc<str>, acks: &AckTracker, store: &Arc<dyn CheckpointStore>, metrics: &Metrics) {
+/// How many times the last commit at shutdown is tried again after a failure.
+const FINAL_COMMIT_RETRIES: usize = 5;
+
+/// Commits what is ready; false when the commit failed (the values are kept for the next).
+async fn commit_ready(
+    source: &Arc<str>,
+    acks: &AckTracker,
+    store: &Arc<dyn CheckpointStore>,
+    metrics: &Metrics,
+) -> bool {
     let ready = acks.take_ready();
     if ready.is_empty() {
-        return;
+        return true;
     }
     let values: Vec<(CheckpointKey, String)> = ready
-        .into_iter()
+        .iter()
         .map(|r| {
             let (tenant, partition) = split_partition_id(&r.partition);
-            (CheckpointKey::new(source, tenant, partition), r.value)
+            (CheckpointKey::new(source, tenant, partition), r.value.clone())
         })
         .collect();
     let store = store.clone();
@@ -240,11 +257,18 @@ async fn commit_ready(source: &Arc<str>, acks: &AckTracker, store: &Arc<dyn Chec
         Ok(Ok(())) => {
             Metrics::source_count(&metrics.checkpoint_commits, source, 1);
             tracing::debug!(source = %source, partitions = n, "checkpoint committed");
+            true
         }
         Ok(Err(e)) => {
             metrics.error(source, "checkpoint");
-            tracing::error!(source = %source, error = %e, "checkpoint commit failed; will retry with the next acknowledgments");
+            tracing::error!(source = %source, error = %e, "checkpoint commit failed; retrying at the next commit");
+            acks.restore_ready(ready);
+            false
         }
-        Err(e) => tracing::error!(source = %source, error = %e, "checkpoint commit task failed"),
+        Err(e) => {
+            tracing::error!(source = %source, error = %e, "checkpoint commit task failed; retrying at the next commit");
+            acks.restore_ready(ready);
+            false
+        }
     }
 }

@@ -51,6 +51,16 @@ pub struct SinkDriver {
     pub force: CancellationToken,
 }
 
+/// A sink's driver ended before its input did: a delivery or acknowledgment task panicked.
+/// What it held stays unacknowledged; the pipeline stops (and a restart resumes from the
+/// last checkpoint) rather than run on with a sink that no longer sends.
+#[derive(Debug, thiserror::Error)]
+#[error("sink {sink}: {reason}")]
+pub struct SinkDied {
+    pub sink: Arc<str>,
+    pub reason: String,
+}
+
 /// What every delivery of one sink shares.
 struct Shared {
     name: Arc<str>,
@@ -62,7 +72,9 @@ struct Shared {
 }
 
 impl SinkDriver {
-    pub async fn run(self, mut rx: mpsc::Receiver<Batch>) {
+    /// Runs until the input is closed and everything settled, or the force token fires;
+    /// `Err` when a task of the sink died (see [`SinkDied`]).
+    pub async fn run(self, mut rx: mpsc::Receiver<Batch>) -> Result<(), SinkDied> {
         let span = tracing::info_span!("sink", sink = %self.name);
         let SinkDriver {
             name,
@@ -176,6 +188,18 @@ impl SinkDriver {
                     shared.metrics.error(&shared.name, e.kind());
                 }
             }
+            match flight.died {
+                None => Ok(()),
+                Some(reason) => {
+                    tracing::error!(%reason, "sink died; stopping the pipeline (its events stay unacknowledged)");
+                    shared.metrics.error(&shared.name, "sink_died");
+                    shared.health.sink_failing(&shared.name, &reason);
+                    Err(SinkDied {
+                        sink: shared.name.clone(),
+                        reason,
+                    })
+                }
+            }
         }
         .instrument(span)
         .await
@@ -203,6 +227,8 @@ struct InFlight {
     /// Of the unsettled, the ones sent again (already written in their order).
     resent: BTreeSet<u64>,
     again: BTreeMap<u64, Batch>,
+    /// Why a task of the sink died (then the driver stops).
+    died: Option<String>,
 }
 
 impl InFlight {
@@ -221,7 +247,7 @@ impl InFlight {
         let (sink, n, sent) = match r {
             Ok(x) => x,
             Err(e) => {
-                tracing::error!(error = %e, "sink delivery task failed");
+                self.died = Some(format!("a delivery task failed: {e}"));
                 return false;
             }
         };
@@ -253,7 +279,7 @@ impl InFlight {
                 true
             }
             Err(e) => {
-                tracing::error!(error = %e, "sink acknowledgment task failed");
+                self.died = Some(format!("an acknowledgment task failed: {e}"));
                 false
             }
         }

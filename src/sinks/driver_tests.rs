@@ -171,6 +171,7 @@ async fn written_batches_settle_later_and_a_failed_one_is_sent_again_first() {
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
         .unwrap()
+        .unwrap()
         .unwrap();
 }
 
