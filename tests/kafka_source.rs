@@ -170,3 +170,84 @@ fn two_replicas_share_partitions_and_a_stopped_one_hands_over_without_loss() {
         "duplicates {dups} beyond the in-flight window of the stopped replica"
     );
 }
+
+/// A quiet topic read beside a busy one: its events are sent within a moment, not when the
+/// busy topic pauses (a partial batch is sent at most 50 ms after its first event).
+#[test]
+fn a_quiet_topic_beside_a_busy_one_is_not_held_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("busy", 1);
+    broker.create_topic("quiet", 1);
+    let out = dir.path().join("out.ndjson");
+    let fwd_dir = dir.path().join("a");
+    std::fs::create_dir_all(&fwd_dir).unwrap();
+    let text = format!(
+        r#"
+data_dir = "{data}"
+[api]
+enabled = false
+[pipeline]
+batch_max_events = 1000
+checkpoint_interval_ms = 50
+drain_timeout_secs = 10
+[sources.eh]
+type = "kafka"
+bootstrap_servers = "{bootstrap}"
+topics = ["busy", "quiet"]
+group_id = "forwarders"
+librdkafka_options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000", "fetch.wait.max.ms" = "10" }}
+[sinks.out]
+type = "file"
+path = "{output}"
+encoding = "raw"
+"#,
+        data = fwd_dir.join("data").display(),
+        bootstrap = broker.bootstrap(),
+        output = out.display(),
+    );
+    let mut fwd = Forwarder::write(&fwd_dir, &text);
+    fwd.spawn();
+    produce_bodies(&broker.bootstrap(), "quiet", 1_000_000, 1, 1);
+    assert!(
+        wait_until(Duration::from_secs(60), || lines(&out) >= 1),
+        "the group is joined: {}",
+        fwd.log_text()
+    );
+    // The busy topic: a steady stream, one record per message, for 10 s.
+    let bootstrap = broker.bootstrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let producer: BaseProducer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("linger.ms", "1")
+                .create()
+                .unwrap();
+            let started = std::time::Instant::now();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < Duration::from_secs(10) {
+                let body = format!("{{\"records\":[{}]}}", signin_record(&format!("evt-{n}"), 0));
+                if producer.send(BaseRecord::<(), _>::to("busy").payload(&body)).is_ok() {
+                    n += 1;
+                }
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            producer.flush(Duration::from_secs(30)).unwrap();
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = std::time::Instant::now();
+    produce_bodies(&broker.bootstrap(), "quiet", 2_000_000, 1, 1);
+    let arrived = wait_until(Duration::from_secs(30), || count_ids(&out).contains_key(&2_000_000));
+    let took = sent.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.join().unwrap();
+    fwd.terminate();
+    assert!(fwd.wait().unwrap().success());
+    assert!(arrived, "the quiet topic's event arrived");
+    assert!(lines(&out) > 100, "the busy topic was read meanwhile: {}", lines(&out));
+    assert!(took < Duration::from_secs(3), "the quiet topic's event took {took:?}");
+}

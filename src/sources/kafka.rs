@@ -66,6 +66,36 @@ pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn 
             "expected `earliest` or `latest`",
         ));
     }
+    // Properties that keep offsets behind the sinks' acknowledgments, or that the typed
+    // keys set: librdkafka's automatic commit would commit what no sink has yet.
+    for (key, instead) in [
+        (
+            "enable.auto.commit",
+            "offsets are committed after the sinks acknowledge",
+        ),
+        (
+            "enable.auto.offset.store",
+            "offsets are stored after the sinks acknowledge",
+        ),
+        ("group.id", "use `group_id`"),
+        ("auto.offset.reset", "use `start`"),
+    ] {
+        if c.librdkafka_options.contains_key(key) {
+            return Err(ConfigIssue::new(
+                format!("{prefix}.librdkafka_options.{key}"),
+                format!("not allowed here: {instead}"),
+            ));
+        }
+    }
+    for key in ["sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret"] {
+        if c.librdkafka_options.get(key).is_some_and(|v| !v.is_empty()) {
+            tracing::warn!(
+                source = prefix,
+                key,
+                "a secret in librdkafka_options; prefer sasl_password with ${{ENV}}"
+            );
+        }
+    }
     Ok(Box::new(c))
 }
 
@@ -114,6 +144,9 @@ struct KafkaSource {
     consumer: Arc<StreamConsumer>,
     format: InputFormat,
 }
+
+/// The longest an event waits in a partial batch before it is sent.
+const BATCH_MAX_AGE: Duration = Duration::from_millis(50);
 
 /// Offsets live in the consumer group: a commit there is what lets another replica resume.
 struct GroupOffsets {
@@ -172,17 +205,25 @@ impl Source for KafkaSource {
 
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         let mut builders: HashMap<(String, i32), BatchBuilder> = HashMap::new();
+        // When the oldest event not yet sent was read: every partial batch is sent at the
+        // latest BATCH_MAX_AGE after it, so a quiet partition's events do not wait for a
+        // pause across all partitions (which a busy topic beside it never makes).
+        let mut oldest: Option<tokio::time::Instant> = None;
         loop {
+            let wait = oldest.map_or(BATCH_MAX_AGE, |t| BATCH_MAX_AGE.saturating_sub(t.elapsed()));
             let next = tokio::select! {
                 _ = ctx.shutdown.cancelled() => break,
-                m = tokio::time::timeout(Duration::from_millis(50), self.consumer.recv()) => m,
+                m = tokio::time::timeout(wait, self.consumer.recv()) => m,
             };
+            let due = oldest.is_some_and(|t| t.elapsed() >= BATCH_MAX_AGE);
             match next {
-                // Quiet for a moment: send what was collected.
+                // Quiet for a moment, or the oldest partial batch is due: send them all.
                 Err(_) => {
                     for b in builders.values_mut().filter(|b| !b.is_empty() || b.has_checkpoint()) {
                         ctx.send(b.take(&ctx.acks)).await?;
                     }
+                    oldest = None;
+                    continue;
                 }
                 Ok(Err(e)) => {
                     ctx.metrics.error(&ctx.name, "kafka_consume");
@@ -216,12 +257,48 @@ impl Source for KafkaSource {
                     if b.is_full() {
                         ctx.send(b.take(&ctx.acks)).await?;
                     }
+                    oldest.get_or_insert_with(tokio::time::Instant::now);
                 }
+            }
+            if due {
+                for b in builders.values_mut().filter(|b| !b.is_empty() || b.has_checkpoint()) {
+                    ctx.send(b.take(&ctx.acks)).await?;
+                }
+                oldest = None;
             }
         }
         for b in builders.values_mut().filter(|b| !b.is_empty()) {
             let _ = ctx.send(b.take(&ctx.acks)).await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(s: &str) -> toml::Value {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn options_that_would_commit_before_the_sinks_acknowledge_are_refused() {
+        let base = "bootstrap_servers = \"b:9093\"\ntopics = [\"t\"]\n";
+        assert!(factory("k", table(base), "sources.k").is_ok());
+        for key in [
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "group.id",
+            "auto.offset.reset",
+        ] {
+            let t = table(&format!("{base}librdkafka_options = {{ \"{key}\" = \"true\" }}\n"));
+            let e = factory("k", t, "sources.k").unwrap_err();
+            assert_eq!(e.path, format!("sources.k.librdkafka_options.{key}"));
+        }
+        let t = table(&format!(
+            "{base}librdkafka_options = {{ \"fetch.wait.max.ms\" = \"100\" }}\n"
+        ));
+        assert!(factory("k", t, "sources.k").is_ok());
     }
 }
