@@ -479,6 +479,63 @@ async fn expand_failures_fall_back_to_alerts_per_incident() {
     );
 }
 
+/// The fallback ends in the middle of a walk begun without `$expand` (its nextLinks stay
+/// unexpanded): the later pages' incidents still get their alerts from `alerts_v2`, so
+/// no incident is sent as changed to "no alerts" and every alert comes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_that_ends_mid_walk_still_reads_every_alert() {
+    let emu = Emulator::start().await;
+    emu.add_tenant(TA, "client-a", "secret-a", incidents());
+    emu.with_tenant(TA, |d| d.expand_failures = 3);
+    let dir = tempfile::tempdir().unwrap();
+    // One incident per page, two requests a second: the walk lasts well past the fallback's
+    // one second.
+    let cfg = config(
+        &emu,
+        dir.path(),
+        "graph_incidents",
+        "max_retries = 2\npage_size = 1\nexpand_fallback_secs = 1\nrequests_per_minute = 120\nburst = 1",
+        &secret_tenant(TA, "client-a", "secret-a"),
+    );
+    let run = start(cfg, open_store(dir.path()), usize::MAX);
+    let expanded = |emu: &Emulator| {
+        emu.requests(TA)
+            .iter()
+            .filter(|r| r.path == "/beta/security/incidents" && r.query.starts_with("$expand") && r.status == 200)
+            .count()
+    };
+    // A later poll with `$expand` back, walked to its end.
+    wait_until("events and a poll with $expand back", Duration::from_secs(40), || {
+        run.count() >= 11 && expanded(&emu) >= 2
+    })
+    .await;
+    let got = run.got();
+    run.finish().await;
+
+    let reqs = emu.requests(TA);
+    let walk_end = reqs
+        .iter()
+        .position(|r| r.path == "/beta/security/incidents" && r.query.starts_with("$expand") && r.status == 200)
+        .unwrap_or_else(|| {
+            panic!(
+                "expansion came back: {:?}",
+                reqs.iter()
+                    .map(|r| (r.path.clone(), r.query.clone(), r.status))
+                    .collect::<Vec<_>>()
+            )
+        });
+    let alerts_v2 = |rs: &[graph_emulator::Logged]| rs.iter().filter(|r| r.path == "/beta/security/alerts_v2").count();
+    assert_eq!(
+        alerts_v2(&reqs[..walk_end]),
+        5,
+        "every incident of the first walk got its alerts"
+    );
+    assert_eq!(ids_of(&got, EventKind::Incident).len(), 5);
+    assert_eq!(ids_of(&got, EventKind::Alert).len(), 6);
+    assert!(tally(&got).values().all(|&n| n == 1), "{:?}", tally(&got));
+    assert!(got.iter().all(|g| g.change.as_deref() == Some("created")));
+}
+
 /// An incident open for longer than the state retention (30 days): its alerts were last
 /// updated before the retention, but they come with every change of the incident. A new
 /// alert on it is one `created` alert and the incident `updated`; the old alerts are not

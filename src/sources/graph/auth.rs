@@ -466,9 +466,17 @@ mod tests {
                 URL_SAFE_NO_PAD.encode([7u8; 32])
             )
         };
-        let t = jwt(r#"{"aud":"https://graph.microsoft.com","tid":"72F988BF-86F1-41AF-91AB-2D7CD011DB47","roles":["x"]}"#);
-        assert_eq!(token_tenant(&t).as_deref(), Some("72f988bf-86f1-41af-91ab-2d7cd011db47"));
-        assert_eq!(token_tenant(&jwt(r#"{"tid":"contoso.onmicrosoft.com"}"#)), None, "not a GUID");
+        let t =
+            jwt(r#"{"aud":"https://graph.microsoft.com","tid":"72F988BF-86F1-41AF-91AB-2D7CD011DB47","roles":["x"]}"#);
+        assert_eq!(
+            token_tenant(&t).as_deref(),
+            Some("72f988bf-86f1-41af-91ab-2d7cd011db47")
+        );
+        assert_eq!(
+            token_tenant(&jwt(r#"{"tid":"contoso.onmicrosoft.com"}"#)),
+            None,
+            "not a GUID"
+        );
         assert_eq!(token_tenant(&jwt(r#"{"oid":"x"}"#)), None);
         assert_eq!(token_tenant("opaque-token"), None);
         assert_eq!(token_tenant(&format!("{t}.extra")), None, "a JWE has five parts");

@@ -80,6 +80,15 @@ impl Resource {
         }
     }
 
+    /// Requests at once: Identity Protection allows one per second per tenant, shared by
+    /// every app of the tenant, so never a burst there.
+    fn default_burst(self, rpm: u32) -> u32 {
+        match self {
+            Resource::Incidents => rpm.min(10),
+            _ => 1,
+        }
+    }
+
     fn default_page_size(self) -> Option<u32> {
         match self {
             Resource::Incidents => Some(50),
@@ -178,6 +187,8 @@ struct RawConfig {
     state_retention_days: u32,
     #[serde(default = "default_max_tracked")]
     max_tracked_items: usize,
+    #[serde(default = "default_expand_fallback")]
+    expand_fallback_secs: u64,
     #[serde(default)]
     ca_file: Option<PathBuf>,
     #[serde(default)]
@@ -214,6 +225,9 @@ fn default_retention() -> u32 {
 fn default_max_tracked() -> usize {
     100_000
 }
+fn default_expand_fallback() -> u64 {
+    3600
+}
 
 /// A validated Graph source configuration.
 #[derive(Clone, Debug)]
@@ -236,6 +250,8 @@ pub struct GraphConfig {
     pub retry: client::RetryPolicy,
     pub state_retention_days: u32,
     pub max_tracked_items: usize,
+    /// How long incidents are listed without `$expand=alerts` once it kept failing.
+    pub expand_fallback: Duration,
     pub ca_file: Option<PathBuf>,
     pub filters: NoiseFilters,
     /// Set by `m365-forwarder backfill`: read this window once instead of polling.
@@ -509,7 +525,7 @@ fn factory(
         initial_lookback_days: raw.initial_lookback_days,
         start_time,
         requests_per_minute: rpm,
-        burst: raw.burst.unwrap_or(rpm.min(10)),
+        burst: raw.burst.unwrap_or(resource.default_burst(rpm)),
         page_size,
         request_timeout: Duration::from_secs(raw.request_timeout_secs),
         retry: client::RetryPolicy {
@@ -519,6 +535,7 @@ fn factory(
         },
         state_retention_days: raw.state_retention_days,
         max_tracked_items: raw.max_tracked_items.max(1),
+        expand_fallback: Duration::from_secs(raw.expand_fallback_secs.max(1)),
         ca_file: raw.ca_file,
         filters: raw.filters,
         backfill: None,

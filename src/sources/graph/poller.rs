@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -196,9 +196,6 @@ pub(super) struct Poller<'a> {
     pub(super) expand_off_until: Option<Instant>,
 }
 
-/// How long the poller lists incidents without `$expand` before trying it again.
-const EXPAND_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
 /// What a poll does with a window it could not read whole.
 const POLL_REDO: &str = "the watermark is held and the same window is read again next poll";
 
@@ -245,6 +242,9 @@ impl Poller<'_> {
         };
         let c = self.config;
         for inc in incidents.iter_mut() {
+            if inc.get("alerts").is_some_and(|a| a.is_array()) {
+                continue;
+            }
             let Some(id) = inc.get("id").and_then(|v| v.as_str()).map(str::to_string) else {
                 continue;
             };
@@ -257,6 +257,7 @@ impl Poller<'_> {
                 c.graph_host, c.api_version
             );
             let mut alerts = Vec::new();
+            let mut links = HashSet::new();
             loop {
                 let p = self.client.get(&url).await?;
                 *partial |= p.partial.is_some();
@@ -266,8 +267,8 @@ impl Poller<'_> {
                 })?;
                 alerts.extend(v["value"].as_array().cloned().unwrap_or_default());
                 match v["@odata.nextLink"].as_str() {
-                    Some(next) if next != url => url = next.to_string(),
-                    _ => break,
+                    Some(next) => url = follow(&mut links, next.to_string(), "incident's alerts").map_err(|e| *e)?,
+                    None => break,
                 }
             }
             inc["alerts"] = serde_json::Value::Array(alerts);
@@ -293,7 +294,7 @@ impl Poller<'_> {
     }
 
     /// GET one list page at `url` (a poll's or a backfill chunk's). When `$expand=alerts`
-    /// keeps failing with 500, expansion is off for [`EXPAND_RETRY_AFTER`] and the walk starts
+    /// keeps failing with 500, expansion is off for `expand_fallback_secs` and the walk starts
     /// again at `restart` (its links forgotten); while it is off, each incident's alerts come
     /// from `alerts_v2`. A 206 sets `partial`: what came is forwarded, and `redo` says what
     /// happens to the walk's progress.
@@ -312,14 +313,17 @@ impl Poller<'_> {
                 {
                     tracing::warn!(tenant = %self.tenant, "$expand=alerts keeps failing with 500; listing incidents without it and reading their alerts from alerts_v2 for the next hour");
                     self.count(&self.ctx.metrics.graph.poll_errors, "expand_fallback");
-                    self.expand_off_until = Some(Instant::now() + EXPAND_RETRY_AFTER);
+                    self.expand_off_until = Some(Instant::now() + self.config.expand_fallback);
                     *url = restart(self);
                     links.clear();
                 }
                 r => break r?,
             }
         };
-        let page = if self.expand_off() && self.config.resource == Resource::Incidents {
+        // While expansion is off, and on a page that came without it: a walk begun while it
+        // was off follows nextLinks without `$expand` after it is back on.
+        let unexpanded = || memchr::memmem::find(&page.body, b"\"alerts\"").is_none();
+        let page = if self.config.resource == Resource::Incidents && (self.expand_off() || unexpanded()) {
             let body = self.attach_alerts(&page.body, partial).await?;
             Page { body, ..page }
         } else {

@@ -99,7 +99,11 @@ pub fn observe(map: &mut BTreeMap<String, Tracked>, o: &Observed, rule: Rule, se
     map.insert(
         o.id.clone(),
         Tracked {
-            t: o.t,
+            // A time in the future (an upstream clock wrong for a while) is kept as now:
+            // stored as it came, it would make every later version, stamped right again,
+            // look older and be taken for a re-read until that date. (A version read again
+            // is then compared field by field: unchanged, it is not sent.)
+            t: o.t.min(now_us()),
             f: o.fields.clone(),
             s: was_sent || (send && matches!(outcome, Outcome::Changed { .. })),
         },
@@ -267,6 +271,28 @@ mod tests {
         assert_eq!(parse_time("2026-11-27T09:44:11.27"), Some(t));
         assert_eq!(parse_time("2026-11-27T10:44:11.27+01:00"), Some(t));
         assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn a_version_stamped_in_the_future_does_not_hide_the_next_ones() {
+        let mut m = BTreeMap::new();
+        let year = 365 * 24 * 3600 * 1_000_000i64;
+        let now = now_us();
+        let created = observe(&mut m, &obs("1", now + year, "active"), Rule::Finding, true);
+        assert!(matches!(created, Outcome::Changed { ref change_type, .. } if change_type == "created"));
+        assert_eq!(
+            observe(&mut m, &obs("1", now + year, "active"), Rule::Finding, true),
+            Outcome::Unchanged,
+            "the same version read again: nothing to send"
+        );
+        assert_eq!(
+            observe(&mut m, &obs("1", now + 1_000_000, "resolved"), Rule::Finding, true),
+            Outcome::Changed {
+                change_type: "resolved".into(),
+                fields: vec!["status".into()]
+            },
+            "the clock set right: the resolution is seen"
+        );
     }
 
     #[test]
