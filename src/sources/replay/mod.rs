@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
-use tokio::io::AsyncReadExt;
 
 use super::{BatchBuilder, Source, SourceConfig, SourceContext, SourceError};
 use crate::config::{typed, ConfigIssue};
 use crate::decode::{decode_unit, InputFormat};
 
+mod detect;
 mod reader;
 use reader::{BlockingReader, Input};
 
@@ -288,34 +288,6 @@ fn fatal(source: &str, message: String) -> SourceError {
     }
 }
 
-/// Whether a file is one JSON document (a pretty-printed body or page) rather than NDJSON:
-/// its first line is not a complete JSON value on its own.
-async fn is_whole_document(path: &Path) -> std::io::Result<bool> {
-    let mut f = tokio::fs::File::open(path).await?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut len = 0;
-    loop {
-        let n = f.read(&mut buf[len..]).await?;
-        if n == 0 {
-            break;
-        }
-        len += n;
-        if buf[..len].contains(&b'\n') || len == buf.len() {
-            break;
-        }
-    }
-    let first = match buf[..len].iter().position(|&b| b == b'\n') {
-        Some(p) => &buf[..p],
-        None if len < buf.len() => &buf[..len],
-        None => return Ok(true),
-    };
-    if first.starts_with(&[0x1f, 0x8b]) {
-        return Ok(true);
-    }
-    let first = first.trim_ascii();
-    Ok(!first.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(first).is_err())
-}
-
 async fn read_file(ctx: &SourceContext, path: &Path, config: &ReplayConfig) -> Result<(), SourceError> {
     let partition: Arc<str> = Arc::from(path.to_string_lossy().as_ref());
     let key = ctx.checkpoint_key(None, &partition);
@@ -328,7 +300,7 @@ async fn read_file(ctx: &SourceContext, path: &Path, config: &ReplayConfig) -> R
         tracing::warn!(source = %ctx.name, file = %path.display(), resume, len = meta.len(), "file is shorter than its checkpoint (truncated or replaced); reading it from the start");
         start = 0;
     }
-    let whole = is_whole_document(path)
+    let whole = detect::is_whole_document(path)
         .await
         .map_err(|e| fatal(&ctx.name, format!("cannot read {}: {e}", path.display())))?;
     if whole {
