@@ -48,7 +48,7 @@ use super::{EncodeError, EncodeReport, Encoder, EncoderOptions, Format, SplitMod
 use crate::event::{Event, EventKind, EventMeta};
 use crate::normalize::Flat;
 
-/// CEF options (`[sinks.X.encoding.cef]`).
+/// CEF options (`[sinks.X.encoder.cef]`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CefOptions {

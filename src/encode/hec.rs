@@ -34,7 +34,7 @@ pub enum HecPayload {
     Raw,
 }
 
-/// HEC options (`[sinks.X.encoding.hec]`).
+/// HEC options (`[sinks.X.encoder.hec]`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HecOptions {

@@ -116,7 +116,7 @@ pub enum DevTime {
 /// Java SimpleDateFormat of [`DevTime::Formatted`].
 pub const DEV_TIME_FORMAT: &str = "MMM dd yyyy HH:mm:ss.SSS z";
 
-/// LEEF options (`[sinks.X.encoding.leef]`).
+/// LEEF options (`[sinks.X.encoder.leef]`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LeefOptions {

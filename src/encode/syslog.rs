@@ -61,7 +61,7 @@ pub enum TimeSource {
     Received,
 }
 
-/// Syslog options (`[sinks.X.encoding.syslog]`), used by [`SyslogEncoder`].
+/// Syslog options (`[sinks.X.encoder.syslog]`), used by [`SyslogEncoder`].
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyslogOptions {

@@ -27,6 +27,23 @@ pub async fn resolve(addr: &str) -> io::Result<std::net::SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr} resolves to no address")))
 }
 
+/// A TCP connection to the first address of `addr` that accepts one, in the resolver's
+/// order (an IPv6 address first on a receiver listening on IPv4 only, or a name shared by
+/// several collectors with one down, must not keep the sink from the others).
+async fn connect_any(addr: &str) -> io::Result<TcpStream> {
+    let mut last = None;
+    for target in tokio::net::lookup_host(addr).await? {
+        match TcpStream::connect(target).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                tracing::debug!(address = addr, %target, error = %e, "connect failed; trying the next address");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr} resolves to no address"))))
+}
+
 /// A UDP socket connected to the receiver (so ICMP "port unreachable" surfaces as an error).
 pub async fn udp(addr: &str) -> io::Result<UdpSocket> {
     let target = resolve(addr).await?;
@@ -161,8 +178,7 @@ impl Stream {
         timeout: Duration,
     ) -> io::Result<Stream> {
         let fut = async {
-            let target = resolve(addr).await?;
-            let tcp = TcpStream::connect(target).await?;
+            let tcp = connect_any(addr).await?;
             tcp.set_nodelay(true)?;
             let shared = Arc::new(Shared {
                 closed: Closed::default(),

@@ -142,7 +142,18 @@ pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn 
 
 /// The sink's config from its table, checked, with the defaults that depend on the mode.
 fn parse(table: toml::Value, prefix: &str) -> Result<SyslogSinkConfig, ConfigIssue> {
+    let has_tls = table.get("tls").is_some();
     let mut c: SyslogSinkConfig = typed(table, prefix)?;
+    if has_tls && c.mode != Mode::Tls {
+        // Ignoring it would send the events in clear text, to what is likely a TLS port.
+        return Err(ConfigIssue::new(
+            format!("{prefix}.tls"),
+            format!(
+                "TLS settings with mode = \"{}\": set mode = \"tls\" to use them, or remove the table",
+                c.mode.as_str()
+            ),
+        ));
+    }
     if split_address(&c.address).is_none() {
         return Err(ConfigIssue::new(
             format!("{prefix}.address"),

@@ -177,6 +177,14 @@ fn config_defaults_and_checks() {
         e.path == "sinks.s.tls" && e.message.contains("/nonexistent/ca.pem"),
         "{e:?}"
     );
+    // TLS settings without mode = "tls" would be ignored and the events sent in clear text.
+    let e = factory(
+        "s",
+        table("address = \"siem:6514\"\ntls.ca_file = \"/etc/ssl/ca.pem\""),
+        "sinks.s",
+    )
+    .unwrap_err();
+    assert!(e.path == "sinks.s.tls" && e.message.contains("mode = \"tcp\""), "{e:?}");
     assert!(factory("s", table("address = \"h:1\"\nbogus = 1"), "sinks.s").is_err());
     assert_eq!(split_address("[::1]:514"), Some(("[::1]", 514)));
     assert_eq!(split_address("::1:514"), None);

@@ -253,7 +253,10 @@ fn resolve(c: &EventHubSourceConfig, prefix: &str) -> Result<Resolved, ConfigIss
             })?;
             // The key belongs to the connection string's namespace (and, with EntityPath, to
             // that hub only): another name configured beside it could only fail at connect.
-            if let Some(n) = namespace.as_deref().filter(|n| !n.eq_ignore_ascii_case(&parsed.fully_qualified_namespace)) {
+            if let Some(n) = namespace
+                .as_deref()
+                .filter(|n| !n.eq_ignore_ascii_case(&parsed.fully_qualified_namespace))
+            {
                 return Err(ConfigIssue::new(
                     format!("{prefix}.fully_qualified_namespace"),
                     format!(
@@ -442,7 +445,10 @@ mod tests {
         let with = |extra: &str| factory("eh", table(&format!("{cs}{extra}")), "sources.eh");
         assert!(with("event_hub = \"SignIns\"\nfully_qualified_namespace = \"NS1.servicebus.windows.net\"").is_ok());
         let e = with("event_hub = \"audit\"").unwrap_err();
-        assert!(e.path.ends_with(".event_hub") && e.message.contains("EntityPath `signins`"), "{e:?}");
+        assert!(
+            e.path.ends_with(".event_hub") && e.message.contains("EntityPath `signins`"),
+            "{e:?}"
+        );
         let e = with("fully_qualified_namespace = \"ns2.servicebus.windows.net\"").unwrap_err();
         assert!(e.path.ends_with(".fully_qualified_namespace"), "{e:?}");
         // A namespace-wide key (no EntityPath) opens any hub of the namespace.
