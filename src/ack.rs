@@ -252,6 +252,15 @@ impl AckTracker {
         }
     }
 
+    /// The partition of the first batch that failed for good, if one did.
+    pub fn first_stalled(&self) -> Option<Arc<str>> {
+        if !self.shared.stalled.is_cancelled() {
+            return None;
+        }
+        let st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.first_stalled.clone()
+    }
+
     /// Resolves, with the partition's name, once a batch failed for good (no sink or
     /// dead-letter file took it): its partition's checkpoint is held until a restart, so
     /// running on would only pile up what a restart reads again.

@@ -124,7 +124,18 @@ impl DiskBuffer {
         let reader = tokio::spawn(read_loop(self.shared.clone(), dtx, acks.clone()).instrument(span.clone()));
         let stop = CancellationToken::new();
         let acker = tokio::spawn(ack_loop(self.shared.clone(), acks, stop.clone()).instrument(span));
-        let ended = driver.run(drx).await;
+        let force = driver.force.clone();
+        let name = driver.name.clone();
+        let mut ended = driver.run(drx).await;
+        // The driver's input ends normally only after the writer's (the reader drains the
+        // log, then stops): ended before, the reader died, and the writer would fill the
+        // buffer for nobody.
+        if ended.is_ok() && !self.shared.writer_done.is_cancelled() && !force.is_cancelled() {
+            ended = Err(SinkDied {
+                sink: name,
+                reason: "the disk buffer's reader stopped".into(),
+            });
+        }
         if ended.is_err() {
             writer_stop.cancel();
         }

@@ -424,6 +424,19 @@ impl Pipeline {
             }
         }
         failures.extend(sink_failures);
+        // A batch that failed for good while the last ones were delivered (finite input):
+        // the run did not complete. (Not after a shutdown or a forced drain: sources and
+        // sinks then let go of what they had not sent.)
+        if failures.is_empty() && !shutdown.is_cancelled() && !force.is_cancelled() {
+            for (name, t) in &trackers {
+                if let Some(partition) = t.first_stalled() {
+                    metrics.error(name, "batch_failed");
+                    failures.push(format!(
+                        "source {name}, partition {partition}: a batch was not delivered (its checkpoint is held; a restart reads it again)"
+                    ));
+                }
+            }
+        }
 
         // Final checkpoint commit of everything acknowledged.
         commit_stop.cancel();

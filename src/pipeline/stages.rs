@@ -216,21 +216,22 @@ pub async fn run_committer(
         };
         let mut committed = commit_ready(&source, &acks, &store, &metrics).await;
         if stopping {
-            // The last commit: a failed one is tried a few more times, for a moment.
-            for _ in 0..FINAL_COMMIT_RETRIES {
-                if committed {
-                    break;
-                }
+            // The last commit: a failed one is tried again for a few seconds (bounded as a
+            // whole: a store that blocks must not use up a container's stop grace).
+            let deadline = tokio::time::Instant::now() + FINAL_COMMIT_FOR;
+            while !committed && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                committed = commit_ready(&source, &acks, &store, &metrics).await;
+                committed = tokio::time::timeout_at(deadline, commit_ready(&source, &acks, &store, &metrics))
+                    .await
+                    .unwrap_or(false);
             }
             return;
         }
     }
 }
 
-/// How many times the last commit at shutdown is tried again after a failure.
-const FINAL_COMMIT_RETRIES: usize = 5;
+/// How long the last commit at shutdown is tried again after a failure.
+const FINAL_COMMIT_FOR: Duration = Duration::from_secs(5);
 
 /// Commits what is ready; false when the commit failed (the values are kept for the next).
 async fn commit_ready(
