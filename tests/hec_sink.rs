@@ -332,6 +332,58 @@ async fn retry_after_on_a_busy_reply_is_honoured() {
     );
 }
 
+/// A send split into several requests (`batch.max_events` below the pipeline's batches)
+/// fails part way (503 after two requests were taken): the retry posts only the requests
+/// not taken, so no event is indexed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_fails_part_way_is_resumed_without_posting_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = HecEmulator::start(
+        &[(TOKEN, true)],
+        Script {
+            busy_next: 1,
+            busy_after_accepted: 2,
+            ..Script::default()
+        },
+    )
+    .await;
+    let r = run(
+        dir.path(),
+        200,
+        &sink_toml(
+            &emu.url(),
+            TOKEN,
+            "batch.max_events = 10
+concurrency = 1
+",
+        ),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(r.report.unacknowledged_batches, 0);
+    let log = emu.log();
+    assert_eq!(
+        log.iter().filter(|l| l.status == 503).count(),
+        1,
+        "the failure happened"
+    );
+    let counts = ids(&emu.indexed());
+    let missing: Vec<u64> = (0..200).filter(|i| !counts.contains_key(i)).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    // Splunk indexes what it accepted whether or not its ackId is ever asked about: every
+    // event is in one accepted request only.
+    let mut accepted: HashMap<u64, u32> = HashMap::new();
+    for l in log.iter().filter(|l| l.status == 200) {
+        for id in &l.ids {
+            *accepted.entry(*id).or_insert(0) += 1;
+        }
+    }
+    let twice: Vec<(&u64, &u32)> = accepted.iter().filter(|(_, &c)| c > 1).collect();
+    assert!(twice.is_empty(), "accepted twice: {twice:?}");
+    assert_eq!(accepted.len(), 200);
+}
+
 /// The acknowledgment query answered 503 with `Retry-After: 2`: the next query waits those
 /// 2 s, not the 50 ms poll interval; the events are then acknowledged once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

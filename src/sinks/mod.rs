@@ -189,3 +189,29 @@ pub fn build_config(
 ) -> Result<Box<dyn SinkConfig>, Vec<ConfigIssue>> {
     crate::config::build_component(REGISTRY, "sink", ty, name, table, prefix)
 }
+
+/// Which batch a send was given: its length, where it is, and its first and last events'
+/// positions (the driver sends the same batch again, unmoved, until it is taken).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BatchId {
+    len: usize,
+    at: usize,
+    ends: Option<[EventAt; 2]>,
+}
+
+/// An event's source, partition, offset and index in its unit.
+type EventAt = (Arc<str>, Arc<str>, u64, u32);
+
+impl BatchId {
+    pub fn of(events: &[Event]) -> BatchId {
+        let pos = |e: &Event| {
+            let p = &e.meta.position;
+            (e.meta.source.clone(), p.partition.clone(), p.offset, p.index)
+        };
+        BatchId {
+            len: events.len(),
+            at: events.as_ptr() as usize,
+            ends: events.first().zip(events.last()).map(|(a, b)| [pos(a), pos(b)]),
+        }
+    }
+}

@@ -31,6 +31,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Script {
     /// The next N event requests answer 503 code 9 (server busy).
     pub busy_next: u32,
+    /// `busy_next` starts only once this many requests were accepted.
+    pub busy_after_accepted: u32,
     /// The next N event requests answer 429 code 27 (ACK channel at capacity).
     pub throttle_next: u32,
     /// The 503 and 429 answers above carry `Retry-After` with this many seconds (as a load
@@ -278,7 +280,7 @@ async fn event(State(st): State<Arc<Mutex<Emu>>>, uri: Uri, headers: HeaderMap, 
     let resp = (|| {
         let ack = emu.auth(&headers)?;
         let channel = Emu::channel(&headers, &uri, ack)?;
-        if emu.script.busy_next > 0 {
+        if emu.script.busy_next > 0 && emu.accepted >= emu.script.busy_after_accepted {
             emu.script.busy_next -= 1;
             return Err(wait(reply(503, 9, "Server is busy"), emu.script.retry_after_secs));
         }

@@ -39,14 +39,17 @@ pub struct Registered {
 pub struct AckBook {
     client: HecClient,
     poll: Duration,
+    /// The longest pause a `Retry-After` on the query makes.
+    max_wait: Duration,
     waiting: Mutex<Waiting>,
 }
 
 impl AckBook {
-    pub fn new(client: HecClient, poll: Duration) -> Arc<AckBook> {
+    pub fn new(client: HecClient, poll: Duration, max_wait: Duration) -> Arc<AckBook> {
         Arc::new(AckBook {
             client,
             poll,
+            max_wait,
             waiting: Mutex::new(Waiting::default()),
         })
     }
@@ -116,9 +119,12 @@ impl AckBook {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, pending = ids.len(), "HEC acknowledgment query failed; will ask again");
-                    // Asked to wait: the next query comes no sooner (at most five minutes).
+                    // Asked to wait: the next query comes no sooner (at most a quarter of
+                    // the acknowledgment timeout, and five minutes).
                     if let ClientError::AckWait { retry_after, .. } = e {
-                        let d = retry_after.min(crate::sinks::driver::MAX_RETRY_AFTER);
+                        let d = retry_after
+                            .min(crate::sinks::driver::MAX_RETRY_AFTER)
+                            .min(self.max_wait);
                         tokio::time::sleep(d.saturating_sub(self.poll)).await;
                     }
                 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::tls::TlsOptions;
-use super::{BatchLimits, Rejection, SendReport, Settle, Sink, SinkConfig, SinkContext, SinkError};
+use super::{BatchId, BatchLimits, Rejection, SendReport, Settle, Sink, SinkConfig, SinkContext, SinkError};
 use crate::config::{typed, ConfigIssue, Secret};
 use crate::encode::Encoder;
 use crate::encode::{EncoderOptions, HecEncoder};
@@ -73,7 +73,8 @@ pub struct AckOptions {
     pub enabled: bool,
     /// Delay between `/services/collector/ack` queries. Default 1000 ms.
     pub poll_interval_ms: u64,
-    /// A batch not acknowledged this long after it was sent is sent again. Default 60.
+    /// A batch not acknowledged this long after it was sent is sent again. Default 300 (as
+    /// Vector: at low volume Splunk can take minutes to acknowledge the last batches).
     pub timeout_secs: u64,
     /// Batches (of up to `batch.max_events`) posted and waiting for their acknowledgment at
     /// once; when that many wait, the sink posts nothing more until one is acknowledged.
@@ -87,7 +88,7 @@ impl Default for AckOptions {
         AckOptions {
             enabled: true,
             poll_interval_ms: 1000,
-            timeout_secs: 60,
+            timeout_secs: 300,
             max_pending_batches: 16,
         }
     }
@@ -219,6 +220,10 @@ impl SinkConfig for HecSinkConfig {
             acks: AckBook::new(
                 client.clone(),
                 Duration::from_millis(self.acknowledgements.poll_interval_ms),
+                // A Retry-After on the acknowledgment query is waited out at most a quarter
+                // of the acknowledgment timeout: the batches waiting would time out and be
+                // sent again, though indexed, during a longer pause.
+                Duration::from_secs(self.acknowledgements.timeout_secs) / 4,
             ),
             client,
             encoder: HecEncoder::new(&self.encoder),
@@ -227,6 +232,7 @@ impl SinkConfig for HecSinkConfig {
             healthcheck: self.healthcheck,
             buf: Vec::new(),
             metrics: None,
+            unfinished: None,
         }))
     }
 }
@@ -243,6 +249,20 @@ pub struct HecSink {
     healthcheck: bool,
     buf: Vec<u8>,
     metrics: Option<Arc<Metrics>>,
+    /// What a send that failed part way had done: the driver sends the same batch again,
+    /// and that send posts only what was not taken.
+    unfinished: Option<Unfinished>,
+}
+
+/// A batch's progress when a request failed after others were taken: the events taken
+/// (posted and accepted, or refused and dead-lettered), the ackIds they wait on, the
+/// refusals and bytes so far.
+struct Unfinished {
+    batch: BatchId,
+    done: Vec<bool>,
+    pending: Vec<acks::Registered>,
+    rejected: Vec<Rejection>,
+    bytes: u64,
 }
 
 fn unavailable(kind: &'static str, message: String) -> SinkError {
@@ -335,11 +355,19 @@ impl Sink for HecSink {
     }
 
     async fn send(&mut self, events: &[Event]) -> Result<SendReport, SinkError> {
+        // The same batch again after a failure part way: only what was not taken goes.
+        let id = BatchId::of(events);
+        let (mut done, mut pending, mut rejected, mut bytes) = match self.unfinished.take().filter(|u| u.batch == id) {
+            Some(u) => (u.done, u.pending, u.rejected, u.bytes),
+            None => (vec![false; events.len()], Vec::new(), Vec::new(), 0u64),
+        };
         // Encode every event once (unless the pipeline did); requests are built from the spans.
         self.buf.clear();
         let mut spans: Vec<(usize, Piece)> = Vec::with_capacity(events.len());
-        let mut rejected = Vec::new();
         for (index, e) in events.iter().enumerate() {
+            if done[index] {
+                continue;
+            }
             if let Some(enc) = &e.encoded {
                 spans.push((index, Piece::Ahead(enc.data.clone())));
                 continue;
@@ -347,16 +375,18 @@ impl Sink for HecSink {
             let start = self.buf.len();
             match self.encoder.encode(e, &mut self.buf) {
                 Ok(_) => spans.push((index, Piece::Buf(start..self.buf.len()))),
-                Err(err) => rejected.push(Rejection {
-                    index,
-                    reason: err.reason(),
-                    detail: err.to_string(),
-                }),
+                Err(err) => {
+                    done[index] = true;
+                    rejected.push(Rejection {
+                        index,
+                        reason: err.reason(),
+                        detail: err.to_string(),
+                    })
+                }
             }
         }
         let mut queue = self.requests(&spans);
-        let mut pending: Vec<acks::Registered> = Vec::new();
-        let mut bytes = 0u64;
+        let mut failed = None;
         while let Some(req) = queue.pop_front() {
             let body = self.body(&spans, &req);
             let body_len: usize = body.iter().map(|p| p.len() + 1).sum();
@@ -364,28 +394,37 @@ impl Sink for HecSink {
                 Ok(r) => r,
                 Err(e) => {
                     self.count_request("error");
-                    return Err(unavailable("hec_unavailable", e.to_string()));
+                    failed = Some(unavailable("hec_unavailable", e.to_string()));
+                    break;
                 }
             };
             self.count_request(&reply.status.to_string());
             match classify(&reply) {
                 Outcome::Accepted { ack_id } => {
                     bytes += body_len as u64;
+                    for &k in &req {
+                        done[spans[k].0] = true;
+                    }
                     if let Some(ack_id) = ack_id.filter(|_| self.ack.enabled) {
                         pending.push(self.acks.register(ack_id));
                     }
                 }
                 Outcome::Retry(message, Some(retry_after)) => {
-                    return Err(SinkError::Throttled {
+                    failed = Some(SinkError::Throttled {
                         kind: "hec_unavailable",
                         message,
                         retry_after,
-                    })
+                    });
+                    break;
                 }
-                Outcome::Retry(m, None) => return Err(unavailable("hec_unavailable", m)),
+                Outcome::Retry(m, None) => {
+                    failed = Some(unavailable("hec_unavailable", m));
+                    break;
+                }
                 Outcome::Config(m) => {
                     tracing::error!(reply = %m, "HEC did not take the request: check the endpoint, token, index and channel settings");
-                    return Err(unavailable("hec_config", m));
+                    failed = Some(unavailable("hec_config", m));
+                    break;
                 }
                 Outcome::Data {
                     code,
@@ -406,6 +445,7 @@ impl Sink for HecSink {
                                 let code = code.map_or_else(|| reply.status.to_string(), |c| c.to_string());
                                 Metrics::sink_code(&m.sink_rejected, &self.name, &code, 1);
                             }
+                            done[index] = true;
                             rejected.push(Rejection { index, reason, detail });
                             let rest: Vec<usize> = req
                                 .iter()
@@ -426,6 +466,17 @@ impl Sink for HecSink {
                     }
                 }
             }
+        }
+        if let Some(e) = failed {
+            // Kept for the retry of this batch (the driver sends it again, unmoved).
+            self.unfinished = Some(Unfinished {
+                batch: id,
+                done,
+                pending,
+                rejected,
+                bytes,
+            });
+            return Err(e);
         }
         let settle = (!pending.is_empty()).then(|| self.settle(pending));
         Ok(SendReport {

@@ -14,7 +14,7 @@ use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 use tokio::sync::Notify;
 
 use crate::event::Event;
-use crate::sinks::Rejection;
+use crate::sinks::{BatchId, Rejection};
 
 /// The sink's producer: its context is the report table.
 pub(super) type KafkaProducer = ThreadedProducer<Reports>;
@@ -38,32 +38,6 @@ pub(super) struct Unfinished {
     pub pending: Vec<usize>,
     pub rejected: Vec<Rejection>,
     pub bytes: u64,
-}
-
-/// Which batch a send was given: its length, where it is, and its first and last events'
-/// positions (the driver sends the same batch again, unmoved, until it is taken).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct BatchId {
-    len: usize,
-    at: usize,
-    ends: Option<[EventAt; 2]>,
-}
-
-/// An event's source, partition, offset and index in its unit.
-type EventAt = (Arc<str>, Arc<str>, u64, u32);
-
-impl BatchId {
-    pub fn of(events: &[Event]) -> BatchId {
-        let pos = |e: &Event| {
-            let p = &e.meta.position;
-            (e.meta.source.clone(), p.partition.clone(), p.offset, p.index)
-        };
-        BatchId {
-            len: events.len(),
-            at: events.as_ptr() as usize,
-            ends: events.first().zip(events.last()).map(|(a, b)| [pos(a), pos(b)]),
-        }
-    }
 }
 
 impl Unfinished {
