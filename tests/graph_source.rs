@@ -426,6 +426,46 @@ async fn e2_throttle_storm_never_sends_early_and_forwards_everything() {
     );
 }
 
+/// Every poll comes back partial (a provider failing for good): the watermark is held for
+/// `max_watermark_hold_secs`, then moves on, so the window and its requests stop growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watermark_held_by_partial_polls_moves_on_after_the_hold_limit() {
+    let emu = emulator_with_samples().await;
+    for _ in 0..200 {
+        emu.push_fault(
+            TA,
+            Fault::Partial {
+                hide: vec!["3109".into()],
+                warning: r#"199 - "Microsoft/MDO/503/1""#.into(),
+            },
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let cfg = incidents_config(&emu, dir.path(), "max_watermark_hold_secs = 1");
+    let run = start(cfg, store.clone(), usize::MAX);
+    let moved = |emu: &Emulator| {
+        emu.requests(TA)
+            .iter()
+            .any(|r| r.filter.as_deref() == Some("lastUpdateDateTime ge 2026-11-27T09:39:11Z"))
+    };
+    wait_until("the watermark moved", SECS, || moved(&emu)).await;
+    let expired = run.metric("graph_poll_errors", &["graph", TA, "watermark_hold_expired"]);
+    run.finish().await;
+
+    let reqs = emu.requests(TA);
+    assert!(reqs.iter().all(|r| r.status == 206), "every poll was partial");
+    let first_moved = reqs
+        .iter()
+        .position(|r| r.filter.as_deref() != reqs[0].filter.as_deref())
+        .unwrap();
+    assert!(
+        reqs[first_moved].at - reqs[0].at >= Duration::from_secs(1),
+        "held for the limit first"
+    );
+    assert!(expired >= 1.0);
+}
+
 /// (f) A 206 page misses incident 3109: what came is forwarded, the watermark is held (the
 /// next poll asks for the same window), 3109 arrives on that poll, and only then does the
 /// watermark move.

@@ -536,6 +536,51 @@ async fn a_fallback_that_ends_mid_walk_still_reads_every_alert() {
     assert!(got.iter().all(|g| g.change.as_deref() == Some("created")));
 }
 
+/// An update Graph lists later than the overlap allows (its time an hour behind the
+/// watermark when it first shows): the polls pass it, the deep re-scan finds it and sends
+/// it once; what was already sent is not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deep_rescan_finds_an_update_listed_late_and_sends_nothing_twice() {
+    let emu = Emulator::start().await;
+    let list = incidents();
+    emu.add_tenant(TA, "client-a", "secret-a", list.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &emu,
+        dir.path(),
+        "graph_incidents",
+        "rescan_interval_secs = 2",
+        &secret_tenant(TA, "client-a", "secret-a"),
+    );
+    let run = start(cfg, open_store(dir.path()), usize::MAX);
+    wait_until("the first poll", SECS, || run.count() >= 11).await;
+    // Incident 3106 resolved at 08:44, an hour before the newest time read (09:44, the
+    // watermark): listed only now, long past the 5-minute overlap.
+    let mut late = list.iter().find(|i| i["id"] == "3106").unwrap().clone();
+    late["status"] = json!("resolved");
+    late["lastUpdateDateTime"] = json!("2026-11-27T08:44:11.27Z");
+    emu.upsert_incident(TA, late);
+    wait_until("the re-scan's find", SECS, || run.count() >= 12).await;
+    let polls = cycles(&emu, TA);
+    wait_until("two more polls", SECS, || cycles(&emu, TA) >= polls + 2).await;
+    let got = run.got();
+    let found = run.metric("graph_rescan_found", &["graph", TA]);
+    let rescans = run.metric("graph_rescans", &["graph", TA]);
+    run.finish().await;
+
+    assert_eq!(got.len(), 12, "{:?}", tally(&got));
+    let e = &got[11];
+    assert_eq!((e.id.as_str(), e.change.as_deref()), ("3106", Some("resolved")));
+    assert_eq!(found, 1.0);
+    assert!(rescans >= 1.0);
+    let reqs = emu.requests(TA);
+    assert!(
+        reqs.iter().any(|r| r.query.contains("ge%202026-11-26T09:44:11Z")),
+        "a poll read 24 h behind the watermark"
+    );
+    assert!(reqs[0].query.contains("ge%202026-11-19T23:55:00Z"), "{}", reqs[0].query);
+}
+
 /// An incident open for longer than the state retention (30 days): its alerts were last
 /// updated before the retention, but they come with every change of the incident. A new
 /// alert on it is one `created` alert and the incident `updated`; the old alerts are not

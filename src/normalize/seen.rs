@@ -91,9 +91,11 @@ impl SeenCache {
     }
 }
 
-/// OCSF finding activity: 3 Close when the source state is closed; else the Graph poller's
-/// change type when given (`created`/`new` → 1 Create, anything else → 2 Update); else the
-/// first-seen cache (1 Create / 2 Update).
+/// OCSF finding activity. With the Graph poller's change type: `created`/`new` → 1 Create;
+/// a change that closed it (the change type names the new state: `resolved`, `redirected`,
+/// `remediated`, `dismissed`, ...) → 3 Close; anything else → 2 Update, a later change of
+/// an already closed finding included. Without one (Event Hub records, which carry the
+/// whole state): 3 Close when closed, else the first-seen cache (1 Create / 2 Update).
 pub(crate) fn finding_activity(
     seen: &SeenCache,
     key: u128,
@@ -103,15 +105,17 @@ pub(crate) fn finding_activity(
     severity: Option<u8>,
 ) -> u8 {
     let s = seen.observe(key, version_ms, severity);
-    if closed {
-        return 3;
-    }
     if let Some(ct) = change_type {
         return if ct.eq_ignore_ascii_case("created") || ct.eq_ignore_ascii_case("new") {
             1
+        } else if closed && !ct.eq_ignore_ascii_case("updated") {
+            3
         } else {
             2
         };
+    }
+    if closed {
+        return 3;
     }
     match s {
         Seen::First => 1,
@@ -143,6 +147,11 @@ mod tests {
         let k2 = finding_key("graph.alert", "t", "b");
         assert_eq!(finding_activity(&c, k2, 1, false, Some("status_changed"), None), 2);
         assert_eq!(finding_activity(&c, k2, 2, false, Some("created"), None), 1);
+        // Closed by this change, then changed again while closed.
+        let k3 = finding_key("graph.incident", "t", "3108");
+        assert_eq!(finding_activity(&c, k3, 1, true, Some("resolved"), None), 3);
+        assert_eq!(finding_activity(&c, k3, 2, true, Some("updated"), None), 2);
+        assert_eq!(finding_activity(&c, k3, 3, true, Some("redirected"), None), 3);
     }
 
     #[test]

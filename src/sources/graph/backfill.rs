@@ -270,6 +270,9 @@ pub(super) async fn run_tenant(
         offset: 0,
         registered: None,
         expand_off_until: None,
+        rescan_at: None,
+        rescan_floor: None,
+        held_since: None,
     };
     while !st.complete {
         let from = st.done_us();

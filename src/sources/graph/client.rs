@@ -88,7 +88,8 @@ impl RetryPolicy {
 pub struct GraphClient {
     pub http: reqwest::Client,
     pub tokens: TokenProvider,
-    limiter: DefaultDirectRateLimiter,
+    /// The request budget, shared by every source of this tenant on the same API family.
+    budget: Arc<Budget>,
     /// `https://host[:port]`: a nextLink must start with it.
     pub graph_origin: String,
     pub retry: RetryPolicy,
@@ -97,9 +98,41 @@ pub struct GraphClient {
     pub source: Arc<str>,
     pub tenant: Arc<str>,
     pub shutdown: CancellationToken,
-    /// No request of this tenant before this instant: the last 429/503's `Retry-After` (or
-    /// backoff) also holds after the retries of that request ran out, for the next poll.
+}
+
+/// A tenant's request budget on one API family: the rate limiter, and no request before
+/// `not_before` (the last 429/503's `Retry-After`, or backoff, also holds after the retries
+/// of that request ran out, for the next poll).
+struct Budget {
+    limiter: DefaultDirectRateLimiter,
     not_before: std::sync::Mutex<Option<Instant>>,
+}
+
+/// The budgets in use, by (Graph origin, tenant and API family): Identity Protection allows
+/// one request per second per tenant for every app, so the risk detection and risky user
+/// sources of a tenant share one (the first one's rate and burst); the security API's
+/// limit is per app and tenant, so each incidents source keeps its own.
+fn budget(key: Option<(String, String)>, quota: Quota) -> Arc<Budget> {
+    type Registry = std::sync::Mutex<std::collections::HashMap<(String, String), std::sync::Weak<Budget>>>;
+    static SHARED: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    let new = || {
+        Arc::new(Budget {
+            limiter: RateLimiter::direct(quota),
+            not_before: std::sync::Mutex::new(None),
+        })
+    };
+    let Some(key) = key else { return new() };
+    let mut map = SHARED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    map.retain(|_, b| b.strong_count() > 0);
+    if let Some(b) = map.get(&key).and_then(std::sync::Weak::upgrade) {
+        return b;
+    }
+    let b = new();
+    map.insert(key, Arc::downgrade(&b));
+    b
 }
 
 #[derive(Deserialize)]
@@ -153,13 +186,15 @@ impl GraphClient {
         source: Arc<str>,
         tenant: Arc<str>,
         shutdown: CancellationToken,
+        shared_family: Option<&str>,
     ) -> GraphClient {
         let rpm = NonZeroU32::new(requests_per_minute.max(1)).expect("non-zero");
         let burst = NonZeroU32::new(burst.max(1)).expect("non-zero");
+        let shared = shared_family.map(|f| (graph_origin.clone(), format!("{}/{f}", tenant.to_ascii_lowercase())));
         GraphClient {
             http,
             tokens,
-            limiter: RateLimiter::direct(Quota::per_minute(rpm).allow_burst(burst)),
+            budget: budget(shared, Quota::per_minute(rpm).allow_burst(burst)),
             graph_origin,
             retry,
             permission,
@@ -167,7 +202,6 @@ impl GraphClient {
             source,
             tenant,
             shutdown,
-            not_before: std::sync::Mutex::new(None),
         }
     }
 
@@ -201,7 +235,7 @@ impl GraphClient {
 
     /// Wait for the tenant's request budget, and out the last `Retry-After`.
     async fn budget(&self) -> Result<(), GraphError> {
-        let hold = *self.not_before.lock().unwrap_or_else(|e| e.into_inner());
+        let hold = *self.budget.not_before.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(d) = hold.and_then(|t| t.checked_duration_since(Instant::now())) {
             tracing::debug!(tenant = %self.tenant, wait_ms = d.as_millis() as u64, "waiting out the last Retry-After");
             self.count_wait(d);
@@ -210,7 +244,7 @@ impl GraphClient {
         let start = Instant::now();
         tokio::select! {
             _ = self.shutdown.cancelled() => return Err(GraphError::ShuttingDown),
-            _ = self.limiter.until_ready() => {}
+            _ = self.budget.limiter.until_ready() => {}
         }
         let waited = start.elapsed();
         if waited > Duration::from_millis(5) {
@@ -306,7 +340,7 @@ impl GraphClient {
                     let detail = describe(status, &headers, &body, &request_id);
                     let told = retry_after(&headers);
                     if let Some(t) = told {
-                        *self.not_before.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + t);
+                        *self.budget.not_before.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + t);
                     }
                     if attempts > self.retry.max_retries {
                         return Err(GraphError::Exhausted {
@@ -337,6 +371,26 @@ impl GraphClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_protection_sources_of_a_tenant_share_one_budget() {
+        let q = || Quota::per_minute(NonZeroU32::new(30).unwrap()).allow_burst(NonZeroU32::new(1).unwrap());
+        let key = |t: &str, f: &str| Some(("https://graph.example".to_string(), format!("{t}/{f}")));
+        let a = budget(key("t1", "identityProtection"), q());
+        let b = budget(key("t1", "identityProtection"), q());
+        assert!(Arc::ptr_eq(&a, &b), "risk detections and risky users of t1: one budget");
+        assert!(
+            !Arc::ptr_eq(&a, &budget(key("t2", "identityProtection"), q())),
+            "another tenant"
+        );
+        assert!(
+            !Arc::ptr_eq(&budget(None, q()), &budget(None, q())),
+            "incidents: each its own"
+        );
+        // One request at once between the two: the second waits for the shared budget.
+        assert!(a.limiter.check().is_ok());
+        assert!(b.limiter.check().is_err());
+    }
     use reqwest::header::HeaderValue;
 
     #[test]

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::filter::FilterSubject;
@@ -17,64 +16,136 @@ pub struct Untracked(pub String);
 
 #[derive(Deserialize)]
 struct AlertView {
+    #[serde(default, deserialize_with = "text")]
     id: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "lastUpdateDateTime")]
     last_update: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "incidentId")]
     incident_id: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     status: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     severity: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     classification: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     determination: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "assignedTo")]
     assigned_to: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "serviceSource")]
     service_source: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "detectionSource")]
     detection_source: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     title: Option<String>,
-    evidence: Option<Vec<IgnoredAny>>,
+    #[serde(default, deserialize_with = "count")]
+    evidence: usize,
 }
 
 #[derive(Deserialize)]
 struct IncidentView {
+    #[serde(default, deserialize_with = "text")]
     id: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "lastUpdateDateTime")]
     last_update: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     status: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     severity: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     classification: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     determination: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "assignedTo")]
     assigned_to: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "displayName")]
     display_name: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "redirectIncidentId")]
     redirect_incident_id: Option<String>,
+    #[serde(default, deserialize_with = "alerts")]
     alerts: Option<Vec<AlertView>>,
-    comments: Option<Vec<IgnoredAny>>,
+    #[serde(default, deserialize_with = "count")]
+    comments: usize,
 }
 
 #[derive(Deserialize)]
 struct RiskView {
+    #[serde(default, deserialize_with = "text")]
     id: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "lastUpdatedDateTime")]
     last_updated: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "riskLastUpdatedDateTime")]
     risk_last_updated: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "riskState")]
     risk_state: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "riskLevel")]
     risk_level: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "riskDetail")]
     risk_detail: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "riskEventType")]
     risk_event_type: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     source: Option<String>,
+    #[serde(default, deserialize_with = "flag")]
     #[serde(rename = "isDeleted")]
     is_deleted: Option<bool>,
+    #[serde(default, deserialize_with = "text")]
     #[serde(rename = "userPrincipalName")]
     user_principal_name: Option<String>,
+}
+
+// The fields are read whatever their JSON type (the beta API has changed types before): an
+// object whose tracked field came as a number or an object must still be tracked, or each
+// of its versions is sent again at every re-read without a change type.
+
+/// A string as it is; a number or boolean as its text; an object or array as its JSON.
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    })
+}
+
+/// The length of an array; 0 for anything else.
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Array(a) => a.len(),
+        _ => 0,
+    })
+}
+
+/// A boolean, or `"true"` / `"false"`.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Bool(b) => Some(b),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    })
+}
+
+/// The alerts of an incident: each one that is an object (a malformed one is left out, not
+/// the incident).
+fn alerts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<AlertView>>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Array(a) => Some(a.into_iter().filter_map(|v| AlertView::deserialize(v).ok()).collect()),
+        _ => None,
+    })
 }
 
 fn lower(v: &Option<String>) -> String {
@@ -96,7 +167,7 @@ fn parse<'a, T: Deserialize<'a>>(raw: &'a [u8], what: &str) -> Result<T, Untrack
 }
 
 fn evidence_count(a: &AlertView) -> usize {
-    a.evidence.as_ref().map_or(0, Vec::len)
+    a.evidence
 }
 
 /// An incident (with its expanded alerts).
@@ -115,7 +186,7 @@ pub fn incident(raw: &[u8]) -> Result<(Observed, FilterSubject), Untracked> {
     f.insert("assignedTo".into(), v.assigned_to.clone().unwrap_or_default());
     f.insert("alerts".into(), ids.join(","));
     f.insert("evidenceCount".into(), evidence.to_string());
-    f.insert("comments".into(), v.comments.as_ref().map_or(0, Vec::len).to_string());
+    f.insert("comments".into(), v.comments.to_string());
     f.insert("redirectIncidentId".into(), v.redirect_incident_id.unwrap_or_default());
     let subject = FilterSubject {
         service_sources: alerts.iter().filter_map(|a| a.service_source.clone()).collect(),
@@ -227,5 +298,28 @@ mod tests {
         assert_eq!(o.fields["riskState"], "atrisk");
         assert!(s.title.is_some());
         assert!(risk_detection(br#"{"id":"x"}"#).is_err());
+    }
+
+    /// Tracked fields of another JSON type than documented keep the object tracked.
+    #[test]
+    fn fields_of_an_unexpected_type_still_track_the_object() {
+        let (o, _) = incident(
+            br#"{"id":"7","lastUpdateDateTime":"2026-11-27T09:44:11Z","status":"active","assignedTo":{"upn":"a@b"},
+                "severity":3,"comments":"none","alerts":[{"id":"a1","incidentId":7,"evidence":{}},"not an alert"]}"#,
+        )
+        .unwrap();
+        assert_eq!(o.fields["severity"], "3");
+        assert_eq!(o.fields["assignedTo"], r#"{"upn":"a@b"}"#);
+        assert_eq!(o.fields["alerts"], "a1");
+        assert_eq!(o.fields["comments"], "0");
+        let (a, _) =
+            alert(br#"{"id":"a1","lastUpdateDateTime":"2026-11-27T09:44:11Z","incidentId":7,"evidence":null}"#)
+                .unwrap();
+        assert_eq!(a.fields["incidentId"], "7");
+        let (u, _) = risky_user(
+            br#"{"id":"u","riskLastUpdatedDateTime":"2026-11-27T09:44:11Z","isDeleted":"true","riskLevel":null}"#,
+        )
+        .unwrap();
+        assert_eq!(u.fields["isDeleted"], "true");
     }
 }

@@ -64,6 +64,15 @@ impl Resource {
         }
     }
 
+    /// The API family whose per-tenant limit every app shares (Identity Protection): its
+    /// sources of one tenant share one request budget.
+    pub fn shared_family(self) -> Option<&'static str> {
+        match self {
+            Resource::Incidents => None,
+            _ => Some("identityProtection"),
+        }
+    }
+
     fn default_poll_secs(self) -> f64 {
         match self {
             Resource::Incidents => 60.0,
@@ -189,6 +198,12 @@ struct RawConfig {
     max_tracked_items: usize,
     #[serde(default = "default_expand_fallback")]
     expand_fallback_secs: u64,
+    #[serde(default = "default_rescan_interval")]
+    rescan_interval_secs: u64,
+    #[serde(default)]
+    rescan_lookback_secs: Option<u64>,
+    #[serde(default = "default_max_hold")]
+    max_watermark_hold_secs: u64,
     #[serde(default)]
     ca_file: Option<PathBuf>,
     #[serde(default)]
@@ -228,6 +243,22 @@ fn default_max_tracked() -> usize {
 fn default_expand_fallback() -> u64 {
     3600
 }
+fn default_rescan_interval() -> u64 {
+    6 * 3600
+}
+const DEFAULT_RESCAN_LOOKBACK: u64 = 24 * 3600;
+fn default_max_hold() -> u64 {
+    12 * 3600
+}
+
+/// The periodic deep re-scan: every `interval`, one poll reads from `lookback_secs` behind
+/// the watermark instead of `overlap_secs`, for objects Graph lists late (an update shown
+/// in the list long after its time); the state drops what was already sent.
+#[derive(Clone, Copy, Debug)]
+pub struct Rescan {
+    pub interval: Duration,
+    pub lookback_secs: u64,
+}
 
 /// A validated Graph source configuration.
 #[derive(Clone, Debug)]
@@ -252,6 +283,10 @@ pub struct GraphConfig {
     pub max_tracked_items: usize,
     /// How long incidents are listed without `$expand=alerts` once it kept failing.
     pub expand_fallback: Duration,
+    /// `None`: off (`rescan_interval_secs = 0`).
+    pub rescan: Option<Rescan>,
+    /// How long every poll may come back partial before the watermark moves anyway.
+    pub max_watermark_hold: Duration,
     pub ca_file: Option<PathBuf>,
     pub filters: NoiseFilters,
     /// Set by `m365-forwarder backfill`: read this window once instead of polling.
@@ -492,6 +527,32 @@ fn factory(
         })?),
         None => None,
     };
+    // The default lookback is fitted to the overlap and the retention (no re-scan when the
+    // overlap already reaches as far); a configured one must fit them.
+    let retention_secs = raw.state_retention_days as u64 * 86_400;
+    let lookback = match raw.rescan_lookback_secs {
+        Some(l) if raw.rescan_interval_secs > 0 => {
+            if l <= raw.overlap_secs {
+                return Err(ConfigIssue::new(
+                    format!("{prefix}.rescan_lookback_secs"),
+                    "must be more than overlap_secs (or set rescan_interval_secs = 0 to turn the re-scan off)",
+                ));
+            }
+            if l * 2 > retention_secs {
+                return Err(ConfigIssue::new(
+                    format!("{prefix}.rescan_lookback_secs"),
+                    "state_retention_days must cover at least twice the re-scan lookback, or re-read objects would be sent again",
+                ));
+            }
+            l
+        }
+        Some(l) => l,
+        None => DEFAULT_RESCAN_LOOKBACK.min(retention_secs / 2),
+    };
+    let rescan = (raw.rescan_interval_secs > 0 && lookback > raw.overlap_secs).then_some(Rescan {
+        interval: Duration::from_secs(raw.rescan_interval_secs),
+        lookback_secs: lookback,
+    });
     if (raw.state_retention_days as u64) * 86_400 < raw.overlap_secs * 2 {
         return Err(ConfigIssue::new(
             format!("{prefix}.state_retention_days"),
@@ -536,6 +597,8 @@ fn factory(
         state_retention_days: raw.state_retention_days,
         max_tracked_items: raw.max_tracked_items.max(1),
         expand_fallback: Duration::from_secs(raw.expand_fallback_secs.max(1)),
+        rescan,
+        max_watermark_hold: Duration::from_secs(raw.max_watermark_hold_secs.max(1)),
         ca_file: raw.ca_file,
         filters: raw.filters,
         backfill: None,

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -59,6 +59,7 @@ impl Source for GraphSource {
                 ctx.name.clone(),
                 Arc::from(t.tenant_id.as_str()),
                 ctx.shutdown.clone(),
+                config.resource.shared_family(),
             );
             let plan = config.backfill.clone();
             let (ctx, config) = (&ctx, &config);
@@ -126,6 +127,9 @@ async fn run_tenant(
         offset: 0,
         registered: None,
         expand_off_until: None,
+        rescan_at: config.rescan.map(|r| Instant::now() + r.interval),
+        rescan_floor: None,
+        held_since: None,
     };
     loop {
         match poller.cycle(&mut state).await {
@@ -194,6 +198,14 @@ pub(super) struct Poller<'a> {
     /// `$expand=alerts` kept failing with 500 (very large incidents): until then, list
     /// incidents without it and fetch each incident's alerts from `alerts_v2`.
     pub(super) expand_off_until: Option<Instant>,
+    /// When the next deep re-scan is due (`None`: no re-scans, as in a backfill).
+    pub(super) rescan_at: Option<Instant>,
+    /// During a re-scan walk: where a normal poll would have started (µs), to count what
+    /// only the re-scan found.
+    pub(super) rescan_floor: Option<i64>,
+    /// Since when every poll came back partial (a 206, a page not understood) and the
+    /// watermark was held.
+    pub(super) held_since: Option<Instant>,
 }
 
 /// What a poll does with a window it could not read whole.
@@ -365,7 +377,18 @@ impl Poller<'_> {
         // the next polls read from here again and the seen-set drops what is unchanged.
         let walk_started = now_us();
         let old_watermark = state.watermark_us().unwrap_or(0);
-        let since = old_watermark - self.config.overlap_secs as i64 * 1_000_000;
+        let mut since = old_watermark - self.config.overlap_secs as i64 * 1_000_000;
+        let rescan = self
+            .config
+            .rescan
+            .filter(|_| self.rescan_at.is_some_and(|t| Instant::now() >= t) && state.watermark_us().is_some());
+        self.rescan_floor = None;
+        if let Some(r) = rescan {
+            self.rescan_floor = Some(since);
+            since = since.min(old_watermark - r.lookback_secs as i64 * 1_000_000);
+            tracing::info!(tenant = %self.tenant, since = %state::format_time(since), "deep re-scan: reading further back than the overlap for objects listed late");
+            self.ctx.metrics.graph.rescans.get_or_create(&self.labels()).inc();
+        }
         let mut url = self.first_url(since);
         let mut newest = old_watermark;
         let mut partial = false;
@@ -395,7 +418,22 @@ impl Poller<'_> {
             let last = next.is_none();
             if last {
                 let newest = newest.min(walk_started.max(old_watermark));
-                if !partial && newest > old_watermark {
+                // A window that never reads whole (a provider failing for days, a page never
+                // understood) is not held for good: its queries and state would grow
+                // without end. Past `max_watermark_hold_secs` the watermark moves anyway;
+                // the deep re-scan reads that window again later.
+                let held = if partial {
+                    self.held_since.get_or_insert_with(Instant::now).elapsed()
+                } else {
+                    self.held_since = None;
+                    Duration::ZERO
+                };
+                let give_up = partial && held >= self.config.max_watermark_hold;
+                if give_up && newest > old_watermark {
+                    tracing::warn!(tenant = %self.tenant, held_secs = held.as_secs(), "every poll came back partial for max_watermark_hold_secs: moving the watermark on (the deep re-scan reads this window again)");
+                    self.count(&self.ctx.metrics.graph.poll_errors, "watermark_hold_expired");
+                }
+                if (!partial || give_up) && newest > old_watermark {
                     state.set_watermark(newest);
                 }
                 let horizon =
@@ -417,6 +455,12 @@ impl Poller<'_> {
                 Some(link) => url = follow(&mut links, link, "poll")?,
                 None => break,
             }
+        }
+        if let Some(r) = rescan {
+            // Due again one interval after a walk that went through (a failed one is
+            // tried again at the next poll).
+            self.rescan_at = Some(Instant::now() + r.interval);
+            self.rescan_floor = None;
         }
         tracing::debug!(tenant = %self.tenant, watermark = %state.watermark, partial, "poll done");
         Ok(())
@@ -467,24 +511,43 @@ impl Poller<'_> {
                     .get_or_create(&self.labels())
                     .inc();
             }
-            Outcome::Changed { change_type, fields } => match verdict {
-                Err(reason) => self.count(&self.ctx.metrics.graph.filtered, reason),
-                Ok(()) => {
-                    self.count(&self.ctx.metrics.graph.change_events, &change_type);
-                    let change = Change {
-                        change_type: Arc::from(change_type),
-                        changed_fields: (!fields.is_empty()).then(|| Arc::from(fields)),
-                    };
-                    let mut rec = rec;
-                    if rec.tenant.is_none() {
-                        // The GUID when the token named it: Event Hub records carry the
-                        // GUID, and the user cache and tenant routes key by it.
-                        let t = self.client.tokens.tenant_guid();
-                        rec.tenant = Some(t.as_deref().unwrap_or(&self.tenant).to_string());
-                    }
-                    b.push_record(self.offset, index, rec, Some(change));
+            Outcome::Changed { change_type, fields } if self.rescan_floor.is_some_and(|f| obs.t < f) => {
+                // Listed late: a poll reading from the overlap had passed it.
+                tracing::warn!(tenant = %self.tenant, id = %obs.id, time = %state::format_time(obs.t), "the deep re-scan found an object the polls had missed");
+                self.ctx.metrics.graph.rescan_found.get_or_create(&self.labels()).inc();
+                self.changed(b, index, rec, change_type, fields, verdict);
+            }
+            Outcome::Changed { change_type, fields } => self.changed(b, index, rec, change_type, fields, verdict),
+        }
+    }
+
+    /// Push a changed object that passes the filters (count it as filtered otherwise).
+    fn changed(
+        &self,
+        b: &mut BatchBuilder,
+        index: u32,
+        rec: DecodedRecord,
+        change_type: String,
+        fields: Vec<String>,
+        verdict: Result<(), &'static str>,
+    ) {
+        match verdict {
+            Err(reason) => self.count(&self.ctx.metrics.graph.filtered, reason),
+            Ok(()) => {
+                self.count(&self.ctx.metrics.graph.change_events, &change_type);
+                let change = Change {
+                    change_type: Arc::from(change_type),
+                    changed_fields: (!fields.is_empty()).then(|| Arc::from(fields)),
+                };
+                let mut rec = rec;
+                if rec.tenant.is_none() {
+                    // The GUID when the token named it: Event Hub records carry the
+                    // GUID, and the user cache and tenant routes key by it.
+                    let t = self.client.tokens.tenant_guid();
+                    rec.tenant = Some(t.as_deref().unwrap_or(&self.tenant).to_string());
                 }
-            },
+                b.push_record(self.offset, index, rec, Some(change));
+            }
         }
     }
 }

@@ -116,10 +116,12 @@ fn change_type(rule: Rule, prev: &Tracked, o: &Observed, changed: &[String]) -> 
         Rule::Finding => {
             let status = o.fields.get("status").map(String::as_str);
             let was = prev.f.get("status").map(String::as_str);
-            if changed.iter().any(|f| f == "status") && status == Some("resolved") && was != Some("resolved") {
-                "resolved".into()
-            } else {
-                "updated".into()
+            match status {
+                // A change that closed it: named by the new status.
+                Some(s @ ("resolved" | "redirected")) if changed.iter().any(|f| f == "status") && was != Some(s) => {
+                    s.into()
+                }
+                _ => "updated".into(),
             }
         }
         Rule::Risk => match (changed.iter().any(|f| f == "riskState"), o.fields.get("riskState")) {

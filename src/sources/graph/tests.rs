@@ -152,3 +152,22 @@ fn limits_and_filters_are_validated() {
     .unwrap_err();
     assert!(err.contains("sources.g.filters: risky users have no service"), "{err}");
 }
+
+#[test]
+fn the_deep_rescan_fits_the_overlap_and_the_retention() {
+    let src = |extra: &str| load(&format!("[sources.g]\ntype = \"graph_incidents\"\n{extra}\n{TENANT}"));
+    let dbg = |extra: &str| format!("{:?}", src(extra).unwrap().sources[0].config);
+    assert!(dbg("").contains("rescan: Some(Rescan { interval: 21600s, lookback_secs: 86400 })"));
+    // An overlap of three days already reaches further: no re-scan, no error.
+    assert!(dbg("overlap_secs = 259200").contains("rescan: None"));
+    // A one-day retention: the default lookback shrinks to half of it.
+    assert!(dbg("state_retention_days = 1").contains("lookback_secs: 43200"));
+    assert!(dbg("rescan_interval_secs = 0").contains("rescan: None"));
+    for (extra, key) in [
+        ("rescan_lookback_secs = 300", "sources.g.rescan_lookback_secs"),
+        ("rescan_lookback_secs = 2000000", "sources.g.rescan_lookback_secs"),
+    ] {
+        let err = src(extra).unwrap_err();
+        assert!(err.starts_with(key), "{extra}: {err}");
+    }
+}

@@ -78,6 +78,8 @@ pub struct GraphMetrics {
     pub partial_pages: Family<TenantLabels, Counter>,
     pub items: Family<TenantLabels, Counter>,
     pub unchanged_items: Family<TenantLabels, Counter>,
+    pub rescans: Family<TenantLabels, Counter>,
+    pub rescan_found: Family<TenantLabels, Counter>,
     pub change_events: Family<TenantValueLabels, Counter>,
     pub filtered: Family<TenantValueLabels, Counter>,
     pub poll_errors: Family<TenantValueLabels, Counter>,
@@ -127,6 +129,16 @@ impl GraphMetrics {
                 "graph_unchanged_items",
                 "Objects read again with nothing new (overlap re-reads, untracked changes)",
                 self.unchanged_items
+            ),
+            (
+                "graph_rescans",
+                "Deep re-scans: polls that read rescan_lookback_secs behind the watermark",
+                self.rescans
+            ),
+            (
+                "graph_rescan_found",
+                "Objects only a deep re-scan found (listed later than the overlap allows)",
+                self.rescan_found
             ),
             (
                 "graph_change_events",
