@@ -293,3 +293,25 @@ fn coordinates_go_in_pairs_and_incidents_keep_cs6_for_their_alerts() {
     assert_eq!(lines[0].matches(" cs6=").count(), 1, "{}", lines[0]);
     assert_eq!(parse_cef(&lines[0]).unwrap().custom("alertIds"), Some("da1,da2"));
 }
+
+/// A Graph alert as the normalizer makes it from the sample (user evidence first, the IP
+/// evidence after, no source of its own): the line carries the IP evidence's address.
+#[test]
+fn an_alert_takes_its_source_ip_from_the_evidence_that_has_one() {
+    let page: Value = serde_json::from_str(include_str!("../../tests/data/graph/incidents_page1.json")).unwrap();
+    let alert = page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["alerts"].as_array().unwrap().iter())
+        .find(|a| a["id"].as_str().unwrap().starts_with("ad113b42"))
+        .unwrap();
+    let n = crate::normalize::Normalizer::new(Default::default());
+    let meta = crate::encode::testutil::meta(EventKind::Alert, "GraphAlert");
+    let out = n.normalize(&meta, alert.to_string().as_bytes()).unwrap();
+    let ocsf = out.normalized.ocsf().clone();
+    assert!(ocsf["src_endpoint"]["ip"].is_null(), "no source IP of its own");
+    let (lines, _) = run(&enc(None, SplitMode::Never), ocsf, EventKind::Alert);
+    let cef = parse_cef(&lines[0]).unwrap();
+    assert_eq!(cef.get("src"), Some("203.0.113.77"), "{}", lines[0]);
+}

@@ -407,26 +407,46 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The client's geolocation: `src_endpoint.location`, else that of the first evidence's
-    /// source endpoint when the event has no source IP of its own (risk detections), so that
-    /// the location always belongs to the *source IP*.
+    /// The source IP: `src_endpoint.ip`, else that of the first evidence with one (a risk
+    /// detection's; an alert lists its user evidence first and the IP evidence after).
+    fn src_ip(&self) -> Option<&'a str> {
+        self.str("src_endpoint.ip").or_else(|| {
+            self.src_evidence()
+                .and_then(|e| self.str(&format!("{e}.src_endpoint.ip")))
+        })
+    }
+
+    /// `evidences.N` of the first evidence with a source IP (of the first 32).
+    fn src_evidence(&self) -> Option<String> {
+        (0..32)
+            .map(|i| format!("evidences.{i}"))
+            .take_while(|e| self.node(e).is_some())
+            .find(|e| self.str(&format!("{e}.src_endpoint.ip")).is_some())
+    }
+
+    /// The client's geolocation: `src_endpoint.location`, else that of the evidence whose
+    /// source IP is used when the event has no source IP of its own (risk detections,
+    /// alerts), so that the location always belongs to the *source IP*.
     fn src_location(&self) -> Option<Field<'a>> {
         let own = || self.node("src_endpoint.location");
         let loc = if self.has_own_src_ip() {
             own()
         } else {
-            self.node("evidences.0.src_endpoint.location").or_else(own)
+            let e = self.src_evidence().unwrap_or_else(|| "evidences.0".into());
+            self.node(&format!("{e}.src_endpoint.location")).or_else(own)
         };
         loc.filter(|l| l.is_object())
     }
 
     /// The client's user agent: `http_request.user_agent`, else, without a source IP of its
-    /// own (risk detections), the first evidence's, as for [`View::src_location`].
+    /// own, that of the same evidence as for [`View::src_location`].
     fn user_agent(&self) -> Option<&'a str> {
         self.str("http_request.user_agent").or_else(|| {
-            (!self.has_own_src_ip())
-                .then(|| self.str("evidences.0.http_request.user_agent"))
-                .flatten()
+            if self.has_own_src_ip() {
+                return None;
+            }
+            let e = self.src_evidence().unwrap_or_else(|| "evidences.0".into());
+            self.str(&format!("{e}.http_request.user_agent"))
         })
     }
 
@@ -472,7 +492,7 @@ pub(crate) fn flat_of<'a>(v: &View<'a>) -> Flat<Cow<'a, str>> {
         message: s("message"),
         src_user: user(src_user),
         dst_user: user(dst_user),
-        src_ip: b(v.first(&["src_endpoint.ip", "evidences.0.src_endpoint.ip"])),
+        src_ip: b(v.src_ip()),
         dst_ip: s("dst_endpoint.ip"),
         src_host: b(v.first(&["src_endpoint.hostname", "device.hostname"])),
         dst_host: s("dst_endpoint.hostname"),

@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::common::{
-    hash_obj, join_path, obs, observe_user, pick_time, severity_from_text, uid_of, user_obj, Envelope, Obj, UserType,
+    hash_obj, join_path, obs, observe_user, severity_from_text, uid_of, user_obj, Envelope, Obj, UserType,
 };
 use super::correlate::DetectionKind;
 use super::lenient::{decode_embedded, Num, Str};
@@ -191,7 +191,7 @@ fn new_finding(
     env: &Envelope<'_, Row<'_>>,
     r: &Row<'_>,
 ) -> Result<(Draft, Option<String>), NormalizeError> {
-    let (time, original) = pick_time(&[("Timestamp", &r.Timestamp), ("time", &env.time)])?;
+    let (time, original) = ctx.pick_time(&[("Timestamp", &r.Timestamp), ("time", &env.time)])?;
     let alert_id = r.AlertId.get().ok_or(NormalizeError::MissingField("AlertId"))?;
     let product = r.ServiceSource.get().unwrap_or("Microsoft Defender XDR").to_owned();
     let mut d = Draft::new(Class::DetectionFinding, time, product);

@@ -3,7 +3,7 @@
 
 use bytestring::ByteString;
 
-use super::super::common::{pick_time, uid_of};
+use super::super::common::uid_of;
 use super::super::direct::{pair, t, Base, Direct};
 use super::super::ocsf::Class;
 use super::super::{Ctx, FlatUser, NormalizeError};
@@ -13,7 +13,7 @@ use super::{account_parts, categories, evidence_severity, evidence_uid, parse};
 /// AdvancedHunting-IdentityLogonEvents and -DeviceLogonEvents.
 pub(crate) fn flat_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeError> {
     let (env, r) = parse(raw)?;
-    let (time, original) = pick_time(&[("Timestamp", &r.Timestamp), ("time", &env.time)])?;
+    let (time, original) = ctx.pick_time(&[("Timestamp", &r.Timestamp), ("time", &env.time)])?;
     let tenant = env.tenant();
     let category: &str = &ctx.meta.category;
     let device_table = category == "AdvancedHunting-DeviceLogonEvents";
@@ -66,7 +66,7 @@ pub(crate) fn flat_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeEr
 /// AdvancedHunting-AlertEvidence: one evidence row of an alert.
 pub(crate) fn flat_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeError> {
     let (env, r) = parse(raw)?;
-    let (time, original) = pick_time(&[("Timestamp", &r.Timestamp), ("time", &env.time)])?;
+    let (time, original) = ctx.pick_time(&[("Timestamp", &r.Timestamp), ("time", &env.time)])?;
     let alert_id = r.AlertId.get().ok_or(NormalizeError::MissingField("AlertId"))?;
     let tenant = env.tenant();
     let tn = tenant.as_deref();

@@ -1,6 +1,6 @@
 //! Defender XDR IdentityLogonEvents and DeviceLogonEvents → OCSF Authentication (3002).
 
-use super::super::common::{obs, observe_user, pick_time, uid_of, Obj};
+use super::super::common::{obs, observe_user, uid_of, Obj};
 use super::super::ocsf::{Class, Draft};
 use super::super::{Ctx, NormalizeError};
 use super::{account, parse, Row};
@@ -92,7 +92,7 @@ pub(super) fn logon_message(r: &Row<'_>, who: &str) -> String {
 
 pub(crate) fn map_logon(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let (env, r) = parse(raw)?;
-    let (time, original) = pick_time(&[("Timestamp", &r.Timestamp), ("time", &env.time)])?;
+    let (time, original) = ctx.pick_time(&[("Timestamp", &r.Timestamp), ("time", &env.time)])?;
     let tenant = env.tenant();
     let t = tenant.as_deref();
     let category: &str = &ctx.meta.category;

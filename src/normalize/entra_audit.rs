@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::common::{obs, observe_user, pick_time, uid_of, user_obj, Envelope, Obj, UserType};
+use super::common::{obs, observe_user, uid_of, user_obj, Envelope, Obj, UserType};
 use super::lenient::{decode_embedded, key_value_object, Nest, Seq, Str};
 use super::ocsf::{Class, Draft};
 use super::{Ctx, Node, NormalizeError};
@@ -232,7 +232,7 @@ pub(crate) fn map_audit(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
     let env: Envelope<'_, Audit<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = Audit::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
-    let (time, original) = pick_time(&[("activityDateTime", &p.activity_time), ("time", &env.time)])?;
+    let (time, original) = ctx.pick_time(&[("activityDateTime", &p.activity_time), ("time", &env.time)])?;
     let tenant = env.tenant();
     let t = tenant.as_deref();
     let k = kind(&env, p);
@@ -425,11 +425,11 @@ struct ProvStatus<'a> {
     error: Option<&'a RawValue>,
 }
 
-pub(crate) fn map_provisioning(_ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
+pub(crate) fn map_provisioning(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let env: Envelope<'_, Provisioning<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = Provisioning::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
-    let (time, original) = pick_time(&[("activityDateTime", &p.activity_time), ("time", &env.time)])?;
+    let (time, original) = ctx.pick_time(&[("activityDateTime", &p.activity_time), ("time", &env.time)])?;
     let tenant = env.tenant();
     let mut d = Draft::new(Class::EntityManagement, time, "Microsoft Entra ID");
     d.original_time = Some(original.to_owned());

@@ -4,7 +4,7 @@
 
 use bytestring::ByteString;
 
-use super::super::common::{pick_time, uid_of, Envelope};
+use super::super::common::{uid_of, Envelope};
 use super::super::direct::{pair, t, Base, Direct};
 use super::super::{Ctx, FlatUser, NormalizeError};
 use super::{entity_activity, is_user_target, kind, result_status, Audit, Kind};
@@ -13,7 +13,7 @@ pub(crate) fn flat_audit(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeEr
     let env: Envelope<'_, Audit<'_>> = super::super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = Audit::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
-    let (time, original) = pick_time(&[("activityDateTime", &p.activity_time), ("time", &env.time)])?;
+    let (time, original) = ctx.pick_time(&[("activityDateTime", &p.activity_time), ("time", &env.time)])?;
     let tenant = env.tenant();
     let Kind {
         activity_name,

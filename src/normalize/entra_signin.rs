@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::common::{obs, observe_user, os_obj, pick_time, uid_of, user_obj, Envelope, Obj, SignInLocation, UserType};
+use super::common::{obs, observe_user, os_obj, uid_of, user_obj, Envelope, Obj, SignInLocation, UserType};
 use super::embedded::embedded;
 use super::lenient::{Flag, Nest, Num, Str};
 use super::ocsf::{Class, Draft};
@@ -282,7 +282,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let env: Envelope<'_, SignIn<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = SignIn::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
-    let (time, original) = pick_time(&[("createdDateTime", &p.created), ("time", &env.time)])?;
+    let (time, original) = ctx.pick_time(&[("createdDateTime", &p.created), ("time", &env.time)])?;
     let category: &str = &ctx.meta.category;
     let tenant = env.tenant();
     let kind = subject_kind(category);

@@ -3,7 +3,7 @@
 
 use bytestring::ByteString;
 
-use super::super::common::{pick_time, uid_of, Envelope};
+use super::super::common::{uid_of, Envelope};
 use super::super::direct::{owned, set_location, t, Base, Direct};
 use super::super::ocsf::Class;
 use super::super::{Ctx, FlatUser, NormalizeError};
@@ -14,7 +14,7 @@ pub(crate) fn flat(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeError> {
     let env: Envelope<'_, SignIn<'_>> = super::super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = SignIn::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
-    let (time, original) = pick_time(&[("createdDateTime", &p.created), ("time", &env.time)])?;
+    let (time, original) = ctx.pick_time(&[("createdDateTime", &p.created), ("time", &env.time)])?;
     let category: &str = &ctx.meta.category;
     let tenant = env.tenant();
     let kind = subject_kind(category);

@@ -172,6 +172,28 @@ fn redacted_upn_is_restored_from_cache() {
     assert_eq!(ocsf(&o)["unmapped"]["user_restored_from"], "cache");
 }
 
+/// A user renamed: the sign-in under the new name is read first, a late sign-in from
+/// before the rename (its event an hour older) after it. The cache keeps the name of the
+/// newest event, whatever order the records came in: a redacted sign-in is restored with
+/// the current name.
+#[test]
+fn the_restored_name_is_the_newest_events_not_the_last_read() {
+    let n = normalizer();
+    let recs = records(INTERACTIVE);
+    let renamed = recs[0].replace("alex.wilber@fabrikam.example", "alex.new@fabrikam.example");
+    run(&n, "SignInLogs", &renamed);
+    let late = recs[0].replace("2026-11-27T06:11:58", "2026-11-27T05:11:58");
+    assert_ne!(late, recs[0]);
+    // Received a minute after the first.
+    let mut m = crate::normalize::testutil::meta("SignInLogs");
+    m.received_ms += 60_000;
+    n.normalize(&m, late.as_bytes()).unwrap();
+    let redacted = recs[0].replace("\"alex.wilber@fabrikam.example\"", "\"{PII Removed}\"");
+    let o = run(&n, "SignInLogs", &redacted);
+    assert_eq!(ocsf(&o)["user"]["name"], "alex.new@fabrikam.example");
+    assert_eq!(ocsf(&o)["unmapped"]["user_restored_from"], "cache");
+}
+
 #[test]
 fn adfs_sign_in_without_user_id() {
     let n = normalizer();

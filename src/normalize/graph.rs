@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::common::{
-    observe_user, pick_time, severity_from_text, str_list, time_ms, uid_of, user_obj, Obj, Observables, UserType,
+    observe_user, severity_from_text, str_list, time_ms, uid_of, user_obj, Obj, Observables, UserType,
 };
 use super::correlate::DetectionKind;
 use super::graph_evidence::{map_evidence, PickedUser};
@@ -246,7 +246,7 @@ fn finding_info(a: &Alert<'_>) -> Obj {
 
 pub(crate) fn map_incident(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let inc: Incident<'_> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
-    let (time, original) = pick_time(&[("lastUpdateDateTime", &inc.updated), ("createdDateTime", &inc.created)])?;
+    let (time, original) = ctx.pick_time(&[("lastUpdateDateTime", &inc.updated), ("createdDateTime", &inc.created)])?;
     let id = inc.id.get().ok_or(NormalizeError::MissingField("id"))?;
     let tenant = inc.tenant_id.get().map(str::to_ascii_lowercase);
     let t = tenant.as_deref();
@@ -351,7 +351,7 @@ pub(crate) fn map_incident(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeE
 
 pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let a: Alert<'_> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
-    let (time, original) = pick_time(&[("lastUpdateDateTime", &a.updated), ("createdDateTime", &a.created)])?;
+    let (time, original) = ctx.pick_time(&[("lastUpdateDateTime", &a.updated), ("createdDateTime", &a.created)])?;
     let id = a.id.get().ok_or(NormalizeError::MissingField("id"))?;
     let tenant = a.tenant_id.get().map(str::to_ascii_lowercase);
     let t = tenant.as_deref();

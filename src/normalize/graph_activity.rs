@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::common::{obs, pick_time, split_spaces, uid_of, user_obj, Envelope, Obj, UserType};
+use super::common::{obs, split_spaces, uid_of, user_obj, Envelope, Obj, UserType};
 use super::lenient::{Num, Str};
 use super::ocsf::{Class, Draft};
 use super::{Ctx, NormalizeError};
@@ -162,7 +162,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let env: Envelope<'_, Activity<'_>> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = Activity::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
-    let (time, original) = pick_time(&[("timeGenerated", &p.time_generated), ("time", &env.time)])?;
+    let (time, original) = ctx.pick_time(&[("timeGenerated", &p.time_generated), ("time", &env.time)])?;
     let tenant = env.tenant().or_else(|| p.tenant_id.get().map(str::to_ascii_lowercase));
     let t = tenant.as_deref();
     let method = p.method.get().unwrap_or("UNKNOWN");

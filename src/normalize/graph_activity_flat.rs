@@ -3,7 +3,7 @@
 
 use bytestring::ByteString;
 
-use super::super::common::{pick_time, uid_of, Envelope};
+use super::super::common::{uid_of, Envelope};
 use super::super::direct::{owned, t, Base, Direct};
 use super::super::ocsf::Class;
 use super::super::{tree, Ctx, FlatUser, NormalizeError};
@@ -14,7 +14,7 @@ pub(crate) fn flat(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, NormalizeError> {
     let env: Envelope<'_, Activity<'_>> = super::super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let empty = Activity::default();
     let p = env.properties.as_ref().unwrap_or(&empty);
-    let (time, original) = pick_time(&[("timeGenerated", &p.time_generated), ("time", &env.time)])?;
+    let (time, original) = ctx.pick_time(&[("timeGenerated", &p.time_generated), ("time", &env.time)])?;
     let tenant = env.tenant().or_else(|| p.tenant_id.get().map(str::to_ascii_lowercase));
     let method = p.method.get().unwrap_or("UNKNOWN");
     let code = status_code(&env, p);

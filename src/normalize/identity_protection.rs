@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::common::{
-    obs, observe_user, pick_time, risk_level, severity_from_risk, time_ms, uid_of, user_obj, Envelope, Obj,
-    SignInLocation, UserType,
+    obs, observe_user, risk_level, severity_from_risk, time_ms, uid_of, user_obj, Envelope, Obj, SignInLocation,
+    UserType,
 };
 use super::correlate::DetectionKind;
 use super::lenient::{key_value_info, Flag, Nest, Seq, Str};
@@ -267,7 +267,7 @@ fn detection_facts<'p>(
     envelope_time: &'p Str<'_>,
     tenant: Option<String>,
 ) -> Result<DetectionFacts<'p>, NormalizeError> {
-    let (time, original) = pick_time(&[
+    let (time, original) = ctx.pick_time(&[
         ("lastUpdatedDateTime", &p.updated_time),
         ("detectedDateTime", &p.detected_time),
         ("time", envelope_time),
@@ -485,7 +485,7 @@ fn state_facts<'p>(
     tenant: Option<String>,
     is_sp: bool,
 ) -> Result<StateFacts<'p>, NormalizeError> {
-    let (time, original) = pick_time(&[("riskLastUpdatedDateTime", &p.updated_time), ("time", envelope_time)])?;
+    let (time, original) = ctx.pick_time(&[("riskLastUpdatedDateTime", &p.updated_time), ("time", envelope_time)])?;
     let id = p.id.get().ok_or(NormalizeError::MissingField("id"))?;
     let t = tenant.as_deref();
     let (prefix, kind_key, title) = if is_sp {

@@ -157,12 +157,25 @@ pub(crate) struct Ctx<'m> {
     pub seen: &'m SeenCache,
     /// A user lookup found nothing (the record may be restorable later).
     missed_user: std::cell::Cell<Option<UserKey>>,
+    /// The record's event time, once its mapper picked it: what the user cache compares
+    /// (the newest event's name wins, whenever the records come).
+    event_ms: std::cell::Cell<Option<i64>>,
 }
 
 impl Ctx<'_> {
     /// Tenant used for cache keys: the record's, else the source's, else empty.
     pub fn cache_tenant<'t>(&'t self, record: Option<&'t str>) -> &'t str {
         record.or(self.meta.tenant.as_deref()).unwrap_or("")
+    }
+
+    /// [`common::pick_time`], the time kept as the record's event time.
+    pub fn pick_time<'s>(
+        &self,
+        cands: &[(&'static str, &'s lenient::Str<'_>)],
+    ) -> Result<(crate::decode::time::ParsedTime, &'s str), NormalizeError> {
+        let picked = common::pick_time(cands)?;
+        self.event_ms.set(Some(picked.0.ms));
+        Ok(picked)
     }
 
     pub fn change_type(&self) -> Option<&str> {
@@ -176,7 +189,11 @@ impl Ctx<'_> {
         upn: Option<&str>,
         display_name: Option<&str>,
     ) {
-        let at = self.meta.event_ms.unwrap_or(self.meta.received_ms);
+        let at = self
+            .event_ms
+            .get()
+            .or(self.meta.event_ms)
+            .unwrap_or(self.meta.received_ms);
         self.users
             .learn(self.cache_tenant(tenant), object_id, upn, display_name, at);
     }
@@ -270,6 +287,7 @@ impl Normalizer {
             users: &self.users,
             seen: &self.seen,
             missed_user: std::cell::Cell::new(None),
+            event_ms: std::cell::Cell::new(None),
         };
         let direct = if self.opts.lean {
             direct::dispatch(&ctx, text)
