@@ -30,15 +30,25 @@ pub async fn resolve(addr: &str) -> io::Result<std::net::SocketAddr> {
 /// A TCP connection to the first address of `addr` that accepts one, in the resolver's
 /// order (an IPv6 address first on a receiver listening on IPv4 only, or a name shared by
 /// several collectors with one down, must not keep the sink from the others).
-async fn connect_any(addr: &str) -> io::Result<TcpStream> {
+async fn connect_any(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let targets: Vec<std::net::SocketAddr> = tokio::net::lookup_host(addr).await?.collect();
+    // Each address gets its share of the connect timeout (a silently dropped first one must
+    // not use all of it).
+    let per = (timeout / targets.len().max(1) as u32).max(Duration::from_millis(500));
     let mut last = None;
-    for target in tokio::net::lookup_host(addr).await? {
-        match TcpStream::connect(target).await {
-            Ok(s) => return Ok(s),
-            Err(e) => {
-                tracing::debug!(address = addr, %target, error = %e, "connect failed; trying the next address");
-                last = Some(e);
+    for target in targets {
+        match tokio::time::timeout(per, TcpStream::connect(target)).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect to {target} timed out"),
+                ))
             }
+        }
+        if let Some(e) = &last {
+            tracing::debug!(address = addr, %target, error = %e, "connect failed; trying the next address");
         }
     }
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr} resolves to no address"))))
@@ -59,8 +69,12 @@ struct Closed(Mutex<Option<Instant>>);
 
 impl Closed {
     fn mark(&self) {
+        self.mark_at(Instant::now());
+    }
+
+    fn mark_at(&self, at: Instant) {
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        g.get_or_insert_with(Instant::now);
+        g.get_or_insert(at);
     }
 
     fn at(&self) -> Option<Instant> {
@@ -82,9 +96,20 @@ struct Shared {
     /// what is written again from the replay window and what is sent again for a failed
     /// acknowledgment never leave a gap.
     frozen: OnceLock<u64>,
+    /// When the receiver's TCP was last seen acknowledging (or the connection was made):
+    /// the last moment it is known to have been alive.
+    progress: Mutex<Instant>,
 }
 
 impl Shared {
+    fn progressed(&self) {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn last_progress(&self) -> Instant {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Bytes the receiver's TCP has acknowledged (a lower bound).
     fn acked(&self) -> io::Result<u64> {
         if let Some(f) = self.frozen.get() {
@@ -145,10 +170,18 @@ pub struct Stream {
     writer: Writer,
     shared: Arc<Shared>,
     reader: JoinHandle<()>,
+    /// A write stopped part way (a stall, a cancelled send): the receiver may hold part of
+    /// a message.
+    mid_frame: bool,
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
+        if self.mid_frame {
+            // Reset instead of a clean close: a receiver framing by line ends would take the
+            // part of a message it holds for a whole one (the message is sent again).
+            reset_on_close(self.shared.fd.as_raw_fd());
+        }
         self.reader.abort();
         // Waits still running end now (their batches are sent again, or replayed).
         self.shared.closed.mark();
@@ -178,13 +211,14 @@ impl Stream {
         timeout: Duration,
     ) -> io::Result<Stream> {
         let fut = async {
-            let tcp = connect_any(addr).await?;
+            let tcp = connect_any(addr, timeout).await?;
             tcp.set_nodelay(true)?;
             let shared = Arc::new(Shared {
                 closed: Closed::default(),
                 written: AtomicU64::new(0),
                 fd: tcp.as_fd().try_clone_to_owned()?,
                 frozen: OnceLock::new(),
+                progress: Mutex::new(Instant::now()),
             });
             let tcp = Counted {
                 inner: tcp,
@@ -201,16 +235,28 @@ impl Stream {
                     (watch(r, shared.clone()), Box::new(w))
                 }
             };
-            Ok(Stream { writer, shared, reader })
+            Ok(Stream {
+                writer,
+                shared,
+                reader,
+                mid_frame: false,
+            })
         };
         tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
     }
 
-    /// When the receiver closed or reset the connection, if it did.
+    /// When the receiver closed or reset the connection, if it did; for a connection given
+    /// up because the receiver stopped acknowledging, when it last did.
     pub fn closed_at(&self) -> Option<Instant> {
         self.shared.closed.at()
+    }
+
+    /// When the receiver's TCP was last seen acknowledging: the replay window is measured
+    /// back from there (a receiver that died had taken what it acknowledged just before).
+    pub fn last_progress(&self) -> Instant {
+        self.shared.last_progress()
     }
 
     /// Bytes handed to the socket so far: the end of what was last written.
@@ -240,6 +286,7 @@ impl Stream {
             let mut pause = Duration::from_micros(200);
             loop {
                 if last >= end {
+                    shared.progressed();
                     return Ok(());
                 }
                 if shared.closed.at().is_some() {
@@ -257,8 +304,11 @@ impl Stream {
                 let now = shared.acked()?;
                 if now > last {
                     progress = Instant::now();
+                    shared.progressed();
                 } else if progress.elapsed() > stall {
-                    shared.closed.mark();
+                    // Lost when it stopped acknowledging, not now: the replay window reaches
+                    // back from there.
+                    shared.closed.mark_at(shared.last_progress());
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!("{} bytes not acknowledged by the receiver for {stall:?}", end - now),
@@ -279,6 +329,9 @@ impl Stream {
             ));
         }
         let stalled = || io::Error::new(io::ErrorKind::TimedOut, "write made no progress within the timeout");
+        if !data.is_empty() {
+            self.mid_frame = true;
+        }
         let mut rest = data;
         while !rest.is_empty() {
             // Cancel-safe: a write that is still pending when the timeout fires took nothing.
@@ -291,7 +344,9 @@ impl Stream {
         }
         tokio::time::timeout(timeout, self.writer.flush())
             .await
-            .map_err(|_| stalled())?
+            .map_err(|_| stalled())??;
+        self.mid_frame = false;
+        Ok(())
     }
 
     /// Waits until the receiver's TCP has acknowledged every byte written (the kernel send
@@ -303,11 +358,38 @@ impl Stream {
 
     /// Flushes, waits for the receiver's TCP acknowledgment and shuts the write side.
     pub async fn close(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.mid_frame {
+            // Dropped unflushed: reset (see `Drop`).
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "closed in the middle of a message",
+            ));
+        }
         self.write(&[], timeout).await?;
         self.wait_delivered(timeout).await?;
         tokio::time::timeout(timeout, self.writer.shutdown())
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "shutdown timed out"))?
+    }
+}
+
+/// `SO_LINGER` with a zero timeout: closing the socket sends a reset and drops what is
+/// unsent.
+fn reset_on_close(fd: RawFd) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `fd` is the socket's descriptor, open while the `Stream` lives; the option
+    // value is a `linger` of the size passed.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
     }
 }
 
@@ -388,6 +470,35 @@ mod tests {
             "the batch went through faster than the timeout ({:?}): the test shows nothing",
             start.elapsed()
         );
+    }
+
+    /// A write that stalls part way (the receiver stopped reading): the connection is reset
+    /// when dropped, not closed cleanly, so a receiver framing by line ends does not take
+    /// the part of a message it holds for a whole one.
+    #[tokio::test]
+    async fn a_connection_given_up_in_the_middle_of_a_message_is_reset() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let accept = tokio::spawn(async move { l.accept().await.unwrap().0 });
+        let mut s = Stream::connect(&addr, None, Duration::from_secs(5)).await.unwrap();
+        let mut peer = accept.await.unwrap();
+        // Far more than the socket buffers hold, as one line.
+        let mut line = vec![b'x'; 64 << 20];
+        line.push(b'\n');
+        let e = s.write(&line, Duration::from_millis(300)).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            s.close(Duration::from_secs(1)).await.is_err(),
+            "no clean close mid-message"
+        );
+        drop(s);
+        let mut got = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(10), peer.read_to_end(&mut got))
+            .await
+            .expect("the receiver sees the end");
+        let e = r.expect_err("a reset, not a clean end after part of the line");
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+        assert!(!got.contains(&b'\n'));
     }
 
     #[tokio::test]

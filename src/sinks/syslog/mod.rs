@@ -423,10 +423,16 @@ impl SyslogSink {
         self.window_bytes += c.data.len();
         self.window.push_back(c);
         // Drop what is older than the window or over its size, always keeping the newest.
+        // Older counts from when the receiver last acknowledged, not from now: while it has
+        // stopped (its loss not yet detected), what it took just before must stay.
         let now = Instant::now();
+        let anchor = match &self.stream {
+            Some(s) if self.wait_for_tcp_ack => s.last_progress().min(now),
+            _ => now,
+        };
         while self.window.len() > 1 {
             let front = &self.window[0];
-            let old = now.duration_since(front.at) > self.replay_window;
+            let old = anchor.saturating_duration_since(front.at) > self.replay_window;
             if !old && self.window_bytes <= self.replay_max_bytes {
                 break;
             }
@@ -460,7 +466,12 @@ impl SyslogSink {
                 Ok(settle)
             }
             Err(e) => {
-                let at = s.closed_at().unwrap_or_else(Instant::now);
+                // A write that stalled: the receiver stopped reading; it was last known
+                // alive when it last acknowledged.
+                let at = s.closed_at().unwrap_or_else(|| match self.wait_for_tcp_ack {
+                    true => s.last_progress(),
+                    false => Instant::now(),
+                });
                 self.lost(at, &e.to_string());
                 Err(unavailable("write", e))
             }

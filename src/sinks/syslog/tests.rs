@@ -249,3 +249,63 @@ async fn a_batch_encoded_ahead_is_kept_in_the_window_at_its_size() {
     let got = reader.await.unwrap();
     assert_eq!(octet_frames(&got).count(), 204);
 }
+
+/// A receiver that stops acknowledging (a hung or dead host: nothing comes back, not even
+/// a reset) is found lost only after `write_timeout`, longer than the replay window: the
+/// window still reaches back from when it last acknowledged, so the batch it took just
+/// before is written again on the next connection.
+#[tokio::test]
+async fn the_replay_window_reaches_back_from_the_receivers_last_acknowledgment() {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = sock.local_addr().unwrap().to_string();
+    let l = sock.listen(4).unwrap();
+    let table = format!(
+        "address = \"{addr}\"\nencoding = \"raw\"\nwrite_timeout_ms = 1000\nreplay_window_ms = 300\nencoder.syslog.hostname = \"h\"\n"
+    );
+    let mut sink = factory("s", toml::from_str(&table).unwrap(), "sinks.s")
+        .unwrap()
+        .build("s")
+        .unwrap();
+    let batch = |tag: &str, n: usize, pad: usize| -> Vec<Event> {
+        (0..n)
+            .map(|i| {
+                let raw = format!("{{\"tag\":\"{tag}-{i}\",\"pad\":\"{}\"}}", "x".repeat(pad));
+                event(EventKind::SignIn, "SignInLogs", &raw, None)
+            })
+            .collect()
+    };
+    let accept = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        (l, s)
+    });
+    // Taken into the receiver's buffer and acknowledged; the receiver never reads again.
+    let taken = sink.send(&batch("taken", 1, 100)).await.unwrap();
+    let (l, hung) = accept.await.unwrap();
+    taken.settle.expect("a wait on TCP").0.await.unwrap();
+    // More than its window: acknowledged in part at once, then never; found lost after
+    // write_timeout, more than the replay window after the receiver last acknowledged.
+    let stuck = sink.send(&batch("stuck", 4, 3000)).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(10), stuck.settle.unwrap().0)
+        .await
+        .expect("the stall is found")
+        .unwrap_err();
+    assert!(e.to_string().contains("not acknowledged"), "{e}");
+    drop(hung);
+    let second = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    let last = sink.send(&batch("last", 1, 100)).await.unwrap();
+    last.settle.unwrap().0.await.unwrap();
+    sink.close().await.unwrap();
+    let got = String::from_utf8(second.await.unwrap()).unwrap();
+    assert!(
+        got.contains("taken-0"),
+        "the batch taken before the stall is written again: {got}"
+    );
+    assert!(got.contains("last-0"));
+}
