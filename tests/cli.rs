@@ -432,3 +432,61 @@ fn convert_widens_a_stdin_pipe_and_reads_every_line() {
     assert_eq!(rest, 3000);
     assert!(child.wait().unwrap().success());
 }
+
+/// `run` reading stdin from a producer that is alive but quiet: SIGTERM stops it at once
+/// (the read blocked on the pipe does not hold the exit), after what came was delivered.
+#[test]
+fn sigterm_stops_a_run_waiting_on_a_quiet_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = {:?}\n[api]\nenabled = false\n[sources.in]\ntype = \"replay\"\npaths = [\"-\"]\n\
+             [sinks.out]\ntype = \"file\"\npath = {:?}\nencoding = \"raw\"\n",
+            dir.path().join("data").display().to_string(),
+            out.display().to_string()
+        ),
+    )
+    .unwrap();
+    let body = std::fs::read_to_string(data("eventhub/auditlogs.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let line = format!("{}\n", serde_json::to_string(&v["records"][0]).unwrap());
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(line.as_bytes()).unwrap();
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&out).map_or(0, |t| t.lines().count()) < 1 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the line was delivered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let stopped = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if stopped.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop(stdin);
+    let status = status.expect("stopped within 10 s of SIGTERM while stdin stayed open");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 1);
+}

@@ -96,6 +96,9 @@ pub fn main() -> ExitCode {
             Command::Healthcheck { address, path } => healthcheck(address, &path).await,
         }
     });
+    // A read still blocked on the blocking pool (stdin from a quiet producer) must not keep
+    // the process from exiting once the run is over.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match res {
         Ok(code) => code,
         Err(e) => {

@@ -354,10 +354,10 @@ async fn read_stdin(ctx: &SourceContext, config: &ReplayConfig) -> Result<(), So
     let mut stdin = BlockingReader::new(Input::Stdin);
     let mut head = BytesMut::new();
     loop {
-        let n = stdin
-            .read_buf(&mut head, READ_ROOM)
-            .await
-            .map_err(|e| fatal(&ctx.name, format!("read error on stdin: {e}")))?;
+        let n = tokio::select! {
+            r = stdin.read_buf(&mut head, READ_ROOM) => r.map_err(|e| fatal(&ctx.name, format!("read error on stdin: {e}")))?,
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+        };
         if n == 0 || head.contains(&b'\n') {
             break;
         }
@@ -511,10 +511,12 @@ async fn read_stream(
             }
             ctx.send(b.take(&ctx.acks)).await?;
         }
-        let n = reader
-            .read_buf(&mut buf, READ_ROOM)
-            .await
-            .map_err(|e| fatal(&ctx.name, format!("read error on {partition}: {e}")))?;
+        // A quiet producer on stdin (or a FIFO) blocks the read: shutdown must not wait
+        // for it (the loop's top sends what is complete and returns).
+        let n = tokio::select! {
+            r = reader.read_buf(&mut buf, READ_ROOM) => r.map_err(|e| fatal(&ctx.name, format!("read error on {partition}: {e}")))?,
+            _ = ctx.shutdown.cancelled() => continue,
+        };
         bulk = n >= BULK_READ;
         if n == 0 {
             eof = true;
