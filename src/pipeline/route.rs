@@ -83,6 +83,23 @@ impl RouteFilter {
                 )
             })?,
         };
+        for (i, t) in self.tenants.iter().enumerate() {
+            // Events carry the tenant's GUID (Event Hub records and Graph objects, and the
+            // Graph records without one are stamped with the token's): a domain never matches.
+            let guid = t.len() == 36
+                && t.bytes().enumerate().all(|(j, c)| match j {
+                    8 | 13 | 18 | 23 => c == b'-',
+                    _ => c.is_ascii_hexdigit(),
+                });
+            if !guid {
+                return Err(ConfigIssue::new(
+                    format!("{prefix}.tenants[{i}]"),
+                    format!(
+                        "`{t}` is not a tenant GUID: events carry the tenant's GUID (its `tid`), not a domain name"
+                    ),
+                ));
+            }
+        }
         Ok(CompiledFilter {
             kinds,
             categories: self.categories.clone(),
@@ -148,33 +165,69 @@ mod tests {
             categories: vec!["AdvancedHunting-*".into(), "GraphAlert".into()],
             exclude_categories: vec!["AdvancedHunting-DeviceEvents".into()],
             min_severity: Some("medium".into()),
-            tenants: vec!["T1".into()],
+            tenants: vec!["D13C513A-42F8-4DA1-97B1-165F0971B7C4".into()],
         }
         .validate("sinks.x.filter")
         .unwrap();
-        assert!(f.matches(&meta(EventKind::Alert, "GraphAlert", 4, Some("t1"))));
+        assert!(f.matches(&meta(
+            EventKind::Alert,
+            "GraphAlert",
+            4,
+            Some("d13c513a-42f8-4da1-97b1-165f0971b7c4")
+        )));
         assert!(
-            !f.matches(&meta(EventKind::Alert, "GraphAlert", 2, Some("t1"))),
+            !f.matches(&meta(
+                EventKind::Alert,
+                "GraphAlert",
+                2,
+                Some("d13c513a-42f8-4da1-97b1-165f0971b7c4")
+            )),
             "below medium"
         );
         assert!(
-            !f.matches(&meta(EventKind::SignIn, "SignInLogs", 4, Some("t1"))),
+            !f.matches(&meta(
+                EventKind::SignIn,
+                "SignInLogs",
+                4,
+                Some("d13c513a-42f8-4da1-97b1-165f0971b7c4")
+            )),
             "kind"
         );
         assert!(
-            !f.matches(&meta(EventKind::Hunting, "AdvancedHunting-DeviceEvents", 4, Some("t1"))),
+            !f.matches(&meta(
+                EventKind::Hunting,
+                "AdvancedHunting-DeviceEvents",
+                4,
+                Some("d13c513a-42f8-4da1-97b1-165f0971b7c4")
+            )),
             "excluded"
         );
         assert!(f.matches(&meta(
             EventKind::Hunting,
             "AdvancedHunting-DeviceLogonEvents",
             99,
-            Some("t1")
+            Some("d13c513a-42f8-4da1-97b1-165f0971b7c4")
         )));
         assert!(
             !f.matches(&meta(EventKind::Alert, "GraphAlert", 4, None)),
             "tenant unknown"
         );
+        assert!(
+            !f.matches(&meta(
+                EventKind::Alert,
+                "GraphAlert",
+                4,
+                Some("5f1e8c2a-9b7d-4e3f-a1c2-3d4e5f6a7b8c")
+            )),
+            "another tenant"
+        );
+        let err = RouteFilter {
+            tenants: vec!["contoso.onmicrosoft.com".into()],
+            ..Default::default()
+        }
+        .validate("sinks.x.filter")
+        .unwrap_err();
+        assert_eq!(err.path, "sinks.x.filter.tenants[0]");
     }
 
     #[test]

@@ -67,23 +67,30 @@ pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn 
         ));
     }
     // Properties that keep offsets behind the sinks' acknowledgments, or that the typed
-    // keys set: librdkafka's automatic commit would commit what no sink has yet.
-    for (key, instead) in [
+    // keys set: librdkafka's automatic commit would commit what no sink has yet. The value
+    // the source sets anyway is accepted.
+    for (key, safe, instead) in [
         (
             "enable.auto.commit",
+            "false",
             "offsets are committed after the sinks acknowledge",
         ),
         (
             "enable.auto.offset.store",
+            "false",
             "offsets are stored after the sinks acknowledge",
         ),
-        ("group.id", "use `group_id`"),
-        ("auto.offset.reset", "use `start`"),
+        ("group.id", c.group_id.as_str(), "use `group_id`"),
+        ("auto.offset.reset", c.start.as_str(), "use `start`"),
     ] {
-        if c.librdkafka_options.contains_key(key) {
+        if let Some(v) = c
+            .librdkafka_options
+            .get(key)
+            .filter(|v| !v.trim().eq_ignore_ascii_case(safe))
+        {
             return Err(ConfigIssue::new(
                 format!("{prefix}.librdkafka_options.{key}"),
-                format!("not allowed here: {instead}"),
+                format!("`{v}` not allowed here: {instead}"),
             ));
         }
     }
@@ -298,6 +305,11 @@ mod tests {
         }
         let t = table(&format!(
             "{base}librdkafka_options = {{ \"fetch.wait.max.ms\" = \"100\" }}\n"
+        ));
+        assert!(factory("k", t, "sources.k").is_ok());
+        // The values the source sets anyway are harmless.
+        let t = table(&format!(
+            "{base}librdkafka_options = {{ \"enable.auto.commit\" = \"false\", \"group.id\" = \"m365-forwarder\" }}\n"
         ));
         assert!(factory("k", t, "sources.k").is_ok());
     }

@@ -255,7 +255,7 @@ fn resolve(c: &EventHubSourceConfig, prefix: &str) -> Result<Resolved, ConfigIss
             // that hub only): another name configured beside it could only fail at connect.
             if let Some(n) = namespace
                 .as_deref()
-                .filter(|n| !n.eq_ignore_ascii_case(&parsed.fully_qualified_namespace))
+                .filter(|n| !n.trim().eq_ignore_ascii_case(&parsed.fully_qualified_namespace))
             {
                 return Err(ConfigIssue::new(
                     format!("{prefix}.fully_qualified_namespace"),
