@@ -457,3 +457,6 @@ impl Pipeline {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod failure_tests;
