@@ -466,6 +466,37 @@ async fn a_watermark_held_by_partial_polls_moves_on_after_the_hold_limit() {
     assert!(expired >= 1.0);
 }
 
+/// The same without a deep re-scan to read the window again: the watermark is held for
+/// good, whatever the hold limit (moving it would lose what the 206s left out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_rescan_a_watermark_held_by_partial_polls_stays() {
+    let emu = emulator_with_samples().await;
+    for _ in 0..200 {
+        emu.push_fault(
+            TA,
+            Fault::Partial {
+                hide: vec!["3109".into()],
+                warning: r#"199 - "Microsoft/MDO/503/1""#.into(),
+            },
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = incidents_config(
+        &emu,
+        dir.path(),
+        "max_watermark_hold_secs = 1\nrescan_interval_secs = 0",
+    );
+    let run = start(cfg, open_store(dir.path()), usize::MAX);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_until("more polls", SECS, || cycles(&emu, TA) >= 4).await;
+    run.finish().await;
+    let reqs = emu.requests(TA);
+    assert!(
+        reqs.iter().all(|r| r.filter == reqs[0].filter),
+        "the watermark never moved"
+    );
+}
+
 /// (f) A 206 page misses incident 3109: what came is forwarded, the watermark is held (the
 /// next poll asks for the same window), 3109 arrives on that poll, and only then does the
 /// watermark move.

@@ -91,8 +91,8 @@ impl SeenCache {
     }
 }
 
-/// OCSF finding activity. With the Graph poller's change type: `created`/`new` → 1 Create;
-/// a change that closed it (the change type names the new state: `resolved`, `redirected`,
+/// OCSF finding activity. With the Graph poller's change type: `created`/`new` → 1 Create
+/// (3 Close when first seen already closed); a change that closed it (the change type names the new state: `resolved`, `redirected`,
 /// `remediated`, `dismissed`, ...) → 3 Close; anything else → 2 Update, a later change of
 /// an already closed finding included. Without one (Event Hub records, which carry the
 /// whole state): 3 Close when closed, else the first-seen cache (1 Create / 2 Update).
@@ -106,10 +106,13 @@ pub(crate) fn finding_activity(
 ) -> u8 {
     let s = seen.observe(key, version_ms, severity);
     if let Some(ct) = change_type {
-        return if ct.eq_ignore_ascii_case("created") || ct.eq_ignore_ascii_case("new") {
-            1
-        } else if closed && !ct.eq_ignore_ascii_case("updated") {
+        let created = ct.eq_ignore_ascii_case("created") || ct.eq_ignore_ascii_case("new");
+        // First seen already closed: Close, which carries its final state (and is never
+        // taken for the duplicate of a detection the other input sent first).
+        return if closed && (created || !ct.eq_ignore_ascii_case("updated")) {
             3
+        } else if created {
+            1
         } else {
             2
         };
@@ -152,6 +155,12 @@ mod tests {
         assert_eq!(finding_activity(&c, k3, 1, true, Some("resolved"), None), 3);
         assert_eq!(finding_activity(&c, k3, 2, true, Some("updated"), None), 2);
         assert_eq!(finding_activity(&c, k3, 3, true, Some("redirected"), None), 3);
+        let k4 = finding_key("graph.alert", "t", "da1");
+        assert_eq!(
+            finding_activity(&c, k4, 1, true, Some("created"), None),
+            3,
+            "first seen resolved"
+        );
     }
 
     #[test]

@@ -214,23 +214,24 @@ pub async fn run_committer(
             _ = stop.cancelled() => true,
             _ = tokio::time::sleep(interval) => false,
         };
-        let mut committed = commit_ready(&source, &acks, &store, &metrics).await;
-        if stopping {
-            // The last commit: a failed one is tried again for a few seconds (bounded as a
-            // whole: a store that blocks must not use up a container's stop grace).
-            let deadline = tokio::time::Instant::now() + FINAL_COMMIT_FOR;
-            while !committed && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                committed = tokio::time::timeout_at(deadline, commit_ready(&source, &acks, &store, &metrics))
-                    .await
-                    .unwrap_or(false);
-            }
-            return;
+        if !stopping {
+            commit_ready(&source, &acks, &store, &metrics).await;
+            continue;
         }
+        // The last commit, tried again after a failure for a few seconds, bounded as a whole
+        // (a store that blocks must not use up a container's stop grace).
+        let deadline = tokio::time::Instant::now() + FINAL_COMMIT_FOR;
+        let attempt = || tokio::time::timeout_at(deadline, commit_ready(&source, &acks, &store, &metrics));
+        let mut committed = attempt().await.unwrap_or(false);
+        while !committed && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            committed = attempt().await.unwrap_or(false);
+        }
+        return;
     }
 }
 
-/// How long the last commit at shutdown is tried again after a failure.
+/// How long the last commit at shutdown may take, tried again after a failure.
 const FINAL_COMMIT_FOR: Duration = Duration::from_secs(5);
 
 /// Commits what is ready; false when the commit failed (the values are kept for the next).

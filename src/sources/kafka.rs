@@ -83,11 +83,11 @@ pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn 
         ("group.id", c.group_id.as_str(), "use `group_id`"),
         ("auto.offset.reset", c.start.as_str(), "use `start`"),
     ] {
-        if let Some(v) = c
-            .librdkafka_options
-            .get(key)
-            .filter(|v| !v.trim().eq_ignore_ascii_case(safe))
-        {
+        if let Some(v) = c.librdkafka_options.get(key).filter(|v| match key {
+            // Group ids are case-sensitive: only the same one, exactly.
+            "group.id" => v.as_str() != safe,
+            _ => !v.trim().eq_ignore_ascii_case(safe),
+        }) {
             return Err(ConfigIssue::new(
                 format!("{prefix}.librdkafka_options.{key}"),
                 format!("`{v}` not allowed here: {instead}"),
@@ -312,5 +312,9 @@ mod tests {
             "{base}librdkafka_options = {{ \"enable.auto.commit\" = \"false\", \"group.id\" = \"m365-forwarder\" }}\n"
         ));
         assert!(factory("k", t, "sources.k").is_ok());
+        let t = table(&format!(
+            "{base}librdkafka_options = {{ \"group.id\" = \"M365-Forwarder\" }}\n"
+        ));
+        assert!(factory("k", t, "sources.k").is_err(), "another group");
     }
 }

@@ -173,11 +173,13 @@ pub struct Stream {
     /// A write stopped part way (a stall, a cancelled send): the receiver may hold part of
     /// a message.
     mid_frame: bool,
+    /// Reset such a connection instead of closing it (see [`Stream::reset_mid_frame`]).
+    reset_mid_frame: bool,
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        if self.mid_frame {
+        if self.mid_frame && self.reset_mid_frame {
             // Reset instead of a clean close: a receiver framing by line ends would take the
             // part of a message it holds for a whole one (the message is sent again).
             reset_on_close(self.shared.fd.as_raw_fd());
@@ -240,11 +242,20 @@ impl Stream {
                 shared,
                 reader,
                 mid_frame: false,
+                reset_mid_frame: false,
             })
         };
         tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+    }
+
+    /// Reset the connection, rather than close it, when it is dropped in the middle of a
+    /// message. Only where every byte counted as delivered was acknowledged by the
+    /// receiver's TCP (waiting for TCP acknowledgments, on Linux): a reset drops what is
+    /// still queued, which must then all be sent again anyway.
+    pub fn reset_mid_frame(&mut self, on: bool) {
+        self.reset_mid_frame = on;
     }
 
     /// When the receiver closed or reset the connection, if it did; for a connection given
@@ -329,15 +340,17 @@ impl Stream {
             ));
         }
         let stalled = || io::Error::new(io::ErrorKind::TimedOut, "write made no progress within the timeout");
-        if !data.is_empty() {
-            self.mid_frame = true;
-        }
         let mut rest = data;
         while !rest.is_empty() {
             // Cancel-safe: a write that is still pending when the timeout fires took nothing.
             match tokio::time::timeout(timeout, self.writer.write(rest)).await {
                 Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(Ok(n)) => rest = &rest[n..],
+                Ok(Ok(n)) => {
+                    // Part of the batch is out: until the rest is, the receiver may hold part
+                    // of a message.
+                    self.mid_frame = true;
+                    rest = &rest[n..];
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(stalled()),
             }
@@ -358,7 +371,7 @@ impl Stream {
 
     /// Flushes, waits for the receiver's TCP acknowledgment and shuts the write side.
     pub async fn close(&mut self, timeout: Duration) -> io::Result<()> {
-        if self.mid_frame {
+        if self.mid_frame && self.reset_mid_frame {
             // Dropped unflushed: reset (see `Drop`).
             return Err(io::Error::new(
                 io::ErrorKind::Interrupted,
@@ -481,6 +494,7 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         let accept = tokio::spawn(async move { l.accept().await.unwrap().0 });
         let mut s = Stream::connect(&addr, None, Duration::from_secs(5)).await.unwrap();
+        s.reset_mid_frame(true);
         let mut peer = accept.await.unwrap();
         // Far more than the socket buffers hold, as one line.
         let mut line = vec![b'x'; 64 << 20];

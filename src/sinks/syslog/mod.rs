@@ -387,6 +387,7 @@ impl SyslogSink {
         let mut s = Stream::connect(&self.address, tls, self.connect_timeout)
             .await
             .map_err(|e| unavailable("connect", e))?;
+        s.reset_mid_frame(self.wait_for_tcp_ack && cfg!(target_os = "linux"));
         self.count(|m| &m.sink_connects, 1);
         tracing::info!(address = %self.address, transport = self.mode.as_str(), "syslog connected");
         if !self.pending.is_empty() {

@@ -122,12 +122,59 @@ fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
     })
 }
 
+/// Anything at all, counted as an array's length (elements skipped, not built): 0 for
+/// what is not an array.
+struct Count;
+
+impl<'de> serde::de::Visitor<'de> for Count {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<usize, A::Error> {
+        let mut n = 0;
+        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<usize, A::Error> {
+        while a
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(0)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_unit<E>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+    fn visit_none<E>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+}
+
 /// The length of an array; 0 for anything else.
 fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    Ok(match serde_json::Value::deserialize(d)? {
-        serde_json::Value::Array(a) => a.len(),
-        _ => 0,
-    })
+    d.deserialize_any(Count)
 }
 
 /// A boolean, or `"true"` / `"false"`.
@@ -140,12 +187,50 @@ fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error
 }
 
 /// The alerts of an incident: each one that is an object (a malformed one is left out, not
-/// the incident).
+/// the incident); each read from its own text, so their evidence is skipped, not built.
 fn alerts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<AlertView>>, D::Error> {
-    Ok(match serde_json::Value::deserialize(d)? {
-        serde_json::Value::Array(a) => Some(a.into_iter().filter_map(|v| AlertView::deserialize(v).ok()).collect()),
-        _ => None,
-    })
+    struct Alerts;
+    impl<'de> serde::de::Visitor<'de> for Alerts {
+        type Value = Option<Vec<AlertView>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of alerts")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(raw) = a.next_element::<&'de serde_json::value::RawValue>()? {
+                out.extend(serde_json::from_str::<AlertView>(raw.get()).ok());
+            }
+            Ok(Some(out))
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+            serde::de::Visitor::visit_map(Count, a).map(|_| None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Alerts)
 }
 
 fn lower(v: &Option<String>) -> String {

@@ -384,6 +384,9 @@ impl Poller<'_> {
             .filter(|_| self.rescan_at.is_some_and(|t| Instant::now() >= t) && state.watermark_us().is_some());
         self.rescan_floor = None;
         if let Some(r) = rescan {
+            // Due again one interval from now, whether this walk goes through or not (a
+            // failing deep walk is not tried again at every poll).
+            self.rescan_at = Some(Instant::now() + r.interval);
             self.rescan_floor = Some(since);
             since = since.min(old_watermark - r.lookback_secs as i64 * 1_000_000);
             tracing::info!(tenant = %self.tenant, since = %state::format_time(since), "deep re-scan: reading further back than the overlap for objects listed late");
@@ -392,6 +395,8 @@ impl Poller<'_> {
         let mut url = self.first_url(since);
         let mut newest = old_watermark;
         let mut partial = false;
+        // A page not understood ends the walk: what follows it was not read at all.
+        let mut cut_short = false;
         let mut links = HashSet::new();
         let mut b = BatchBuilder::new(self.ctx.name.clone(), self.partition.clone(), self.ctx.batch_max_events);
         loop {
@@ -412,23 +417,29 @@ impl Poller<'_> {
                 other => {
                     self.quarantine_page(&mut b, &page.body, other, POLL_REDO);
                     partial = true;
+                    cut_short = true;
                     None
                 }
             };
             let last = next.is_none();
             if last {
                 let newest = newest.min(walk_started.max(old_watermark));
-                // A window that never reads whole (a provider failing for days, a page never
-                // understood) is not held for good: its queries and state would grow
-                // without end. Past `max_watermark_hold_secs` the watermark moves anyway;
-                // the deep re-scan reads that window again later.
+                // A window that never reads whole because a provider keeps failing (206 for
+                // days) is not held for good: its queries and state would grow without end.
+                // Past `max_watermark_hold_secs` the watermark moves anyway, but only when
+                // the deep re-scan reaches back over that hold (it reads the window again),
+                // and never past a walk cut short by a page not understood (the pages after
+                // it were not read at all).
                 let held = if partial {
                     self.held_since.get_or_insert_with(Instant::now).elapsed()
                 } else {
                     self.held_since = None;
                     Duration::ZERO
                 };
-                let give_up = partial && held >= self.config.max_watermark_hold;
+                let reread = self.config.rescan.is_some_and(|r| {
+                    r.lookback_secs > self.config.max_watermark_hold.as_secs() + self.config.overlap_secs
+                });
+                let give_up = partial && !cut_short && reread && held >= self.config.max_watermark_hold;
                 if give_up && newest > old_watermark {
                     tracing::warn!(tenant = %self.tenant, held_secs = held.as_secs(), "every poll came back partial for max_watermark_hold_secs: moving the watermark on (the deep re-scan reads this window again)");
                     self.count(&self.ctx.metrics.graph.poll_errors, "watermark_hold_expired");
@@ -456,12 +467,7 @@ impl Poller<'_> {
                 None => break,
             }
         }
-        if let Some(r) = rescan {
-            // Due again one interval after a walk that went through (a failed one is
-            // tried again at the next poll).
-            self.rescan_at = Some(Instant::now() + r.interval);
-            self.rescan_floor = None;
-        }
+        self.rescan_floor = None;
         tracing::debug!(tenant = %self.tenant, watermark = %state.watermark, partial, "poll done");
         Ok(())
     }
