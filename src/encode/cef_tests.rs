@@ -315,3 +315,39 @@ fn an_alert_takes_its_source_ip_from_the_evidence_that_has_one() {
     let cef = parse_cef(&lines[0]).unwrap();
     assert_eq!(cef.get("src"), Some("203.0.113.77"), "{}", lines[0]);
 }
+
+/// A Defender evidence row (AlertEvidence) with its device's local address and a remote
+/// one: the line carries them as `src` and `dst`, from the full normalization and from the
+/// lean one alike.
+#[test]
+fn a_defender_evidence_row_carries_its_local_and_remote_addresses() {
+    let body: Value = serde_json::from_str(include_str!(
+        "../../tests/data/eventhub/defender_alert_info_evidence.json"
+    ))
+    .unwrap();
+    let mut row = body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["properties"]["EntityType"] == "Machine")
+        .unwrap()
+        .clone();
+    row["properties"]["RemoteIP"] = "198.51.100.9".into();
+    let raw = row.to_string();
+    let meta = crate::encode::testutil::meta(EventKind::Alert, "AdvancedHunting-AlertEvidence");
+    for lean in [false, true] {
+        let n = crate::normalize::Normalizer::new(crate::normalize::NormalizeOptions {
+            lean,
+            ..Default::default()
+        });
+        let out = n.normalize(&meta, raw.as_bytes()).unwrap();
+        let mut ev = event(EventKind::Alert, "AdvancedHunting-AlertEvidence", &raw, None);
+        ev.normalized = Some(std::sync::Arc::new(out.normalized));
+        let mut buf = Vec::new();
+        enc(None, SplitMode::Never).encode(&ev, &mut buf).unwrap();
+        let line = String::from_utf8(buf).unwrap();
+        let cef = parse_cef(&line).unwrap();
+        assert_eq!(cef.get("src"), Some("192.0.2.54"), "lean {lean}: {line}");
+        assert_eq!(cef.get("dst"), Some("198.51.100.9"), "lean {lean}: {line}");
+    }
+}

@@ -416,12 +416,27 @@ impl<'a> View<'a> {
         })
     }
 
+    /// The destination IP: `dst_endpoint.ip`, else that of the first evidence with one (a
+    /// Defender evidence row's remote address, a Graph IP evidence in the destination role).
+    fn dst_ip(&self) -> Option<&'a str> {
+        self.str("dst_endpoint.ip").or_else(|| {
+            self.evidence_with("dst_endpoint.ip")
+                .and_then(|e| self.str(&format!("{e}.dst_endpoint.ip")))
+        })
+    }
+
     /// `evidences.N` of the first evidence with a source IP (of the first 32).
     fn src_evidence(&self) -> Option<String> {
+        self.evidence_with("src_endpoint.ip")
+    }
+
+    /// `evidences.N` of the first evidence (of the first 32) with a string at `leaf`.
+    fn evidence_with(&self, leaf: &str) -> Option<String> {
+        self.node("evidences")?;
         (0..32)
             .map(|i| format!("evidences.{i}"))
             .take_while(|e| self.node(e).is_some())
-            .find(|e| self.str(&format!("{e}.src_endpoint.ip")).is_some())
+            .find(|e| self.str(&format!("{e}.{leaf}")).is_some())
     }
 
     /// The client's geolocation: `src_endpoint.location`, else that of the evidence whose
@@ -493,7 +508,7 @@ pub(crate) fn flat_of<'a>(v: &View<'a>) -> Flat<Cow<'a, str>> {
         src_user: user(src_user),
         dst_user: user(dst_user),
         src_ip: b(v.src_ip()),
-        dst_ip: s("dst_endpoint.ip"),
+        dst_ip: b(v.dst_ip()),
         src_host: b(v.first(&["src_endpoint.hostname", "device.hostname"])),
         dst_host: s("dst_endpoint.hostname"),
         app_name: s("actor.app_name"),

@@ -419,6 +419,10 @@ pub(crate) fn map_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, Norm
         "evidences[0].process.cmd_line",
         r.ProcessCommandLine.get(),
     );
+    // The local and remote addresses of the evidence (ocsf-mapping 5.7).
+    let mut src = Obj::new();
+    src.s("ip", r.LocalIP.get());
+    e.o("src_endpoint", src);
     let mut dst = Obj::new();
     dst.s("ip", r.RemoteIP.get());
     e.o("dst_endpoint", dst);

@@ -104,6 +104,9 @@ pub(crate) fn flat_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, No
         };
         (x.src_user, x.dst_user) = pair(actor, FlatUser::default());
     }
+    // The evidence's addresses, as the tree's first evidence carries them.
+    x.src_ip = t(r.LocalIP.get());
+    x.dst_ip = t(r.RemoteIP.get());
     let device = r.DeviceId.get().is_some() || r.DeviceName.get().is_some() || r.LocalIP.get().is_some();
     if entity.eq_ignore_ascii_case("Machine") && device {
         x.src_host = t(r.DeviceName.get());

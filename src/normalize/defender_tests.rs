@@ -53,6 +53,10 @@ fn alert_info_then_evidence_then_duplicate() {
     let e = ocsf(&machine);
     assert_eq!(e["device"]["hostname"], "ws-fin-0423.corp.fabrikam.example");
     assert_eq!(e["evidences"][0]["device"]["ip"], "192.0.2.54");
+    assert_eq!(
+        e["evidences"][0]["src_endpoint"]["ip"], "192.0.2.54",
+        "LocalIP (ocsf-mapping 5.7)"
+    );
     assert_ne!(
         e["metadata"]["uid"],
         ocsf(&user_ev)["metadata"]["uid"],
