@@ -328,9 +328,16 @@ impl Config {
 
     /// Parse config text; `file` names it in errors.
     pub fn from_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            file: file.to_path_buf(),
-            message: e.to_string(),
+        // The position and the parser's message, not its quote of the line: that line may
+        // hold a secret written in the text.
+        let mut value: toml::Value = toml::from_str(text).map_err(|e: toml::de::Error| {
+            let at = e.span().map_or(0, |s| s.start.min(text.len()));
+            let line = text[..at].matches('\n').count() + 1;
+            let column = at - text[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+            ConfigError::Syntax {
+                file: file.to_path_buf(),
+                message: format!("line {line}, column {column}: {}", e.message().trim_end()),
+            }
         })?;
         let invalid = |issues| ConfigError::Invalid {
             file: file.to_path_buf(),

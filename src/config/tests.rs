@@ -145,3 +145,16 @@ fn disk_buffer_keys_are_checked_with_file_and_key_in_the_error() {
         "{e}"
     );
 }
+
+/// A syntax error names the file, line and column, and does not quote the line: it may hold
+/// a secret written in the text.
+#[test]
+fn a_syntax_error_does_not_quote_the_line() {
+    let text = "[sinks.s]\ntype = \"splunk_hec\"\ntoken = \"8f7a-very-secret\n";
+    let e = load(text).unwrap_err().to_string();
+    assert!(
+        e.starts_with("/etc/m365/forwarder.toml: TOML syntax: line 3, column "),
+        "{e}"
+    );
+    assert!(!e.contains("very-secret"), "{e}");
+}
