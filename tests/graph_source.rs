@@ -426,11 +426,9 @@ async fn e2_throttle_storm_never_sends_early_and_forwards_everything() {
     );
 }
 
-/// Every poll comes back partial (a provider failing for good): the watermark is held for
-/// `max_watermark_hold_secs`, then moves on, so the window and its requests stop growing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watermark_held_by_partial_polls_moves_on_after_the_hold_limit() {
-    let emu = emulator_with_samples().await;
+/// Every data request of tenant A answers 206 without incident 3109 (a provider failing
+/// for good), for the next 200 requests.
+fn partial_for_good(emu: &Emulator) {
     for _ in 0..200 {
         emu.push_fault(
             TA,
@@ -440,6 +438,14 @@ async fn a_watermark_held_by_partial_polls_moves_on_after_the_hold_limit() {
             },
         );
     }
+}
+
+/// Every poll comes back partial (a provider failing for good): the watermark is held for
+/// `max_watermark_hold_secs`, then moves on, so the window and its requests stop growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watermark_held_by_partial_polls_moves_on_after_the_hold_limit() {
+    let emu = emulator_with_samples().await;
+    partial_for_good(&emu);
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
     let cfg = incidents_config(&emu, dir.path(), "max_watermark_hold_secs = 1");
@@ -471,15 +477,7 @@ async fn a_watermark_held_by_partial_polls_moves_on_after_the_hold_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_rescan_a_watermark_held_by_partial_polls_stays() {
     let emu = emulator_with_samples().await;
-    for _ in 0..200 {
-        emu.push_fault(
-            TA,
-            Fault::Partial {
-                hide: vec!["3109".into()],
-                warning: r#"199 - "Microsoft/MDO/503/1""#.into(),
-            },
-        );
-    }
+    partial_for_good(&emu);
     let dir = tempfile::tempdir().unwrap();
     let cfg = incidents_config(
         &emu,

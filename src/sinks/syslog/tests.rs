@@ -51,33 +51,40 @@ async fn data_lost_by_a_dying_receiver_is_written_again() {
     );
 }
 
+/// `n` raw events `{"tag":"TAG-i","pad":"x…"}` with `pad` bytes of padding.
+fn tagged(tag: &str, n: usize, pad: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            let raw = format!("{{\"tag\":\"{tag}-{i}\",\"pad\":\"{}\"}}", "x".repeat(pad));
+            event(EventKind::SignIn, "SignInLogs", &raw, None)
+        })
+        .collect()
+}
+
+/// A listener with a small receive window (a receiver that does not read acknowledges only
+/// about this much), and a raw-encoding TCP sink to it with the `extra` keys.
+fn small_window_receiver(extra: &str) -> (tokio::net::TcpListener, Box<dyn Sink>) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = sock.local_addr().unwrap().to_string();
+    let l = sock.listen(4).unwrap();
+    let table = format!("address = \"{addr}\"\nencoding = \"raw\"\nencoder.syslog.hostname = \"h\"\n{extra}\n");
+    let sink = factory("s", toml::from_str(&table).unwrap(), "sinks.s")
+        .unwrap()
+        .build("s")
+        .unwrap();
+    (l, sink)
+}
+
 /// The next batch is written while one waits for the receiver's TCP acknowledgment; a
 /// batch the receiver never acknowledged fails its wait (the driver sends it again) and
 /// is not in the replay of the next connection, while acknowledged ones are.
 #[tokio::test]
 async fn later_batches_are_written_while_one_waits_for_its_tcp_acknowledgment() {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    // A small receive window: a receiver that does not read acknowledges only this much.
-    sock.set_recv_buffer_size(2048).unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = sock.local_addr().unwrap().to_string();
-    let l = sock.listen(4).unwrap();
-    let table =
-        format!("address = \"{addr}\"\nencoding = \"raw\"\nwrite_timeout_ms = 3000\nencoder.syslog.hostname = \"h\"\n");
-    let mut sink = factory("s", toml::from_str(&table).unwrap(), "sinks.s")
-        .unwrap()
-        .build("s")
-        .unwrap();
+    let (l, mut sink) = small_window_receiver("write_timeout_ms = 3000");
     // Small batches fit the window; big ones (4 x 3 KB) do not.
-    let batch = |tag: &str, n: usize| -> Vec<Event> {
-        let pad = if n > 1 { 3000 } else { 100 };
-        (0..n)
-            .map(|i| {
-                let raw = format!("{{\"tag\":\"{tag}-{i}\",\"pad\":\"{}\"}}", "x".repeat(pad));
-                event(EventKind::SignIn, "SignInLogs", &raw, None)
-            })
-            .collect()
-    };
+    let batch = |tag: &str, n: usize| tagged(tag, n, if n > 1 { 3000 } else { 100 });
     let accept = tokio::spawn(async move {
         let (s, _) = l.accept().await.unwrap();
         (l, s)
@@ -256,37 +263,18 @@ async fn a_batch_encoded_ahead_is_kept_in_the_window_at_its_size() {
 /// before is written again on the next connection.
 #[tokio::test]
 async fn the_replay_window_reaches_back_from_the_receivers_last_acknowledgment() {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(2048).unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = sock.local_addr().unwrap().to_string();
-    let l = sock.listen(4).unwrap();
-    let table = format!(
-        "address = \"{addr}\"\nencoding = \"raw\"\nwrite_timeout_ms = 1000\nreplay_window_ms = 300\nencoder.syslog.hostname = \"h\"\n"
-    );
-    let mut sink = factory("s", toml::from_str(&table).unwrap(), "sinks.s")
-        .unwrap()
-        .build("s")
-        .unwrap();
-    let batch = |tag: &str, n: usize, pad: usize| -> Vec<Event> {
-        (0..n)
-            .map(|i| {
-                let raw = format!("{{\"tag\":\"{tag}-{i}\",\"pad\":\"{}\"}}", "x".repeat(pad));
-                event(EventKind::SignIn, "SignInLogs", &raw, None)
-            })
-            .collect()
-    };
+    let (l, mut sink) = small_window_receiver("write_timeout_ms = 1000\nreplay_window_ms = 300");
     let accept = tokio::spawn(async move {
         let (s, _) = l.accept().await.unwrap();
         (l, s)
     });
     // Taken into the receiver's buffer and acknowledged; the receiver never reads again.
-    let taken = sink.send(&batch("taken", 1, 100)).await.unwrap();
+    let taken = sink.send(&tagged("taken", 1, 100)).await.unwrap();
     let (l, hung) = accept.await.unwrap();
     taken.settle.expect("a wait on TCP").0.await.unwrap();
     // More than its window: acknowledged in part at once, then never; found lost after
     // write_timeout, more than the replay window after the receiver last acknowledged.
-    let stuck = sink.send(&batch("stuck", 4, 3000)).await.unwrap();
+    let stuck = sink.send(&tagged("stuck", 4, 3000)).await.unwrap();
     let e = tokio::time::timeout(Duration::from_secs(10), stuck.settle.unwrap().0)
         .await
         .expect("the stall is found")
@@ -299,7 +287,7 @@ async fn the_replay_window_reaches_back_from_the_receivers_last_acknowledgment()
         s.read_to_end(&mut got).await.unwrap();
         got
     });
-    let last = sink.send(&batch("last", 1, 100)).await.unwrap();
+    let last = sink.send(&tagged("last", 1, 100)).await.unwrap();
     last.settle.unwrap().0.await.unwrap();
     sink.close().await.unwrap();
     let got = String::from_utf8(second.await.unwrap()).unwrap();
