@@ -42,29 +42,45 @@ fn produce_bodies(bootstrap: &str, topic: &str, first: usize, bodies: usize, per
 
 /// A forwarder in `dir/name/` (config, log and data) reading `topic` into `output`; not started.
 fn forwarder(dir: &Path, name: &str, bootstrap: &str, topic: &str, output: &Path) -> Forwarder {
+    forwarder_with(dir, name, bootstrap, &[topic], 100, "", output)
+}
+
+/// As [`forwarder`], reading `topics` in batches of `batch`, with `options` added to the
+/// librdkafka options (`, "key" = "value"` ...).
+fn forwarder_with(
+    dir: &Path,
+    name: &str,
+    bootstrap: &str,
+    topics: &[&str],
+    batch: usize,
+    options: &str,
+    output: &Path,
+) -> Forwarder {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
+    let topics: Vec<String> = topics.iter().map(|t| format!("\"{t}\"")).collect();
     let text = format!(
         r#"
 data_dir = "{data}"
 [api]
 enabled = false
 [pipeline]
-batch_max_events = 100
+batch_max_events = {batch}
 checkpoint_interval_ms = 50
 drain_timeout_secs = 10
 [sources.eh]
 type = "kafka"
 bootstrap_servers = "{bootstrap}"
-topics = ["{topic}"]
+topics = [{topics}]
 group_id = "forwarders"
-librdkafka_options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
+librdkafka_options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000"{options} }}
 [sinks.out]
 type = "file"
 path = "{output}"
 encoding = "raw"
 "#,
         data = dir.join("data").display(),
+        topics = topics.join(", "),
         output = output.display(),
     );
     Forwarder::write(&dir, &text)
@@ -180,33 +196,15 @@ fn a_quiet_topic_beside_a_busy_one_is_not_held_back() {
     broker.create_topic("busy", 1);
     broker.create_topic("quiet", 1);
     let out = dir.path().join("out.ndjson");
-    let fwd_dir = dir.path().join("a");
-    std::fs::create_dir_all(&fwd_dir).unwrap();
-    let text = format!(
-        r#"
-data_dir = "{data}"
-[api]
-enabled = false
-[pipeline]
-batch_max_events = 1000
-checkpoint_interval_ms = 50
-drain_timeout_secs = 10
-[sources.eh]
-type = "kafka"
-bootstrap_servers = "{bootstrap}"
-topics = ["busy", "quiet"]
-group_id = "forwarders"
-librdkafka_options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000", "fetch.wait.max.ms" = "10" }}
-[sinks.out]
-type = "file"
-path = "{output}"
-encoding = "raw"
-"#,
-        data = fwd_dir.join("data").display(),
-        bootstrap = broker.bootstrap(),
-        output = out.display(),
+    let mut fwd = forwarder_with(
+        dir.path(),
+        "a",
+        &broker.bootstrap(),
+        &["busy", "quiet"],
+        1000,
+        r#", "fetch.wait.max.ms" = "10""#,
+        &out,
     );
-    let mut fwd = Forwarder::write(&fwd_dir, &text);
     fwd.spawn();
     produce_bodies(&broker.bootstrap(), "quiet", 1_000_000, 1, 1);
     assert!(
