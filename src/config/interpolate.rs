@@ -130,9 +130,12 @@ fn resolve(reference: &str, base: Option<&Path>) -> Result<String, String> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!("`${{{reference}}}` is not a valid variable name"));
     }
+    // As in the shell and Compose, `${VAR:-default}` takes the default when the variable is
+    // unset or empty (a Compose file passing `VAR=` through must not blank a value).
     match std::env::var(name) {
-        Ok(v) => Ok(v),
-        Err(_) => default
+        Ok(v) if !(v.is_empty() && default.is_some()) => Ok(v),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("environment variable `{name}` is not valid UTF-8")),
+        _ => default
             .map(str::to_string)
             .ok_or_else(|| format!("environment variable `{name}` is not set")),
     }
@@ -152,6 +155,11 @@ mod tests {
         assert_eq!(expand("$${literal}", None).unwrap(), "${literal}");
         assert_eq!(expand("cost $5", None).unwrap(), "cost $5");
         assert_eq!(expand("${M365FWD_UNSET_VAR:-dflt}", None).unwrap(), "dflt");
+        // Empty counts as unset for `:-` (shell and Compose semantics), not without it.
+        std::env::set_var("M365FWD_TEST_INTERP_EMPTY", "");
+        assert_eq!(expand("h=${M365FWD_TEST_INTERP_EMPTY:-fwd}", None).unwrap(), "h=fwd");
+        assert_eq!(expand("h=${M365FWD_TEST_INTERP_EMPTY}", None).unwrap(), "h=");
+        assert_eq!(expand("${M365FWD_TEST_INTERP:-dflt}", None).unwrap(), "abc");
         assert!(expand("${M365FWD_UNSET_VAR}", None)
             .unwrap_err()
             .contains("M365FWD_UNSET_VAR"));
