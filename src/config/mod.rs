@@ -127,6 +127,12 @@ fn default_api_address() -> SocketAddr {
 pub struct DeadLetterConfig {
     /// NDJSON file for quarantined events; default `<data_dir>/dead-letter.ndjson`.
     pub path: Option<PathBuf>,
+    /// Size at which the file is renamed to `<stem>.<UTC time>.<ext>` and a new one begun
+    /// (default 100 MiB).
+    pub max_file_bytes: Option<u64>,
+    /// Rotated files kept, oldest removed first; 0 (default) keeps every one.
+    #[serde(default)]
+    pub max_files: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -317,6 +323,17 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("dead-letter.ndjson"))
     }
 
+    /// When the dead-letter file rotates and how many rotated files stay.
+    pub fn dead_letter_rotation(&self) -> crate::deadletter::Rotation {
+        crate::deadletter::Rotation {
+            max_file_bytes: self
+                .dead_letter
+                .max_file_bytes
+                .unwrap_or(crate::deadletter::DEFAULT_MAX_FILE_BYTES),
+            max_files: self.dead_letter.max_files,
+        }
+    }
+
     /// Read, interpolate and validate a config file.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
@@ -438,6 +455,9 @@ impl Config {
             if v == 0 {
                 issues.push(ConfigIssue::new(format!("pipeline.{key}"), "must be greater than 0"));
             }
+        }
+        if raw.dead_letter.max_file_bytes == Some(0) {
+            issues.push(ConfigIssue::new("dead_letter.max_file_bytes", "must be greater than 0"));
         }
         if !issues.is_empty() {
             return Err(invalid(issues));

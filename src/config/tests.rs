@@ -158,3 +158,18 @@ fn a_syntax_error_does_not_quote_the_line() {
     );
     assert!(!e.contains("very-secret"), "{e}");
 }
+
+#[test]
+fn dead_letter_rotation_defaults_and_a_zero_size_is_refused() {
+    let c = load(BASE).unwrap();
+    let r = c.dead_letter_rotation();
+    assert_eq!(r.max_file_bytes, 100 * 1024 * 1024);
+    assert_eq!(r.max_files, 0);
+    let c = load(&format!("{BASE}[dead_letter]\nmax_file_bytes = 4096\nmax_files = 3\n")).unwrap();
+    let r = c.dead_letter_rotation();
+    assert_eq!((r.max_file_bytes, r.max_files), (4096, 3));
+    let i = issues(&format!("{BASE}[dead_letter]\nmax_file_bytes = 0\n"));
+    assert_eq!(i[0].path, "dead_letter.max_file_bytes");
+    let i = issues(&format!("{BASE}[dead_letter]\nmax_file = 3\n"));
+    assert_eq!(i[0].path, "dead_letter.max_file");
+}

@@ -136,7 +136,11 @@ impl Pipeline {
             Some(s) => s,
             None => Arc::new(FileCheckpointStore::open(&config.data_dir)?),
         };
-        let dead_letter = Arc::new(DeadLetter::new(&config.dead_letter_path(), metrics.clone()));
+        let dead_letter = Arc::new(DeadLetter::with_rotation(
+            &config.dead_letter_path(),
+            config.dead_letter_rotation(),
+            metrics.clone(),
+        ));
         let api_stop = CancellationToken::new();
         let mut api_address = None;
         let mut api_task = None;
