@@ -398,8 +398,13 @@ pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
         d.body.o("device", dev);
         d.host_profile = true;
     }
-    if let Some(u) = ev.user {
-        let user = restore(ctx, t, u, &mut d.unmapped);
+    // An Identity Protection alert's `providerAlertId` is its risk detection's id: the user
+    // when the evidence lost it (reference: graph-security-api §8).
+    let from_ip = [a.service_source.get(), a.detection_source.get()]
+        .iter()
+        .any(|s| s.is_some_and(|s| s.eq_ignore_ascii_case("azureAdIdentityProtection")));
+    let detection = a.provider_alert_id.get().filter(|_| from_ip);
+    if let Some(user) = restore(ctx, t, ev.user, detection, &mut d.unmapped) {
         observe_user(&mut d.observables, "actor.user", &user);
         let mut actor = Obj::new();
         actor.o("user", user);
@@ -430,16 +435,53 @@ pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
 }
 
 /// The alert's user, with UPN and display name restored from the cache when only the object
-/// id is present (marked `unmapped.user_restored_from = "cache"`).
-fn restore(ctx: &Ctx<'_>, tenant: Option<&str>, mut u: PickedUser, unmapped: &mut Obj) -> Obj {
-    if u.upn.is_none() && u.display_name.is_none() {
+/// id is present (marked `unmapped.user_restored_from = "cache"`), else, for an alert of a
+/// risk `detection` (its id), the user that detection was about (`"risk_detection"`).
+/// `None` when nothing names a user.
+fn restore(
+    ctx: &Ctx<'_>,
+    tenant: Option<&str>,
+    picked: Option<PickedUser>,
+    detection: Option<&str>,
+    unmapped: &mut Obj,
+) -> Option<Obj> {
+    let had = picked.is_some();
+    let mut u = picked.unwrap_or_default();
+    let unnamed = |u: &PickedUser| u.upn.is_none() && u.display_name.is_none();
+    let mut from = None;
+    let by_id = |u: &mut PickedUser| {
         if let Some(k) = u.uid.as_deref().and_then(|id| ctx.known_user(tenant, id)) {
             u.upn = k.upn.map(String::from);
             u.display_name = k.display_name.map(String::from);
-            if u.upn.is_some() || u.display_name.is_some() {
-                unmapped.c("user_restored_from", "cache");
+        }
+    };
+    if unnamed(&u) {
+        by_id(&mut u);
+        from = (!unnamed(&u)).then_some("cache");
+    }
+    if unnamed(&u) && u.account_name.is_none() {
+        if let Some(k) = detection.and_then(|id| ctx.known_detection(tenant, id)) {
+            // Never against the evidence: its object id, where it has one, must match.
+            let agrees = match (u.uid.as_deref(), k.uid.as_deref()) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                _ => true,
+            };
+            if agrees {
+                u.uid = u.uid.or(k.uid.map(String::from));
+                u.upn = k.upn.map(String::from);
+                u.display_name = k.display_name.map(String::from);
+                if unnamed(&u) {
+                    by_id(&mut u);
+                }
+                from = Some("risk_detection");
             }
         }
+    }
+    if !had && from.is_none() {
+        return None;
+    }
+    if let Some(from) = from {
+        unmapped.c("user_restored_from", from);
     }
     let mut user = user_obj(
         u.uid.as_deref(),
@@ -449,7 +491,7 @@ fn restore(ctx: &Ctx<'_>, tenant: Option<&str>, mut u: PickedUser, unmapped: &mu
         UserType::User,
     );
     user.s("uid_alt", u.sid.as_deref());
-    user
+    Some(user)
 }
 
 #[cfg(test)]

@@ -235,3 +235,59 @@ fn unknown_evidence_kind_passes_through() {
     assert_eq!(e["evidences"][0]["data"]["namespace"]["name"], "prod");
     assert_eq!(o.entity_key.as_deref(), Some("x1"));
 }
+
+/// An Identity Protection alert whose user evidence lost the account (no enrichment, an
+/// empty `userAccount`) gets the user of its risk detection: `providerAlertId` is the
+/// detection's id (reference: graph-security-api §8). Only for Identity Protection alerts,
+/// and never against an object id the evidence does give.
+#[test]
+fn identity_protection_alert_user_restored_from_its_risk_detection() {
+    const USER_RISK: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/eventhub/user_risk_events.json"
+    ));
+    let mut alert: Value = serde_json::from_str(&alerts_of(&records(PAGE1)[0])[0]).unwrap();
+    assert_eq!(
+        alert["providerAlertId"],
+        "25e1561f401e8f11f75c848d4e793834a2f52201978ae8702a3ff95d7833a191"
+    );
+    for (k, v) in alert["evidence"][0]["userAccount"].as_object_mut().unwrap() {
+        assert!(!k.is_empty() && !v.is_null());
+        *v = Value::Null;
+    }
+    let stripped = alert.to_string();
+    let mut other_uid = alert.clone();
+    other_uid["evidence"][0]["userAccount"]["azureAdUserId"] = "0b5b2f7e-0000-4000-8000-000000000001".into();
+    let mut defender = alert.clone();
+    defender["serviceSource"] = "microsoftDefenderForEndpoint".into();
+    defender["detectionSource"] = "antivirus".into();
+
+    let n = normalizer();
+    let before = run(&n, "GraphAlert", &stripped);
+    assert!(ocsf(&before).get("actor").is_none(), "nothing names the user yet");
+    // The detection (here from the UserRiskEvents stream) comes in.
+    let det = &records(USER_RISK)[0];
+    assert!(det.contains("25e1561f401e8f11f75c848d4e793834a2f52201978ae8702a3ff95d7833a191"));
+    run(&n, "UserRiskEvents", det);
+
+    let o = run(&n, "GraphAlert", &stripped);
+    let e = ocsf(&o);
+    assert_eq!(e["actor"]["user"]["uid"], "25abd89b-d67e-4d92-8a83-18174d645fa6");
+    assert_eq!(e["actor"]["user"]["name"], "megan.bowen@fabrikam.example");
+    assert_eq!(e["actor"]["user"]["full_name"], "Megan Bowen");
+    assert_eq!(e["unmapped"]["user_restored_from"], "risk_detection");
+    assert!(
+        observed(&o, 4).contains(&"megan.bowen@fabrikam.example".to_string()),
+        "the restored user is an observable"
+    );
+
+    // Another user's object id in the evidence: not replaced.
+    let o = run(&n, "GraphAlert", &other_uid.to_string());
+    let e = ocsf(&o);
+    assert_eq!(e["actor"]["user"]["uid"], "0b5b2f7e-0000-4000-8000-000000000001");
+    assert!(e["actor"]["user"].get("name").is_none());
+    assert!(e["unmapped"].get("user_restored_from").is_none());
+    // Not an Identity Protection alert: its provider id is no risk detection's.
+    let o = run(&n, "GraphAlert", &defender.to_string());
+    assert!(ocsf(&o).get("actor").is_none());
+}

@@ -292,6 +292,8 @@ fn detection_facts<'p>(
         if p.upn.get().is_some() {
             ctx.learn_user(t, uid, p.upn.get(), p.user_display_name.get());
         }
+        // Its alert (`providerAlertId` = this id) may come without the user.
+        ctx.learn_detection(t, id, uid, p.upn.get(), p.user_display_name.get());
         names = Names::of(ctx, t, uid, p.upn.get(), p.user_display_name.get());
     }
     let Names { upn, full, restored } = names;

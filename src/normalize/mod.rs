@@ -3,6 +3,7 @@
 
 mod common;
 mod correlate;
+mod ctx;
 mod defender;
 mod direct;
 mod embedded;
@@ -33,11 +34,12 @@ pub use ocsf::OCSF_VERSION;
 
 use common::{hex128, Fnv128};
 use correlate::Correlator;
+pub(crate) use ctx::Ctx;
 pub(crate) use flat::{Flat, FlatUser};
 use ocsf::Draft;
 use seen::SeenCache;
 pub(crate) use tree::{Node, Obj};
-use user_cache::{KnownUser, UserCache};
+use user_cache::UserCache;
 
 /// Default bound of `raw_data` (bytes of the source record).
 pub const DEFAULT_RAW_DATA_MAX_BYTES: usize = 262_144;
@@ -147,64 +149,6 @@ impl NormalizeError {
             serde_json::error::Category::Data => NormalizeError::Schema(e),
             _ => NormalizeError::InvalidJson(e),
         }
-    }
-}
-
-/// Per-call context handed to the mappers.
-pub(crate) struct Ctx<'m> {
-    pub meta: &'m EventMeta,
-    users: &'m UserCache,
-    pub seen: &'m SeenCache,
-    /// A user lookup found nothing (the record may be restorable later).
-    missed_user: std::cell::Cell<Option<UserKey>>,
-    /// The record's event time, once its mapper picked it: what the user cache compares
-    /// (the newest event's name wins, whenever the records come).
-    event_ms: std::cell::Cell<Option<i64>>,
-}
-
-impl Ctx<'_> {
-    /// Tenant used for cache keys: the record's, else the source's, else empty.
-    pub fn cache_tenant<'t>(&'t self, record: Option<&'t str>) -> &'t str {
-        record.or(self.meta.tenant.as_deref()).unwrap_or("")
-    }
-
-    /// [`common::pick_time`], the time kept as the record's event time.
-    pub fn pick_time<'s>(
-        &self,
-        cands: &[(&'static str, &'s lenient::Str<'_>)],
-    ) -> Result<(crate::decode::time::ParsedTime, &'s str), NormalizeError> {
-        let picked = common::pick_time(cands)?;
-        self.event_ms.set(Some(picked.0.ms));
-        Ok(picked)
-    }
-
-    pub fn change_type(&self) -> Option<&str> {
-        self.meta.change_type.as_deref().filter(|s| !s.is_empty())
-    }
-
-    pub fn learn_user(
-        &self,
-        tenant: Option<&str>,
-        object_id: Option<&str>,
-        upn: Option<&str>,
-        display_name: Option<&str>,
-    ) {
-        let at = self
-            .event_ms
-            .get()
-            .or(self.meta.event_ms)
-            .unwrap_or(self.meta.received_ms);
-        self.users
-            .learn(self.cache_tenant(tenant), object_id, upn, display_name, at);
-    }
-
-    pub fn known_user(&self, tenant: Option<&str>, object_id: &str) -> Option<KnownUser> {
-        let k = self.users.lookup(self.cache_tenant(tenant), object_id);
-        if k.is_none() && self.missed_user.get().is_none() {
-            let key = user_cache::user_key(self.cache_tenant(tenant), object_id);
-            self.missed_user.set(Some(UserKey(key)));
-        }
-        k
     }
 }
 

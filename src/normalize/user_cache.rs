@@ -78,6 +78,9 @@ impl<V: Clone> TwoGen<V> {
 /// What the cache knows about a user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct KnownUser {
+    /// The user's object id: kept only for entries found by another key (a risk detection's
+    /// id, see [`UserCache::learn_detection`]); a user entry's key is its object id.
+    pub uid: Option<Box<str>>,
     pub upn: Option<Box<str>>,
     pub display_name: Option<Box<str>>,
     /// Time (epoch ms) of the newest event it was learned from: an older event (a late
@@ -89,7 +92,8 @@ pub(crate) struct KnownUser {
 /// typed user name), never one user.
 const NIL_ID: &str = "00000000-0000-0000-0000-000000000000";
 
-/// Sharded (tenant, object id) → user cache. `Send + Sync`.
+/// Sharded (tenant, object id) → user cache, and (tenant, risk detection id) → the user it
+/// is about. `Send + Sync`.
 pub(crate) struct UserCache {
     shards: Vec<RwLock<TwoGen<KnownUser>>>,
 }
@@ -98,6 +102,14 @@ pub(crate) struct UserCache {
 pub(crate) fn user_key(tenant: &str, object_id: &str) -> u128 {
     let mut h = Fnv128::default();
     h.part("user").part_lower(tenant).part_lower(trim(object_id));
+    h.finish()
+}
+
+/// Cache key of a risk detection: tenant and detection id, both case-insensitive. An
+/// Identity Protection alert's `providerAlertId` is its risk detection's id.
+pub(crate) fn detection_key(tenant: &str, detection_id: &str) -> u128 {
+    let mut h = Fnv128::default();
+    h.part("detection").part_lower(tenant).part_lower(trim(detection_id));
     h.finish()
 }
 
@@ -130,10 +142,34 @@ impl UserCache {
         if upn.is_none() && display_name.is_none() {
             return;
         }
-        let k = user_key(tenant, oid);
+        self.learn_at(user_key(tenant, oid), None, upn, display_name, at_ms);
+    }
+
+    /// Remember the user a risk detection is about (object id, UPN, name as the detection
+    /// gives them), so that an Identity Protection alert whose evidence lost the user can be
+    /// restored by the detection's id. Needs the object id or the UPN.
+    pub fn learn_detection(
+        &self,
+        tenant: &str,
+        detection_id: &str,
+        object_id: Option<&str>,
+        upn: Option<&str>,
+        display_name: Option<&str>,
+        at_ms: i64,
+    ) {
+        let oid = object_id.filter(|o| !trim(o).eq_ignore_ascii_case(NIL_ID));
+        if trim(detection_id).is_empty() || (oid.is_none() && upn.is_none()) {
+            return;
+        }
+        self.learn_at(detection_key(tenant, detection_id), oid, upn, display_name, at_ms);
+    }
+
+    /// Learns an entry under `k`: an entry learned from a newer event is kept.
+    fn learn_at(&self, k: u128, uid: Option<&str>, upn: Option<&str>, display_name: Option<&str>, at_ms: i64) {
         let shard = self.shard(k);
         let same = |u: &KnownUser| {
-            (upn.is_none() || u.upn.as_deref() == upn)
+            (uid.is_none() || u.uid.as_deref() == uid)
+                && (upn.is_none() || u.upn.as_deref() == upn)
                 && (display_name.is_none() || u.display_name.as_deref() == display_name)
         };
         {
@@ -154,6 +190,7 @@ impl UserCache {
             }
         }
         let merged = KnownUser {
+            uid: uid.map(Box::from).or_else(|| prev.as_ref().and_then(|p| p.uid.clone())),
             upn: upn.map(Box::from).or_else(|| prev.as_ref().and_then(|p| p.upn.clone())),
             display_name: display_name
                 .map(Box::from)
@@ -175,7 +212,15 @@ impl UserCache {
         if trim(object_id).eq_ignore_ascii_case(NIL_ID) {
             return None;
         }
-        let k = user_key(tenant, object_id);
+        self.lookup_key(user_key(tenant, object_id))
+    }
+
+    /// The user a risk detection is about, by tenant and detection id.
+    pub fn lookup_detection(&self, tenant: &str, detection_id: &str) -> Option<KnownUser> {
+        self.lookup_key(detection_key(tenant, detection_id))
+    }
+
+    fn lookup_key(&self, k: u128) -> Option<KnownUser> {
         let shard = self.shard(k);
         {
             let g = shard.read().unwrap_or_else(|e| e.into_inner());
@@ -256,6 +301,27 @@ mod tests {
         assert_eq!(c.lookup("t", "oid1").unwrap().upn.as_deref(), Some("new@x"));
         c.learn("t", Some("oid1"), Some("newer@x"), None, 300);
         assert_eq!(c.lookup("t", "oid1").unwrap().upn.as_deref(), Some("newer@x"));
+    }
+
+    /// A risk detection's user is found by the detection id (case-insensitive), apart from
+    /// the users found by object id; a detection naming no user is not learned.
+    #[test]
+    fn detections_are_found_by_their_id() {
+        let c = UserCache::new(100);
+        c.learn_detection("T", "AB12", Some("oid1"), Some("u@x"), Some("U"), 1);
+        c.learn_detection("t", "cd34", Some(NIL_ID), None, Some("Nobody"), 1);
+        let u = c.lookup_detection("t", "ab12").unwrap();
+        assert_eq!(
+            (u.uid.as_deref(), u.upn.as_deref(), u.display_name.as_deref()),
+            (Some("oid1"), Some("u@x"), Some("U"))
+        );
+        assert!(c.lookup_detection("t", "cd34").is_none());
+        assert!(c.lookup_detection("t2", "ab12").is_none());
+        assert!(
+            c.lookup("t", "ab12").is_none(),
+            "a detection id is not a user's object id"
+        );
+        assert!(c.lookup_detection("t", "oid1").is_none());
     }
 
     /// The all-zero object id stands for no user: never learned, never looked up.
