@@ -12,8 +12,9 @@
 //!
 //! Extension, in this order: `rt start end externalId cat act outcome suser suid duser duid
 //! src|c6a2 dst|c6a3 shost dhost`, then `sourceServiceName destinationServiceName request
-//! requestMethod requestClientApplication reason` (events) or `fname filePath fileHash
-//! sproc request` (evidence parts), `msg`, custom strings `cs1`=url (portal link),
+//! requestMethod requestClientApplication fname filePath fileHash reason` (events; the file
+//! and, without an HTTP request, the URL of the first evidence with one) or `fname filePath
+//! fileHash sproc request` (evidence parts), `msg`, custom strings `cs1`=url (portal link),
 //! `cs2`=changeType, `cs3`=tenantId, `cs4`=findingUid, `cs5`=eventUid (metadata.uid),
 //! `cs6`=alertIds (whole incident), part (`2/5`, split parts) or statusCode (any other event
 //! with a result code), the source's coordinates `cfp1`=sourceLatitude and
@@ -42,7 +43,7 @@ use serde_json::Value;
 
 use std::ops::Deref;
 
-use super::fields::{i64_at, int_bytes, ip, str_at, text_at, Ip, ProductNaming};
+use super::fields::{file_hash_at, i64_at, int_bytes, ip, str_at, text_at, Ip, ProductNaming};
 use super::record::{encode_event, evidence_type, Builder, Ctx, Extra, Record, Syntax, KEEP};
 use super::{EncodeError, EncodeReport, Encoder, EncoderOptions, Format, SplitMode};
 use crate::event::{Event, EventKind, EventMeta};
@@ -291,9 +292,13 @@ impl Builder for CefEncoder {
         rec.text("dhost", f.dst_host.as_deref(), STR_MAX, 4);
         rec.text("sourceServiceName", f.app_name.as_deref(), STR_MAX, 3);
         rec.text("destinationServiceName", f.service_name.as_deref(), STR_MAX, 3);
-        rec.text("request", f.request_url.as_deref(), STR_MAX, 2);
+        rec.text("request", f.request_url.as_deref().or(f.url.as_deref()), STR_MAX, 2);
         rec.text("requestMethod", f.request_method.as_deref(), SHORT_MAX, 3);
         rec.text("requestClientApplication", f.user_agent.as_deref(), STR_MAX, 2);
+        rec.text("fname", f.file_name.as_deref(), STR_MAX, 2);
+        rec.text("filePath", f.file_path.as_deref(), STR_MAX, 2);
+        let hash = f.file_hash.as_deref().map(Cow::Borrowed);
+        rec.text_pair("fileHash", None, hash, HASH_MAX, 5, true);
         rec.text("reason", f.status_detail.as_deref(), STR_MAX, 1);
         rec.text("msg", f.message.as_deref(), STR_MAX, 0);
         rec.text_pair("cs1", CS1, f.portal_url.as_deref().map(Cow::Borrowed), CS_MAX, 2, true);
@@ -384,7 +389,7 @@ impl Builder for CefEncoder {
         rec.text("fname", fname, STR_MAX, 2);
         let path = str_at(e, "file.path").or_else(|| str_at(e, "process.file.path"));
         rec.text("filePath", path, STR_MAX, 2);
-        let hash = str_at(e, "file.hashes.0.value").or_else(|| str_at(e, "process.file.hashes.0.value"));
+        let hash = file_hash_at(e, "file").or_else(|| file_hash_at(e, "process.file"));
         rec.text_pair("fileHash", None, hash.map(Cow::Borrowed), HASH_MAX, 5, true);
         rec.text("sproc", str_at(e, "process.name"), STR_MAX, 2);
         rec.text("request", str_at(e, "url.url_string"), STR_MAX, 2);

@@ -351,3 +351,82 @@ fn a_defender_evidence_row_carries_its_local_and_remote_addresses() {
         assert_eq!(cef.get("dst"), Some("198.51.100.9"), "lean {lean}: {line}");
     }
 }
+
+/// The file and URL of an alert's evidence reach the line of the alert itself (not only
+/// the split parts of an incident): a Defender process evidence row, lean and full alike,
+/// and a Graph alert whose file evidence comes after a process evidence.
+#[test]
+fn an_alert_carries_its_evidence_file_and_url() {
+    let body: Value = serde_json::from_str(include_str!(
+        "../../tests/data/eventhub/defender_alert_info_evidence.json"
+    ))
+    .unwrap();
+    let mut row = body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["properties"]["EntityType"] == "Process")
+        .unwrap()
+        .clone();
+    row["properties"]["RemoteUrl"] = "https://payload.example/x.ps1".into();
+    let raw = row.to_string();
+    let meta = crate::encode::testutil::meta(EventKind::Alert, "AdvancedHunting-AlertEvidence");
+    for lean in [false, true] {
+        let n = crate::normalize::Normalizer::new(crate::normalize::NormalizeOptions {
+            lean,
+            ..Default::default()
+        });
+        let out = n.normalize(&meta, raw.as_bytes()).unwrap();
+        let mut ev = event(EventKind::Alert, "AdvancedHunting-AlertEvidence", &raw, None);
+        ev.normalized = Some(std::sync::Arc::new(out.normalized));
+        let mut buf = Vec::new();
+        enc(None, SplitMode::Never).encode(&ev, &mut buf).unwrap();
+        let line = String::from_utf8(buf).unwrap();
+        let cef = parse_cef(&line).unwrap();
+        assert_eq!(cef.get("fname"), Some("powershell.exe"), "lean {lean}: {line}");
+        assert_eq!(
+            cef.get("filePath"),
+            Some(r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe"),
+            "lean {lean}: {line}"
+        );
+        assert_eq!(
+            cef.get("fileHash"),
+            Some("2f8104fba08f6d3682da2bd8e369316bf60b7d9b3263896cf7460650a9bcc94f"),
+            "SHA-256 rather than SHA-1; lean {lean}: {line}"
+        );
+        assert_eq!(
+            cef.get("request"),
+            Some("https://payload.example/x.ps1"),
+            "lean {lean}: {line}"
+        );
+    }
+
+    let page: Value = serde_json::from_str(include_str!("../../tests/data/graph/incidents_page2.json")).unwrap();
+    let alert = &page["value"][0]["alerts"][0];
+    let n = crate::normalize::Normalizer::new(Default::default());
+    let out = n.normalize(&meta_graph(), alert.to_string().as_bytes()).unwrap();
+    let (lines, _) = run(
+        &enc(None, SplitMode::Never),
+        out.normalized.ocsf().clone(),
+        EventKind::Alert,
+    );
+    let cef = parse_cef(&lines[0]).unwrap();
+    assert_eq!(
+        cef.get("fname"),
+        Some("invoice_Q4.ps1"),
+        "the file evidence: {}",
+        lines[0]
+    );
+    assert_eq!(
+        cef.get("filePath"),
+        Some(r"C:\Users\megan.bowen\Downloads\invoice_Q4.ps1")
+    );
+    assert_eq!(
+        cef.get("fileHash"),
+        Some("87945818a97e1ea5db8740a527c14de4b3bf03731589573d4b8b2325a1a58892")
+    );
+}
+
+fn meta_graph() -> crate::event::EventMeta {
+    crate::encode::testutil::meta(EventKind::Alert, "GraphAlert")
+}

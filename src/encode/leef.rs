@@ -14,7 +14,7 @@
 //! `cat`, `src`, `dst`, `usrName`, `identSrc` + `identHostName` (authentication events
 //! only), then `srcHostName dstHostName userId targetUser targetUserId title msg action
 //! outcome statusCode reason resource application requestUrl requestMethod userAgent
-//! srcCountry srcCity srcLat srcLong url findingId tenantId changeType eventUid alertIds|part
+//! fileName filePath fileHash srcCountry srcCity srcLat srcLong url findingId tenantId changeType eventUid alertIds|part
 //! ocsfClass ocsfType` (custom keys but `resource`). Split parts: an alert `cat title msg url
 //! findingId incidentId`, an evidence `cat src dst usrName srcHostName dstHostName userId msg
 //! fileName filePath fileHash process requestUrl incidentId`, then `tenantId changeType
@@ -36,7 +36,7 @@ use serde_json::Value;
 
 use std::ops::Deref;
 
-use super::fields::{floor_boundary, ip, push_padded, str_at, text_at, ProductNaming, Utc};
+use super::fields::{file_hash_at, floor_boundary, ip, push_padded, str_at, text_at, ProductNaming, Utc};
 use super::record::{encode_event, evidence_type, Builder, Ctx, Extra, Record, Syntax, KEEP};
 use super::{EncodeError, EncodeReport, Encoder, EncoderOptions, Format, SplitMode};
 use crate::event::{Event, EventKind, EventMeta};
@@ -352,9 +352,12 @@ impl Builder for LeefEncoder {
         rec.text("reason", f.status_detail.as_deref(), STR_MAX, 1);
         rec.text("resource", f.service_name.as_deref(), STR_MAX, 3);
         rec.text("application", f.app_name.as_deref(), STR_MAX, 3);
-        rec.text("requestUrl", f.request_url.as_deref(), STR_MAX, 2);
+        rec.text("requestUrl", f.request_url.as_deref().or(f.url.as_deref()), STR_MAX, 2);
         rec.text("requestMethod", f.request_method.as_deref(), SHORT_MAX, 3);
         rec.text("userAgent", f.user_agent.as_deref(), STR_MAX, 2);
+        rec.text("fileName", f.file_name.as_deref(), STR_MAX, 2);
+        rec.text("filePath", f.file_path.as_deref(), STR_MAX, 2);
+        rec.atom("fileHash", f.file_hash.as_deref(), 5);
         rec.text("srcCountry", f.country.as_deref(), SHORT_MAX, 3);
         rec.text("srcCity", f.city.as_deref(), STR_MAX, 3);
         if let (Some(lat), Some(long)) = (f.lat.as_deref(), f.long.as_deref()) {
@@ -418,7 +421,11 @@ impl Builder for LeefEncoder {
         let file = |k: &str| str_at(e, &format!("file.{k}")).or_else(|| str_at(e, &format!("process.file.{k}")));
         rec.text("fileName", file("name"), STR_MAX, 2);
         rec.text("filePath", file("path"), STR_MAX, 2);
-        rec.atom("fileHash", file("hashes.0.value"), 5);
+        rec.atom(
+            "fileHash",
+            file_hash_at(e, "file").or_else(|| file_hash_at(e, "process.file")),
+            5,
+        );
         rec.text("process", str_at(e, "process.name"), STR_MAX, 2);
         rec.text("requestUrl", str_at(e, "url.url_string"), STR_MAX, 2);
         let incident = f.finding_uid(meta).map(Cow::Borrowed);

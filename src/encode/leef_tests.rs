@@ -231,3 +231,34 @@ fn sign_in_result_application_client_and_location() {
     assert_eq!(p.get("requestMethod"), Some("GET"));
     assert_eq!(p.get("statusCode"), Some("429"));
 }
+
+/// A Graph alert's file evidence and a URL evidence reach the alert's own message.
+#[test]
+fn an_alert_carries_its_evidence_file_and_url() {
+    let page: Value = serde_json::from_str(include_str!("../../tests/data/graph/incidents_page2.json")).unwrap();
+    let mut alert = page["value"][0]["alerts"][0].clone();
+    alert["evidence"].as_array_mut().unwrap().push(serde_json::json!({
+        "@odata.type": "#microsoft.graph.security.urlEvidence",
+        "verdict": "malicious",
+        "url": "https://payload.example/invoice"
+    }));
+    let n = crate::normalize::Normalizer::new(Default::default());
+    let meta = crate::encode::testutil::meta(EventKind::Alert, "GraphAlert");
+    let out = n.normalize(&meta, alert.to_string().as_bytes()).unwrap();
+    let (lines, _) = run(
+        &enc(LeefOptions::default(), None, SplitMode::Never),
+        out.normalized.ocsf().clone(),
+        EventKind::Alert,
+    );
+    let l = parse_leef(&lines[0]).unwrap();
+    assert_eq!(l.get("fileName"), Some("invoice_Q4.ps1"), "{}", lines[0]);
+    assert_eq!(
+        l.get("filePath"),
+        Some(r"C:\Users\megan.bowen\Downloads\invoice_Q4.ps1")
+    );
+    assert_eq!(
+        l.get("fileHash"),
+        Some("87945818a97e1ea5db8740a527c14de4b3bf03731589573d4b8b2325a1a58892")
+    );
+    assert_eq!(l.get("requestUrl"), Some("https://payload.example/invoice"));
+}

@@ -11,6 +11,7 @@
 
 pub mod cef;
 pub(crate) mod fields;
+mod flat_of;
 #[cfg(test)]
 mod flat_tests;
 mod framing;

@@ -3,8 +3,8 @@
 
 use bytestring::ByteString;
 
-use super::super::common::uid_of;
-use super::super::direct::{pair, t, Base, Direct};
+use super::super::common::{join_path, uid_of};
+use super::super::direct::{owned, pair, t, Base, Direct};
 use super::super::ocsf::Class;
 use super::super::{Ctx, FlatUser, NormalizeError};
 use super::logon::{logon_endpoints, logon_message, logon_outcome, logon_product};
@@ -111,5 +111,11 @@ pub(crate) fn flat_alert_evidence(ctx: &Ctx<'_>, raw: &str) -> Result<Direct, No
     if entity.eq_ignore_ascii_case("Machine") && device {
         x.src_host = t(r.DeviceName.get());
     }
+    // The evidence's file (a process's image file) and URL, as the tree's first evidence
+    // carries them.
+    x.file_name = t(r.FileName.get());
+    x.file_path = join_path(r.FolderPath.get(), r.FileName.get()).map(owned);
+    x.file_hash = t(r.SHA256.get().or(r.SHA1.get()).or(r.MD5.get()));
+    x.url = t(r.RemoteUrl.get());
     Ok(d)
 }

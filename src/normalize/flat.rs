@@ -89,6 +89,13 @@ pub(crate) struct Flat<S> {
     pub city: Option<S>,
     pub lat: Option<S>,
     pub long: Option<S>,
+    /// The file of the first evidence with one (`file`, else `process.file`): name, path and
+    /// hash (SHA-256, else SHA-1, else the first listed).
+    pub file_name: Option<S>,
+    pub file_path: Option<S>,
+    pub file_hash: Option<S>,
+    /// `url.url_string` of the first evidence with one.
+    pub url: Option<S>,
     /// `metadata.tenant_uid`.
     pub tenant: Option<S>,
     /// `unmapped.change_type`.
@@ -183,6 +190,10 @@ impl<S> Flat<S> {
             city: o(&self.city),
             lat: o(&self.lat),
             long: o(&self.long),
+            file_name: o(&self.file_name),
+            file_path: o(&self.file_path),
+            file_hash: o(&self.file_hash),
+            url: o(&self.url),
             tenant: o(&self.tenant),
             change_type: o(&self.change_type),
             event_uid: o(&self.event_uid),
