@@ -1,6 +1,6 @@
 //! The Splunk HEC sink against the HEC emulator (tests/support/hec_emulator.rs): round trip
 //! with indexer acknowledgment and gzip (what was indexed equals what was sent), the
-//! add-ons' sourcetypes for raw payloads, requests not acknowledged in time sent again with
+//! add-ons' sourcetypes for raw payloads, requests not acknowledged in time sent again (only those) with
 //! nothing lost, 503/429 storms retried, an invalid event dead-lettered with its HEC code,
 //! configuration errors retried and never dropped, tokens from the environment and files.
 
@@ -231,7 +231,8 @@ async fn requests_not_acknowledged_in_time_are_sent_again_and_none_lost() {
     let sinks = sink_toml(
         &emu.url(),
         TOKEN,
-        "batch.max_events = 100\nacknowledgements.timeout_secs = 1\n",
+        // Long enough for a slow machine's acknowledgments (a later one would be a duplicate).
+        "batch.max_events = 100\nacknowledgements.timeout_secs = 3\n",
     );
     let r = run(dir.path(), 1000, &sinks, "", None).await;
     assert_eq!(r.report.unacknowledged_batches, 0);
@@ -243,6 +244,44 @@ async fn requests_not_acknowledged_in_time_are_sent_again_and_none_lost() {
     assert_eq!(metric(&r.metrics, "sink_ack_timeouts_total", "sink=\"splunk\""), 3.0);
     let sent_twice = emu.log().iter().filter(|l| l.status == 200).count();
     assert!(sent_twice >= 1000 / 100 + 3, "{sent_twice} accepted requests");
+}
+
+/// A batch is posted as several requests; when one of them is not acknowledged in time the
+/// batch is sent again (by whichever instance is idle), but only that request's events are
+/// posted: the acknowledged ones are indexed already and would be duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_again_posts_only_the_requests_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = HecEmulator::start(
+        &[(TOKEN, true)],
+        Script {
+            never_ack_first: 2,
+            ack_delay: Duration::from_millis(20),
+            ..Script::default()
+        },
+    )
+    .await;
+    let sinks = sink_toml(
+        &emu.url(),
+        TOKEN,
+        "batch.max_events = 10\nacknowledgements.timeout_secs = 3\n",
+    );
+    let r = run(dir.path(), 600, &sinks, "", None).await;
+    assert_eq!(r.report.unacknowledged_batches, 0);
+    let counts = ids(&emu.indexed());
+    let missing: Vec<u64> = (0..600).filter(|i| !counts.contains_key(i)).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    assert!(counts.values().all(|&c| c == 1), "no duplicates");
+    let mut accepted: Vec<_> = emu.log().into_iter().filter(|l| l.status == 200).collect();
+    accepted.sort_by_key(|l| l.at);
+    let never_acked: usize = accepted[..2].iter().map(|l| l.events).sum();
+    let posted: usize = accepted.iter().map(|l| l.events).sum();
+    assert_eq!(
+        posted,
+        r.expected.len() + never_acked,
+        "posted twice: only the {never_acked} events of the two requests never acknowledged"
+    );
+    assert_eq!(metric(&r.metrics, "sink_ack_timeouts_total", "sink=\"splunk\""), 2.0);
 }
 
 /// An indexer that restarts loses its acknowledgment state and hands out ackIds from 0

@@ -56,7 +56,7 @@ impl SinkError {
 }
 
 /// An event the receiver refused for good (bad format, too large, invalid): dead-lettered.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Rejection {
     /// Index into the batch passed to `send`.
     pub index: usize,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -23,8 +24,9 @@ pub struct TlsOptions {
     pub cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`.
     pub key_file: Option<PathBuf>,
-    /// Name to verify the server certificate against (and send as SNI). Default: the
-    /// host of the address.
+    /// Name to verify the server certificate against. Default: the host of the address.
+    /// The syslog sink also sends it as SNI; the HEC sink sends the endpoint's host as SNI
+    /// (none for an IP address) and verifies the certificate against this name.
     pub server_name: Option<String>,
     /// Accept any server certificate. Only for tests: it removes the protection TLS gives.
     pub insecure_skip_verify: bool,
@@ -46,6 +48,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("invalid TLS server name `{0}`")]
     ServerName(String),
+    #[error("certificate verifier: {0}")]
+    Verifier(String),
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -88,6 +92,16 @@ impl TlsOptions {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+        } else if self.server_name.is_some() {
+            // Clients that connect by URL (reqwest) check the certificate against the URL's
+            // host: this verifier checks it against `server_name` instead, whatever the host.
+            let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(self.roots()?), provider())
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(VerifyAs {
+                inner,
+                name: self.server_name("")?,
+            }))
         } else {
             builder.with_root_certificates(self.roots()?)
         };
@@ -136,6 +150,50 @@ impl TlsOptions {
             }
         }
         Ok(roots)
+    }
+}
+
+/// The usual WebPKI verification (chain, validity, revocation settings) of the certificate
+/// against a configured name instead of the one the connection was opened with.
+#[derive(Debug)]
+struct VerifyAs {
+    inner: Arc<WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for VerifyAs {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

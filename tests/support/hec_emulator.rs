@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,10 @@ use axum::Router;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
+
+/// HTTPS for the emulator (its own file; this one is also included by path elsewhere).
+#[path = "tls_listener.rs"]
+pub mod tls_listener;
 
 /// What the next requests get.
 #[derive(Clone, Debug, Default)]
@@ -127,6 +132,9 @@ pub struct HecEmulator {
     pub addr: SocketAddr,
     state: Arc<Mutex<Emu>>,
     stop: CancellationToken,
+    tls: bool,
+    /// TLS handshakes that failed (HTTPS only).
+    handshake_failures: Arc<AtomicU64>,
 }
 
 impl Drop for HecEmulator {
@@ -394,6 +402,15 @@ async fn health(State(st): State<Arc<Mutex<Emu>>>, headers: HeaderMap) -> Respon
 impl HecEmulator {
     /// Starts on a free port; `tokens` are `(token, ack enabled)`.
     pub async fn start(tokens: &[(&str, bool)], script: Script) -> HecEmulator {
+        Self::start_on(tokens, script, None).await
+    }
+
+    /// The same over HTTPS with `tls`'s certificate.
+    pub async fn start_tls(tokens: &[(&str, bool)], script: Script, tls: Arc<rustls::ServerConfig>) -> HecEmulator {
+        Self::start_on(tokens, script, Some(tls)).await
+    }
+
+    async fn start_on(tokens: &[(&str, bool)], script: Script, tls: Option<Arc<rustls::ServerConfig>>) -> HecEmulator {
         let emu = Emu {
             tokens: tokens.iter().map(|(t, a)| (t.to_string(), (*a, false))).collect(),
             script,
@@ -412,16 +429,40 @@ impl HecEmulator {
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let s = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { s.cancelled().await })
-                .await;
-        });
-        HecEmulator { addr, state, stop }
+        let handshake_failures = Arc::new(AtomicU64::new(0));
+        let https = tls.is_some();
+        match tls {
+            None => {
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { s.cancelled().await })
+                        .await;
+                });
+            }
+            Some(config) => {
+                let listener = tls_listener::TlsListener::new(listener, config, handshake_failures.clone());
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { s.cancelled().await })
+                        .await;
+                });
+            }
+        }
+        HecEmulator {
+            addr,
+            state,
+            stop,
+            tls: https,
+            handshake_failures,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+    }
+
+    pub fn handshake_failures(&self) -> u64 {
+        self.handshake_failures.load(Ordering::SeqCst)
     }
 
     pub fn script(&self, f: impl FnOnce(&mut Script)) {

@@ -1,8 +1,10 @@
 //! Indexer acknowledgment of one HEC channel: the ackIds of every batch waiting on the
 //! channel are asked for together, one `/services/collector/ack` query per poll interval
 //! (not one per batch), and each batch's wait ends when all of its ids are reported `true`.
+//! When a wait fails, the events of the requests that were acknowledged are remembered for
+//! the batch's next send ([`Acked`]): only the others are posted again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::oneshot;
 
 use super::client::{ClientError, HecClient};
-use crate::sinks::{Settle, SinkError};
+use crate::sinks::{BatchId, Rejection, Settle, SinkError};
 use crate::telemetry::{Metrics, SinkLabels};
 
 /// A registered ackId: which registration it is (an id handed out again is registered
@@ -34,6 +36,66 @@ struct Waiting {
 pub struct Registered {
     id: u64,
     rx: oneshot::Receiver<()>,
+    /// The events (indexes in the batch) of the request the id was given for.
+    events: Vec<usize>,
+}
+
+impl Registered {
+    /// The events of the request this id acknowledges.
+    pub fn for_events(mut self, events: Vec<usize>) -> Registered {
+        self.events = events;
+        self
+    }
+}
+
+/// What a batch whose acknowledgment failed had done, for its next send: the events of its
+/// acknowledged requests (indexed: not posted again) and the events refused for good.
+pub struct Taken {
+    pub indexed: Vec<usize>,
+    pub rejected: Vec<Rejection>,
+}
+
+/// Batches sent again after a failed acknowledgment, shared by the sink's instances (the
+/// driver gives the batch to whichever is idle). Without it the whole batch was posted
+/// again, and the events of its acknowledged requests were indexed twice.
+#[derive(Default)]
+pub struct Acked {
+    batches: Mutex<VecDeque<(BatchId, Taken)>>,
+}
+
+impl std::fmt::Debug for Acked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Acked(..)")
+    }
+}
+
+impl Acked {
+    /// Batches remembered at most; an older one forgotten is posted again in full
+    /// (duplicates, never a loss).
+    const KEEP: usize = 1024;
+
+    fn remember(&self, batch: BatchId, taken: Taken) {
+        let mut b = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        b.retain(|(id, _)| *id != batch);
+        if b.len() >= Self::KEEP {
+            b.pop_front();
+        }
+        b.push_back((batch, taken));
+    }
+
+    /// What an earlier send of `batch` had done, if its acknowledgment failed.
+    pub fn take(&self, batch: &BatchId) -> Option<Taken> {
+        let mut b = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        let at = b.iter().position(|(id, _)| id == batch)?;
+        b.remove(at).map(|(_, t)| t)
+    }
+}
+
+/// Where [`AckBook::settle`] leaves what a failed wait had done.
+pub struct Remember {
+    pub acked: Arc<Acked>,
+    pub batch: BatchId,
+    pub rejected: Vec<Rejection>,
 }
 
 pub struct AckBook {
@@ -87,7 +149,11 @@ impl AckBook {
             w.polling = true;
             tokio::spawn(self.clone().poll_loop());
         }
-        Registered { id, rx }
+        Registered {
+            id,
+            rx,
+            events: Vec::new(),
+        }
     }
 
     /// Every `poll`: one query for every id still waited for; ends when none is left.
@@ -134,8 +200,14 @@ impl AckBook {
 
     /// The wait for the indexer to acknowledge the `registered` ids; fails after `timeout`
     /// (the batch is then sent again). With the sink's metrics and name, the ids waiting are
-    /// counted in `sink_acks_pending` and the late ones in `sink_ack_timeouts_total`.
-    pub fn settle(registered: Vec<Registered>, timeout: Duration, metrics: Option<(Arc<Metrics>, String)>) -> Settle {
+    /// counted in `sink_acks_pending` and the late ones in `sink_ack_timeouts_total`. When
+    /// the wait fails, the events of the ids that were acknowledged go to `remember`.
+    pub fn settle(
+        registered: Vec<Registered>,
+        timeout: Duration,
+        metrics: Option<(Arc<Metrics>, String)>,
+        remember: Remember,
+    ) -> Settle {
         let pending: Option<Gauge> = metrics.as_ref().map(|(m, name)| {
             m.sink_acks_pending
                 .get_or_create(&SinkLabels { sink: name.clone() })
@@ -145,16 +217,19 @@ impl AckBook {
             g.inc_by(registered.len() as i64);
         }
         Settle::new(async move {
-            let mut rxs = registered.into_iter().map(|r| (r.rx, r.id)).peekable();
+            let mut indexed: Vec<usize> = Vec::new();
+            let mut rxs = registered.into_iter().map(|r| (r.rx, r.id, r.events)).peekable();
             let all = async {
-                while let Some((rx, id)) = rxs.peek_mut() {
+                while let Some((rx, id, _)) = rxs.peek_mut() {
                     let id = *id;
                     // Resolved when the id is reported indexed; dropped unresolved only when
                     // the id was handed out again for another request (see `register`).
                     if rx.await.is_err() {
                         return Err(id);
                     }
-                    rxs.next();
+                    if let Some((_, _, events)) = rxs.next() {
+                        indexed.extend(events);
+                    }
                     if let Some(g) = &pending {
                         g.dec();
                     }
@@ -162,9 +237,26 @@ impl AckBook {
                 Ok(())
             };
             let result = tokio::time::timeout(timeout, all).await;
-            let late: Vec<u64> = rxs.map(|(_, id)| id).collect();
+            // Of the ids not yet seen, some may have been acknowledged meanwhile.
+            let mut late: Vec<u64> = Vec::new();
+            for (mut rx, id, events) in rxs {
+                match rx.try_recv() {
+                    Ok(()) => indexed.extend(events),
+                    Err(_) => late.push(id),
+                }
+            }
             if let Some(g) = &pending {
                 g.dec_by(late.len() as i64);
+            }
+            if !matches!(result, Ok(Ok(()))) {
+                let Remember { acked, batch, rejected } = remember;
+                if !indexed.is_empty() {
+                    tracing::info!(
+                        events = indexed.len(),
+                        "of the batch sent again, the events of acknowledged requests are not posted again"
+                    );
+                }
+                acked.remember(batch, Taken { indexed, rejected });
             }
             match result {
                 Ok(Ok(())) => Ok(()),

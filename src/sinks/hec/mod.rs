@@ -124,6 +124,9 @@ pub struct HecSinkConfig {
     /// meanwhile, see `acknowledgements.max_pending_batches`).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Not configuration: shared by the instances built from this config.
+    #[serde(skip)]
+    acked: Arc<acks::Acked>,
 }
 
 fn default_concurrency() -> usize {
@@ -179,6 +182,23 @@ pub fn factory(_name: &str, table: toml::Value, prefix: &str) -> Result<Box<dyn 
     Ok(Box::new(c))
 }
 
+/// An `http://` endpoint on this machine (`localhost`, 127.0.0.0/8, `[::1]`): the one case
+/// where clear text does not cross a network.
+fn loopback_http(endpoint: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(endpoint) else {
+        return false;
+    };
+    let host = url.host_str().unwrap_or_default();
+    match host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 impl SinkConfig for HecSinkConfig {
     fn concurrency(&self) -> usize {
         self.concurrency
@@ -196,6 +216,10 @@ impl SinkConfig for HecSinkConfig {
             }
             self.tls.client_config()
         } else {
+            if !loopback_http(&self.endpoint) {
+                tracing::warn!(sink = name, endpoint = %self.endpoint,
+                    "the HEC endpoint is http://: the token and the events cross the network in clear text; use https://");
+            }
             // Not used for http://, but the client wants one.
             TlsOptions {
                 insecure_skip_verify: true,
@@ -225,6 +249,7 @@ impl SinkConfig for HecSinkConfig {
                 // sent again, though indexed, during a longer pause.
                 Duration::from_secs(self.acknowledgements.timeout_secs) / 4,
             ),
+            acked: self.acked.clone(),
             client,
             encoder: HecEncoder::new(&self.encoder),
             batch: self.batch.clone(),
@@ -242,6 +267,8 @@ pub struct HecSink {
     channel: String,
     /// The ackIds waiting on this sink's channel.
     acks: Arc<AckBook>,
+    /// Shared by the sink's instances: what batches whose acknowledgment failed had done.
+    acked: Arc<acks::Acked>,
     client: HecClient,
     encoder: HecEncoder,
     batch: BatchOptions,
@@ -320,11 +347,16 @@ impl HecSink {
     /// The wait for the indexer to acknowledge the ids of a batch's requests (this sink's
     /// channel, queried together with the other batches' ids every `poll_interval_ms`); fails
     /// after `timeout_secs` so that the batch is sent again.
-    fn settle(&self, ids: Vec<acks::Registered>) -> Settle {
+    fn settle(&self, ids: Vec<acks::Registered>, batch: BatchId, rejected: &[Rejection]) -> Settle {
         acks::AckBook::settle(
             ids,
             Duration::from_secs(self.ack.timeout_secs),
             self.metrics.clone().map(|m| (m, self.name.clone())),
+            acks::Remember {
+                acked: self.acked.clone(),
+                batch,
+                rejected: rejected.to_vec(),
+            },
         )
     }
 }
@@ -361,6 +393,15 @@ impl Sink for HecSink {
             Some(u) => (u.done, u.pending, u.rejected, u.bytes),
             None => (vec![false; events.len()], Vec::new(), Vec::new(), 0u64),
         };
+        // Sent again after its acknowledgment failed: what was indexed or refused stays so.
+        if let Some(taken) = self.acked.take(&id) {
+            for &i in taken.indexed.iter().chain(taken.rejected.iter().map(|r| &r.index)) {
+                if let Some(d) = done.get_mut(i) {
+                    *d = true;
+                }
+            }
+            rejected.extend(taken.rejected);
+        }
         // Encode every event once (unless the pipeline did); requests are built from the spans.
         self.buf.clear();
         let mut spans: Vec<(usize, Piece)> = Vec::with_capacity(events.len());
@@ -406,7 +447,8 @@ impl Sink for HecSink {
                         done[spans[k].0] = true;
                     }
                     if let Some(ack_id) = ack_id.filter(|_| self.ack.enabled) {
-                        pending.push(self.acks.register(ack_id));
+                        let events = req.iter().map(|&k| spans[k].0).collect();
+                        pending.push(self.acks.register(ack_id).for_events(events));
                     }
                 }
                 Outcome::Retry(message, Some(retry_after)) => {
@@ -478,7 +520,7 @@ impl Sink for HecSink {
             });
             return Err(e);
         }
-        let settle = (!pending.is_empty()).then(|| self.settle(pending));
+        let settle = (!pending.is_empty()).then(|| self.settle(pending, id, &rejected));
         Ok(SendReport {
             bytes,
             rejected,
@@ -528,6 +570,23 @@ mod tests {
         ] {
             let e = factory("h", table(t), "sinks.h").unwrap_err();
             assert!(e.path.starts_with(key), "{t}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_loopback_http_endpoint_counts_as_local() {
+        for (e, local) in [
+            ("http://127.0.0.1:8088", true),
+            ("http://127.9.0.1:8088", true),
+            ("http://localhost:8088", true),
+            ("http://LOCALHOST", true),
+            ("http://[::1]:8088", true),
+            ("http://splunk.example:8088", false),
+            ("http://10.0.0.5:8088", false),
+            ("http://[fd00::5]:8088", false),
+            ("http://localhost.example.com:8088", false),
+        ] {
+            assert_eq!(loopback_http(e), local, "{e}");
         }
     }
 }
