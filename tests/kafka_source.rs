@@ -58,8 +58,13 @@ fn forwarder_with(
 ) -> Forwarder {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
+    Forwarder::write(&dir, &config_text(&dir, bootstrap, topics, batch, options, output))
+}
+
+/// The config of [`forwarder_with`], in `dir`.
+fn config_text(dir: &Path, bootstrap: &str, topics: &[&str], batch: usize, options: &str, output: &Path) -> String {
     let topics: Vec<String> = topics.iter().map(|t| format!("\"{t}\"")).collect();
-    let text = format!(
+    format!(
         r#"
 data_dir = "{data}"
 [api]
@@ -82,8 +87,7 @@ encoding = "raw"
         data = dir.join("data").display(),
         topics = topics.join(", "),
         output = output.display(),
-    );
-    Forwarder::write(&dir, &text)
+    )
 }
 
 #[test]
@@ -248,4 +252,76 @@ fn a_quiet_topic_beside_a_busy_one_is_not_held_back() {
     assert!(arrived, "the quiet topic's event arrived");
     assert!(lines(&out) > 100, "the busy topic was read meanwhile: {}", lines(&out));
     assert!(took < Duration::from_secs(3), "the quiet topic's event took {took:?}");
+}
+
+/// A sink that stalls for longer than `max.poll.interval.ms` (here a FIFO nobody reads): the
+/// source pauses its partitions and keeps polling, so the consumer stays in its group.
+/// Before, librdkafka left the group ("maximum poll interval exceeded": a rebalance, the
+/// partitions handed to another replica, which reads again from the last commit what this
+/// one still had in flight).
+#[test]
+fn a_sink_stalled_past_the_max_poll_interval_keeps_the_consumer_in_its_group() {
+    const EVENTS: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("insights-logs-auditlogs", 2);
+    produce_bodies(&broker.bootstrap(), "insights-logs-auditlogs", 0, EVENTS / 10, 10);
+    let fifo = dir.path().join("out.fifo");
+    let c = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let fwd_dir = dir.path().join("a");
+    std::fs::create_dir_all(&fwd_dir).unwrap();
+    // Small buffers, so that the source itself is held back.
+    let text = config_text(
+        &fwd_dir,
+        &broker.bootstrap(),
+        &["insights-logs-auditlogs"],
+        10,
+        r#", "max.poll.interval.ms" = "6000""#,
+        &fifo,
+    )
+    .replace(
+        "drain_timeout_secs = 10\n",
+        "drain_timeout_secs = 10\nchannel_capacity = 1\n",
+    )
+    // A FIFO cannot be fsynced.
+    .replace(
+        "encoding = \"raw\"\n",
+        "encoding = \"raw\"\nbuffer_max_batches = 1\nfsync = false\n",
+    );
+    let mut fwd = Forwarder::write(&fwd_dir, &text);
+    fwd.spawn();
+    // The sink fills the FIFO's 64 KiB and blocks; the stall lasts well past 6 s.
+    std::thread::sleep(Duration::from_secs(16));
+    let out = dir.path().join("out.ndjson");
+    let reader = {
+        let (fifo, out) = (fifo.clone(), out.clone());
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let r = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+            let mut w = std::fs::File::create(&out).unwrap();
+            for line in r.lines() {
+                let Ok(line) = line else { break };
+                w.write_all(format!("{line}\n").as_bytes()).unwrap();
+            }
+        })
+    };
+    let all = wait_until(Duration::from_secs(120), || count_ids(&out).len() >= EVENTS);
+    std::thread::sleep(Duration::from_secs(2)); // duplicates, if any, come right after
+    fwd.terminate();
+    assert!(fwd.wait().unwrap().success());
+    reader.join().unwrap();
+    let counts = count_ids(&out);
+    let log = fwd.log_text();
+    assert!(all, "every event arrived: {} of {EVENTS}\n{log}", counts.len());
+    let dups: u32 = counts.values().map(|c| c - 1).sum();
+    assert_eq!(dups, 0, "read twice after the stall\n{log}");
+    assert!(
+        !log.contains("maximum poll interval"),
+        "the consumer stayed in its group\n{log}"
+    );
+    assert!(
+        log.contains("partitions paused"),
+        "the source paused while the pipeline pushed back\n{log}"
+    );
 }

@@ -2,7 +2,7 @@
 //! any Kafka), decoded like Event Hub bodies, with offsets committed to the group only after
 //! the pipeline acknowledged the events. Replicas share partitions through the group.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use super::{BatchBuilder, Source, SourceConfig, SourceContext, SourceError};
 use crate::checkpoint::{CheckpointError, CheckpointKey, CheckpointStore};
 use crate::config::{typed, ConfigIssue, Secret};
 use crate::decode::{decode_unit, InputFormat};
+use crate::event::Batch;
 
 /// `[sources.NAME] type = "kafka"`.
 #[derive(Clone, Debug, Deserialize)]
@@ -155,6 +156,112 @@ struct KafkaSource {
 /// The longest an event waits in a partial batch before it is sent.
 const BATCH_MAX_AGE: Duration = Duration::from_millis(50);
 
+/// Backpressure longer than this pauses the assigned partitions while the consumer keeps
+/// polling (see [`KafkaSource::send`]). Pausing drops librdkafka's prefetched messages, so
+/// a short stall is waited out without it.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
+/// A message read: topic, partition, offset and body.
+type Read = (String, i32, i64, Bytes);
+
+fn read(m: &impl Message) -> Read {
+    (
+        m.topic().to_string(),
+        m.partition(),
+        m.offset(),
+        Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+    )
+}
+
+impl KafkaSource {
+    /// Hands a batch to the pipeline. When the pipeline pushes back for longer than
+    /// [`PAUSE_AFTER`], the assigned partitions are paused and the consumer is polled
+    /// meanwhile: librdkafka leaves the group when the application does not poll for
+    /// `max.poll.interval.ms` (5 min by default), and the partitions would go to another
+    /// member (or, on rejoining, be read again from the last commit): duplicates. Messages
+    /// that still arrive (prefetched, or from partitions assigned meanwhile, which are then
+    /// paused too) are kept in `held`, in order, and read before the consumer again.
+    async fn send(&self, ctx: &SourceContext, batch: Batch, held: &mut VecDeque<Read>) -> Result<(), SourceError> {
+        let send = ctx.send(batch);
+        tokio::pin!(send);
+        let stalled = tokio::time::sleep(PAUSE_AFTER);
+        tokio::pin!(stalled);
+        let mut paused: Option<TopicPartitionList> = None;
+        let result = loop {
+            tokio::select! {
+                r = &mut send => break r,
+                _ = &mut stalled, if paused.is_none() => {
+                    paused = self.pause_all(ctx);
+                    if paused.is_none() {
+                        stalled.as_mut().reset(tokio::time::Instant::now() + PAUSE_AFTER);
+                    }
+                }
+                // Pending, this keeps the consumer polled: rust-rdkafka wakes it every half
+                // `max.poll.interval.ms`.
+                m = self.consumer.recv(), if paused.is_some() => match m {
+                    Ok(m) => {
+                        let r = read(&m);
+                        drop(m);
+                        let known = paused.as_ref().is_some_and(|p| p.find_partition(&r.0, r.1).is_some());
+                        held.push_back(r);
+                        if !known {
+                            if let Some(p) = self.pause_all(ctx) {
+                                paused = Some(p);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        ctx.metrics.error(&ctx.name, "kafka_consume");
+                        tracing::warn!(error = %e, "kafka consumer error while paused");
+                    }
+                },
+            }
+        };
+        if let Some(p) = paused {
+            match self.consumer.resume(&p) {
+                Ok(()) => tracing::info!(
+                    partitions = p.count(),
+                    held = held.len(),
+                    "pipeline took the batch; partitions resumed"
+                ),
+                Err(e) => {
+                    // Not fatal for the data: fetching stays paused until the next resume.
+                    ctx.metrics.error(&ctx.name, "kafka_resume");
+                    tracing::error!(error = %e, "resuming the partitions failed");
+                }
+            }
+        }
+        result
+    }
+
+    /// Pauses every assigned partition; the list paused, or `None` (nothing assigned, or
+    /// the pause failed: tried again later).
+    fn pause_all(&self, ctx: &SourceContext) -> Option<TopicPartitionList> {
+        let assigned = match self.consumer.assignment() {
+            Ok(a) if a.count() > 0 => a,
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka assignment unknown; not pausing yet");
+                return None;
+            }
+        };
+        match self.consumer.pause(&assigned) {
+            Ok(()) => {
+                tracing::info!(
+                    partitions = assigned.count(),
+                    "pipeline pushing back: partitions paused, the consumer kept polled to stay in its group"
+                );
+                Some(assigned)
+            }
+            Err(e) => {
+                ctx.metrics.error(&ctx.name, "kafka_pause");
+                tracing::warn!(error = %e, "pausing the partitions failed; will try again");
+                None
+            }
+        }
+    }
+}
+
 /// Offsets live in the consumer group: a commit there is what lets another replica resume.
 struct GroupOffsets {
     consumer: Arc<StreamConsumer>,
@@ -212,22 +319,29 @@ impl Source for KafkaSource {
 
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
         let mut builders: HashMap<(String, i32), BatchBuilder> = HashMap::new();
+        // Messages read while the partitions were paused, to be taken first.
+        let mut held: VecDeque<Read> = VecDeque::new();
         // When the oldest event not yet sent was read: every partial batch is sent at the
         // latest BATCH_MAX_AGE after it, so a quiet partition's events do not wait for a
         // pause across all partitions (which a busy topic beside it never makes).
         let mut oldest: Option<tokio::time::Instant> = None;
         loop {
-            let wait = oldest.map_or(BATCH_MAX_AGE, |t| BATCH_MAX_AGE.saturating_sub(t.elapsed()));
-            let next = tokio::select! {
-                _ = ctx.shutdown.cancelled() => break,
-                m = tokio::time::timeout(wait, self.consumer.recv()) => m,
+            let next = match held.pop_front() {
+                Some(r) => Ok(Ok(r)),
+                None => {
+                    let wait = oldest.map_or(BATCH_MAX_AGE, |t| BATCH_MAX_AGE.saturating_sub(t.elapsed()));
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => break,
+                        m = tokio::time::timeout(wait, self.consumer.recv()) => m.map(|r| r.map(|m| read(&m))),
+                    }
+                }
             };
             let due = oldest.is_some_and(|t| t.elapsed() >= BATCH_MAX_AGE);
             match next {
                 // Quiet for a moment, or the oldest partial batch is due: send them all.
                 Err(_) => {
                     for b in builders.values_mut().filter(|b| !b.is_empty() || b.has_checkpoint()) {
-                        ctx.send(b.take(&ctx.acks)).await?;
+                        self.send(&ctx, b.take(&ctx.acks), &mut held).await?;
                     }
                     oldest = None;
                     continue;
@@ -237,10 +351,7 @@ impl Source for KafkaSource {
                     tracing::warn!(error = %e, "kafka consumer error");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Ok(Ok(m)) => {
-                    let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
-                    let body = Bytes::copy_from_slice(m.payload().unwrap_or_default());
-                    drop(m);
+                Ok(Ok((topic, partition, offset, body))) => {
                     let b = builders.entry((topic.clone(), partition)).or_insert_with(|| {
                         BatchBuilder::new(
                             ctx.name.clone(),
@@ -262,14 +373,14 @@ impl Source for KafkaSource {
                         &ctx.metrics,
                     );
                     if b.is_full() {
-                        ctx.send(b.take(&ctx.acks)).await?;
+                        self.send(&ctx, b.take(&ctx.acks), &mut held).await?;
                     }
                     oldest.get_or_insert_with(tokio::time::Instant::now);
                 }
             }
             if due {
                 for b in builders.values_mut().filter(|b| !b.is_empty() || b.has_checkpoint()) {
-                    ctx.send(b.take(&ctx.acks)).await?;
+                    self.send(&ctx, b.take(&ctx.acks), &mut held).await?;
                 }
                 oldest = None;
             }
