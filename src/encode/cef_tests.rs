@@ -316,11 +316,10 @@ fn an_alert_takes_its_source_ip_from_the_evidence_that_has_one() {
     assert_eq!(cef.get("src"), Some("203.0.113.77"), "{}", lines[0]);
 }
 
-/// A Defender evidence row (AlertEvidence) with its device's local address and a remote
-/// one: the line carries them as `src` and `dst`, from the full normalization and from the
-/// lean one alike.
-#[test]
-fn a_defender_evidence_row_carries_its_local_and_remote_addresses() {
+/// The CEF lines (lean normalization or not, line) of the sample's Defender evidence row
+/// (AlertEvidence) of `entity_type`, changed by `edit`, from the full normalization and the
+/// lean one.
+fn evidence_row_lines(entity_type: &str, edit: impl Fn(&mut Value)) -> Vec<(bool, String)> {
     let body: Value = serde_json::from_str(include_str!(
         "../../tests/data/eventhub/defender_alert_info_evidence.json"
     ))
@@ -329,23 +328,35 @@ fn a_defender_evidence_row_carries_its_local_and_remote_addresses() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["properties"]["EntityType"] == "Machine")
+        .find(|r| r["properties"]["EntityType"] == entity_type)
         .unwrap()
         .clone();
-    row["properties"]["RemoteIP"] = "198.51.100.9".into();
+    edit(&mut row);
     let raw = row.to_string();
     let meta = crate::encode::testutil::meta(EventKind::Alert, "AdvancedHunting-AlertEvidence");
-    for lean in [false, true] {
-        let n = crate::normalize::Normalizer::new(crate::normalize::NormalizeOptions {
-            lean,
-            ..Default::default()
-        });
-        let out = n.normalize(&meta, raw.as_bytes()).unwrap();
-        let mut ev = event(EventKind::Alert, "AdvancedHunting-AlertEvidence", &raw, None);
-        ev.normalized = Some(std::sync::Arc::new(out.normalized));
-        let mut buf = Vec::new();
-        enc(None, SplitMode::Never).encode(&ev, &mut buf).unwrap();
-        let line = String::from_utf8(buf).unwrap();
+    [false, true]
+        .into_iter()
+        .map(|lean| {
+            let n = crate::normalize::Normalizer::new(crate::normalize::NormalizeOptions {
+                lean,
+                ..Default::default()
+            });
+            let out = n.normalize(&meta, raw.as_bytes()).unwrap();
+            let mut ev = event(EventKind::Alert, "AdvancedHunting-AlertEvidence", &raw, None);
+            ev.normalized = Some(std::sync::Arc::new(out.normalized));
+            let mut buf = Vec::new();
+            enc(None, SplitMode::Never).encode(&ev, &mut buf).unwrap();
+            (lean, String::from_utf8(buf).unwrap())
+        })
+        .collect()
+}
+
+/// A Defender evidence row (AlertEvidence) with its device's local address and a remote
+/// one: the line carries them as `src` and `dst`, from the full normalization and from the
+/// lean one alike.
+#[test]
+fn a_defender_evidence_row_carries_its_local_and_remote_addresses() {
+    for (lean, line) in evidence_row_lines("Machine", |row| row["properties"]["RemoteIP"] = "198.51.100.9".into()) {
         let cef = parse_cef(&line).unwrap();
         assert_eq!(cef.get("src"), Some("192.0.2.54"), "lean {lean}: {line}");
         assert_eq!(cef.get("dst"), Some("198.51.100.9"), "lean {lean}: {line}");
@@ -357,31 +368,8 @@ fn a_defender_evidence_row_carries_its_local_and_remote_addresses() {
 /// and a Graph alert whose file evidence comes after a process evidence.
 #[test]
 fn an_alert_carries_its_evidence_file_and_url() {
-    let body: Value = serde_json::from_str(include_str!(
-        "../../tests/data/eventhub/defender_alert_info_evidence.json"
-    ))
-    .unwrap();
-    let mut row = body["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["properties"]["EntityType"] == "Process")
-        .unwrap()
-        .clone();
-    row["properties"]["RemoteUrl"] = "https://payload.example/x.ps1".into();
-    let raw = row.to_string();
-    let meta = crate::encode::testutil::meta(EventKind::Alert, "AdvancedHunting-AlertEvidence");
-    for lean in [false, true] {
-        let n = crate::normalize::Normalizer::new(crate::normalize::NormalizeOptions {
-            lean,
-            ..Default::default()
-        });
-        let out = n.normalize(&meta, raw.as_bytes()).unwrap();
-        let mut ev = event(EventKind::Alert, "AdvancedHunting-AlertEvidence", &raw, None);
-        ev.normalized = Some(std::sync::Arc::new(out.normalized));
-        let mut buf = Vec::new();
-        enc(None, SplitMode::Never).encode(&ev, &mut buf).unwrap();
-        let line = String::from_utf8(buf).unwrap();
+    let edit = |row: &mut Value| row["properties"]["RemoteUrl"] = "https://payload.example/x.ps1".into();
+    for (lean, line) in evidence_row_lines("Process", edit) {
         let cef = parse_cef(&line).unwrap();
         assert_eq!(cef.get("fname"), Some("powershell.exe"), "lean {lean}: {line}");
         assert_eq!(

@@ -38,6 +38,15 @@ impl Ctx<'_> {
         self.meta.change_type.as_deref().filter(|s| !s.is_empty())
     }
 
+    /// When what is learned now was true: the event's own time, else its source's, else
+    /// when it was received.
+    fn learned_at(&self) -> i64 {
+        self.event_ms
+            .get()
+            .or(self.meta.event_ms)
+            .unwrap_or(self.meta.received_ms)
+    }
+
     pub fn learn_user(
         &self,
         tenant: Option<&str>,
@@ -45,11 +54,7 @@ impl Ctx<'_> {
         upn: Option<&str>,
         display_name: Option<&str>,
     ) {
-        let at = self
-            .event_ms
-            .get()
-            .or(self.meta.event_ms)
-            .unwrap_or(self.meta.received_ms);
+        let at = self.learned_at();
         self.users
             .learn(self.cache_tenant(tenant), object_id, upn, display_name, at);
     }
@@ -63,11 +68,7 @@ impl Ctx<'_> {
         upn: Option<&str>,
         display_name: Option<&str>,
     ) {
-        let at = self
-            .event_ms
-            .get()
-            .or(self.meta.event_ms)
-            .unwrap_or(self.meta.received_ms);
+        let at = self.learned_at();
         self.users.learn_detection(
             self.cache_tenant(tenant),
             detection_id,
