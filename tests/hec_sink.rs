@@ -282,6 +282,7 @@ async fn a_batch_sent_again_posts_only_the_requests_not_acknowledged() {
         "posted twice: only the {never_acked} events of the two requests never acknowledged"
     );
     assert_eq!(metric(&r.metrics, "sink_ack_timeouts_total", "sink=\"splunk\""), 2.0);
+    assert_eq!(metric(&r.metrics, "sink_acks_pending", "sink=\"splunk\""), 0.0);
 }
 
 /// An indexer that restarts loses its acknowledgment state and hands out ackIds from 0

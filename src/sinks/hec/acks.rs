@@ -239,14 +239,16 @@ impl AckBook {
             let result = tokio::time::timeout(timeout, all).await;
             // Of the ids not yet seen, some may have been acknowledged meanwhile.
             let mut late: Vec<u64> = Vec::new();
+            let mut left = 0;
             for (mut rx, id, events) in rxs {
+                left += 1;
                 match rx.try_recv() {
                     Ok(()) => indexed.extend(events),
                     Err(_) => late.push(id),
                 }
             }
             if let Some(g) = &pending {
-                g.dec_by(late.len() as i64);
+                g.dec_by(left);
             }
             if !matches!(result, Ok(Ok(()))) {
                 let Remember { acked, batch, rejected } = remember;
