@@ -26,6 +26,7 @@ echo "# $(date -u +%FT%TZ) $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p
 run --mix 1.6k --latency-secs 10 --scenarios s1,s1-peer,s1-memory
 run --mix 3.6k --latency-secs 10 --scenarios s1,s1-peer
 run --mix 1.6k --latency-secs 0 --scenarios s2,s2-peer,s3,s4
+run --latency-secs 10 --scenarios s5
 if command -v tansu >/dev/null || [ -x "$HOME/.cargo/bin/tansu" ]; then
   taskset -c 0 cargo bench --bench load -- --core 1 --events "$BROKER_EVENTS" --out "$OUT" \
     --mix 1.6k --latency-secs 0 --scenarios s2-broker

@@ -31,6 +31,8 @@ const CASES: &[Case] = &[
     case("graph_incidents_update", "graph", &["graph/incidents_update.json"]),
     case("graph_risk_detections", "graph", &["graph/risk_detections.json"]),
     case("graph_risky_users", "graph", &["graph/risky_users.json"]),
+    // Defender for Office 365: the analysed message (email, its URLs), a URL and a mailbox.
+    case("graph_mdo_phishing", "graph", &["golden:mdo_phishing_incident.json"]),
     case("eventhub_auditlogs", "eventhub", &["eventhub/auditlogs.json"]),
     case(
         "eventhub_defender_alert_info_evidence",

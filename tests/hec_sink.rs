@@ -19,7 +19,6 @@ use m365_forwarder::sinks::{SendReport, Sink, SinkError};
 use m365_forwarder::telemetry::Metrics;
 use serde_json::Value;
 use support::hec_emulator::{evt_id, HecEmulator, Script};
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "8f2c0b9e-hec-token-for-tests";
 
@@ -78,14 +77,7 @@ async fn run(dir: &Path, signins: usize, sinks: &str, encoder: &str, stop_after:
     };
     let p = Pipeline::new(config).with_sink("expect", SinkCommon::default(), Box::new(capture));
     let metrics = p.metrics();
-    let stop = CancellationToken::new();
-    if let Some(after) = stop_after {
-        let s = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            s.cancel();
-        });
-    }
+    let stop = support::cancel_after(stop_after);
     let report = tokio::time::timeout(Duration::from_secs(120), p.run(stop))
         .await
         .expect("pipeline finished in time")

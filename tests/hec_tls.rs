@@ -14,7 +14,6 @@ use m365_forwarder::config::Config;
 use m365_forwarder::pipeline::{Pipeline, RunReport};
 use support::hec_emulator::tls_listener::TestPki;
 use support::hec_emulator::{evt_id, HecEmulator, Script};
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "0b6f2a44-hec-tls-token";
 const EVENTS: usize = 300;
@@ -37,14 +36,7 @@ async fn run(dir: &Path, url: &str, tls: &str, stop_after: Option<Duration>) -> 
         input.display().to_string(),
     );
     let config = Config::from_str(&text, &dir.join("test.toml")).unwrap();
-    let stop = CancellationToken::new();
-    if let Some(after) = stop_after {
-        let s = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            s.cancel();
-        });
-    }
+    let stop = support::cancel_after(stop_after);
     tokio::time::timeout(Duration::from_secs(60), Pipeline::new(config).run(stop))
         .await
         .expect("pipeline finished in time")

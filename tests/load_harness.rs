@@ -1,11 +1,15 @@
 //! The load harness (benches/load) runs end to end at a tiny size: S1 through a real TCP
 //! receiver and, when syslog-ng is installed, the peer; S2 to librdkafka's mock cluster;
-//! S3 to the HEC emulator; S4 from the Event Hub emulator to the mock cluster. Figures are not asserted here (benchmarks are not timed tests):
+//! S3 to the HEC emulator; S4 from the Event Hub emulator to the mock cluster; S5 Graph
+//! incident pages through a real TCP receiver. Figures are not asserted here (benchmarks are not timed tests):
 //! only that every event arrived and that the probes produced plausible readings.
 
 #[allow(dead_code, unused_imports)]
 #[path = "support/eventhub_emulator/mod.rs"]
 mod eventhub_emulator;
+#[allow(dead_code)]
+#[path = "../benches/load/graph_pages.rs"]
+mod graph_pages;
 #[allow(dead_code)]
 #[path = "support/hec_emulator.rs"]
 mod hec_emulator;
@@ -119,4 +123,47 @@ fn s4_event_hub_emulator_to_mock_cluster_delivers_every_event() {
     let f = s4::s4_forwarder(&o, &rt);
     assert_eq!(f.events, 3000);
     assert!(f.events_per_sec > 0.0 && f.peak_rss_mb > 1.0, "{f:?}");
+}
+
+#[test]
+fn graph_pages_hold_fifty_incidents_with_unique_ids() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let mut g = graph_pages::PageGenerator::new(&root);
+    let avg = g.average_event_bytes();
+    assert!((1000..4000).contains(&avg), "average {avg} bytes per event");
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let mut buf = Vec::new();
+        let made = g.write_page(&mut buf, &records::now_iso());
+        assert_eq!(buf.iter().filter(|b| **b == b'\n').count(), 1, "one page a line");
+        let page: serde_json::Value = serde_json::from_slice(&buf).expect("a page is JSON");
+        let incidents = page["value"].as_array().unwrap();
+        assert_eq!(incidents.len(), graph_pages::PAGE_INCIDENTS);
+        let mut events = 0;
+        for inc in incidents {
+            assert!(
+                ids.insert(inc["id"].as_str().unwrap().to_string()),
+                "incident id repeated"
+            );
+            events += 1;
+            for a in inc["alerts"].as_array().unwrap() {
+                assert_eq!(a["incidentId"], inc["id"]);
+                assert!(ids.insert(a["id"].as_str().unwrap().to_string()), "alert id repeated");
+                events += 1;
+            }
+        }
+        assert_eq!(made, events);
+    }
+}
+
+#[test]
+fn s5_graph_pages_deliver_an_event_per_incident_and_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path());
+    let f = graph_pages::s5_forwarder(&o);
+    // Whole pages: at least the events asked for, less than a page more.
+    assert!((3000..3000 + 50 * 4).contains(&f.events), "{f:?}");
+    assert!(f.events_per_sec > 0.0 && f.cpu_secs_per_million > 0.0, "{f:?}");
+    let (p50, p99) = (f.p50_ms.expect("latency measured"), f.p99_ms.unwrap());
+    assert!(p50 <= p99 && p99 < 60_000.0, "{f:?}");
 }

@@ -1,7 +1,8 @@
-//! Every OCSF event `convert` emits for every sample in tests/data validates with outside OCSF
-//! libraries from PyPI (py-ocsf-models and pydantic-ocsf, OCSF 1.5.0; pinned in
-//! tests/ocsf/requirements.txt) through tests/ocsf/validate.py, run in a virtual environment
-//! that this test creates under target/ when it is missing. What is checked: tests/ocsf/README.md.
+//! Every OCSF event `convert` emits for every sample in tests/data (and our own Graph inputs
+//! in tests/golden/inputs) validates with outside OCSF libraries from PyPI (py-ocsf-models and
+//! pydantic-ocsf, OCSF 1.5.0; pinned in tests/ocsf/requirements.txt) through
+//! tests/ocsf/validate.py, run in a virtual environment that this test creates under target/
+//! when it is missing. What is checked: tests/ocsf/README.md.
 
 mod support;
 
@@ -103,6 +104,14 @@ fn samples() -> Vec<(&'static str, PathBuf)> {
         files.sort();
         v.extend(files.into_iter().map(|p| (from, p)));
     }
+    // Our own Graph inputs beside the samples (the golden cases' `golden:` files).
+    let mut ours: Vec<PathBuf> = std::fs::read_dir(manifest("tests/golden/inputs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    ours.sort();
+    v.extend(ours.into_iter().map(|p| ("graph", p)));
     v
 }
 

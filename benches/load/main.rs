@@ -1,11 +1,12 @@
 //! Load harness: end-to-end throughput, CPU per million events, latency at half load and
-//! resident memory of the forwarder (and of the syslog-ng peer) in scenarios S1-S4.
+//! resident memory of the forwarder (and of the syslog-ng peer) in scenarios S1-S5.
 //!
 //! ```sh
 //! cargo bench --bench load -- --scenarios s1,s1-peer,s2,s3 --events 200000 --core 1
 //! ```
 //! `benches/load.sh` runs the whole set that BENCHMARKS.md reports.
 
+mod graph_pages;
 mod memory;
 mod probe;
 mod records;
@@ -27,7 +28,7 @@ use scenarios::{Figure, Opts};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: cargo bench --bench load -- [--scenarios s1,s1-peer,s1-memory,s2,s2-peer,s2-broker,s3,s4] [--events N] \
+        "usage: cargo bench --bench load -- [--scenarios s1,s1-peer,s1-memory,s2,s2-peer,s2-broker,s3,s4,s5] [--events N] \
          [--mix 1.6k|3.6k] [--core N] [--latency-secs S] [--out FILE] [--forwarder BINARY]"
     );
     std::process::exit(2)
@@ -110,6 +111,8 @@ fn main() {
                     .unwrap();
                 s4::s4_forwarder(&opts, &rt)
             }
+            // Graph incident pages (an event per incident and per alert) → CEF → TCP.
+            "s5" => graph_pages::s5_forwarder(&opts),
             _ => usage(),
         };
         eprintln!("{f:?}");

@@ -114,7 +114,7 @@ fn looks_like_time(s: &str) -> bool {
     iso || us
 }
 
-fn stamp_times(v: &mut Value) {
+pub(crate) fn stamp_times(v: &mut Value) {
     match v {
         Value::String(s) if looks_like_time(s) => *s = TIME.into(),
         Value::Array(a) => a.iter_mut().for_each(stamp_times),

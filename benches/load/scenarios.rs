@@ -1,7 +1,8 @@
 //! Load scenarios: the forwarder (or the syslog-ng peer) as a child process, optionally
 //! pinned to one core, fed by the generator and measured by the probes.
 //! S1: records → normalize → CEF → TCP; S2: → Kafka (librdkafka mock cluster or a real
-//! broker); S3: → Splunk HEC emulator (gzip, indexer acknowledgment).
+//! broker); S3: → Splunk HEC emulator (gzip, indexer acknowledgment). S4 is in `s4.rs`,
+//! S5 (Graph pages) in `graph_pages.rs`.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -107,13 +108,18 @@ fn feed_paced(gen: &mut Generator, w: &mut impl Write, rate: f64, secs: u64) -> 
 }
 
 pub(crate) fn write_config(opts: &Opts, name: &str, sink: &str) -> PathBuf {
+    write_config_as(opts, name, "eventhub", sink)
+}
+
+/// The forwarder's config: the replay source on stdin reading `format`, then `sink`.
+pub(crate) fn write_config_as(opts: &Opts, name: &str, format: &str, sink: &str) -> PathBuf {
     let dir = opts.work.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let text = format!(
         "data_dir = {data:?}\n[api]\nenabled = false\n\
          [normalize]\nraw_data = \"drop\"\n\
-         [sources.load]\ntype = \"replay\"\npaths = [\"-\"]\nformat = \"eventhub\"\n\n{sink}\n",
+         [sources.load]\ntype = \"replay\"\npaths = [\"-\"]\nformat = \"{format}\"\n\n{sink}\n",
         data = dir.join("data"),
     );
     let path = dir.join("config.toml");

@@ -415,6 +415,33 @@ fn an_alert_carries_its_evidence_file_and_url() {
     );
 }
 
+/// A Defender for Office 365 alert: the recipient is the user, the sender's address the
+/// source, and the message's first URL the request when no URL evidence names one.
+#[test]
+fn a_phishing_alert_carries_the_recipient_sender_ip_and_first_url() {
+    let page: Value =
+        serde_json::from_str(include_str!("../../tests/golden/inputs/mdo_phishing_incident.json")).unwrap();
+    let mut alert = page["value"][0]["alerts"][0].clone();
+    // Without the URL evidence: the URL comes from the message.
+    alert["evidence"].as_array_mut().unwrap().remove(1);
+    let n = crate::normalize::Normalizer::new(Default::default());
+    let out = n.normalize(&meta_graph(), alert.to_string().as_bytes()).unwrap();
+    let (lines, _) = run(
+        &enc(None, SplitMode::Never),
+        out.normalized.ocsf().clone(),
+        EventKind::Alert,
+    );
+    let cef = parse_cef(&lines[0]).unwrap();
+    assert_eq!(cef.get("suser"), Some("megan.bowen@fabrikam.example"), "{}", lines[0]);
+    assert_eq!(cef.get("src"), Some("203.0.113.61"), "{}", lines[0]);
+    assert_eq!(
+        cef.get("request"),
+        Some("https://contoso-pay.example/invoices/44817/login"),
+        "{}",
+        lines[0]
+    );
+}
+
 fn meta_graph() -> crate::event::EventMeta {
     crate::encode::testutil::meta(EventKind::Alert, "GraphAlert")
 }

@@ -1,6 +1,7 @@
 //! `flat_of`: what the attribute encoders (CEF, LEEF, the syslog header) read of a tree's
 //! event, resolved once (the acting and target users, the source IP and its location and
-//! user agent, the evidence's file and URL, title and category).
+//! user agent, the evidence's file and URL (or an analysed email's first URL), title and
+//! category).
 
 use std::borrow::Cow;
 
@@ -161,9 +162,10 @@ pub(crate) fn flat_of<'a>(v: &View<'a>) -> Flat<Cow<'a, str>> {
     };
     let file = v.evidence_file();
     let file_str = |k: &str| file.as_ref().and_then(|f| s(&format!("{f}.{k}")));
-    let url = v
-        .evidence_with("url.url_string")
-        .and_then(|e| s(&format!("{e}.url.url_string")));
+    // A URL evidence, else the first URL of an analysed email message.
+    let url = ["url.url_string", "email.urls.0.url_string"]
+        .iter()
+        .find_map(|leaf| v.evidence_with(leaf).and_then(|e| s(&format!("{e}.{leaf}"))));
     Flat {
         class_uid: v.class_uid(),
         activity_id: v.activity_id(),

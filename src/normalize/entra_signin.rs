@@ -99,6 +99,8 @@ pub(crate) struct SignIn<'a> {
     client_credential_type: Str<'a>,
     #[serde(default, rename = "flaggedForReview")]
     flagged: Flag,
+    #[serde(default, rename = "isTenantRestricted")]
+    tenant_restricted: Flag,
     #[serde(default, rename = "crossTenantAccessType")]
     cross_tenant: Str<'a>,
     #[serde(default, rename = "autonomousSystemNumber")]
@@ -432,6 +434,7 @@ pub(crate) fn map(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
         .s("incomingTokenType", p.incoming_token_type.get())
         .s("crossTenantAccessType", p.cross_tenant.get())
         .b("flaggedForReview", p.flagged.0)
+        .b("isTenantRestricted", p.tenant_restricted.0)
         .s("originalRequestId", p.original_request_id.get())
         .ov("processingTimeInMilliseconds", p.processing_ms.value())
         .s("resourceTenantId", p.resource_tenant.get())

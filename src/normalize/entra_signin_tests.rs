@@ -64,6 +64,7 @@ fn interactive_blocked_by_conditional_access() {
     assert!(e.get("device").is_none());
     assert_eq!(e["src_endpoint"]["os"]["name"], "Linux");
     assert_eq!(e["unmapped"]["isCompliant"], false);
+    assert_eq!(e["unmapped"]["isTenantRestricted"], false);
 }
 
 #[test]

@@ -175,6 +175,20 @@ struct Item<'a> {
     recipient: Str<'a>,
     #[serde(default, rename = "p1Sender")]
     p1_sender: Nest<Sender<'a>>,
+    #[serde(default, rename = "p2Sender")]
+    p2_sender: Nest<Sender<'a>>,
+    #[serde(default)]
+    urls: Seq<Str<'a>>,
+    #[serde(default)]
+    threats: Seq<Str<'a>>,
+    #[serde(default, rename = "deliveryAction")]
+    delivery_action: Str<'a>,
+    #[serde(default, rename = "deliveryLocation")]
+    delivery_location: Str<'a>,
+    #[serde(default, rename = "antiSpamDirection")]
+    anti_spam_direction: Str<'a>,
+    #[serde(default, rename = "attachmentsCount")]
+    attachments_count: Num,
     #[serde(default)]
     account: Nest<AccountWrap<'a>>,
     #[serde(default, rename = "sessionId")]
@@ -281,6 +295,8 @@ pub(crate) fn map_evidence(ctx: &Ctx<'_>, tenant: Option<&str>, items: &[&RawVal
     let mut out = EvidenceOut::default();
     let mut first_user: Option<PickedUser> = None;
     let mut role_user: Option<PickedUser> = None;
+    // Defender for Office 365 alerts name the recipient as a mailbox, not a user evidence.
+    let mut mailbox_user: Option<PickedUser> = None;
     for (i, raw) in items.iter().enumerate() {
         let Ok(it) = super::json_de::from_str::<Item<'_>>(raw.get()) else {
             let mut e = Obj::new();
@@ -434,17 +450,57 @@ pub(crate) fn map_evidence(ctx: &Ctx<'_>, tenant: Option<&str>, items: &[&RawVal
                 u.s("email_addr", it.primary_address.get());
                 super::common::observe_user(&mut out.observables, &format!("{path}.user"), &u);
                 e.o("user", u);
+                if mailbox_user.is_none() {
+                    let a = it.user_account.as_ref();
+                    let picked = PickedUser {
+                        uid: a.and_then(|a| a.aad_id.owned()),
+                        upn: a
+                            .and_then(|a| a.upn.owned())
+                            .or_else(|| it.upn.owned())
+                            .or_else(|| it.primary_address.owned()),
+                        account_name: a.and_then(|a| a.account_name.owned()),
+                        display_name: a
+                            .and_then(|a| a.display_name.owned())
+                            .or_else(|| it.display_name.owned()),
+                        domain: a.and_then(|a| a.domain.owned()),
+                        sid: a.and_then(|a| a.sid.owned()),
+                    };
+                    if picked.uid.is_some() || picked.upn.is_some() {
+                        mailbox_user = Some(picked);
+                    }
+                }
             }
             "analyzedMessageEvidence" => {
+                // P1 is the envelope sender (SMTP MAIL FROM), P2 the header From.
+                let p1 = it.p1_sender.as_ref().and_then(|s| s.email.get());
+                let p2 = it.p2_sender.as_ref().and_then(|s| s.email.get());
                 let mut m = Obj::new();
                 m.s("uid", it.network_message_id.get())
                     .s("message_uid", it.internet_message_id.get())
                     .s("subject", it.subject.get())
-                    .s("from", it.p1_sender.as_ref().and_then(|s| s.email.get()));
+                    .s("from", p2.or(p1))
+                    .s("smtp_from", p1);
                 if let Some(r) = it.recipient.get() {
                     m.v("to", vec![Value::from(r)]);
                 }
+                let mut urls = Vec::new();
+                for (j, url) in it.urls.0.iter().filter_map(|u| u.get()).enumerate() {
+                    let mut u = Obj::new();
+                    u.s("url_string", Some(url));
+                    urls.push(u.into_value());
+                    out.observables
+                        .add(obs::URL, format!("{path}.email.urls[{j}].url_string"), Some(url));
+                }
+                m.arr("urls", urls);
+                for (who, addr) in [("from", p2.or(p1)), ("to", it.recipient.get())] {
+                    out.observables.add(obs::EMAIL, format!("{path}.email.{who}"), addr);
+                }
                 e.o("email", m);
+                data.s("deliveryAction", it.delivery_action.get())
+                    .s("deliveryLocation", it.delivery_location.get())
+                    .s("antiSpamDirection", it.anti_spam_direction.get())
+                    .arr("threats", super::common::str_list(it.threats.0.iter()))
+                    .i("attachmentsCount", it.attachments_count.i64());
                 let mut src = Obj::new();
                 src.s("ip", it.sender_ip.get());
                 e.o("src_endpoint", src);
@@ -481,7 +537,7 @@ pub(crate) fn map_evidence(ctx: &Ctx<'_>, tenant: Option<&str>, items: &[&RawVal
         e.o("data", data);
         out.evidences.push(e.into_value());
     }
-    out.user = role_user.or(first_user);
+    out.user = role_user.or(first_user).or(mailbox_user);
     out
 }
 

@@ -291,3 +291,59 @@ fn identity_protection_alert_user_restored_from_its_risk_detection() {
     let o = run(&n, "GraphAlert", &defender.to_string());
     assert!(ocsf(&o).get("actor").is_none());
 }
+
+/// A Defender for Office 365 alert: the analysed message gives the email (header From from
+/// P2, envelope sender from P1), its URLs as OCSF URLs and observables, and the delivery
+/// facts in the evidence's data; the recipient's mailbox is the alert's user.
+#[test]
+fn phishing_alert_maps_the_analyzed_message() {
+    let n = normalizer();
+    let alert = r##"{"id":"fa1","tenantId":"t","title":"Email messages containing malicious URL",
+        "severity":"high","status":"new","serviceSource":"microsoftDefenderForOffice365",
+        "lastUpdateDateTime":"2026-11-27T00:00:00Z",
+        "evidence":[{"@odata.type":"#microsoft.graph.security.analyzedMessageEvidence",
+        "verdict":"malicious","networkMessageId":"5e8a-41",
+        "internetMessageId":"<AB12@mail.example>","subject":"Invoice overdue",
+        "senderIp":"198.51.100.23","recipientEmailAddress":"megan.bowen@fabrikam.example",
+        "p1Sender":{"emailAddress":"bounce@mailer.example","displayName":null,"domainName":"mailer.example"},
+        "p2Sender":{"emailAddress":"billing@contoso-pay.example","displayName":"Billing","domainName":"contoso-pay.example"},
+        "deliveryAction":"Delivered","deliveryLocation":"Inbox/folder","antiSpamDirection":"Inbound",
+        "urls":["https://contoso-pay.example/login","http://203.0.113.9/x"],"urlCount":2,
+        "threats":["Phish"],"attachmentsCount":0},
+        {"@odata.type":"#microsoft.graph.security.mailboxEvidence","verdict":"unknown",
+        "primaryAddress":"megan.bowen@fabrikam.example","displayName":"Megan Bowen",
+        "upn":"megan.bowen@fabrikam.example","userAccount":null}]}"##;
+    let o = run(&n, "GraphAlert", alert);
+    let e = ocsf(&o);
+    let ev = &e["evidences"][0];
+    assert_eq!(ev["name"], "analyzedMessageEvidence");
+    assert_eq!(ev["email"]["from"], "billing@contoso-pay.example");
+    assert_eq!(ev["email"]["smtp_from"], "bounce@mailer.example");
+    assert_eq!(ev["email"]["to"][0], "megan.bowen@fabrikam.example");
+    assert_eq!(ev["email"]["message_uid"], "<AB12@mail.example>");
+    assert_eq!(
+        ev["email"]["urls"][0]["url_string"],
+        "https://contoso-pay.example/login"
+    );
+    assert_eq!(ev["email"]["urls"][1]["url_string"], "http://203.0.113.9/x");
+    assert_eq!(ev["src_endpoint"]["ip"], "198.51.100.23");
+    assert_eq!(ev["data"]["deliveryAction"], "Delivered");
+    assert_eq!(ev["data"]["deliveryLocation"], "Inbox/folder");
+    assert_eq!(ev["data"]["threats"][0], "Phish");
+    assert_eq!(ev["data"]["attachmentsCount"], 0);
+    let urls = observed(&o, 6);
+    assert!(
+        urls.contains(&"https://contoso-pay.example/login".to_owned()),
+        "{urls:?}"
+    );
+    assert!(urls.contains(&"http://203.0.113.9/x".to_owned()), "{urls:?}");
+    let emails = observed(&o, 5);
+    assert!(emails.contains(&"billing@contoso-pay.example".to_owned()), "{emails:?}");
+    assert!(
+        emails.contains(&"megan.bowen@fabrikam.example".to_owned()),
+        "{emails:?}"
+    );
+    // Without a user evidence, the recipient's mailbox is the alert's user.
+    assert_eq!(e["actor"]["user"]["name"], "megan.bowen@fabrikam.example");
+    assert_eq!(e["actor"]["user"]["full_name"], "Megan Bowen");
+}

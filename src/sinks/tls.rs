@@ -89,18 +89,19 @@ impl TlsOptions {
     pub fn client_config(&self) -> Result<ClientConfig, TlsError> {
         let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
         let builder = if self.insecure_skip_verify {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(Verifier {
+                check_as: None,
+                provider: provider(),
+            }))
         } else if self.server_name.is_some() {
             // Clients that connect by URL (reqwest) check the certificate against the URL's
             // host: this verifier checks it against `server_name` instead, whatever the host.
             let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(self.roots()?), provider())
                 .build()
                 .map_err(|e| TlsError::Verifier(e.to_string()))?;
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(VerifyAs {
-                inner,
-                name: self.server_name("")?,
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(Verifier {
+                check_as: Some((inner, self.server_name("")?)),
+                provider: provider(),
             }))
         } else {
             builder.with_root_certificates(self.roots()?)
@@ -153,15 +154,18 @@ impl TlsOptions {
     }
 }
 
-/// The usual WebPKI verification (chain, validity, revocation settings) of the certificate
-/// against a configured name instead of the one the connection was opened with.
+/// A custom server certificate check: the usual WebPKI verification (chain, validity,
+/// revocation settings) against a configured name instead of the one the connection was
+/// opened with, or, when `insecure_skip_verify` is set, none at all. Handshake signatures
+/// are always checked.
 #[derive(Debug)]
-struct VerifyAs {
-    inner: Arc<WebPkiServerVerifier>,
-    name: ServerName<'static>,
+struct Verifier {
+    /// `None`: any certificate is accepted.
+    check_as: Option<(Arc<WebPkiServerVerifier>, ServerName<'static>)>,
+    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for VerifyAs {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -170,8 +174,10 @@ impl ServerCertVerifier for VerifyAs {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp, now)
+        match &self.check_as {
+            Some((inner, name)) => inner.verify_server_cert(end_entity, intermediates, name, ocsp, now),
+            None => Ok(ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -180,7 +186,7 @@ impl ServerCertVerifier for VerifyAs {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -189,50 +195,11 @@ impl ServerCertVerifier for VerifyAs {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// Accepts any certificate but still checks the handshake signatures.
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

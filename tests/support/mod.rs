@@ -79,6 +79,20 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// A token that cancels itself after `after`, when given (a pipeline run that stops on its
+/// own when not). Needs a Tokio runtime.
+pub fn cancel_after(after: Option<Duration>) -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    if let Some(after) = after {
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            s.cancel();
+        });
+    }
+    stop
+}
+
 pub fn unsafe_kill(pid: u32, sig: i32) {
     let status = Command::new("kill")
         .arg(format!("-{sig}"))

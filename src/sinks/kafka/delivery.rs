@@ -1,5 +1,6 @@
 //! Delivery reports of the Kafka sink: librdkafka's report for each message of a round (the
-//! messages of one send), collected in one table that the send waits on once.
+//! messages of one send), collected in one table that the send waits on once, and which
+//! failures are final.
 //!
 //! rdkafka's `FutureProducer` allocates a channel and a boxed sender per message and wakes
 //! the waiting task per report; here a message carries its index in the round as its
@@ -9,7 +10,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rdkafka::client::ClientContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 use tokio::sync::Notify;
 
@@ -157,6 +158,38 @@ impl ProducerContext for Reports {
     fn delivery(&self, result: &DeliveryResult<'_>, tag: usize) {
         self.record(tag, result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
     }
+}
+
+/// Refusals in the produce call itself that no retry fixes, besides [`is_permanent`]: the
+/// cluster's metadata has no such topic (with topic creation off), or the topic is not
+/// ours to write. Retried, the whole send would fail and be sent again (with the messages
+/// that did go) for as long as the topic is missing: the message is dead-lettered instead,
+/// with librdkafka's error in the detail, and the rest goes on. (In a delivery report the same codes
+/// can be a moment of a topic being created or moved: retried there.)
+pub(super) fn refused_for_good(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+        )
+    )
+}
+
+/// Delivery errors that no retry can fix: the message goes to the dead-letter file (from a
+/// delivery report, only once it was refused in a round of its own).
+pub(super) fn is_permanent(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTopic
+        )
+    )
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use crate::encode::{self, Encoder, EncoderOptions, Format};
 use crate::event::Event;
 
 mod delivery;
-use delivery::{KafkaProducer, Reports};
+use delivery::{is_permanent, refused_for_good, KafkaProducer, Reports};
 
 /// `[sinks.NAME] type = "kafka"`.
 #[derive(Clone, Debug, Deserialize)]
@@ -382,37 +382,6 @@ fn message_len(encoded: &[u8]) -> usize {
     encoded.len() - usize::from(encoded.last() == Some(&b'\n'))
 }
 
-/// Refusals in the produce call itself that no retry fixes, besides [`is_permanent`]: the
-/// cluster's metadata has no such topic (with topic creation off), or the topic is not
-/// ours to write. Retried, the whole send would fail and be sent again (with the messages
-/// that did go) for as long as the topic is missing: the message is dead-lettered instead,
-/// with librdkafka's error in the detail, and the rest goes on. (In a delivery report the same codes
-/// can be a moment of a topic being created or moved: retried there.)
-fn refused_for_good(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::UnknownTopic
-                | RDKafkaErrorCode::UnknownTopicOrPartition
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-        )
-    )
-}
-
-/// Delivery errors that no retry can fix: the message goes to the dead-letter file.
-fn is_permanent(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessage
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::InvalidTopic
-        )
-    )
-}
-
 #[async_trait::async_trait]
 impl Sink for KafkaSink {
     /// Pipeline batches that queued while the previous send waited for its delivery reports
@@ -464,13 +433,18 @@ impl Sink for KafkaSink {
             report.bytes = u.bytes;
         }
         let mut attempt = 0u32;
+        // After the broker refused a produce request for good, each message goes in a round
+        // of its own, so that a refusal names the one message it is about.
+        let mut alone = false;
         let (mut topic, mut key) = (String::new(), String::new());
         while !pending.is_empty() {
             let mut retry = Vec::new();
+            let mut split = Vec::new();
             let mut last_error = None;
+            let several = pending.len() > 1;
             // One round per send (messages past `MAX_ROUND`, only possible where a pointer
             // has 32 bits, go in further rounds).
-            for round_of in pending.chunks(delivery::MAX_ROUND) {
+            for round_of in pending.chunks(if alone { 1 } else { delivery::MAX_ROUND }) {
                 let round = self.reports.begin(round_of.len());
                 // Messages librdkafka refused for good in the produce call (see `refused_for_good`).
                 let mut final_refusal = vec![false; round_of.len()];
@@ -503,7 +477,7 @@ impl Sink for KafkaSink {
                             // round's other messages go on (returning here left those already
                             // queued to be delivered and then sent again with the whole batch).
                             Err((err, _)) => {
-                                final_refusal[j] = refused_for_good(&err);
+                                final_refusal[j] = refused_for_good(&err) || is_permanent(&err);
                                 self.reports.refused(round, j, err);
                                 break;
                             }
@@ -516,6 +490,13 @@ impl Sink for KafkaSink {
                 for ((&i, delivered), refused) in round_of.iter().zip(self.reports.wait().await).zip(final_refusal) {
                     match delivered {
                         Some(Ok(())) => report.bytes += payloads[i].map_or(0, |p| p.len() as u64),
+                        // The broker judges a whole record batch (its `message.max.bytes`
+                        // bounds the batch, a corrupt record fails the batch): a refusal
+                        // there may be about another message of the batch.
+                        Some(Err(err)) if !refused && !alone && several && is_permanent(&err) => {
+                            last_error = Some(err.to_string());
+                            split.push(i);
+                        }
                         Some(Err(err)) if refused || is_permanent(&err) => {
                             report.rejected.push(Rejection {
                                 index: i,
@@ -542,7 +523,17 @@ impl Sink for KafkaSink {
                 tracing::error!(?code, %reason, "kafka producer hit a fatal error; creating a new producer");
                 self.renew_producer();
             }
-            if !retry.is_empty() {
+            if !split.is_empty() {
+                tracing::warn!(
+                    refused = split.len(),
+                    error = %last_error.as_deref().unwrap_or_default(),
+                    "kafka broker refused a record batch for good; sending its messages one at a time \
+                     (if this repeats, set librdkafka_options.\"batch.size\" below the topic's max.message.bytes)"
+                );
+                alone = true;
+                retry.extend(split);
+                retry.sort_unstable();
+            } else if !retry.is_empty() {
                 attempt += 1;
                 let err = last_error.unwrap_or_default();
                 tracing::warn!(failed = retry.len(), attempt, error = %err, "kafka deliveries failed; retrying those messages");

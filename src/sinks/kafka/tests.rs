@@ -151,3 +151,63 @@ async fn a_retry_after_a_partial_delivery_sends_only_the_rest() {
     assert_eq!(written(&servers, "down"), 5);
     assert_eq!(written(&servers, "up"), 5, "the delivered half was not sent again");
 }
+
+/// A sink on `topic` of the mock cluster and ten raw events in one batch.
+fn sink_and_batch(servers: &str, topic: &str) -> (Box<dyn Sink>, Vec<Event>) {
+    let toml_text = format!(
+        "bootstrap_servers = \"{servers}\"\ntopic = \"{topic}\"\nencoding = \"raw\"\nmessage_timeout_ms = 5000\n"
+    );
+    let config = factory("k", toml::from_str(&toml_text).unwrap(), "sinks.k").unwrap();
+    let batch = (0..10u64)
+        .map(|i| {
+            let mut e = event(EventKind::SignIn, topic, None);
+            e.meta.position = Position::at(Arc::from("p"), i, 0);
+            e
+        })
+        .collect();
+    (config.build("k").unwrap(), batch)
+}
+
+/// The broker refuses a produce request for good as too large (its `message.max.bytes`
+/// bounds a record batch, not one message): the batch's messages go again one at a time,
+/// and none is dead-lettered for a refusal that was about the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_as_too_large_is_sent_again_message_by_message() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let servers = mock.bootstrap_servers();
+    mock.create_topic("t", 1, 1).unwrap();
+    let (mut sink, batch) = sink_and_batch(&servers, "t");
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let report = sink.send(&batch).await.unwrap();
+    let refused: Vec<_> = report.rejected.iter().map(|r| (r.index, r.detail.clone())).collect();
+    assert!(refused.is_empty(), "dead-lettered for the batch's refusal: {refused:?}");
+    assert_eq!(written(&servers, "t"), 10);
+}
+
+/// Refused again when sent alone, each message is dead-lettered with the broker's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_alone_is_dead_lettered_with_the_reason() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let servers = mock.bootstrap_servers();
+    mock.create_topic("t", 1, 1).unwrap();
+    let (mut sink, batch) = sink_and_batch(&servers, "t");
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 40],
+    );
+    let report = sink.send(&batch).await.unwrap();
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    let mut refused: Vec<usize> = report.rejected.iter().map(|r| r.index).collect();
+    refused.sort_unstable();
+    assert_eq!(refused, (0..10).collect::<Vec<_>>());
+    for r in &report.rejected {
+        assert_eq!(r.reason, "kafka_rejected");
+        assert!(r.detail.contains("too large"), "{}", r.detail);
+    }
+    assert_eq!(written(&servers, "t"), 0);
+}
