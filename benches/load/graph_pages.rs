@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::probe::{percentile_ms, sample, LineReceiver, RssWatch};
+use crate::probe::{sample, LineReceiver, RssWatch};
 use crate::records::{now_iso, stamp_times};
-use crate::scenarios::{figure, write_config_as, Figure, Forwarder, Opts};
+use crate::scenarios::{figure, latency_at_half_rate, write_config_as, Figure, Forwarder, Opts};
 
 /// Incidents per page: what the Graph source asks for (`$top=50`, its default).
 pub const PAGE_INCIDENTS: usize = 50;
@@ -188,41 +188,9 @@ pub fn s5_forwarder(opts: &Opts) -> Figure {
     let mut f = figure("S5", "m365-forwarder (Graph pages)", &made, avg, secs, cpu);
     f.mix = format!("graph, {PAGE_INCIDENTS} incidents a page");
     f.idle_rss_mb = idle.rss_kb as f64 / 1024.0;
-    if opts.latency_secs > 0 {
-        let rate = f.events_per_sec / 2.0;
-        rx.measure_latency(true);
-        let before = rx.lines();
-        let n = feed_pages_paced(&mut gen, &mut stdin, rate, opts.latency_secs);
-        rx.wait_for(before + n, Duration::from_secs(60));
-        let mut l = rx.latencies_us();
-        f.p50_ms = percentile_ms(&mut l, 0.5);
-        f.p99_ms = percentile_ms(&mut l, 0.99);
-        f.latency_rate = Some(rate);
-    }
+    latency_at_half_rate(opts, &mut f, &rx, &mut stdin, |buf, time| gen.write_page(buf, time));
     f.peak_rss_mb = watch.peak_kb() as f64 / 1024.0;
     fwd.stdin = Some(stdin);
     fwd.finish();
     f
-}
-
-/// Writes pages at `rate` events per second for `secs` (a page when its events are due),
-/// each stamped with its send time; returns the events written.
-fn feed_pages_paced(gen: &mut PageGenerator, w: &mut impl Write, rate: f64, secs: u64) -> u64 {
-    let start = Instant::now();
-    let mut sent = 0u64;
-    let mut buf = Vec::with_capacity(1 << 20);
-    while start.elapsed() < Duration::from_secs(secs) {
-        let due = (start.elapsed().as_secs_f64() * rate) as u64;
-        if due > sent {
-            buf.clear();
-            let time = now_iso();
-            while sent < due {
-                sent += gen.write_page(&mut buf, &time);
-            }
-            w.write_all(&buf).expect("write to the forwarder");
-            w.flush().ok();
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    sent
 }

@@ -85,8 +85,10 @@ fn feed(gen: &mut Generator, w: &mut impl Write, n: u64) {
     w.flush().ok();
 }
 
-/// Writes records at `rate` per second for `secs`, each stamped with its send time.
-fn feed_paced(gen: &mut Generator, w: &mut impl Write, rate: f64, secs: u64) -> u64 {
+/// Writes at `rate` events per second for `secs`, each unit when its events are due and
+/// stamped with its send time; `write_unit` appends one unit (a record, a page) and says
+/// how many events it holds. Returns the events written.
+fn feed_paced(w: &mut impl Write, rate: f64, secs: u64, mut write_unit: impl FnMut(&mut Vec<u8>, &str) -> u64) -> u64 {
     let start = Instant::now();
     let mut sent = 0u64;
     let mut buf = Vec::with_capacity(1 << 16);
@@ -95,12 +97,11 @@ fn feed_paced(gen: &mut Generator, w: &mut impl Write, rate: f64, secs: u64) -> 
         if due > sent {
             buf.clear();
             let time = now_iso();
-            for _ in sent..due {
-                gen.write_next(&mut buf, &time);
+            while sent < due {
+                sent += write_unit(&mut buf, &time);
             }
             w.write_all(&buf).expect("write to the process under test");
             w.flush().ok();
-            sent = due;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -205,7 +206,7 @@ pub fn s1_forwarder(opts: &Opts) -> Figure {
     let cpu = sample(fwd.pid()).unwrap_or_default().cpu_secs - cpu0;
     let mut f = figure("S1", "m365-forwarder", opts, avg, secs, cpu);
     f.idle_rss_mb = idle.rss_kb as f64 / 1024.0;
-    latency_at_half_rate(opts, &mut f, &rx, &mut gen, &mut stdin);
+    latency_at_half_rate(opts, &mut f, &rx, &mut stdin, record(&mut gen));
     f.peak_rss_mb = watch.peak_kb() as f64 / 1024.0;
     fwd.stdin = Some(stdin);
     fwd.finish();
@@ -213,20 +214,35 @@ pub fn s1_forwarder(opts: &Opts) -> Figure {
 }
 
 /// p50 / p99 latency at half the saturated rate just measured in `f` (`--latency-secs` of
-/// records paced into `to`, timed from their send time to their arrival at `rx`).
-fn latency_at_half_rate(opts: &Opts, f: &mut Figure, rx: &LineReceiver, gen: &mut Generator, to: &mut impl Write) {
+/// units from `write_unit` paced into `to`, timed from their send time to their arrival
+/// at `rx`).
+pub(crate) fn latency_at_half_rate(
+    opts: &Opts,
+    f: &mut Figure,
+    rx: &LineReceiver,
+    to: &mut impl Write,
+    write_unit: impl FnMut(&mut Vec<u8>, &str) -> u64,
+) {
     if opts.latency_secs == 0 {
         return;
     }
     let rate = f.events_per_sec / 2.0;
     rx.measure_latency(true);
     let before = rx.lines();
-    let n = feed_paced(gen, to, rate, opts.latency_secs);
+    let n = feed_paced(to, rate, opts.latency_secs, write_unit);
     rx.wait_for(before + n, Duration::from_secs(60));
     let mut l = rx.latencies_us();
     f.p50_ms = percentile_ms(&mut l, 0.5);
     f.p99_ms = percentile_ms(&mut l, 0.99);
     f.latency_rate = Some(rate);
+}
+
+/// One generated record as a paced unit.
+fn record(gen: &mut Generator) -> impl FnMut(&mut Vec<u8>, &str) -> u64 + '_ {
+    |buf, time| {
+        gen.write_next(buf, time);
+        1
+    }
 }
 
 /// S1 for the peer: syslog-ng 3.38 with `shared/bench/syslog-ng-s1.conf` (TCP 5140 → 5141).
@@ -248,7 +264,7 @@ pub fn s1_syslog_ng(opts: &Opts, conf: &Path) -> Figure {
     assert!(ok, "peer S1: {} of {} lines arrived", rx.lines(), opts.events);
     let mut f = figure("S1", "syslog-ng 3.38", opts, avg, secs, cpu);
     f.idle_rss_mb = idle.rss_kb as f64 / 1024.0;
-    latency_at_half_rate(opts, &mut f, &rx, &mut gen, &mut conn);
+    latency_at_half_rate(opts, &mut f, &rx, &mut conn, record(&mut gen));
     f.peak_rss_mb = watch.peak_kb() as f64 / 1024.0;
     drop(conn);
     let _ = child.kill();

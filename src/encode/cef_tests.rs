@@ -390,21 +390,9 @@ fn an_alert_carries_its_evidence_file_and_url() {
     }
 
     let page: Value = serde_json::from_str(include_str!("../../tests/data/graph/incidents_page2.json")).unwrap();
-    let alert = &page["value"][0]["alerts"][0];
-    let n = crate::normalize::Normalizer::new(Default::default());
-    let out = n.normalize(&meta_graph(), alert.to_string().as_bytes()).unwrap();
-    let (lines, _) = run(
-        &enc(None, SplitMode::Never),
-        out.normalized.ocsf().clone(),
-        EventKind::Alert,
-    );
-    let cef = parse_cef(&lines[0]).unwrap();
-    assert_eq!(
-        cef.get("fname"),
-        Some("invoice_Q4.ps1"),
-        "the file evidence: {}",
-        lines[0]
-    );
+    let line = cef_of_alert(&page["value"][0]["alerts"][0]);
+    let cef = parse_cef(&line).unwrap();
+    assert_eq!(cef.get("fname"), Some("invoice_Q4.ps1"), "the file evidence: {line}");
     assert_eq!(
         cef.get("filePath"),
         Some(r"C:\Users\megan.bowen\Downloads\invoice_Q4.ps1")
@@ -424,24 +412,26 @@ fn a_phishing_alert_carries_the_recipient_sender_ip_and_first_url() {
     let mut alert = page["value"][0]["alerts"][0].clone();
     // Without the URL evidence: the URL comes from the message.
     alert["evidence"].as_array_mut().unwrap().remove(1);
+    let line = cef_of_alert(&alert);
+    let cef = parse_cef(&line).unwrap();
+    assert_eq!(cef.get("suser"), Some("megan.bowen@fabrikam.example"), "{line}");
+    assert_eq!(cef.get("src"), Some("203.0.113.61"), "{line}");
+    assert_eq!(
+        cef.get("request"),
+        Some("https://contoso-pay.example/invoices/44817/login"),
+        "{line}"
+    );
+}
+
+/// One Graph alert normalized as the Graph source would, then encoded as one CEF line.
+fn cef_of_alert(alert: &Value) -> String {
+    let meta = crate::encode::testutil::meta(EventKind::Alert, "GraphAlert");
     let n = crate::normalize::Normalizer::new(Default::default());
-    let out = n.normalize(&meta_graph(), alert.to_string().as_bytes()).unwrap();
-    let (lines, _) = run(
+    let out = n.normalize(&meta, alert.to_string().as_bytes()).unwrap();
+    let (mut lines, _) = run(
         &enc(None, SplitMode::Never),
         out.normalized.ocsf().clone(),
         EventKind::Alert,
     );
-    let cef = parse_cef(&lines[0]).unwrap();
-    assert_eq!(cef.get("suser"), Some("megan.bowen@fabrikam.example"), "{}", lines[0]);
-    assert_eq!(cef.get("src"), Some("203.0.113.61"), "{}", lines[0]);
-    assert_eq!(
-        cef.get("request"),
-        Some("https://contoso-pay.example/invoices/44817/login"),
-        "{}",
-        lines[0]
-    );
-}
-
-fn meta_graph() -> crate::event::EventMeta {
-    crate::encode::testutil::meta(EventKind::Alert, "GraphAlert")
+    lines.swap_remove(0)
 }

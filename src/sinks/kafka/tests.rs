@@ -168,20 +168,27 @@ fn sink_and_batch(servers: &str, topic: &str) -> (Box<dyn Sink>, Vec<Event>) {
     (config.build("k").unwrap(), batch)
 }
 
+type MockCluster = rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
+/// A mock cluster with topic `t` whose next `refusals` produce requests are refused as
+/// too large, its bootstrap servers, a sink on `t` and ten events for it.
+fn refusing_cluster(refusals: usize) -> (MockCluster, String, Box<dyn Sink>, Vec<Event>) {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let servers = mock.bootstrap_servers();
+    mock.create_topic("t", 1, 1).unwrap();
+    let (sink, batch) = sink_and_batch(&servers, "t");
+    let errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; refusals];
+    mock.request_errors(RDKafkaApiKey::Produce, &errors);
+    (mock, servers, sink, batch)
+}
+
 /// The broker refuses a produce request for good as too large (its `message.max.bytes`
 /// bounds a record batch, not one message): the batch's messages go again one at a time,
 /// and none is dead-lettered for a refusal that was about the batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_refused_as_too_large_is_sent_again_message_by_message() {
-    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-    let servers = mock.bootstrap_servers();
-    mock.create_topic("t", 1, 1).unwrap();
-    let (mut sink, batch) = sink_and_batch(&servers, "t");
-    mock.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
-    );
+    let (_mock, servers, mut sink, batch) = refusing_cluster(1);
     let report = sink.send(&batch).await.unwrap();
     let refused: Vec<_> = report.rejected.iter().map(|r| (r.index, r.detail.clone())).collect();
     assert!(refused.is_empty(), "dead-lettered for the batch's refusal: {refused:?}");
@@ -191,17 +198,9 @@ async fn a_batch_refused_as_too_large_is_sent_again_message_by_message() {
 /// Refused again when sent alone, each message is dead-lettered with the broker's reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_refused_alone_is_dead_lettered_with_the_reason() {
-    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-    let servers = mock.bootstrap_servers();
-    mock.create_topic("t", 1, 1).unwrap();
-    let (mut sink, batch) = sink_and_batch(&servers, "t");
-    mock.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 40],
-    );
+    let (mock, servers, mut sink, batch) = refusing_cluster(40);
     let report = sink.send(&batch).await.unwrap();
-    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    mock.clear_request_errors(rdkafka::types::RDKafkaApiKey::Produce);
     let mut refused: Vec<usize> = report.rejected.iter().map(|r| r.index).collect();
     refused.sort_unstable();
     assert_eq!(refused, (0..10).collect::<Vec<_>>());
