@@ -1,4 +1,5 @@
-//! The typed parse of one record: a serde `Deserializer` over the record's text that takes
+//! The typed parse of one record (and of a Graph object's head while decoding): a serde
+//! `Deserializer` over the record's text that takes
 //! what serde_json takes (or less) and gives the same values, with strings searched sixteen
 //! bytes at a time (`json_text::plain_run_end`) where serde_json goes eight at a time.
 //! Whatever it does not take — an error of any kind, a number that is not a plain integer —

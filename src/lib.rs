@@ -13,6 +13,7 @@ pub mod deadletter;
 pub mod decode;
 pub mod encode;
 pub mod event;
+pub(crate) mod json_de;
 pub(crate) mod json_text;
 pub(crate) mod line_file;
 pub mod normalize;

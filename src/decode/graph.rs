@@ -84,7 +84,7 @@ pub(crate) fn push_graph_item(body: &Bytes, item: &RawValue, unit: &mut DecodedU
     if !item.get().starts_with('{') {
         return Err(DecodeError::NotRecords("a Graph item is not an object".into()));
     }
-    let head: GraphHead = serde_json::from_str(item.get()).map_err(|e| DecodeError::NotRecords(e.to_string()))?;
+    let head: GraphHead = crate::json_de::from_str(item.get()).map_err(|e| DecodeError::NotRecords(e.to_string()))?;
     let (category, kind) = classify(&head);
     let tenant = head.tenant_id.as_deref().filter(|t| !t.is_empty()).map(str::to_string);
     let id = head.id.as_deref().map(str::to_string);
@@ -108,7 +108,8 @@ pub(crate) fn push_graph_item(body: &Bytes, item: &RawValue, unit: &mut DecodedU
                     "an alert of an incident is not an object".into(),
                 ));
             }
-            let a: GraphHead = serde_json::from_str(alert.get()).map_err(|e| DecodeError::NotRecords(e.to_string()))?;
+            let a: GraphHead =
+                crate::json_de::from_str(alert.get()).map_err(|e| DecodeError::NotRecords(e.to_string()))?;
             unit.records.push(DecodedRecord {
                 raw: record_bytes(body, alert),
                 category: "GraphAlert".to_string(),

@@ -233,7 +233,12 @@ fn decode_object(format: InputFormat, body: &Bytes, check: Check) -> Result<Deco
             scan::Scanned::Single { .. } => {}
         }
     }
-    let top: Top = match serde_json::from_slice(body) {
+    // The fast typed parse where the body is UTF-8 (its results and errors are serde_json's).
+    let parsed = match std::str::from_utf8(body) {
+        Ok(text) => crate::json_de::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    };
+    let top: Top = match parsed {
         Ok(t) => t,
         Err(e) if e.is_data() => return Err(Some(DecodeError::NotRecords(e.to_string()))),
         Err(_) => return Err(None),

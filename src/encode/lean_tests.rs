@@ -13,10 +13,8 @@ use crate::normalize::{NormalizeOptions, Normalizer};
 /// Every record of the Event Hub bodies and Graph pages in tests/data.
 pub(super) fn samples() -> Vec<(String, DecodedRecord)> {
     let mut out = Vec::new();
-    for dir in ["eventhub", "graph"] {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data")
-            .join(dir);
+    for dir in ["tests/data/eventhub", "tests/data/graph", "tests/golden/inputs"] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
         let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
         files.sort();
         for f in files.into_iter().filter(|f| f.extension().is_some_and(|x| x == "json")) {

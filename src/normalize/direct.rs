@@ -49,6 +49,7 @@ pub(crate) fn dispatch(ctx: &Ctx<'_>, raw: &str) -> Option<Result<Direct, Normal
         "AdvancedHunting-IdentityLogonEvents" | "AdvancedHunting-DeviceLogonEvents" => {
             super::defender::flat_logon(ctx, raw)
         }
+        "GraphAlert" => super::graph::flat_alert(ctx, raw),
         _ => return None,
     })
 }

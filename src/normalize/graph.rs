@@ -9,12 +9,13 @@ use super::common::{
     observe_user, severity_from_text, str_list, time_ms, uid_of, user_obj, Obj, Observables, UserType,
 };
 use super::correlate::DetectionKind;
-use super::graph_evidence::{map_evidence, PickedUser};
+use super::graph_evidence::{learn_users, map_evidence, PickedUser};
 use super::lenient::{Nest, Num, Seq, Str};
 use super::mitre;
 use super::ocsf::{Class, Draft, PROVIDER_GRAPH};
 use super::seen::{finding_activity, finding_key};
 use super::{Ctx, NormalizeError};
+use crate::decode::time::ParsedTime;
 
 #[derive(Deserialize, Default)]
 #[serde(bound(deserialize = "'de: 'a"))]
@@ -244,6 +245,21 @@ fn finding_info(a: &Alert<'_>) -> Obj {
     fi
 }
 
+/// The first activity of an incident's alerts and the last.
+fn alert_span(inc: &Incident<'_>) -> (Option<i64>, Option<i64>) {
+    let alerts = || inc.alerts.0.iter().filter_map(|a| a.as_ref());
+    (
+        alerts().filter_map(|a| time_ms(&a.first_activity)).min(),
+        alerts().filter_map(|a| time_ms(&a.last_activity)).max(),
+    )
+}
+
+/// `status_detail` of a redirected incident.
+fn redirected(inc: &Incident<'_>, status_id: u8) -> Option<String> {
+    let r = inc.redirect_id.get().filter(|_| status_id == 5)?;
+    Some(format!("redirected to {r}"))
+}
+
 pub(crate) fn map_incident(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
     let inc: Incident<'_> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
     let (time, original) = ctx.pick_time(&[("lastUpdateDateTime", &inc.updated), ("createdDateTime", &inc.created)])?;
@@ -276,10 +292,8 @@ pub(crate) fn map_incident(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeE
         .s("desc", inc.description.get().or(inc.summary.get()))
         .s("src_url", inc.web_url.get())
         .s("comment", inc.resolving_comment.get());
-    if status_id == 5 {
-        if let Some(r) = inc.redirect_id.get() {
-            d.body.v("status_detail", format!("redirected to {r}"));
-        }
+    if let Some(detail) = redirected(&inc, status_id) {
+        d.body.v("status_detail", detail);
     }
     if let Some((vid, vcap)) = verdict(inc.classification.get()) {
         d.body.v("verdict_id", vid).v("verdict", vcap);
@@ -312,7 +326,7 @@ pub(crate) fn map_incident(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeE
     let mut list = Vec::new();
     let mut attacks: Vec<Value> = Vec::new();
     let mut observables = Observables::default();
-    let (mut start, mut end): (Option<i64>, Option<i64>) = (None, None);
+    let (start, end) = alert_span(&inc);
     for a in inc.alerts.0.iter().filter_map(|a| a.as_ref()) {
         list.push(finding_info(a).into_value());
         for at in alert_attacks(a) {
@@ -320,15 +334,14 @@ pub(crate) fn map_incident(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeE
                 attacks.push(at);
             }
         }
-        if let Some(s) = time_ms(&a.first_activity) {
-            start = Some(start.map_or(s, |x| x.min(s)));
-        }
-        if let Some(e) = time_ms(&a.last_activity) {
-            end = Some(end.map_or(e, |x| x.max(e)));
-        }
         let at = a.tenant_id.get().map(str::to_ascii_lowercase);
-        let ev = map_evidence(ctx, at.as_deref().or(t), &a.evidence.0);
-        observables.extend(ev.observables);
+        let tenant = at.as_deref().or(t);
+        if super::tree::lean() {
+            // A lean tree has no observables: only the users are learned.
+            learn_users(ctx, tenant, &a.evidence.0);
+        } else {
+            observables.extend(map_evidence(ctx, tenant, &a.evidence.0).observables);
+        }
     }
     d.body
         .v("finding_info_list", list)
@@ -349,28 +362,27 @@ pub(crate) fn map_incident(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeE
     Ok(d)
 }
 
-pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
-    let a: Alert<'_> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
+/// What an alert's tree and flat form share: its time, id, tenant, status, product, uid,
+/// activity (the seen-findings cache is consulted once) and entity key.
+struct AlertFacts<'r> {
+    time: ParsedTime,
+    original: &'r str,
+    id: &'r str,
+    tenant: Option<String>,
+    status_id: u8,
+    product: String,
+    uid: u128,
+    activity_id: u8,
+    entity_key: Option<String>,
+}
+
+fn alert_facts<'r>(ctx: &Ctx<'_>, a: &'r Alert<'r>) -> Result<AlertFacts<'r>, NormalizeError> {
     let (time, original) = ctx.pick_time(&[("lastUpdateDateTime", &a.updated), ("createdDateTime", &a.created)])?;
     let id = a.id.get().ok_or(NormalizeError::MissingField("id"))?;
     let tenant = a.tenant_id.get().map(str::to_ascii_lowercase);
     let t = tenant.as_deref();
     let (status_id, closed) = alert_status(a.status.get());
-
-    let product = a
-        .product_name
-        .owned()
-        .unwrap_or_else(|| service_product(a.service_source.get()).to_owned());
-    let mut d = Draft::new(Class::DetectionFinding, time, product);
-    d.log_provider = PROVIDER_GRAPH;
-    d.feature = "security/alerts_v2".to_owned();
-    d.original_time = Some(original.to_owned());
-    d.severity_id = severity_from_text(a.severity.get());
-    d.status_id = Some(status_id);
-    d.status = a.status.owned();
-    d.uid = uid_of(&["graph.alert", t.unwrap_or(""), id, original]);
-    d.detection = Some((DetectionKind::Alert, id.to_owned()));
-    d.activity_id = finding_activity(
+    let activity_id = finding_activity(
         ctx.seen,
         finding_key("graph.alert", ctx.cache_tenant(t), id),
         time.ms,
@@ -378,13 +390,52 @@ pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
         ctx.change_type(),
         None,
     );
-    d.entity_key = ctx
-        .meta
-        .entity_key
-        .as_deref()
-        .map(str::to_owned)
-        .or_else(|| a.incident_id.owned())
-        .or_else(|| Some(id.to_owned()));
+    Ok(AlertFacts {
+        time,
+        original,
+        id,
+        status_id,
+        product: a
+            .product_name
+            .owned()
+            .unwrap_or_else(|| service_product(a.service_source.get()).to_owned()),
+        uid: uid_of(&["graph.alert", t.unwrap_or(""), id, original]),
+        activity_id,
+        entity_key: ctx
+            .meta
+            .entity_key
+            .as_deref()
+            .map(str::to_owned)
+            .or_else(|| a.incident_id.owned())
+            .or_else(|| Some(id.to_owned())),
+        tenant,
+    })
+}
+
+/// An Identity Protection alert's `providerAlertId` is its risk detection's id: the user
+/// when the evidence lost it (reference: graph-security-api §8).
+fn risk_detection<'r>(a: &'r Alert<'_>) -> Option<&'r str> {
+    let from_ip = [a.service_source.get(), a.detection_source.get()]
+        .iter()
+        .any(|s| s.is_some_and(|s| s.eq_ignore_ascii_case("azureAdIdentityProtection")));
+    a.provider_alert_id.get().filter(|_| from_ip)
+}
+
+pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeError> {
+    let a: Alert<'_> = super::json_de::from_str(raw).map_err(NormalizeError::from_serde)?;
+    let f = alert_facts(ctx, &a)?;
+    let t = f.tenant.as_deref();
+    let mut d = Draft::new(Class::DetectionFinding, f.time, f.product);
+    d.log_provider = PROVIDER_GRAPH;
+    d.feature = "security/alerts_v2".to_owned();
+    d.original_time = Some(f.original.to_owned());
+    d.severity_id = severity_from_text(a.severity.get());
+    d.status_id = Some(f.status_id);
+    d.status = a.status.owned();
+    d.uid = f.uid;
+    d.detection = Some((DetectionKind::Alert, f.id.to_owned()));
+    d.activity_id = f.activity_id;
+    d.entity_key = f.entity_key;
     d.labels = labels(&[&a.system_tags]);
     d.body
         .v("is_alert", true)
@@ -398,13 +449,18 @@ pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
         d.body.o("device", dev);
         d.host_profile = true;
     }
-    // An Identity Protection alert's `providerAlertId` is its risk detection's id: the user
-    // when the evidence lost it (reference: graph-security-api §8).
-    let from_ip = [a.service_source.get(), a.detection_source.get()]
-        .iter()
-        .any(|s| s.is_some_and(|s| s.eq_ignore_ascii_case("azureAdIdentityProtection")));
-    let detection = a.provider_alert_id.get().filter(|_| from_ip);
-    if let Some(user) = restore(ctx, t, ev.user, detection, &mut d.unmapped) {
+    if let Some((u, from)) = restore(ctx, t, ev.user, risk_detection(&a)) {
+        if let Some(from) = from {
+            d.unmapped.c("user_restored_from", from);
+        }
+        let mut user = user_obj(
+            u.uid.as_deref(),
+            u.upn.as_deref().or(u.account_name.as_deref()),
+            u.display_name.as_deref(),
+            u.domain.as_deref(),
+            UserType::User,
+        );
+        user.s("uid_alt", u.sid.as_deref());
         observe_user(&mut d.observables, "actor.user", &user);
         let mut actor = Obj::new();
         actor.o("user", user);
@@ -412,7 +468,7 @@ pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
         d.host_profile = true;
     }
 
-    d.tenant = tenant;
+    d.tenant = f.tenant;
     d.unmapped
         .s("incidentId", a.incident_id.get())
         .s("classification", a.classification.get())
@@ -435,7 +491,7 @@ pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
 }
 
 /// The alert's user, with UPN and display name restored from the cache when only the object
-/// id is present (marked `unmapped.user_restored_from = "cache"`), else, for an alert of a
+/// id is present (`"cache"`, for `unmapped.user_restored_from`), else, for an alert of a
 /// risk `detection` (its id), the user that detection was about (`"risk_detection"`).
 /// `None` when nothing names a user.
 fn restore(
@@ -443,8 +499,7 @@ fn restore(
     tenant: Option<&str>,
     picked: Option<PickedUser>,
     detection: Option<&str>,
-    unmapped: &mut Obj,
-) -> Option<Obj> {
+) -> Option<(PickedUser, Option<&'static str>)> {
     let had = picked.is_some();
     let mut u = picked.unwrap_or_default();
     let unnamed = |u: &PickedUser| u.upn.is_none() && u.display_name.is_none();
@@ -477,22 +532,12 @@ fn restore(
             }
         }
     }
-    if !had && from.is_none() {
-        return None;
-    }
-    if let Some(from) = from {
-        unmapped.c("user_restored_from", from);
-    }
-    let mut user = user_obj(
-        u.uid.as_deref(),
-        u.upn.as_deref().or(u.account_name.as_deref()),
-        u.display_name.as_deref(),
-        u.domain.as_deref(),
-        UserType::User,
-    );
-    user.s("uid_alt", u.sid.as_deref());
-    Some(user)
+    (had || from.is_some()).then_some((u, from))
 }
+
+#[path = "graph_flat.rs"]
+mod flat;
+pub(crate) use flat::flat_alert;
 
 #[cfg(test)]
 #[path = "graph_tests.rs"]

@@ -15,7 +15,7 @@ mod graph;
 mod graph_activity;
 mod graph_evidence;
 mod identity_protection;
-mod json_de;
+use crate::json_de;
 mod lenient;
 mod mitre;
 mod ocsf;
