@@ -104,23 +104,54 @@ pub struct GraphClient {
 /// `not_before` (the last 429/503's `Retry-After`, or backoff, also holds after the retries
 /// of that request ran out, for the next poll).
 struct Budget {
-    limiter: DefaultDirectRateLimiter,
+    /// The quota and its limiter; a shared budget takes the stricter quota when another
+    /// source asks for less ([`Budget::tighten`]).
+    limiter: std::sync::RwLock<(Quota, Arc<DefaultDirectRateLimiter>)>,
     not_before: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Budget {
+    fn new(quota: Quota) -> Budget {
+        Budget {
+            limiter: std::sync::RwLock::new((quota, Arc::new(RateLimiter::direct(quota)))),
+            not_before: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn limiter(&self) -> Arc<DefaultDirectRateLimiter> {
+        self.limiter.read().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
+
+    /// Takes the stricter of this budget's quota and `quota` (the lower rate, the smaller
+    /// burst), so that no source of a shared budget goes faster than it was configured to.
+    fn tighten(&self, quota: Quota, key: &str) {
+        let mut l = self.limiter.write().unwrap_or_else(|e| e.into_inner());
+        let period = l.0.replenish_interval().max(quota.replenish_interval());
+        let burst = l.0.burst_size().min(quota.burst_size());
+        let Some(stricter) = Quota::with_period(period).map(|q| q.allow_burst(burst)) else {
+            return;
+        };
+        if stricter != l.0 {
+            tracing::warn!(
+                budget = %key,
+                per_minute = 60.0 / period.as_secs_f64(),
+                burst = burst.get(),
+                "sources sharing a tenant's Identity Protection request budget ask for different rates; \
+                 the lower rate and burst apply to all of them"
+            );
+            *l = (stricter, Arc::new(RateLimiter::direct(stricter)));
+        }
+    }
 }
 
 /// The budgets in use, by (Graph origin, tenant and API family): Identity Protection allows
 /// one request per second per tenant for every app, so the risk detection and risky user
-/// sources of a tenant share one (the first one's rate and burst); the security API's
-/// limit is per app and tenant, so each incidents source keeps its own.
+/// sources of a tenant share one (the lowest rate and burst any of them asks for); the
+/// security API's limit is per app and tenant, so each incidents source keeps its own.
 fn budget(key: Option<(String, String)>, quota: Quota) -> Arc<Budget> {
     type Registry = std::sync::Mutex<std::collections::HashMap<(String, String), std::sync::Weak<Budget>>>;
     static SHARED: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
-    let new = || {
-        Arc::new(Budget {
-            limiter: RateLimiter::direct(quota),
-            not_before: std::sync::Mutex::new(None),
-        })
-    };
+    let new = || Arc::new(Budget::new(quota));
     let Some(key) = key else { return new() };
     let mut map = SHARED
         .get_or_init(Default::default)
@@ -128,6 +159,7 @@ fn budget(key: Option<(String, String)>, quota: Quota) -> Arc<Budget> {
         .unwrap_or_else(|e| e.into_inner());
     map.retain(|_, b| b.strong_count() > 0);
     if let Some(b) = map.get(&key).and_then(std::sync::Weak::upgrade) {
+        b.tighten(quota, &key.1);
         return b;
     }
     let b = new();
@@ -242,9 +274,10 @@ impl GraphClient {
             self.sleep(d).await?;
         }
         let start = Instant::now();
+        let limiter = self.budget.limiter();
         tokio::select! {
             _ = self.shutdown.cancelled() => return Err(GraphError::ShuttingDown),
-            _ = self.budget.limiter.until_ready() => {}
+            _ = limiter.until_ready() => {}
         }
         let waited = start.elapsed();
         if waited > Duration::from_millis(5) {
@@ -388,8 +421,27 @@ mod tests {
             "incidents: each its own"
         );
         // One request at once between the two: the second waits for the shared budget.
-        assert!(a.limiter.check().is_ok());
-        assert!(b.limiter.check().is_err());
+        assert!(a.limiter().check().is_ok());
+        assert!(b.limiter().check().is_err());
+    }
+
+    /// Sources of one shared budget asking for different rates: the lowest rate and burst
+    /// apply to all of them, whichever started first; a looser one loosens nothing.
+    #[test]
+    fn a_shared_budget_takes_the_stricter_quota() {
+        let q = |per_minute: u32, burst: u32| {
+            Quota::per_minute(NonZeroU32::new(per_minute).unwrap()).allow_burst(NonZeroU32::new(burst).unwrap())
+        };
+        let key = || Some(("https://graph.example".to_string(), "t3/identityProtection".to_string()));
+        let a = budget(key(), q(120, 2));
+        let b = budget(key(), q(60, 1));
+        let c = budget(key(), q(600, 5));
+        assert!(Arc::ptr_eq(&a, &b) && Arc::ptr_eq(&a, &c));
+        assert_eq!(a.limiter.read().unwrap().0, q(60, 1));
+        // A burst of one: the first source's second request waits, as does the third's.
+        assert!(a.limiter().check().is_ok());
+        assert!(a.limiter().check().is_err());
+        assert!(c.limiter().check().is_err());
     }
     use reqwest::header::HeaderValue;
 
