@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::probe::{sample, LineReceiver, RssWatch};
 use crate::records::{now_iso, stamp_times};
-use crate::scenarios::{figure, latency_at_half_rate, write_config_as, Figure, Forwarder, Opts};
+use crate::scenarios::{cef_tcp_sink, figure, latency_at_half_rate, write_config_as, Figure, Forwarder, Opts};
 
 /// Incidents per page: what the Graph source asks for (`$top=50`, its default).
 pub const PAGE_INCIDENTS: usize = 50;
@@ -163,12 +163,7 @@ fn feed_pages(gen: &mut PageGenerator, w: &mut impl Write, n: u64) -> u64 {
 /// p50 / p99 latency with pages paced at half the saturated event rate.
 pub fn s5_forwarder(opts: &Opts) -> Figure {
     let rx = LineReceiver::start(0);
-    let sink = format!(
-        "[sinks.out]\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\nmode = \"tcp\"\nencoding = \"cef\"\n\
-         [sinks.out.encoder.syslog]\nheader = \"none\"\nframing = \"lf\"\n",
-        rx.port
-    );
-    let config = write_config_as(opts, "s5-forwarder", "graph", &sink);
+    let config = write_config_as(opts, "s5-forwarder", "graph", &cef_tcp_sink(rx.port, ""));
     let mut gen = PageGenerator::new(&opts.samples);
     let avg = gen.average_event_bytes();
     let mut fwd = Forwarder::start(opts, &config);

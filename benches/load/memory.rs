@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::probe::{sample, RssWatch};
 use crate::records::{now_iso, Generator};
-use crate::scenarios::{figure, write_config, Figure, Forwarder, Opts};
+use crate::scenarios::{cef_tcp_sink, figure, write_config, Figure, Forwarder, Opts};
 
 /// Default pipe capacity on Linux: what the input pipe is taken to hold when its fill
 /// cannot be read (the forwarder widens its stdin pipe to 1 MiB).
@@ -85,13 +85,10 @@ fn queued_bytes(port: u16) -> u64 {
 pub fn s1_memory(opts: &Opts, target: u64) -> Figure {
     let rx = HeldReceiver::start();
     let batch = 500u64;
+    let buffered = format!("buffer_max_batches = {}\n", (target / batch).max(1));
     let sink = format!(
-        "[sinks.out]\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\nmode = \"tcp\"\nencoding = \"cef\"\n\
-         buffer_max_batches = {}\n\
-         [sinks.out.encoder.syslog]\nheader = \"none\"\nframing = \"lf\"\n\
-         [pipeline]\nbatch_max_events = {batch}\n",
-        rx.port,
-        (target / batch).max(1)
+        "{}[pipeline]\nbatch_max_events = {batch}\n",
+        cef_tcp_sink(rx.port, &buffered)
     );
     let config = write_config(opts, "s1-memory", &sink);
     let mut gen = Generator::new(&opts.samples, opts.mix);

@@ -108,6 +108,15 @@ fn feed_paced(w: &mut impl Write, rate: f64, secs: u64, mut write_unit: impl FnM
     sent
 }
 
+/// A syslog sink writing CEF lines (no syslog header, LF framing) over TCP to `port`;
+/// `extra` adds members to `[sinks.out]`.
+pub(crate) fn cef_tcp_sink(port: u16, extra: &str) -> String {
+    format!(
+        "[sinks.out]\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\nmode = \"tcp\"\nencoding = \"cef\"\n{extra}\
+         [sinks.out.encoder.syslog]\nheader = \"none\"\nframing = \"lf\"\n"
+    )
+}
+
 pub(crate) fn write_config(opts: &Opts, name: &str, sink: &str) -> PathBuf {
     write_config_as(opts, name, "eventhub", sink)
 }
@@ -181,12 +190,7 @@ pub(crate) fn figure(scenario: &str, subject: &str, opts: &Opts, avg: usize, sec
 /// S1 for the forwarder: NDJSON on stdin → normalize → CEF (no syslog header, LF) → TCP.
 pub fn s1_forwarder(opts: &Opts) -> Figure {
     let rx = LineReceiver::start(0);
-    let sink = format!(
-        "[sinks.out]\ntype = \"syslog\"\naddress = \"127.0.0.1:{}\"\nmode = \"tcp\"\nencoding = \"cef\"\n\
-         [sinks.out.encoder.syslog]\nheader = \"none\"\nframing = \"lf\"\n",
-        rx.port
-    );
-    let config = write_config(opts, "s1-forwarder", &sink);
+    let config = write_config(opts, "s1-forwarder", &cef_tcp_sink(rx.port, ""));
     let mut gen = Generator::new(&opts.samples, opts.mix);
     let avg = gen.average_bytes();
     let mut fwd = Forwarder::start(opts, &config);
