@@ -5,11 +5,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::common::{
-    observe_user, severity_from_text, str_list, time_ms, uid_of, user_obj, Obj, Observables, UserType,
-};
+use super::common::{observe_user, severity_from_text, str_list, time_ms, uid_of, Obj, Observables};
 use super::correlate::DetectionKind;
-use super::graph_evidence::{learn_users, map_evidence, PickedUser};
+use super::graph_evidence::{account_obj, learn_users, map_evidence, PickedUser};
 use super::lenient::{Nest, Num, Seq, Str};
 use super::mitre;
 use super::ocsf::{Class, Draft, PROVIDER_GRAPH};
@@ -453,14 +451,13 @@ pub(crate) fn map_alert(ctx: &Ctx<'_>, raw: &str) -> Result<Draft, NormalizeErro
         if let Some(from) = from {
             d.unmapped.c("user_restored_from", from);
         }
-        let mut user = user_obj(
+        let user = account_obj(
             u.uid.as_deref(),
             u.upn.as_deref().or(u.account_name.as_deref()),
             u.display_name.as_deref(),
             u.domain.as_deref(),
-            UserType::User,
+            u.sid.as_deref(),
         );
-        user.s("uid_alt", u.sid.as_deref());
         observe_user(&mut d.observables, "actor.user", &user);
         let mut actor = Obj::new();
         actor.o("user", user);

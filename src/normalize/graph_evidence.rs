@@ -59,14 +59,26 @@ fn verdict(v: Option<&str>) -> (u8, String) {
 }
 
 fn account_user(a: &UserAccount<'_>) -> Obj {
-    let mut u = user_obj(
+    account_obj(
         a.aad_id.get(),
         a.upn.get().or(a.account_name.get()),
         a.display_name.get(),
         a.domain.get(),
-        UserType::User,
-    );
-    u.s("uid_alt", a.sid.get());
+        a.sid.get(),
+    )
+}
+
+/// The OCSF user of an account: object id, UPN (else account name), display name, domain,
+/// and the SID as `uid_alt`.
+pub(crate) fn account_obj(
+    uid: Option<&str>,
+    name: Option<&str>,
+    full_name: Option<&str>,
+    domain: Option<&str>,
+    sid: Option<&str>,
+) -> Obj {
+    let mut u = user_obj(uid, name, full_name, domain, UserType::User);
+    u.s("uid_alt", sid);
     u
 }
 
